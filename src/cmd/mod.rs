@@ -1,0 +1,121 @@
+//! The subcommands, one module each, and the command line that selects them.
+
+pub mod client_connect;
+pub mod hosts;
+pub mod run;
+pub mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigError, Settings};
+
+/// chainwatch: an ordered-ID failover chain for a small EC2 fleet.
+#[derive(Debug, Parser)]
+#[command(name = "chainwatch", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file [default: /etc/chainwatch/chainwatch.toml if present,
+    /// else built-in defaults].
+    #[arg(long, global = true, env = "CHAINWATCH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the watchdog daemon.
+    Run(run::Args),
+    /// OpenVPN client-connect hook: write the client's address to FILE.
+    ClientConnect(client_connect::Args),
+    /// Show what the local daemon is doing now.
+    Status(status::Args),
+    /// Print the /etc/hosts block of the layout.
+    Hosts(hosts::Args),
+}
+
+/// Errors a command reports before exiting non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Anything else, already phrased for the operator.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Load the configuration for a command.
+pub fn settings(cli_config: Option<&std::path::Path>) -> Result<Settings, ConfigError> {
+    Config::load(cli_config, |k| std::env::var(k).ok())
+}
+
+/// Parse the command line and run the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        // The hook runs synchronously, without a runtime or a logger: OpenVPN
+        // blocks on it.
+        Command::ClientConnect(args) => client_connect::main(cli.config.as_deref(), &args),
+        Command::Hosts(args) => report(hosts::main(cli.config.as_deref(), &args)),
+        Command::Status(args) => report(with_runtime(status::main(cli.config.as_deref(), &args))),
+        Command::Run(args) => {
+            init_logging(cli.log_format);
+            report(with_runtime(run::main(cli.config.as_deref(), &args)))
+        }
+    }
+}
+
+fn with_runtime<F: std::future::Future<Output = Result<(), CmdError>>>(
+    f: F,
+) -> Result<(), CmdError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CmdError::Other(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(f)
+}
+
+fn report(result: Result<(), CmdError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chainwatch: error: {e}");
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("CHAINWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+}

@@ -1,0 +1,507 @@
+//! The configuration file (`/etc/chainwatch/chainwatch.toml`).
+//!
+//! Every field has a default (the DESIGN.md layout and timings); a missing
+//! default file means "all defaults". Unknown keys are rejected with their
+//! name, values are validated before anything starts. A few settings can be
+//! overridden from the environment (see [`ENV_OVERRIDES`]).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::CoreConfig;
+use crate::layout::{Layout, LayoutConfig, LayoutError};
+
+/// Where the config file is looked for when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/chainwatch/chainwatch.toml";
+
+/// Environment variables that override single settings, and what they set.
+pub const ENV_OVERRIDES: [(&str, &str); 4] = [
+    ("CHAINWATCH_STATE_DIR", "node.state_dir"),
+    ("CHAINWATCH_STATUS_SOCKET", "node.status_socket"),
+    ("CHAINWATCH_HOSTS_FILE", "node.hosts_file"),
+    ("CHAINWATCH_USER_DATA_FILE", "identity.user_data_file"),
+];
+
+/// Errors reading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error(
+        "cannot read config file {path}: {source}; check the path given with --config or CHAINWATCH_CONFIG"
+    )]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line, column and key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("config: `{key}` {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `probe.timeout_ms`.
+        key: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// The layout is inconsistent.
+    #[error("config: [layout]: {0}")]
+    Layout(#[from] LayoutError),
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Paths and local settings of this node.
+    pub node: NodeConfig,
+    /// Where the boot identity comes from.
+    pub identity: IdentityConfig,
+    /// The probing rule.
+    pub probe: ProbeConfig,
+    /// Retry back-off of fence and takeover.
+    pub retry: RetryConfig,
+    /// The chain layout.
+    pub layout: LayoutConfig,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Directory for the persisted state (and later the outbox).
+    pub state_dir: PathBuf,
+    /// Unix socket on which `chainwatch run` serves `chainwatch status`.
+    pub status_socket: PathBuf,
+    /// Hosts file that peer names are resolved from; re-read when it changes.
+    pub hosts_file: PathBuf,
+    /// Fall back to DNS (system resolver config) for names missing from the
+    /// hosts file. Off by default: a DNS outage must not look like a death.
+    pub dns_fallback: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            state_dir: "/var/lib/chainwatch".into(),
+            status_socket: "/run/chainwatch/status.sock".into(),
+            hosts_file: "/etc/hosts".into(),
+            dns_fallback: false,
+        }
+    }
+}
+
+/// `[identity]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Read user-data from this file instead of IMDS (for hosts outside EC2
+    /// and for tests).
+    pub user_data_file: Option<PathBuf>,
+    /// IMDS endpoint, e.g. `http://169.254.169.254`. Unset: the SDK's default
+    /// (which honours `AWS_EC2_METADATA_SERVICE_ENDPOINT`).
+    pub imds_endpoint: Option<String>,
+}
+
+/// `[probe]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// Milliseconds between the starts of two rounds.
+    pub interval_ms: u64,
+    /// Milliseconds one probe may take; less than `interval_ms`.
+    pub timeout_ms: u64,
+    /// ICMP echoes per probe, spread evenly over the timeout; the first reply
+    /// answers the probe. More than one rides out random packet loss.
+    pub attempts: u32,
+    /// Consecutive missed rounds that declare the peer dead.
+    pub misses: u32,
+    /// Underlay (VPC) address of frontend1, used when the node watches the
+    /// hub and EC2 cannot be asked (observe mode without AWS).
+    pub hub_underlay: Option<Ipv4Addr>,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            interval_ms: 1000,
+            timeout_ms: 800,
+            attempts: 4,
+            misses: 3,
+            hub_underlay: None,
+        }
+    }
+}
+
+/// `[retry]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First delay after a failed fence or takeover, in milliseconds.
+    pub initial_ms: u64,
+    /// Largest delay, in milliseconds.
+    pub max_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_ms: 500,
+            max_ms: 30_000,
+        }
+    }
+}
+
+/// A config that passed validation, with its derived parts.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file's values (after environment overrides).
+    pub config: Config,
+    /// The validated layout.
+    pub layout: Layout,
+    /// Where it was read from; `None` for built-in defaults.
+    pub source: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The core's tunables.
+    pub fn core(&self) -> CoreConfig {
+        let p = &self.config.probe;
+        let r = &self.config.retry;
+        CoreConfig {
+            interval: Duration::from_millis(p.interval_ms),
+            probe_timeout: Duration::from_millis(p.timeout_ms),
+            misses: p.misses,
+            backoff_initial: Duration::from_millis(r.initial_ms),
+            backoff_max: Duration::from_millis(r.max_ms),
+        }
+    }
+}
+
+impl Config {
+    /// Parse TOML text (no environment overrides, no validation).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })
+    }
+
+    /// Load the configuration: `explicit` (from `--config`/`CHAINWATCH_CONFIG`)
+    /// must exist; otherwise [`DEFAULT_PATH`] is read if present, else the
+    /// defaults are used. Then the environment overrides, then validation.
+    pub fn load(
+        explicit: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let (mut config, source) = match explicit {
+            Some(path) => (Self::read(path)?, Some(path.to_path_buf())),
+            None => {
+                let path = Path::new(DEFAULT_PATH);
+                if path.exists() {
+                    (Self::read(path)?, Some(path.to_path_buf()))
+                } else {
+                    (Config::default(), None)
+                }
+            }
+        };
+        config.apply_env(env);
+        let layout = config.validate()?;
+        Ok(Settings {
+            config,
+            layout,
+            source,
+        })
+    }
+
+    fn read(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Apply [`ENV_OVERRIDES`]; empty values are ignored.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
+        let get = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        if let Some(v) = get("CHAINWATCH_STATE_DIR") {
+            self.node.state_dir = v;
+        }
+        if let Some(v) = get("CHAINWATCH_STATUS_SOCKET") {
+            self.node.status_socket = v;
+        }
+        if let Some(v) = get("CHAINWATCH_HOSTS_FILE") {
+            self.node.hosts_file = v;
+        }
+        if let Some(v) = get("CHAINWATCH_USER_DATA_FILE") {
+            self.identity.user_data_file = Some(v);
+        }
+    }
+
+    /// Check every value; returns the validated layout.
+    pub fn validate(&self) -> Result<Layout, ConfigError> {
+        fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            }
+        }
+        for (key, path) in [
+            ("node.state_dir", &self.node.state_dir),
+            ("node.status_socket", &self.node.status_socket),
+            ("node.hosts_file", &self.node.hosts_file),
+        ] {
+            if !path.is_absolute() {
+                return Err(invalid(
+                    key,
+                    format!("must be an absolute path, got {path:?}"),
+                ));
+            }
+        }
+        if let Some(p) = &self.identity.user_data_file {
+            if !p.is_absolute() {
+                return Err(invalid(
+                    "identity.user_data_file",
+                    format!("must be an absolute path, got {p:?}"),
+                ));
+            }
+        }
+        if let Some(e) = &self.identity.imds_endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(invalid(
+                    "identity.imds_endpoint",
+                    format!("must be an http:// or https:// URL, got {e:?}"),
+                ));
+            }
+        }
+        let p = &self.probe;
+        if !(100..=60_000).contains(&p.interval_ms) {
+            return Err(invalid(
+                "probe.interval_ms",
+                format!("must be 100..=60000, got {}", p.interval_ms),
+            ));
+        }
+        if p.timeout_ms < 10 || p.timeout_ms >= p.interval_ms {
+            return Err(invalid(
+                "probe.timeout_ms",
+                format!(
+                    "must be at least 10 and less than probe.interval_ms ({}), got {}",
+                    p.interval_ms, p.timeout_ms
+                ),
+            ));
+        }
+        if !(1..=10).contains(&p.attempts) {
+            return Err(invalid(
+                "probe.attempts",
+                format!("must be 1..=10, got {}", p.attempts),
+            ));
+        }
+        if !(1..=100).contains(&p.misses) {
+            return Err(invalid(
+                "probe.misses",
+                format!("must be 1..=100, got {}", p.misses),
+            ));
+        }
+        let r = &self.retry;
+        if r.initial_ms < 10 {
+            return Err(invalid(
+                "retry.initial_ms",
+                format!("must be at least 10, got {}", r.initial_ms),
+            ));
+        }
+        if r.max_ms < r.initial_ms || r.max_ms > 3_600_000 {
+            return Err(invalid(
+                "retry.max_ms",
+                format!(
+                    "must be between retry.initial_ms ({}) and 3600000, got {}",
+                    r.initial_ms, r.max_ms
+                ),
+            ));
+        }
+        if self.layout.domain.is_empty()
+            || !self
+                .layout
+                .domain
+                .split('.')
+                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        {
+            return Err(invalid(
+                "layout.domain",
+                format!(
+                    "must be a DNS domain like `internal`, got {:?}",
+                    self.layout.domain
+                ),
+            ));
+        }
+        Ok(Layout::new(&self.layout)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Layout, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))?.validate()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = Config::parse("", Path::new("x")).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.validate().unwrap(), Layout::default());
+        let s = Settings {
+            config: c,
+            layout: Layout::default(),
+            source: None,
+        };
+        assert_eq!(s.core(), CoreConfig::default());
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_documents_every_default() {
+        let text = include_str!("../etc/chainwatch.toml");
+        let c = Config::parse(text, Path::new("etc/chainwatch.toml")).unwrap();
+        assert_eq!(c, Config::default(), "the example must show the defaults");
+        // Every key of the defaults appears in the example, with a comment.
+        let defaults = toml::to_string(&Config::default()).unwrap();
+        for line in defaults.lines() {
+            if let Some((key, _)) = line.split_once(" = ") {
+                assert!(
+                    text.lines().any(|l| l.starts_with(&format!("{key} = "))
+                        || l.starts_with(&format!("# {key} = "))),
+                    "example lacks {key}"
+                );
+            }
+        }
+        for key in [
+            "hub_underlay",
+            "user_data_file",
+            "imds_endpoint",
+            "public_address",
+        ] {
+            assert!(text.contains(&format!("# {key} = ")), "example lacks {key}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("[probe]\nintervall_ms = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("intervall_ms"), "{err}");
+        assert!(err.contains("test.toml"), "{err}");
+        let err = parse("[probes]\n").unwrap_err().to_string();
+        assert!(err.contains("probes"), "{err}");
+        let err = parse("top = 1\n").unwrap_err().to_string();
+        assert!(err.contains("top"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn wrong_types_are_rejected() {
+        let err = parse("[probe]\nmisses = \"three\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("misses") || err.contains("integer"), "{err}");
+        assert!(parse("[probe]\nmisses = -1\n").is_err());
+        assert!(parse("[probe]\nhub_underlay = \"10.0.0.300\"\n").is_err());
+    }
+
+    #[test]
+    fn values_are_validated() {
+        let cases = [
+            ("[probe]\ntimeout_ms = 1000\n", "probe.timeout_ms"),
+            (
+                "[probe]\ninterval_ms = 50\ntimeout_ms = 20\n",
+                "probe.interval_ms",
+            ),
+            ("[probe]\nmisses = 0\n", "probe.misses"),
+            ("[probe]\nattempts = 0\n", "probe.attempts"),
+            ("[retry]\ninitial_ms = 5\n", "retry.initial_ms"),
+            ("[retry]\nmax_ms = 100\n", "retry.max_ms"),
+            ("[node]\nstate_dir = \"relative\"\n", "node.state_dir"),
+            (
+                "[identity]\nimds_endpoint = \"169.254.169.254\"\n",
+                "identity.imds_endpoint",
+            ),
+            ("[layout]\ndomain = \"a..b\"\n", "layout.domain"),
+        ];
+        for (text, key) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let err = parse("[layout]\nbackend_base = 12\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[layout]") && err.contains("overlap"), "{err}");
+    }
+
+    #[test]
+    fn a_full_file_is_read() {
+        let text = r#"
+[node]
+state_dir = "/srv/cw"
+dns_fallback = true
+[probe]
+interval_ms = 500
+timeout_ms = 400
+misses = 5
+hub_underlay = "10.0.1.5"
+[layout]
+subnet = "10.9.0.0/24"
+max_backends = 3
+public_address = "203.0.113.9"
+"#;
+        let c = Config::parse(text, Path::new("x")).unwrap();
+        let l = c.validate().unwrap();
+        assert_eq!(c.node.state_dir, PathBuf::from("/srv/cw"));
+        assert_eq!(c.probe.hub_underlay, Some(Ipv4Addr::new(10, 0, 1, 5)));
+        assert_eq!(l.max_id(crate::layout::Role::Backend), 3);
+        assert!(l.hosts_block().contains("203.0.113.9\tfrontend1"));
+    }
+
+    #[test]
+    fn load_reads_explicit_files_and_applies_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[probe]\nmisses = 4\n").unwrap();
+        let env = |k: &str| match k {
+            "CHAINWATCH_STATE_DIR" => Some("/tmp/state".to_string()),
+            "CHAINWATCH_HOSTS_FILE" => Some(String::new()),
+            _ => None,
+        };
+        let s = Config::load(Some(&path), env).unwrap();
+        assert_eq!(s.config.probe.misses, 4);
+        assert_eq!(s.config.node.state_dir, PathBuf::from("/tmp/state"));
+        assert_eq!(s.config.node.hosts_file, PathBuf::from("/etc/hosts"));
+        assert_eq!(s.source.as_deref(), Some(path.as_path()));
+        let missing = dir.path().join("missing.toml");
+        let err = Config::load(Some(&missing), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing.toml"), "{err}");
+        // An override is validated like the file.
+        let err = Config::load(Some(&path), |k: &str| {
+            (k == "CHAINWATCH_STATE_DIR").then(|| "rel".to_string())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("node.state_dir"), "{err}");
+    }
+}

@@ -1,0 +1,355 @@
+//! The driver loop: feed inputs to the core, perform its actions, sleep until
+//! its next deadline.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::prober::IcmpProber;
+use super::resolve::HostsResolver;
+use super::{Announcer, Clock, Registry, StatusReport, Switcher, TransitionRecord, ms, unix_ms};
+use crate::core::{Action, Event, Input, Monitor, PhaseName, ProbeAddr, ProbeOutcome};
+use crate::identity::BootIdentity;
+use crate::layout::Layout;
+
+/// Everything the driver needs, handed in so tests can build it.
+pub struct Driver<R, S, A> {
+    /// The core.
+    pub core: Monitor,
+    /// The layout.
+    pub layout: Layout,
+    /// ICMP prober.
+    pub prober: Arc<IcmpProber>,
+    /// Hosts-file resolver.
+    pub resolver: Arc<HostsResolver>,
+    /// Registry (EC2).
+    pub registry: Arc<R>,
+    /// Identity switcher.
+    pub switcher: Arc<S>,
+    /// Transition announcer.
+    pub announcer: Arc<A>,
+    /// Observe mode: decide and log, never act.
+    pub observe: bool,
+    /// How this node booted.
+    pub boot: BootIdentity,
+    /// Where status reports go.
+    pub status: watch::Sender<StatusReport>,
+}
+
+/// Rate-limits repeated warnings about the same thing.
+#[derive(Default)]
+struct LastWarning(Mutex<Option<String>>);
+
+impl LastWarning {
+    fn warn_once(&self, what: &str, message: String) {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_deref() != Some(message.as_str()) {
+            tracing::warn!(what, "{message}");
+            *last = Some(message);
+        }
+    }
+    fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
+    /// The first status report, before the loop runs.
+    pub fn initial_report(
+        core: &Monitor,
+        layout: &Layout,
+        boot: &BootIdentity,
+        observe: bool,
+        icmp: &str,
+    ) -> StatusReport {
+        let mut r = StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            mode: if observe { "observe" } else { "active" }.into(),
+            role: boot.slot.role,
+            id: boot.slot.id,
+            common_name: String::new(),
+            overlay_addr: layout.overlay_addr(boot.slot),
+            peer: None,
+            peer_target: None,
+            phase: String::new(),
+            misses: 0,
+            misses_to_declare: 0,
+            last_rtt_ms: None,
+            cut_off: false,
+            rounds: 0,
+            attempt: 0,
+            last_error: None,
+            last_transition: None,
+            pending_events: 0,
+            icmp_socket: icmp.to_string(),
+            identity_source: boot.source.as_str().to_string(),
+            instance_id: boot.instance_id.clone(),
+            started_ms: unix_ms(std::time::SystemTime::now()),
+            pid: std::process::id(),
+        };
+        Self::fill(&mut r, core, layout);
+        r
+    }
+
+    fn fill(r: &mut StatusReport, core: &Monitor, layout: &Layout) {
+        let s = core.snapshot();
+        r.role = s.me.role;
+        r.id = s.me.id;
+        r.common_name = s.me.common_name();
+        r.overlay_addr = layout.overlay_addr(s.me);
+        r.peer = s.peer.map(|p| p.common_name());
+        r.peer_target = s.peer.map(|p| {
+            if p.is_hub() {
+                "underlay address".to_string()
+            } else {
+                layout.host_name(p)
+            }
+        });
+        r.phase = s.phase.as_str().to_string();
+        r.misses = s.misses;
+        r.misses_to_declare = s.misses_to_declare;
+        r.last_rtt_ms = s.last_rtt.map(ms);
+        r.cut_off = s.cut_off;
+        r.rounds = s.rounds;
+        r.attempt = s.attempt;
+        r.last_error = s.last_error;
+    }
+
+    /// Run until `shutdown` resolves.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let clock = Clock::now();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
+        let mut tasks = JoinSet::new();
+        let warnings = Arc::new(LastWarning::default());
+        tokio::pin!(shutdown);
+        loop {
+            self.drain(&tx, &mut tasks, &clock, &warnings).await;
+            let deadline = self.core.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(input) = rx.recv() => self.core.handle_input(Instant::now(), input),
+                _ = sleep => self.core.handle_timeout(Instant::now()),
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        tasks.abort_all();
+        tracing::info!("shutting down");
+    }
+
+    async fn drain(
+        &mut self,
+        tx: &mpsc::UnboundedSender<Input>,
+        tasks: &mut JoinSet<()>,
+        clock: &Clock,
+        warnings: &Arc<LastWarning>,
+    ) {
+        while let Some(event) = self.core.poll_event() {
+            log_event(&event, self.observe);
+        }
+        while let Some(action) = self.core.poll_action() {
+            self.perform(action, tx, tasks, clock, warnings).await;
+        }
+        while let Some(event) = self.core.poll_event() {
+            log_event(&event, self.observe);
+        }
+        let core = &self.core;
+        let layout = &self.layout;
+        self.status.send_modify(|r| Self::fill(r, core, layout));
+    }
+
+    async fn perform(
+        &mut self,
+        action: Action,
+        tx: &mpsc::UnboundedSender<Input>,
+        tasks: &mut JoinSet<()>,
+        clock: &Clock,
+        warnings: &Arc<LastWarning>,
+    ) {
+        let tx = tx.clone();
+        match action {
+            Action::Probe {
+                round,
+                target,
+                addr,
+                timeout,
+            } => {
+                let prober = self.prober.clone();
+                let resolver = self.resolver.clone();
+                let registry = self.registry.clone();
+                let layout = self.layout.clone();
+                let warnings = warnings.clone();
+                tasks.spawn(async move {
+                    let started = Instant::now();
+                    let work = async {
+                        let ip = match &addr {
+                            ProbeAddr::Overlay(slot) => resolver
+                                .resolve(&layout.host_name(*slot))
+                                .await
+                                .map_err(|e| e.to_string()),
+                            ProbeAddr::Underlay(slot) => registry.underlay_addr(*slot).await,
+                            ProbeAddr::Ec2Api => {
+                                return registry
+                                    .witness()
+                                    .await
+                                    .map(|()| Some(started.elapsed()))
+                                    .map_err(|e| {
+                                        warnings.warn_once("witness", format!("EC2 witness: {e}"))
+                                    })
+                                    .unwrap_or(None);
+                            }
+                        };
+                        match ip {
+                            Ok(ip) => {
+                                warnings.clear();
+                                prober.probe(ip, timeout).await
+                            }
+                            Err(e) => {
+                                warnings.warn_once("resolve", e);
+                                None
+                            }
+                        }
+                    };
+                    // Report by the deadline whatever happens.
+                    let rtt = tokio::time::timeout(timeout, work).await.ok().flatten();
+                    let outcome = match rtt {
+                        Some(rtt) => ProbeOutcome::Reply { rtt },
+                        None => ProbeOutcome::Silent,
+                    };
+                    let _ = tx.send(Input::Probed {
+                        round,
+                        target,
+                        outcome,
+                    });
+                });
+            }
+            Action::CheckHolder { slot } => {
+                let registry = self.registry.clone();
+                tasks.spawn(async move {
+                    let result = registry.check_holder(slot).await;
+                    if let Err(e) = &result {
+                        tracing::debug!(%slot, error = %e, "holder check failed");
+                    }
+                    let _ = tx.send(Input::HolderChecked { slot, result });
+                });
+            }
+            Action::Fence { slot, attempt } => {
+                if self.observe {
+                    tracing::warn!(
+                        peer = %slot,
+                        attempt,
+                        "observe mode: would fence {slot} now (stop its instance through EC2); not acting"
+                    );
+                    let _ = tx.send(Input::FenceDone {
+                        slot,
+                        result: Err("observe mode: not fencing".into()),
+                    });
+                    return;
+                }
+                tracing::warn!(peer = %slot, attempt, "fencing {slot}");
+                let registry = self.registry.clone();
+                tasks.spawn(async move {
+                    let result = registry.fence(slot).await;
+                    let _ = tx.send(Input::FenceDone { slot, result });
+                });
+            }
+            Action::TakeOver { from, to, attempt } => {
+                if self.observe {
+                    tracing::warn!(
+                        from = %from,
+                        to = %to,
+                        attempt,
+                        "observe mode: would take over {to} now; not acting"
+                    );
+                    let _ = tx.send(Input::TakeOverDone {
+                        to,
+                        result: Err("observe mode: not taking over".into()),
+                    });
+                    return;
+                }
+                tracing::warn!(from = %from, to = %to, attempt, "taking over {to}");
+                let switcher = self.switcher.clone();
+                tasks.spawn(async move {
+                    let result = switcher.take_over(from, to).await;
+                    let _ = tx.send(Input::TakeOverDone { to, result });
+                });
+            }
+            Action::Announce(transition) => {
+                let record = TransitionRecord::new(&transition, &self.layout, clock);
+                self.status
+                    .send_modify(|r| r.last_transition = Some(record.clone()));
+                self.announcer.announce(&record).await;
+            }
+        }
+    }
+}
+
+fn log_event(event: &Event, observe: bool) {
+    match event {
+        Event::Watching { me, peer } => match peer {
+            Some(p) => tracing::info!(me = %me, peer = %p, "watching {p}"),
+            None => tracing::info!(me = %me, "ID 1: watching nobody"),
+        },
+        Event::Miss { peer, misses, of } => {
+            tracing::info!(peer = %peer, misses, of, "{peer} silent while the witness answers: miss {misses} of {of}")
+        }
+        Event::Inconclusive { peer, discarded } => tracing::warn!(
+            peer = %peer,
+            discarded,
+            "{peer} and the witness are both silent: this node may be cut off; counting nothing"
+        ),
+        Event::Recovered { peer, after } => {
+            tracing::info!(peer = %peer, after, "{peer} answers again after {after} misses")
+        }
+        Event::PeerDead { peer, misses } => {
+            tracing::warn!(peer = %peer, misses, observe, "peer declared dead: {peer} missed {misses} rounds while the witness answered")
+        }
+        Event::Vacant { peer } => {
+            tracing::warn!(peer = %peer, "{peer} is vacant: no running instance holds it")
+        }
+        Event::FenceFailed {
+            peer,
+            attempt,
+            error,
+            retry_in,
+        } => {
+            if observe {
+                tracing::info!(peer = %peer, attempt, retry_in_ms = retry_in.as_millis() as u64, "observe mode: no fence; asking again later")
+            } else {
+                tracing::error!(peer = %peer, attempt, error = %error, retry_in_ms = retry_in.as_millis() as u64, "FENCE FAILED for {peer}: no takeover until it is confirmed; retrying")
+            }
+        }
+        Event::FenceCancelled { peer } => {
+            tracing::warn!(peer = %peer, "fence of {peer} called off: it answered again, or this node lost the witness")
+        }
+        Event::FenceConfirmed { peer, instances } => {
+            tracing::warn!(peer = %peer, instances = ?instances, "fence of {peer} confirmed")
+        }
+        Event::TakeOverFailed {
+            to,
+            attempt,
+            error,
+            retry_in,
+        } => {
+            if !observe {
+                tracing::error!(to = %to, attempt, error = %error, retry_in_ms = retry_in.as_millis() as u64, "takeover of {to} failed; retrying")
+            }
+        }
+        Event::TookOver { from, to } => {
+            tracing::warn!(from = %from, to = %to, "took over {to} (was {from})")
+        }
+    }
+}
+
+/// Whether the phase means the peer was declared dead.
+pub fn peer_declared_dead(phase: PhaseName) -> bool {
+    matches!(phase, PhaseName::Fencing | PhaseName::TakingOver)
+}

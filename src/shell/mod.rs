@@ -1,0 +1,311 @@
+//! The async shell around the pure core: it turns the core's actions into
+//! I/O and the results back into inputs.
+//!
+//! Each kind of outside work sits behind a small trait, so the real
+//! implementations (EC2, OpenVPN, the event sinks) plug into the same driver:
+//!
+//! * [`Registry`] — who holds a slot, fencing, the hub's underlay address and
+//!   the EC2 witness.
+//! * [`Switcher`] — moving this node to a new slot (state, tags, VPN).
+//! * [`Announcer`] — telling the rest of the system about a transition.
+//!
+//! This version ships the observe-only implementations: the daemon probes,
+//! decides and logs what it would do, and never acts.
+
+pub mod driver;
+pub mod prober;
+pub mod resolve;
+pub mod status;
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{Fenced, Holder, Transition};
+use crate::layout::{Layout, Role, Slot};
+
+/// Who holds slots, and the fence. Errors are one-line reasons for the log.
+pub trait Registry: Send + Sync + 'static {
+    /// Whether an instance that is not stopped holds `slot`.
+    fn check_holder(&self, slot: Slot) -> impl Future<Output = Result<Holder, String>> + Send;
+    /// Stop every holder of `slot` and wait until EC2 reports it stopped.
+    fn fence(&self, slot: Slot) -> impl Future<Output = Result<Fenced, String>> + Send;
+    /// A cheap API call; `Ok` means the control plane answers (the witness
+    /// used when the watched peer is the hub).
+    fn witness(&self) -> impl Future<Output = Result<(), String>> + Send;
+    /// The underlay (VPC) address of `slot`'s holder.
+    fn underlay_addr(&self, slot: Slot) -> impl Future<Output = Result<Ipv4Addr, String>> + Send;
+}
+
+/// Moves this node to another slot.
+pub trait Switcher: Send + Sync + 'static {
+    /// Persist the new slot, retag, switch the VPN identity; `Ok` once the
+    /// identity is up.
+    fn take_over(&self, from: Slot, to: Slot) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Announces transitions.
+pub trait Announcer: Send + Sync + 'static {
+    /// Record and deliver a transition (durably, in later versions).
+    fn announce(&self, record: &TransitionRecord) -> impl Future<Output = ()> + Send;
+}
+
+/// The registry available without AWS: it knows only the configured
+/// underlay address of the hub and cannot tell holders, fence, or witness.
+/// With it the core never takes anything over.
+#[derive(Debug, Clone, Default)]
+pub struct StaticRegistry {
+    /// `probe.hub_underlay` from the config.
+    pub hub_underlay: Option<Ipv4Addr>,
+}
+
+impl Registry for StaticRegistry {
+    async fn check_holder(&self, _slot: Slot) -> Result<Holder, String> {
+        Err("no EC2 registry in this mode: holders are unknown".into())
+    }
+    async fn fence(&self, slot: Slot) -> Result<Fenced, String> {
+        Err(format!("no EC2 registry in this mode: cannot fence {slot}"))
+    }
+    async fn witness(&self) -> Result<(), String> {
+        Err("no EC2 registry in this mode: the hub witness is unavailable".into())
+    }
+    async fn underlay_addr(&self, slot: Slot) -> Result<Ipv4Addr, String> {
+        self.hub_underlay.ok_or_else(|| {
+            format!("the underlay address of {slot} is unknown: set probe.hub_underlay")
+        })
+    }
+}
+
+/// A switcher that never switches (observe mode).
+#[derive(Debug, Clone, Default)]
+pub struct NoSwitch;
+
+impl Switcher for NoSwitch {
+    async fn take_over(&self, from: Slot, to: Slot) -> Result<(), String> {
+        Err(format!("observe mode: {from} does not take over {to}"))
+    }
+}
+
+/// An announcer that only writes the transition to the log.
+#[derive(Debug, Clone, Default)]
+pub struct LogAnnouncer;
+
+impl Announcer for LogAnnouncer {
+    async fn announce(&self, record: &TransitionRecord) {
+        let json = serde_json::to_string(record).unwrap_or_default();
+        tracing::info!(transition = %json, "transition");
+    }
+}
+
+/// Converts the core's monotonic instants into wall-clock milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    instant: Instant,
+    unix_ms: u64,
+}
+
+impl Clock {
+    /// Anchor now.
+    pub fn now() -> Self {
+        Clock {
+            instant: Instant::now(),
+            unix_ms: unix_ms(SystemTime::now()),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch of `at`.
+    pub fn unix_ms(&self, at: Instant) -> u64 {
+        if at >= self.instant {
+            self.unix_ms + (at - self.instant).as_millis() as u64
+        } else {
+            self.unix_ms
+                .saturating_sub((self.instant - at).as_millis() as u64)
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A transition with wall-clock times, as logged, shown by `status`, and
+/// (in later versions) published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionRecord {
+    /// The role of both slots.
+    pub role: Role,
+    /// Former ID.
+    pub from_id: u32,
+    /// New ID.
+    pub to_id: u32,
+    /// The new overlay address.
+    pub overlay_addr: Ipv4Addr,
+    /// Fenced instances.
+    pub fenced: Vec<String>,
+    /// The slot had no running holder.
+    pub vacant: bool,
+    /// Start of the first missed round (ms since the Unix epoch).
+    pub silent_since_ms: Option<u64>,
+    /// Peer declared dead.
+    pub declared_ms: u64,
+    /// Fence confirmed.
+    pub fenced_ms: u64,
+    /// New identity up.
+    pub identity_up_ms: u64,
+}
+
+impl TransitionRecord {
+    /// Convert a core transition.
+    pub fn new(t: &Transition, layout: &Layout, clock: &Clock) -> Self {
+        TransitionRecord {
+            role: t.to.role,
+            from_id: t.from.id,
+            to_id: t.to.id,
+            overlay_addr: layout.overlay_addr(t.to),
+            fenced: t.fenced.clone(),
+            vacant: t.vacant,
+            silent_since_ms: t.silent_since.map(|i| clock.unix_ms(i)),
+            declared_ms: clock.unix_ms(t.declared_at),
+            fenced_ms: clock.unix_ms(t.fenced_at),
+            identity_up_ms: clock.unix_ms(t.identity_up_at),
+        }
+    }
+}
+
+/// Everything `chainwatch status` shows; served as JSON on the status socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// chainwatch version.
+    pub version: String,
+    /// `observe` or `active`.
+    pub mode: String,
+    /// This node's role.
+    pub role: Role,
+    /// This node's ID.
+    pub id: u32,
+    /// Its VPN common name.
+    pub common_name: String,
+    /// Its overlay address.
+    pub overlay_addr: Ipv4Addr,
+    /// The watched peer's common name (none for ID 1).
+    pub peer: Option<String>,
+    /// What the peer is probed at: its host name, or `underlay` for the hub.
+    pub peer_target: Option<String>,
+    /// `idle`, `watching`, `fencing`, `taking-over`.
+    pub phase: String,
+    /// Consecutive missed rounds.
+    pub misses: u32,
+    /// Misses that declare the peer dead.
+    pub misses_to_declare: u32,
+    /// RTT of the last answer from the peer, in milliseconds.
+    pub last_rtt_ms: Option<f64>,
+    /// The last round was inconclusive (witness silent too).
+    pub cut_off: bool,
+    /// Rounds evaluated.
+    pub rounds: u64,
+    /// Current fence/takeover attempt.
+    pub attempt: u32,
+    /// Last fence/takeover error.
+    pub last_error: Option<String>,
+    /// The last transition this daemon made.
+    pub last_transition: Option<TransitionRecord>,
+    /// Transitions not yet confirmed by every sink.
+    pub pending_events: u64,
+    /// ICMP socket kind: `dgram` or `raw`.
+    pub icmp_socket: String,
+    /// Where the boot identity came from.
+    pub identity_source: String,
+    /// The EC2 instance ID, if known.
+    pub instance_id: Option<String>,
+    /// Daemon start, ms since the Unix epoch.
+    pub started_ms: u64,
+    /// Daemon process ID.
+    pub pid: u32,
+}
+
+impl StatusReport {
+    /// Render the human table.
+    pub fn table(&self) -> String {
+        let rtt = self
+            .last_rtt_ms
+            .map(|r| format!("{r:.3} ms"))
+            .unwrap_or_else(|| "-".into());
+        let peer = match (&self.peer, &self.peer_target) {
+            (Some(p), Some(t)) => format!("{p} ({t})"),
+            (Some(p), None) => p.clone(),
+            _ => "nobody (ID 1)".into(),
+        };
+        let transition = self
+            .last_transition
+            .as_ref()
+            .map(|t| {
+                let how = if t.vacant {
+                    "vacant".to_string()
+                } else {
+                    format!("fenced {}", t.fenced.join(","))
+                };
+                format!(
+                    "{role}{} -> {role}{} ({how}) at {} ms",
+                    t.from_id,
+                    t.to_id,
+                    t.identity_up_ms,
+                    role = t.role
+                )
+            })
+            .unwrap_or_else(|| "none".into());
+        let rows: Vec<(&str, String)> = vec![
+            ("role", self.role.to_string()),
+            ("id", self.id.to_string()),
+            ("common name", self.common_name.clone()),
+            ("overlay address", self.overlay_addr.to_string()),
+            ("watching", peer),
+            ("phase", self.phase.clone()),
+            (
+                "misses",
+                format!(
+                    "{} of {}{}",
+                    self.misses,
+                    self.misses_to_declare,
+                    if self.cut_off {
+                        " (last round inconclusive: witness silent)"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            ("last rtt", rtt),
+            ("rounds", self.rounds.to_string()),
+            (
+                "last error",
+                self.last_error.clone().unwrap_or_else(|| "-".into()),
+            ),
+            ("last transition", transition),
+            ("pending events", self.pending_events.to_string()),
+            ("mode", self.mode.clone()),
+            ("icmp socket", self.icmp_socket.clone()),
+            (
+                "identity",
+                match &self.instance_id {
+                    Some(i) => format!("{} ({i})", self.identity_source),
+                    None => self.identity_source.clone(),
+                },
+            ),
+            ("pid", self.pid.to_string()),
+        ];
+        let mut out = String::new();
+        for (k, v) in rows {
+            out.push_str(&format!("{k:<16} {v}\n"));
+        }
+        out
+    }
+}
+
+/// Round a duration to fractional milliseconds.
+pub fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}

@@ -1,0 +1,194 @@
+//! The persisted state file (`<state_dir>/state.json`).
+//!
+//! Written once a node has taken over another ID, so that a restart keeps the
+//! new ID instead of going back to the one in user-data. Writes are atomic:
+//! a temporary file in the same directory is written and fsync'd, renamed
+//! over the old one, and the directory is fsync'd. A crash leaves either the
+//! old or the new file, never a torn one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::layout::{Layout, Role, Slot};
+
+/// File name inside the state directory.
+pub const FILE_NAME: &str = "state.json";
+
+/// Current schema version of the file.
+pub const VERSION: u32 = 1;
+
+/// Errors reading or writing the state file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// I/O failed.
+    #[error(
+        "state file {path}: {source}; check that the state directory exists and is writable by chainwatch"
+    )]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid state file.
+    #[error(
+        "state file {path} is corrupt ({reason}); move it away to fall back to the ID in user-data"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What is persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistedState {
+    /// Schema version; must be [`VERSION`].
+    pub version: u32,
+    /// The node's role.
+    pub role: Role,
+    /// The ID the node holds now.
+    pub id: u32,
+    /// The per-role epoch of the last transition this node made (0: none).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Seconds since the Unix epoch of the last write.
+    pub updated_unix: u64,
+}
+
+impl PersistedState {
+    /// A state for `slot` written now.
+    pub fn new(slot: Slot, epoch: u64, updated_unix: u64) -> Self {
+        PersistedState {
+            version: VERSION,
+            role: slot.role,
+            id: slot.id,
+            epoch,
+            updated_unix,
+        }
+    }
+
+    /// The slot it records.
+    pub fn slot(&self) -> Slot {
+        Slot::new(self.role, self.id)
+    }
+}
+
+/// The path of the state file in `dir`.
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join(FILE_NAME)
+}
+
+/// Read the state file; `Ok(None)` when there is none.
+pub fn load(dir: &Path, layout: &Layout) -> Result<Option<PersistedState>, StateError> {
+    let path = path(dir);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StateError::Io { path, source }),
+    };
+    let corrupt = |reason: String| StateError::Corrupt {
+        path: path.clone(),
+        reason,
+    };
+    let state: PersistedState =
+        serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if state.version != VERSION {
+        return Err(corrupt(format!(
+            "version {} is not the supported {VERSION}",
+            state.version
+        )));
+    }
+    layout
+        .slot(state.role, state.id)
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok(Some(state))
+}
+
+/// Write the state file atomically and durably.
+pub fn store(dir: &Path, state: &PersistedState) -> Result<(), StateError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StateError::Io { path, source }
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(dir))?;
+    let final_path = path(dir);
+    let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
+    let mut body = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
+        path: final_path.clone(),
+        reason: e.to_string(),
+    })?;
+    body.push(b'\n');
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(&body).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_then_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("nested/state");
+        let l = Layout::default();
+        assert_eq!(load(&sub, &l).unwrap(), None);
+        let s = PersistedState::new(Slot::new(Role::Backend, 1), 7, 1_700_000_000);
+        store(&sub, &s).unwrap();
+        assert_eq!(load(&sub, &l).unwrap(), Some(s.clone()));
+        // Overwrite leaves no temporary file behind.
+        let s2 = PersistedState::new(Slot::new(Role::Backend, 2), 8, 1_700_000_001);
+        store(&sub, &s2).unwrap();
+        assert_eq!(load(&sub, &l).unwrap(), Some(s2));
+        let names: Vec<_> = fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec![FILE_NAME.to_string()]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path(&sub)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn corrupt_files_are_reported_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Layout::default();
+        for body in [
+            "",
+            "{",
+            r#"{"version":2,"role":"backend","id":1,"updated_unix":0}"#,
+            r#"{"version":1,"role":"backend","id":9,"updated_unix":0}"#,
+            r#"{"version":1,"role":"db","id":1,"updated_unix":0}"#,
+            r#"{"version":1,"role":"backend","id":1,"updated_unix":0,"x":1}"#,
+        ] {
+            fs::write(path(dir.path()), body).unwrap();
+            let err = load(dir.path(), &l).unwrap_err().to_string();
+            assert!(err.contains("move it away"), "{body}: {err}");
+        }
+    }
+}
