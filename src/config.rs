@@ -269,21 +269,21 @@ impl Config {
                 ));
             }
         }
-        if let Some(p) = &self.identity.user_data_file {
-            if !p.is_absolute() {
-                return Err(invalid(
-                    "identity.user_data_file",
-                    format!("must be an absolute path, got {p:?}"),
-                ));
-            }
+        if let Some(p) = &self.identity.user_data_file
+            && !p.is_absolute()
+        {
+            return Err(invalid(
+                "identity.user_data_file",
+                format!("must be an absolute path, got {p:?}"),
+            ));
         }
-        if let Some(e) = &self.identity.imds_endpoint {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return Err(invalid(
-                    "identity.imds_endpoint",
-                    format!("must be an http:// or https:// URL, got {e:?}"),
-                ));
-            }
+        if let Some(e) = &self.identity.imds_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(invalid(
+                "identity.imds_endpoint",
+                format!("must be an http:// or https:// URL, got {e:?}"),
+            ));
         }
         let p = &self.probe;
         if !(100..=60_000).contains(&p.interval_ms) {

@@ -25,11 +25,21 @@
 //!   [`Action::TakeOver`]; failures are retried with bounded exponential
 //!   back-off, probing goes on meanwhile, and a peer that answers again before
 //!   a fence was confirmed cancels it.
-//! * Vacancy fast path: on every missed round the core asks the shell whether
-//!   anyone holds the peer's ID ([`Action::CheckHolder`]); if nobody does, it
-//!   takes the ID at once instead of waiting for `misses` rounds. A chain that
-//!   compacts (frontend2 became frontend1, so ID 2 is empty) thus moves one
-//!   hop per round, not one hop per detection window.
+//! * Vacancy fast path: on every round in which the peer is silent the core
+//!   asks the shell whether anyone holds the peer's ID
+//!   ([`Action::CheckHolder`]); if EC2 answers that nobody does, it takes the
+//!   ID at once instead of waiting for `misses` rounds. A chain that compacts
+//!   (frontend2 became frontend1, so ID 2 is empty) thus moves one hop per
+//!   round, not one hop per detection window. For a vacant slot EC2's answer
+//!   is the witness: there is no holder to wrong, so this also works while
+//!   the overlay witness is down (frontend1 and frontend2 gone together).
+//! * Degraded rounds: the overlay runs through frontend1, so when frontend1
+//!   is silent on the overlay nobody can judge a peer there. A node in that
+//!   state probes its peer the way frontend2 probes the hub: on the underlay,
+//!   with a successful EC2 call as the witness, plus one overlay probe of
+//!   frontend1 per round to learn when the overlay is back. A node cut off
+//!   from everything reaches neither its peer nor EC2, so it still accuses
+//!   nobody; a chain whose hub and frontend2 died together still heals.
 //! * After a takeover it announces the [`Transition`] and watches its new
 //!   predecessor at once. ID 1 watches nobody.
 
@@ -89,6 +99,9 @@ pub enum Target {
     Peer,
     /// The witness that tells whether this node can see the fleet at all.
     Witness,
+    /// frontend1 on the overlay, probed in degraded rounds (see
+    /// [`Monitor`]) only to learn when the overlay is back.
+    Overlay,
 }
 
 /// Where a probe goes; the shell turns it into an address.
@@ -240,6 +253,17 @@ pub enum Event {
         /// The watched peer.
         peer: Option<Slot>,
     },
+    /// frontend1 is silent on the overlay: the next rounds probe the peer on
+    /// its underlay with EC2 as the witness.
+    Degraded {
+        /// The peer.
+        peer: Slot,
+    },
+    /// frontend1 answers on the overlay again: back to normal rounds.
+    OverlayBack {
+        /// The peer.
+        peer: Slot,
+    },
     /// A missed round: peer silent, witness answered.
     Miss {
         /// The peer.
@@ -361,6 +385,9 @@ pub struct Snapshot {
     pub last_rtt: Option<Duration>,
     /// Whether the last round was inconclusive (witness silent too).
     pub cut_off: bool,
+    /// Whether rounds are degraded: frontend1 is silent on the overlay, so
+    /// the peer is probed on its underlay with EC2 as witness.
+    pub degraded: bool,
     /// Rounds evaluated since start.
     pub rounds: u64,
     /// Current fence/takeover attempt (0 when none).
@@ -396,6 +423,8 @@ struct Round {
     started: Instant,
     peer: Option<ProbeOutcome>,
     witness: Option<ProbeOutcome>,
+    /// Probed on the underlay with EC2 as witness (the overlay is down).
+    degraded: bool,
 }
 
 /// The chain monitor of one node. See the module docs for the rule.
@@ -415,6 +444,11 @@ pub struct Monitor {
     cut_off: bool,
     rounds: u64,
     holder_check_in_flight: bool,
+    /// The last evaluated round had no answer from the peer.
+    peer_silent: bool,
+    /// frontend1 answered on the overlay lately; when not, rounds are
+    /// degraded: the peer is probed on its underlay with EC2 as witness.
+    overlay_up: bool,
     last_error: Option<String>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
@@ -439,6 +473,8 @@ impl Monitor {
             cut_off: false,
             rounds: 0,
             holder_check_in_flight: false,
+            peer_silent: false,
+            overlay_up: true,
             last_error: None,
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -493,6 +529,7 @@ impl Monitor {
             misses_to_declare: self.cfg.misses,
             last_rtt: self.last_rtt,
             cut_off: self.cut_off,
+            degraded: !self.overlay_up,
             rounds: self.rounds,
             attempt,
             last_error: self.last_error.clone(),
@@ -503,18 +540,18 @@ impl Monitor {
     /// start of the next round.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.handle_retry(now);
-        if let Some(at) = self.next_round_at {
-            if now >= at {
-                if self.round.is_some() {
-                    // The shell did not report both results in a whole
-                    // interval: count nothing rather than guess.
-                    self.evaluate_round(now);
-                }
-                if self.probing() {
-                    self.start_round(now, at);
-                } else {
-                    self.next_round_at = None;
-                }
+        if let Some(at) = self.next_round_at
+            && now >= at
+        {
+            if self.round.is_some() {
+                // The shell did not report both results in a whole
+                // interval: count nothing rather than guess.
+                self.evaluate_round(now);
+            }
+            if self.probing() {
+                self.start_round(now, at);
+            } else {
+                self.next_round_at = None;
             }
         }
     }
@@ -546,6 +583,8 @@ impl Monitor {
         self.last_rtt = None;
         self.cut_off = false;
         self.holder_check_in_flight = false;
+        self.peer_silent = false;
+        self.overlay_up = true;
         self.last_error = None;
         let peer = self.peer();
         self.events.push_back(Event::Watching { me: self.me, peer });
@@ -569,6 +608,7 @@ impl Monitor {
             started: now,
             peer: None,
             witness: None,
+            degraded: false,
         });
         // Keep a steady cadence, but after a stall start afresh instead of
         // firing a burst of overdue rounds.
@@ -578,15 +618,26 @@ impl Monitor {
         } else {
             now + self.cfg.interval
         });
-        let (peer_addr, witness_addr) = if peer.is_hub() {
-            (ProbeAddr::Underlay(peer), ProbeAddr::Ec2Api)
+        let hub = Slot::new(Role::Frontend, 1);
+        let degraded = !peer.is_hub() && !self.overlay_up;
+        if let Some(round) = self.round.as_mut() {
+            round.degraded = degraded;
+        }
+        let mut probes = if peer.is_hub() || degraded {
+            vec![
+                (Target::Peer, ProbeAddr::Underlay(peer)),
+                (Target::Witness, ProbeAddr::Ec2Api),
+            ]
         } else {
-            (
-                ProbeAddr::Overlay(peer),
-                ProbeAddr::Overlay(Slot::new(Role::Frontend, 1)),
-            )
+            vec![
+                (Target::Peer, ProbeAddr::Overlay(peer)),
+                (Target::Witness, ProbeAddr::Overlay(hub)),
+            ]
         };
-        for (target, addr) in [(Target::Peer, peer_addr), (Target::Witness, witness_addr)] {
+        if degraded {
+            probes.push((Target::Overlay, ProbeAddr::Overlay(hub)));
+        }
+        for (target, addr) in probes {
             self.actions.push_back(Action::Probe {
                 round: seq,
                 target,
@@ -597,6 +648,14 @@ impl Monitor {
     }
 
     fn on_probed(&mut self, now: Instant, seq: u64, target: Target, outcome: ProbeOutcome) {
+        if target == Target::Overlay {
+            // Only tells whether the overlay is back; accepted for the
+            // current round and the one just evaluated.
+            if seq + 1 >= self.next_seq && matches!(outcome, ProbeOutcome::Reply { .. }) {
+                self.set_overlay_up(true);
+            }
+            return;
+        }
         let Some(round) = self.round.as_mut() else {
             return;
         };
@@ -606,6 +665,7 @@ impl Monitor {
         match target {
             Target::Peer => round.peer = Some(outcome),
             Target::Witness => round.witness = Some(outcome),
+            Target::Overlay => {}
         }
         // An answer from the peer settles the round at once.
         let peer_answered = matches!(round.peer, Some(ProbeOutcome::Reply { .. }));
@@ -622,10 +682,17 @@ impl Monitor {
             return;
         };
         self.rounds += 1;
+        if !round.degraded && !peer.is_hub() {
+            // In a normal round the witness is frontend1 on the overlay.
+            let up = matches!(round.witness, Some(ProbeOutcome::Reply { .. }))
+                || matches!(round.peer, Some(ProbeOutcome::Reply { .. }));
+            self.set_overlay_up(up);
+        }
         match (round.peer, round.witness) {
             (Some(ProbeOutcome::Reply { rtt }), _) => {
                 self.last_rtt = Some(rtt);
                 self.cut_off = false;
+                self.peer_silent = false;
                 if self.misses > 0 {
                     self.events.push_back(Event::Recovered {
                         peer,
@@ -638,6 +705,7 @@ impl Monitor {
             }
             (Some(ProbeOutcome::Silent), Some(ProbeOutcome::Reply { .. })) => {
                 self.cut_off = false;
+                self.peer_silent = true;
                 self.misses += 1;
                 if self.misses == 1 {
                     self.silent_since = Some(round.started);
@@ -650,14 +718,14 @@ impl Monitor {
                 if self.phase == Phase::Watching {
                     if self.misses >= self.cfg.misses {
                         self.declare_dead(now, peer);
-                    } else if !self.holder_check_in_flight {
-                        self.holder_check_in_flight = true;
-                        self.actions.push_back(Action::CheckHolder { slot: peer });
+                    } else {
+                        self.check_holder(peer);
                     }
                 }
             }
             _ => {
                 self.cut_off = true;
+                self.peer_silent = true;
                 self.events.push_back(Event::Inconclusive {
                     peer,
                     discarded: self.misses,
@@ -667,7 +735,35 @@ impl Monitor {
                 // A node that can no longer see the witness cannot vouch for
                 // its verdict any more: a pending fence is called off.
                 self.call_off_fence();
+                // Still, a slot nobody holds can be taken: EC2's answer is
+                // the witness there, and there is no holder to wrong. This
+                // lets a chain heal when frontend1 and frontend2 are gone
+                // together (the overlay witness is down for everyone).
+                if self.phase == Phase::Watching {
+                    self.check_holder(peer);
+                }
             }
+        }
+    }
+
+    fn set_overlay_up(&mut self, up: bool) {
+        if up == self.overlay_up {
+            return;
+        }
+        self.overlay_up = up;
+        if let Some(peer) = self.peer() {
+            self.events.push_back(if up {
+                Event::OverlayBack { peer }
+            } else {
+                Event::Degraded { peer }
+            });
+        }
+    }
+
+    fn check_holder(&mut self, peer: Slot) {
+        if !self.holder_check_in_flight {
+            self.holder_check_in_flight = true;
+            self.actions.push_back(Action::CheckHolder { slot: peer });
         }
     }
 
@@ -720,9 +816,9 @@ impl Monitor {
             return;
         }
         self.holder_check_in_flight = false;
-        // Only act while the last round was a miss: the witness answered and
-        // the peer did not. A node that is cut off never takes anything.
-        if result == Ok(Holder::Vacant) && self.phase == Phase::Watching && self.misses > 0 {
+        // Only act while the peer is silent: a slot whose holder answers is
+        // not vacant, whatever a stale look-up says.
+        if result == Ok(Holder::Vacant) && self.phase == Phase::Watching && self.peer_silent {
             self.events.push_back(Event::Vacant { peer: slot });
             self.declared_at = Some(now);
             self.begin_takeover(now, Fenced::default(), true);

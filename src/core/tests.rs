@@ -76,10 +76,9 @@ impl Harness {
     /// One full round: `None` means silent (reported at the timeout).
     fn round(&mut self, peer: Option<Duration>, witness: Option<Duration>) {
         let probes = self.tick();
-        assert_eq!(
-            probes.len(),
-            2,
-            "one probe to the peer and one to the witness"
+        assert!(
+            probes.len() == 2 || (probes.len() == 3 && probes[2].1 == Target::Overlay),
+            "one probe to the peer and one to the witness (and frontend1 when degraded): {probes:?}"
         );
         let seq = probes[0].0;
         let started = self.now;
@@ -89,6 +88,9 @@ impl Harness {
         };
         // Answers arrive after their RTT; silence is reported at the timeout.
         let mut reports = vec![(Target::Peer, peer), (Target::Witness, witness)];
+        if probes.len() == 3 {
+            reports.push((Target::Overlay, witness));
+        }
         reports.sort_by_key(|(_, r)| r.unwrap_or(Duration::from_millis(800)));
         for (target, r) in reports {
             let at = started + r.unwrap_or(Duration::from_millis(800));
@@ -197,7 +199,12 @@ fn witness_down_counts_no_misses() {
     for _ in 0..50 {
         h.round(None, None);
     }
-    assert!(h.take_work().is_empty());
+    // Only look-ups (for a vacant slot); never a fence.
+    let work = h.take_work();
+    assert!(
+        work.iter().all(|a| matches!(a, Action::CheckHolder { .. })),
+        "{work:?}"
+    );
     let s = h.m.snapshot();
     assert_eq!(s.misses, 0);
     assert!(s.cut_off);
@@ -317,7 +324,7 @@ fn fence_failure_means_no_takeover_and_bounded_backoff() {
         for (round, target, _) in probes {
             let outcome = match target {
                 Target::Peer => ProbeOutcome::Silent,
-                Target::Witness => ProbeOutcome::Reply { rtt: RTT },
+                Target::Witness | Target::Overlay => ProbeOutcome::Reply { rtt: RTT },
             };
             h.input(
                 Duration::ZERO,
@@ -408,7 +415,11 @@ fn a_node_cut_off_during_fence_backoff_calls_the_fence_off() {
     for _ in 0..5 {
         h.round(None, None);
     }
-    assert!(h.take_work().is_empty());
+    let work = h.take_work();
+    assert!(
+        work.iter().all(|a| matches!(a, Action::CheckHolder { .. })),
+        "{work:?}"
+    );
 }
 
 #[test]
@@ -540,23 +551,19 @@ fn a_vacant_predecessor_is_taken_after_one_missed_round() {
 }
 
 #[test]
-fn vacancy_is_ignored_unless_the_last_round_was_a_miss() {
-    // Answer arrives after the peer came back: ignore it.
+fn vacancy_is_ignored_once_the_peer_answers() {
+    // The look-up answers after the peer came back: ignore it.
     let mut h = Harness::new(fe(3));
     h.round(None, Some(RTT));
     h.take_work();
     h.round(Some(RTT), Some(RTT));
     h.input(Duration::ZERO, holder(fe(2), Holder::Vacant));
     assert!(h.take_work().is_empty());
-    // A node that is cut off does not act on it either.
+    // Nor on an error, nor on an answer about another slot, nor before any
+    // round was evaluated.
     let mut h = Harness::new(fe(3));
-    h.round(None, Some(RTT));
-    h.take_work();
-    h.round(None, None);
     h.input(Duration::ZERO, holder(fe(2), Holder::Vacant));
     assert!(h.take_work().is_empty());
-    // Nor on an error, nor on an answer about another slot.
-    let mut h = Harness::new(fe(3));
     h.round(None, Some(RTT));
     h.take_work();
     h.input(
@@ -568,6 +575,30 @@ fn vacancy_is_ignored_unless_the_last_round_was_a_miss() {
     );
     h.input(Duration::ZERO, holder(fe(1), Holder::Vacant));
     assert!(h.take_work().is_empty());
+}
+
+#[test]
+fn a_vacant_slot_is_taken_even_while_the_overlay_witness_is_down() {
+    // frontend1 and frontend2 gone together: frontend3 sees neither, but EC2
+    // says nobody holds frontend2, so it takes it and then watches the hub.
+    let mut h = Harness::new(fe(3));
+    h.round(None, None);
+    assert_eq!(h.take_work(), vec![Action::CheckHolder { slot: fe(2) }]);
+    h.input(Duration::ZERO, holder(fe(2), Holder::Held));
+    h.round(None, None);
+    assert_eq!(h.take_work(), vec![Action::CheckHolder { slot: fe(2) }]);
+    h.input(Duration::ZERO, holder(fe(2), Holder::Vacant));
+    assert!(matches!(h.take_work()[..], [Action::TakeOver { .. }]));
+    // A held slot is never fenced without the witness, however long.
+    let mut h = Harness::new(be(3));
+    for _ in 0..20 {
+        h.round(None, None);
+        for a in h.take_work() {
+            assert_eq!(a, Action::CheckHolder { slot: be(2) });
+            h.input(Duration::ZERO, holder(be(2), Holder::Held));
+        }
+    }
+    assert_eq!(h.fences(), 0);
 }
 
 #[test]
@@ -654,4 +685,100 @@ fn backoff_doubles_and_is_capped() {
     assert_eq!(c.backoff(7), Duration::from_secs(30));
     assert_eq!(c.backoff(40), Duration::from_secs(30));
     assert_eq!(c.backoff(u32::MAX), Duration::from_secs(30));
+}
+
+#[test]
+fn a_silent_overlay_witness_degrades_rounds_to_underlay_and_ec2() {
+    let mut h = Harness::new(be(3));
+    h.round(None, None); // frontend1 silent on the overlay
+    assert!(h.events.contains(&Event::Degraded { peer: be(2) }));
+    assert!(h.m.snapshot().degraded);
+    let probes = h.tick();
+    assert_eq!(
+        probes
+            .iter()
+            .map(|p| (p.1, p.2.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            (Target::Peer, ProbeAddr::Underlay(be(2))),
+            (Target::Witness, ProbeAddr::Ec2Api),
+            (Target::Overlay, ProbeAddr::Overlay(fe(1))),
+        ]
+    );
+    // Feed that round: peer silent on the underlay, EC2 answers, frontend1
+    // still silent: a miss.
+    let seq = probes[0].0;
+    for (target, outcome) in [
+        (Target::Witness, ProbeOutcome::Reply { rtt: RTT }),
+        (Target::Overlay, ProbeOutcome::Silent),
+        (Target::Peer, ProbeOutcome::Silent),
+    ] {
+        h.input(
+            Duration::from_millis(100),
+            Input::Probed {
+                round: seq,
+                target,
+                outcome,
+            },
+        );
+    }
+    assert_eq!(h.m.snapshot().misses, 1);
+    h.take_work();
+    // Two more degraded misses declare the peer dead.
+    h.round(None, Some(RTT));
+    h.take_work();
+    h.round(None, Some(RTT));
+    assert!(h.take_work().contains(&Action::Fence {
+        slot: be(2),
+        attempt: 1
+    }));
+}
+
+#[test]
+fn the_overlay_coming_back_ends_degraded_rounds() {
+    let mut h = Harness::new(be(3));
+    h.round(None, None);
+    let probes = h.tick();
+    assert_eq!(probes.len(), 3);
+    // The peer answers on its underlay; frontend1 answers on the overlay.
+    for (target, outcome) in [
+        (Target::Peer, ProbeOutcome::Reply { rtt: RTT }),
+        (Target::Overlay, ProbeOutcome::Reply { rtt: RTT }),
+    ] {
+        h.input(
+            RTT,
+            Input::Probed {
+                round: probes[0].0,
+                target,
+                outcome,
+            },
+        );
+    }
+    assert!(h.events.contains(&Event::OverlayBack { peer: be(2) }));
+    let probes = h.tick();
+    assert_eq!(probes.len(), 2);
+    assert_eq!(probes[0].2, ProbeAddr::Overlay(be(2)));
+    assert!(!h.m.snapshot().degraded);
+}
+
+#[test]
+fn a_node_cut_off_from_everything_never_fences_even_degraded() {
+    let mut h = Harness::new(fe(5));
+    for _ in 0..100 {
+        h.round(None, None);
+        for a in h.take_work() {
+            if let Action::CheckHolder { slot } = a {
+                h.input(
+                    Duration::ZERO,
+                    Input::HolderChecked {
+                        slot,
+                        result: Err("ec2 unreachable".into()),
+                    },
+                );
+            } else {
+                panic!("{a:?}");
+            }
+        }
+    }
+    assert_eq!(h.m.snapshot().phase, PhaseName::Watching);
 }

@@ -79,6 +79,7 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
             misses_to_declare: 0,
             last_rtt_ms: None,
             cut_off: false,
+            degraded: false,
             rounds: 0,
             attempt: 0,
             last_error: None,
@@ -102,7 +103,7 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         r.overlay_addr = layout.overlay_addr(s.me);
         r.peer = s.peer.map(|p| p.common_name());
         r.peer_target = s.peer.map(|p| {
-            if p.is_hub() {
+            if p.is_hub() || s.degraded {
                 "underlay address".to_string()
             } else {
                 layout.host_name(p)
@@ -113,6 +114,7 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         r.misses_to_declare = s.misses_to_declare;
         r.last_rtt_ms = s.last_rtt.map(ms);
         r.cut_off = s.cut_off;
+        r.degraded = s.degraded;
         r.rounds = s.rounds;
         r.attempt = s.attempt;
         r.last_error = s.last_error;
@@ -298,6 +300,13 @@ fn log_event(event: &Event, observe: bool) {
             Some(p) => tracing::info!(me = %me, peer = %p, "watching {p}"),
             None => tracing::info!(me = %me, "ID 1: watching nobody"),
         },
+        Event::Degraded { peer } => tracing::warn!(
+            peer = %peer,
+            "frontend1 is silent on the overlay: probing {peer} on its underlay with EC2 as the witness"
+        ),
+        Event::OverlayBack { peer } => {
+            tracing::info!(peer = %peer, "frontend1 answers on the overlay again: probing {peer} there")
+        }
         Event::Miss { peer, misses, of } => {
             tracing::info!(peer = %peer, misses, of, "{peer} silent while the witness answers: miss {misses} of {of}")
         }

@@ -206,6 +206,9 @@ pub struct StatusReport {
     pub last_rtt_ms: Option<f64>,
     /// The last round was inconclusive (witness silent too).
     pub cut_off: bool,
+    /// frontend1 is silent on the overlay: the peer is probed on its
+    /// underlay with EC2 as the witness.
+    pub degraded: bool,
     /// Rounds evaluated.
     pub rounds: u64,
     /// Current fence/takeover attempt.
@@ -279,6 +282,14 @@ impl StatusReport {
                 ),
             ),
             ("last rtt", rtt),
+            (
+                "overlay",
+                if self.degraded {
+                    "DOWN (frontend1 silent): probing the underlay, EC2 as witness".into()
+                } else {
+                    "up".into()
+                },
+            ),
             ("rounds", self.rounds.to_string()),
             (
                 "last error",

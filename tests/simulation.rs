@@ -1,0 +1,687 @@
+//! Deterministic simulation of whole chains.
+//!
+//! Five frontends and five backends, each a real `chainwatch::core::Monitor`,
+//! stepped in simulated time against a model of the world: an overlay where
+//! nodes can crash, be cut off or lose packets, and an EC2 control plane that
+//! can fail, which tags instances, answers holder look-ups and stops
+//! instances when fenced. Faults are drawn from a seeded RNG; after a chaos
+//! phase everything heals.
+//!
+//! Checked after every step:
+//! * never two live nodes answering on one slot's address, never two running
+//!   instances tagged with one slot;
+//! * no node fences or takes over while its witness is unreachable (it has
+//!   not heard the witness within the last round);
+//! * after healing, every dead ID is filled within a bound: each role's live
+//!   nodes hold exactly IDs 1..=k.
+//!
+//! `CHAINWATCH_SIM_SEEDS=n` runs n seeds (default 300);
+//! `CHAINWATCH_SIM_SEED=s` replays one. A failure prints its seed.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use chainwatch::core::{
+    Action, CoreConfig, Fenced, Holder, Input, Monitor, PhaseName, ProbeAddr, ProbeOutcome, Target,
+};
+use chainwatch::layout::{Layout, Role, Slot};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+const NODES_PER_ROLE: u32 = 5;
+
+#[derive(Debug)]
+struct Node {
+    name: String,
+    role: Role,
+    core: Monitor,
+    /// The process runs.
+    alive: bool,
+    /// EC2 has stopped the instance (fenced or stopped): it may be restarted.
+    stopped: bool,
+    /// The EC2 tag: the slot this instance claims.
+    tag: Slot,
+    /// The slot it answers probes for (its VPN identity), if any.
+    answering: Option<Slot>,
+    /// Cut off from every network (overlay, underlay, EC2).
+    cut: bool,
+    /// Packet loss on its link, per packet.
+    loss: f64,
+    /// Last time a probe of this node found its witness reachable.
+    witness_ok_at: Option<Instant>,
+    /// Last time EC2 answered this node.
+    ec2_ok_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver {
+        node: usize,
+        input: Input,
+    },
+    /// The fence of `slot` by `by` reaches EC2 and takes effect.
+    StopHolders {
+        by: usize,
+        slot: Slot,
+    },
+}
+
+struct World {
+    seed: u64,
+    rng: StdRng,
+    start: Instant,
+    now: Instant,
+    cfg: CoreConfig,
+    layout: Layout,
+    nodes: Vec<Node>,
+    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    events: Vec<Option<Ev>>,
+    seq: u64,
+    ec2_down: bool,
+    ec2_fail_rate: f64,
+    takeovers: u32,
+    log: Vec<String>,
+}
+
+impl World {
+    fn new(seed: u64) -> Self {
+        let start = Instant::now();
+        let cfg = CoreConfig::default();
+        let mut nodes = Vec::new();
+        for role in Role::ALL {
+            for id in 1..=NODES_PER_ROLE {
+                let slot = Slot::new(role, id);
+                nodes.push(Node {
+                    name: format!("i-{slot}"),
+                    role,
+                    core: Monitor::new(cfg.clone(), slot, start),
+                    alive: true,
+                    stopped: false,
+                    tag: slot,
+                    answering: Some(slot),
+                    cut: false,
+                    loss: 0.0,
+                    witness_ok_at: None,
+                    ec2_ok_at: None,
+                });
+            }
+        }
+        World {
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            start,
+            now: start,
+            cfg,
+            layout: Layout::default(),
+            nodes,
+            queue: BinaryHeap::new(),
+            events: Vec::new(),
+            seq: 0,
+            ec2_down: false,
+            ec2_fail_rate: 0.0,
+            takeovers: 0,
+            log: Vec::new(),
+        }
+    }
+
+    fn t(&self) -> f64 {
+        (self.now - self.start).as_secs_f64()
+    }
+
+    fn note(&mut self, what: String) {
+        let line = format!("{:9.3}s {what}", self.t());
+        self.log.push(line);
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        let tail: Vec<&String> = self.log.iter().rev().take(40).collect();
+        let mut msg = String::new();
+        for l in tail.into_iter().rev() {
+            msg.push_str(l);
+            msg.push('\n');
+        }
+        panic!(
+            "simulation seed {} failed at {:.3}s: {what}\nreplay with CHAINWATCH_SIM_SEED={}\nlast events:\n{msg}",
+            self.seed,
+            self.t(),
+            self.seed
+        );
+    }
+
+    fn schedule(&mut self, after: Duration, ev: Ev) {
+        self.seq += 1;
+        self.events.push(Some(ev));
+        let idx = self.events.len() - 1;
+        self.queue.push(Reverse((self.now + after, self.seq, idx)));
+    }
+
+    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(self.rng.random_range(lo..=hi))
+    }
+
+    /// The live node answering for `slot`, if reachable.
+    fn answerer(&self, slot: Slot) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.alive && !n.cut && n.answering == Some(slot))
+    }
+
+    fn ec2_reachable(&self, from: usize) -> bool {
+        !self.ec2_down && !self.nodes[from].cut
+    }
+
+    /// Does an echo exchange between `a` and `b` survive the loss on both
+    /// links (request and reply), with `attempts` tries?
+    fn echo_survives(&mut self, a: usize, b: usize) -> bool {
+        let pass = (1.0 - self.nodes[a].loss) * (1.0 - self.nodes[b].loss);
+        let once = pass * pass;
+        (0..4).any(|_| self.rng.random_bool(once))
+    }
+
+    /// The overlay is a star through frontend1: it works while a live,
+    /// reachable node answers as frontend1.
+    fn hub_up(&self) -> bool {
+        self.answerer(Slot::new(Role::Frontend, 1)).is_some()
+    }
+
+    fn probe(&mut self, from: usize, addr: &ProbeAddr) -> ProbeOutcome {
+        if self.nodes[from].cut {
+            return ProbeOutcome::Silent;
+        }
+        let answered = match addr {
+            ProbeAddr::Overlay(slot) => {
+                // Needs this node's own VPN identity, the hub, and the target.
+                let target = self.answerer(*slot);
+                match target {
+                    Some(to) if self.nodes[from].answering.is_some() && self.hub_up() => {
+                        self.echo_survives(from, to)
+                    }
+                    _ => false,
+                }
+            }
+            ProbeAddr::Underlay(slot) => {
+                // The VPC address of the instance EC2 tags with the slot; its
+                // kernel answers whatever chainwatch is doing.
+                let target = self
+                    .nodes
+                    .iter()
+                    .position(|n| !n.stopped && n.tag == *slot && n.alive && !n.cut);
+                match target {
+                    Some(to) => self.echo_survives(from, to),
+                    None => false,
+                }
+            }
+            ProbeAddr::Ec2Api => self.ec2_reachable(from),
+        };
+        if answered {
+            ProbeOutcome::Reply {
+                rtt: Duration::from_millis(2),
+            }
+        } else {
+            ProbeOutcome::Silent
+        }
+    }
+
+    fn perform(&mut self, i: usize, action: Action) {
+        match action {
+            Action::Probe {
+                round,
+                target,
+                addr,
+                timeout,
+            } => {
+                let outcome = self.probe(i, &addr);
+                if target == Target::Witness && matches!(outcome, ProbeOutcome::Reply { .. }) {
+                    self.nodes[i].witness_ok_at = Some(self.now);
+                }
+                let after = match outcome {
+                    ProbeOutcome::Reply { .. } => self.ms(1, 30),
+                    ProbeOutcome::Silent => timeout,
+                };
+                self.schedule(
+                    after,
+                    Ev::Deliver {
+                        node: i,
+                        input: Input::Probed {
+                            round,
+                            target,
+                            outcome,
+                        },
+                    },
+                );
+            }
+            Action::CheckHolder { slot } => {
+                let result = if self.ec2_reachable(i) && !self.rng.random_bool(self.ec2_fail_rate) {
+                    let held = self.nodes.iter().any(|n| !n.stopped && n.tag == slot);
+                    self.nodes[i].ec2_ok_at = Some(self.now);
+                    Ok(if held { Holder::Held } else { Holder::Vacant })
+                } else {
+                    Err("ec2 unreachable".to_string())
+                };
+                let after = self.ms(20, 300);
+                self.schedule(
+                    after,
+                    Ev::Deliver {
+                        node: i,
+                        input: Input::HolderChecked { slot, result },
+                    },
+                );
+            }
+            Action::Fence { slot, attempt } => {
+                self.check_witness(i, "fences", self.cfg.interval + self.cfg.probe_timeout);
+                self.note(format!(
+                    "{} fences {slot} (attempt {attempt})",
+                    self.nodes[i].name
+                ));
+                if self.ec2_reachable(i) && !self.rng.random_bool(self.ec2_fail_rate) {
+                    // The stop takes effect, then EC2 reports it stopped.
+                    let reach = self.ms(10, 200);
+                    self.schedule(reach, Ev::StopHolders { by: i, slot });
+                } else {
+                    let after = self.ms(100, 3000);
+                    self.schedule(
+                        after,
+                        Ev::Deliver {
+                            node: i,
+                            input: Input::FenceDone {
+                                slot,
+                                result: Err("ec2 error".into()),
+                            },
+                        },
+                    );
+                }
+            }
+            Action::TakeOver { from, to, attempt } => {
+                if attempt == 1 {
+                    // Right after a confirmed fence (EC2 answered) or a
+                    // look-up that found the slot vacant (EC2 answered: for
+                    // a slot nobody holds, that is the witness).
+                    let recent = |at: Option<Instant>| {
+                        at.is_some_and(|at| {
+                            self.now.saturating_duration_since(at) <= Duration::from_secs(3)
+                        })
+                    };
+                    if !recent(self.nodes[i].ec2_ok_at) {
+                        self.fail(&format!(
+                            "{} takes over {to} without a recent EC2 answer",
+                            self.nodes[i].name
+                        ));
+                    }
+                }
+                self.note(format!(
+                    "{} takes over {to} from {from} (attempt {attempt})",
+                    self.nodes[i].name
+                ));
+                // Persist and retag first, and drop the old VPN identity at once.
+                self.nodes[i].tag = to;
+                self.nodes[i].answering = None;
+                let ok = !self.nodes[i].cut && !self.rng.random_bool(0.1);
+                let after = self.ms(100, 1500);
+                self.schedule(
+                    after,
+                    Ev::Deliver {
+                        node: i,
+                        input: Input::TakeOverDone {
+                            to,
+                            result: if ok {
+                                Ok(())
+                            } else {
+                                Err("AUTH_FAILED".into())
+                            },
+                        },
+                    },
+                );
+            }
+            Action::Announce(t) => {
+                self.takeovers += 1;
+                self.nodes[i].answering = Some(t.to);
+                self.note(format!(
+                    "{} is now {} (vacant: {})",
+                    self.nodes[i].name, t.to, t.vacant
+                ));
+            }
+        }
+    }
+
+    fn check_witness(&self, i: usize, what: &str, within: Duration) {
+        let ok = self.nodes[i]
+            .witness_ok_at
+            .is_some_and(|at| self.now.saturating_duration_since(at) <= within);
+        if !ok {
+            self.fail(&format!(
+                "{} {what} although it has not reached its witness within {within:?} (last: {:?})",
+                self.nodes[i].name,
+                self.nodes[i].witness_ok_at.map(|a| a - self.start)
+            ));
+        }
+    }
+
+    fn drain(&mut self, i: usize) {
+        while let Some(a) = self.nodes[i].core.poll_action() {
+            self.perform(i, a);
+        }
+        while self.nodes[i].core.poll_event().is_some() {}
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver { node, input } => {
+                if !self.nodes[node].alive {
+                    return;
+                }
+                if matches!(input, Input::FenceDone { result: Ok(_), .. }) {
+                    self.nodes[node].ec2_ok_at = Some(self.now);
+                }
+                self.nodes[node].core.handle_input(self.now, input);
+                self.drain(node);
+            }
+            Ev::StopHolders { by, slot } => {
+                let mut stopped = Vec::new();
+                for (j, n) in self.nodes.iter_mut().enumerate() {
+                    if j != by && !n.stopped && n.tag == slot {
+                        n.alive = false;
+                        n.stopped = true;
+                        stopped.push(n.name.clone());
+                    }
+                }
+                self.note(format!("EC2 stopped {stopped:?} for {slot}"));
+                let after = self.ms(50, 2000);
+                self.schedule(
+                    after,
+                    Ev::Deliver {
+                        node: by,
+                        input: Input::FenceDone {
+                            slot,
+                            result: Ok(Fenced { instances: stopped }),
+                        },
+                    },
+                );
+            }
+        }
+    }
+
+    fn check_safety(&self) {
+        for slot in self.layout.all_slots() {
+            let answering = self
+                .nodes
+                .iter()
+                .filter(|n| n.alive && n.answering == Some(slot))
+                .count();
+            if answering > 1 {
+                self.fail(&format!("{answering} live nodes answer for {slot}"));
+            }
+            let tagged = self
+                .nodes
+                .iter()
+                .filter(|n| !n.stopped && n.tag == slot)
+                .count();
+            if tagged > 1 {
+                self.fail(&format!("{tagged} running instances are tagged {slot}"));
+            }
+        }
+    }
+
+    /// Run until `until`, processing events and timers in time order.
+    fn run_until(&mut self, until: Instant) {
+        loop {
+            let next_ev = self.queue.peek().map(|Reverse((at, _, _))| *at);
+            let next_timer = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.alive)
+                .filter_map(|(i, n)| n.core.poll_timeout().map(|t| (t, i)))
+                .min();
+            let next = match (next_ev, next_timer) {
+                (Some(e), Some((t, _))) => e.min(t),
+                (Some(e), None) => e,
+                (None, Some((t, _))) => t,
+                (None, None) => until,
+            };
+            if next > until {
+                self.now = until;
+                return;
+            }
+            self.now = self.now.max(next);
+            match (next_ev, next_timer) {
+                (Some(e), timer) if timer.is_none_or(|(t, _)| e <= t) => {
+                    let Reverse((_, _, idx)) = self.queue.pop().expect("peeked");
+                    if let Some(ev) = self.events[idx].take() {
+                        self.handle(ev);
+                    }
+                }
+                (_, Some((_, i))) => {
+                    self.nodes[i].core.handle_timeout(self.now);
+                    self.drain(i);
+                }
+                (None, None) => {
+                    self.now = until;
+                    return;
+                }
+                (Some(_), None) => unreachable!("the first arm takes an event without timers"),
+            }
+            self.check_safety();
+        }
+    }
+
+    fn random_fault(&mut self) {
+        let i = self.rng.random_range(0..self.nodes.len());
+        let kind = self.rng.random_range(0..100);
+        let name = self.nodes[i].name.clone();
+        match kind {
+            0..=29 if self.nodes[i].alive => {
+                // Crash: the process dies, EC2 still shows the instance running.
+                self.nodes[i].alive = false;
+                self.note(format!("FAULT {name} crashes"));
+            }
+            30..=39 if self.nodes[i].alive => {
+                // The instance is stopped outside chainwatch (vacancy).
+                self.nodes[i].alive = false;
+                self.nodes[i].stopped = true;
+                self.note(format!("FAULT {name} stopped in EC2"));
+            }
+            40..=59 => {
+                self.nodes[i].cut = !self.nodes[i].cut;
+                self.note(format!("FAULT {name} cut = {}", self.nodes[i].cut));
+            }
+            60..=74 => {
+                let loss = [0.0, 0.05, 0.2, 0.3][self.rng.random_range(0..4)];
+                self.nodes[i].loss = loss;
+                self.note(format!("FAULT {name} loss = {loss}"));
+            }
+            75..=84 => {
+                self.ec2_down = !self.ec2_down;
+                self.ec2_fail_rate = [0.0, 0.1, 0.5][self.rng.random_range(0..3)];
+                self.note(format!(
+                    "FAULT ec2 down = {} fail rate = {}",
+                    self.ec2_down, self.ec2_fail_rate
+                ));
+            }
+            _ => self.restart_one(),
+        }
+    }
+
+    /// A stopped instance is started again: it rejoins at the tail.
+    fn restart_one(&mut self) {
+        let Some(i) = self.nodes.iter().position(|n| n.stopped) else {
+            return;
+        };
+        let role = self.nodes[i].role;
+        let held: Vec<u32> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.stopped && n.role == role)
+            .map(|n| n.tag.id)
+            .collect();
+        let Some(id) = self.layout.tail_id(role, &held) else {
+            return;
+        };
+        let slot = Slot::new(role, id);
+        let n = &mut self.nodes[i];
+        n.alive = true;
+        n.stopped = false;
+        n.cut = false;
+        n.loss = 0.0;
+        n.tag = slot;
+        n.answering = Some(slot);
+        n.witness_ok_at = None;
+        n.ec2_ok_at = None;
+        n.core = Monitor::new(self.cfg.clone(), slot, self.now);
+        let name = n.name.clone();
+        self.note(format!("FAULT {name} restarted, rejoins as {slot}"));
+        self.drain(i);
+    }
+
+    fn heal(&mut self) {
+        for n in &mut self.nodes {
+            n.cut = false;
+            n.loss = 0.0;
+        }
+        self.ec2_down = false;
+        self.ec2_fail_rate = 0.0;
+        self.note("HEAL".into());
+    }
+
+    /// The bound within which a healed chain is whole again: a retry that
+    /// was backed off to the maximum, then one detection window, fence and
+    /// takeover per hop of the longest chain.
+    fn bound(&self) -> Duration {
+        let c = &self.cfg;
+        let detect = c.interval * (c.misses + 1) + c.probe_timeout;
+        let fence = Duration::from_millis(200 + 2000 + 3000);
+        let takeover = Duration::from_millis(1500) * 3;
+        c.backoff_max + (detect + fence + takeover) * NODES_PER_ROLE
+    }
+
+    fn check_whole(&self) {
+        for role in Role::ALL {
+            let mut ids: Vec<u32> = self
+                .nodes
+                .iter()
+                .filter(|n| n.alive && n.role == role)
+                .map(|n| match n.answering {
+                    Some(s) => s.id,
+                    None => self.fail(&format!("{} has no identity after healing", n.name)),
+                })
+                .collect();
+            ids.sort_unstable();
+            let want: Vec<u32> = (1..=ids.len() as u32).collect();
+            if ids != want {
+                self.fail(&format!(
+                    "{role} chain not whole {:?} after healing: held IDs {ids:?}",
+                    self.bound()
+                ));
+            }
+            for n in self.nodes.iter().filter(|n| n.alive && n.role == role) {
+                let phase = n.core.snapshot().phase;
+                if !matches!(phase, PhaseName::Watching | PhaseName::Idle) {
+                    self.fail(&format!("{} still {phase:?} after healing", n.name));
+                }
+            }
+        }
+    }
+}
+
+fn simulate(seed: u64) -> (u32, Duration) {
+    let mut w = World::new(seed);
+    let epochs = w.rng.random_range(3..8);
+    for _ in 0..epochs {
+        let faults = w.rng.random_range(1..4);
+        for _ in 0..faults {
+            w.random_fault();
+        }
+        let dwell = w.ms(500, 20_000);
+        let until = w.now + dwell;
+        w.run_until(until);
+        if w.rng.random_bool(0.3) {
+            w.heal();
+        }
+    }
+    w.heal();
+    // Crashed processes whose instances still run stay dead (they will be
+    // fenced); stopped ones may come back.
+    let until = w.now + w.bound();
+    w.run_until(until);
+    w.check_whole();
+    (w.takeovers, w.now - w.start)
+}
+
+#[test]
+fn chains_stay_safe_and_whole_under_random_faults() {
+    let seeds: Vec<u64> = match std::env::var("CHAINWATCH_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("CHAINWATCH_SIM_SEED is a number")],
+        Err(_) => {
+            let n: u64 = std::env::var("CHAINWATCH_SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(300);
+            (1..=n).collect()
+        }
+    };
+    let mut takeovers = 0;
+    let mut simulated = Duration::ZERO;
+    for seed in &seeds {
+        let (t, d) = simulate(*seed);
+        takeovers += t;
+        simulated += d;
+    }
+    eprintln!(
+        "simulated {} seeds, {:.0} s of chain time, {takeovers} takeovers",
+        seeds.len(),
+        simulated.as_secs_f64()
+    );
+    // The faults must actually exercise the takeover path.
+    assert!(
+        takeovers as usize >= seeds.len() / 2,
+        "too few takeovers: {takeovers}"
+    );
+}
+
+/// A single death in a quiet fleet is filled within one detection window
+/// plus fence and takeover, and the vacancy left behind by a compacting
+/// chain is filled hop by hop without a full window per hop.
+#[test]
+fn a_dead_head_compacts_the_chain_quickly() {
+    let mut w = World::new(0);
+    w.run_until(w.start + Duration::from_secs(5));
+    // frontend1 and frontend2 are stopped in EC2 at once.
+    for i in 0..2 {
+        w.nodes[i].alive = false;
+        w.nodes[i].stopped = true;
+    }
+    let died = w.now;
+    w.run_until(died + Duration::from_secs(30));
+    w.check_whole();
+    let ids: Vec<Option<Slot>> = w.nodes[2..5].iter().map(|n| n.answering).collect();
+    assert_eq!(
+        ids,
+        vec![
+            Some(Slot::new(Role::Frontend, 1)),
+            Some(Slot::new(Role::Frontend, 2)),
+            Some(Slot::new(Role::Frontend, 3))
+        ]
+    );
+    // Both vacant: found after one missed round each, not three.
+    let filled = w
+        .log
+        .iter()
+        .filter(|l| l.contains("is now") && l.contains("vacant: true"))
+        .count();
+    assert!(filled >= 3, "{:#?}", w.log);
+}
+
+/// A node that is cut off from everything takes over nobody, for as long as
+/// it stays cut off.
+#[test]
+fn a_cut_off_node_takes_over_nobody() {
+    let mut w = World::new(7);
+    w.run_until(w.start + Duration::from_secs(3));
+    let i = 3; // frontend4
+    w.nodes[i].cut = true;
+    w.run_until(w.now + Duration::from_secs(120));
+    assert_eq!(w.nodes[i].tag, Slot::new(Role::Frontend, 4));
+    // frontend5 watches it: it is fenced (EC2 stops it) and replaced.
+    assert!(w.nodes[i].stopped, "{:#?}", w.log);
+    assert_eq!(w.nodes[4].answering, Some(Slot::new(Role::Frontend, 4)));
+}
