@@ -1,0 +1,102 @@
+//! `chainwatch run --observe` serves its state on the status socket;
+//! `chainwatch status` prints it; SIGTERM stops the daemon cleanly.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Proc, bin, is_root, prerequisite, wait_for};
+
+#[test]
+fn status_shows_the_node_and_sigterm_stops_it() {
+    if !prerequisite(is_root(), "root (for an ICMP socket)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ud = dir.path().join("user-data");
+    std::fs::write(&ud, "#cloud-config\n# chainwatch: role=frontend id=1\n").unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
+    let sock = dir.path().join("run/status.sock");
+    let config = dir.path().join("chainwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nstate_dir = \"{}\"\nstatus_socket = \"{}\"\nhosts_file = \"{}\"\n[identity]\nuser_data_file = \"{}\"\n",
+            dir.path().join("state").display(),
+            sock.display(),
+            hosts.display(),
+            ud.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut daemon = Proc(
+        Command::new(bin())
+            .args(["--config"])
+            .arg(&config)
+            .args(["--log-format", "json", "run", "--observe"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let status = |json: bool| {
+        let mut c = Command::new(bin());
+        c.arg("--config").arg(&config).arg("status");
+        if json {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+    let report: serde_json::Value = wait_for("the status socket", Duration::from_secs(10), || {
+        let out = status(true);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    });
+    assert_eq!(report["role"], "frontend");
+    assert_eq!(report["id"], 1);
+    assert_eq!(report["overlay_addr"], "192.168.21.1");
+    assert_eq!(report["phase"], "idle");
+    assert_eq!(report["peer"], serde_json::Value::Null);
+    assert_eq!(report["mode"], "observe");
+    assert_eq!(report["identity_source"], "user-data");
+    assert_eq!(report["pending_events"], 0);
+    assert!(["dgram", "raw"].contains(&report["icmp_socket"].as_str().unwrap()));
+    let table = String::from_utf8(status(false).stdout).unwrap();
+    assert!(table.contains("role             frontend"), "{table}");
+    assert!(table.contains("watching         nobody (ID 1)"), "{table}");
+    // Root-only socket.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // A second daemon on the same socket refuses to start.
+    let second = Command::new(bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "--observe"])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already serving"));
+
+    let pid = daemon.0.id();
+    common::sh(&format!("kill -TERM {pid}"));
+    let code = wait_for("the daemon to exit", Duration::from_secs(5), || {
+        daemon.0.try_wait().unwrap()
+    });
+    assert!(code.success(), "{code:?}");
+    assert!(!sock.exists(), "status socket removed on shutdown");
+    let logs = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    for line in logs.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+    assert!(logs.contains("SIGTERM received"), "{logs}");
+    let out = status(true);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is `chainwatch run` running"));
+}
