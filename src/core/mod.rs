@@ -274,7 +274,8 @@ pub enum Event {
         of: u32,
     },
     /// Peer and witness both silent (or results missing): this node may be
-    /// cut off, so it counts nothing and the streak restarts.
+    /// cut off, so it counts nothing and the streak restarts. Emitted for
+    /// the first such round of a streak.
     Inconclusive {
         /// The peer.
         peer: Slot,
@@ -724,12 +725,15 @@ impl Monitor {
                 }
             }
             _ => {
+                // Logged once per streak of inconclusive rounds.
+                if !self.cut_off || self.misses > 0 {
+                    self.events.push_back(Event::Inconclusive {
+                        peer,
+                        discarded: self.misses,
+                    });
+                }
                 self.cut_off = true;
                 self.peer_silent = true;
-                self.events.push_back(Event::Inconclusive {
-                    peer,
-                    discarded: self.misses,
-                });
                 self.misses = 0;
                 self.silent_since = None;
                 // A node that can no longer see the witness cannot vouch for

@@ -39,20 +39,24 @@ pub struct Driver<R, S, A> {
     pub status: watch::Sender<StatusReport>,
 }
 
-/// Rate-limits repeated warnings about the same thing.
+/// Rate-limits repeated warnings: each kind of trouble is logged when its
+/// message changes, not every round.
 #[derive(Default)]
-struct LastWarning(Mutex<Option<String>>);
+struct LastWarning(Mutex<std::collections::HashMap<&'static str, String>>);
 
 impl LastWarning {
-    fn warn_once(&self, what: &str, message: String) {
+    fn warn_once(&self, what: &'static str, message: String) {
         let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if last.as_deref() != Some(message.as_str()) {
+        if last.get(what) != Some(&message) {
             tracing::warn!(what, "{message}");
-            *last = Some(message);
+            last.insert(what, message);
         }
     }
-    fn clear(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    fn clear(&self, what: &'static str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(what);
     }
 }
 
@@ -192,17 +196,25 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                 tasks.spawn(async move {
                     let started = Instant::now();
                     let work = async {
-                        let ip = match &addr {
-                            ProbeAddr::Overlay(slot) => resolver
-                                .resolve(&layout.host_name(*slot))
-                                .await
-                                .map_err(|e| e.to_string()),
-                            ProbeAddr::Underlay(slot) => registry.underlay_addr(*slot).await,
+                        let (what, ip) = match &addr {
+                            ProbeAddr::Overlay(slot) => (
+                                "resolve",
+                                resolver
+                                    .resolve(&layout.host_name(*slot))
+                                    .await
+                                    .map_err(|e| e.to_string()),
+                            ),
+                            ProbeAddr::Underlay(slot) => {
+                                ("underlay", registry.underlay_addr(*slot).await)
+                            }
                             ProbeAddr::Ec2Api => {
                                 return registry
                                     .witness()
                                     .await
-                                    .map(|()| Some(started.elapsed()))
+                                    .map(|()| {
+                                        warnings.clear("witness");
+                                        Some(started.elapsed())
+                                    })
                                     .map_err(|e| {
                                         warnings.warn_once("witness", format!("EC2 witness: {e}"))
                                     })
@@ -211,11 +223,11 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                         };
                         match ip {
                             Ok(ip) => {
-                                warnings.clear();
+                                warnings.clear(what);
                                 prober.probe(ip, timeout).await
                             }
                             Err(e) => {
-                                warnings.warn_once("resolve", e);
+                                warnings.warn_once(what, e);
                                 None
                             }
                         }

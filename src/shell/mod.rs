@@ -72,9 +72,15 @@ impl Registry for StaticRegistry {
         Err("no EC2 registry in this mode: the hub witness is unavailable".into())
     }
     async fn underlay_addr(&self, slot: Slot) -> Result<Ipv4Addr, String> {
-        self.hub_underlay.ok_or_else(|| {
-            format!("the underlay address of {slot} is unknown: set probe.hub_underlay")
-        })
+        match self.hub_underlay {
+            Some(addr) if slot.is_hub() => Ok(addr),
+            None if slot.is_hub() => Err(format!(
+                "the underlay address of {slot} is unknown: set probe.hub_underlay"
+            )),
+            _ => Err(format!(
+                "the underlay address of {slot} comes from EC2, which this mode does not ask"
+            )),
+        }
     }
 }
 
