@@ -71,6 +71,10 @@ pub struct Config {
     pub probe: ProbeConfig,
     /// Retry back-off of fence and takeover.
     pub retry: RetryConfig,
+    /// EC2: the registry and the fence.
+    pub aws: AwsConfig,
+    /// The supervised OpenVPN process.
+    pub vpn: VpnConfig,
     /// The chain layout.
     pub layout: LayoutConfig,
 }
@@ -111,6 +115,81 @@ pub struct IdentityConfig {
     /// IMDS endpoint, e.g. `http://169.254.169.254`. Unset: the SDK's default
     /// (which honours `AWS_EC2_METADATA_SERVICE_ENDPOINT`).
     pub imds_endpoint: Option<String>,
+    /// This instance's EC2 ID when user-data comes from a file (IMDS tells
+    /// it otherwise).
+    pub instance_id: Option<String>,
+}
+
+/// `[aws]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// Fleet name, the `chainwatch:fleet` tag of every instance; only
+    /// instances of this fleet are ever looked up or stopped.
+    pub fleet: String,
+    /// Region; unset: the SDK's default chain (`AWS_REGION`, profile, IMDS).
+    pub region: Option<String>,
+    /// Elastic IP allocation ID that frontend1 owns (moved to a frontend
+    /// that becomes frontend1).
+    pub elastic_ip_allocation: Option<String>,
+    /// Milliseconds a fence waits for EC2 to report the instance stopped.
+    pub fence_timeout_ms: u64,
+    /// Milliseconds between two `DescribeInstances` calls while waiting.
+    pub fence_poll_ms: u64,
+    /// Milliseconds one API call may take, retries included.
+    pub api_timeout_ms: u64,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            fleet: "chainwatch".into(),
+            region: None,
+            elastic_ip_allocation: None,
+            fence_timeout_ms: 120_000,
+            fence_poll_ms: 500,
+            api_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// `[vpn]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VpnConfig {
+    /// The `openvpn` binary.
+    pub openvpn: PathBuf,
+    /// PKI directory: `ca.crt`, `issued/<cn>.crt`, `private/<cn>.key`,
+    /// optional `ta.key` (tls-crypt).
+    pub pki_dir: PathBuf,
+    /// Directory with `server.conf.tmpl` and `client.conf.tmpl`.
+    pub template_dir: PathBuf,
+    /// Where the server is reached: host name or address (the Elastic IP's
+    /// name, `frontend1` in the hosts block).
+    pub remote: String,
+    /// Server port.
+    pub port: u16,
+    /// `udp` or `tcp`.
+    pub proto: String,
+    /// Milliseconds a takeover waits for the new identity to be up.
+    pub up_timeout_ms: u64,
+    /// The `chainwatch` binary the server runs as its client-connect hook.
+    pub hook_binary: PathBuf,
+}
+
+impl Default for VpnConfig {
+    fn default() -> Self {
+        VpnConfig {
+            openvpn: "/usr/sbin/openvpn".into(),
+            pki_dir: "/etc/chainwatch/pki".into(),
+            template_dir: "/usr/share/chainwatch/openvpn".into(),
+            remote: "frontend1".into(),
+            port: 1194,
+            proto: "udp".into(),
+            up_timeout_ms: 30_000,
+            hook_binary: "/usr/bin/chainwatch".into(),
+        }
+    }
 }
 
 /// `[probe]`.
@@ -328,6 +407,65 @@ impl Config {
                     r.initial_ms, r.max_ms
                 ),
             ));
+        }
+        let a = &self.aws;
+        if a.fleet.is_empty()
+            || !a
+                .fleet
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "aws.fleet",
+                format!("must be letters, digits, - or _, got {:?}", a.fleet),
+            ));
+        }
+        if a.fence_poll_ms < 50 || a.fence_poll_ms > a.fence_timeout_ms {
+            return Err(invalid(
+                "aws.fence_poll_ms",
+                format!(
+                    "must be at least 50 and at most aws.fence_timeout_ms ({}), got {}",
+                    a.fence_timeout_ms, a.fence_poll_ms
+                ),
+            ));
+        }
+        if a.api_timeout_ms < 100 {
+            return Err(invalid(
+                "aws.api_timeout_ms",
+                format!("must be at least 100, got {}", a.api_timeout_ms),
+            ));
+        }
+        let v = &self.vpn;
+        if !["udp", "tcp"].contains(&v.proto.as_str()) {
+            return Err(invalid(
+                "vpn.proto",
+                format!("must be `udp` or `tcp`, got {:?}", v.proto),
+            ));
+        }
+        if v.remote.is_empty() || v.remote.contains(char::is_whitespace) {
+            return Err(invalid(
+                "vpn.remote",
+                format!("must be a host name or address, got {:?}", v.remote),
+            ));
+        }
+        if v.up_timeout_ms < 1000 {
+            return Err(invalid(
+                "vpn.up_timeout_ms",
+                format!("must be at least 1000, got {}", v.up_timeout_ms),
+            ));
+        }
+        for (key, path) in [
+            ("vpn.pki_dir", &v.pki_dir),
+            ("vpn.template_dir", &v.template_dir),
+            ("vpn.openvpn", &v.openvpn),
+            ("vpn.hook_binary", &v.hook_binary),
+        ] {
+            if !path.is_absolute() {
+                return Err(invalid(
+                    key,
+                    format!("must be an absolute path, got {path:?}"),
+                ));
+            }
         }
         if self.layout.domain.is_empty()
             || !self

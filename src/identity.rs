@@ -123,7 +123,7 @@ pub async fn fetch_user_data(
             path: path.clone(),
             source,
         })?;
-        return Ok((bytes, None));
+        return Ok((bytes, cfg.instance_id.clone()));
     }
     let client = imds_client(cfg)?;
     let user_data = match client.get("/latest/user-data").await {

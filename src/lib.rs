@@ -18,6 +18,7 @@
 pub mod cmd;
 pub mod config;
 pub mod core;
+pub mod ec2;
 pub mod identity;
 pub mod layout;
 pub mod shell;

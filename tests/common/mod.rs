@@ -85,6 +85,43 @@ impl Drop for Proc {
     }
 }
 
+/// Spawn a helper that prints "listening on ADDR:PORT" first; return it
+/// and its `http://ADDR:PORT`.
+pub fn spawn_listening(mut cmd: Command) -> (Proc, String) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("helper starts");
+    let stdout = child.stdout.take().expect("piped");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("helper prints its address");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected helper output {line:?}"))
+        .to_string();
+    (Proc(child), format!("http://{addr}"))
+}
+
+/// A script in tests/support.
+pub fn support(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(name)
+}
+
+/// `python3`, or `ip netns exec NS python3`.
+fn python(netns: Option<&str>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "python3"]);
+            c
+        }
+        None => Command::new("python3"),
+    }
+}
+
 /// The IMDSv2 stand-in (`tests/support/imds.py`).
 pub struct Imds {
     pub proc: Proc,
@@ -95,45 +132,135 @@ impl Imds {
     /// Start it, serving `user_data` (a path; may not exist yet). `netns`
     /// runs it inside a network namespace.
     pub fn start(user_data: &Path, netns: Option<&str>, bind: &str) -> Imds {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/imds.py");
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "python3"]);
-                c
-            }
-            None => Command::new("python3"),
-        };
-        cmd.arg(script)
-            .args(["--bind", bind, "--port", "0", "--user-data"])
-            .arg(user_data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("python3 runs the IMDS stand-in");
-        let stdout = child.stdout.take().expect("piped");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("IMDS stand-in prints its address");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected IMDS output {line:?}"))
-            .to_string();
-        Imds {
-            proc: Proc(child),
-            endpoint: format!("http://{addr}"),
-        }
+        Self::start_for(user_data, netns, bind, "i-0123456789abcdef0")
+    }
+
+    /// The same, for a given instance ID.
+    pub fn start_for(user_data: &Path, netns: Option<&str>, bind: &str, instance: &str) -> Imds {
+        let mut cmd = python(netns);
+        cmd.arg(support("imds.py"))
+            .args([
+                "--bind",
+                bind,
+                "--port",
+                "0",
+                "--instance-id",
+                instance,
+                "--user-data",
+            ])
+            .arg(user_data);
+        let (proc, endpoint) = spawn_listening(cmd);
+        Imds { proc, endpoint }
     }
 
     /// Its counters.
     pub fn stats(&self) -> serde_json::Value {
-        let out = sh(&format!(
-            "curl -s {}/_stats 2>/dev/null || python3 -c \"import urllib.request,sys;sys.stdout.write(urllib.request.urlopen('{}/_stats').read().decode())\"",
-            self.endpoint, self.endpoint
-        ));
-        serde_json::from_str(&out).expect("stats are JSON")
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import urllib.request,sys;sys.stdout.write(urllib.request.urlopen('{}/_stats').read().decode())",
+                self.endpoint
+            ))
+            .output()
+            .expect("python3 runs");
+        serde_json::from_slice(&out.stdout).expect("stats are JSON")
     }
+}
+
+/// The Python virtualenv `.ci/run` makes (moto, ...).
+pub fn venv() -> PathBuf {
+    std::env::var_os("CHAINWATCH_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/chainwatch-venv"))
+}
+
+/// A free TCP port on `bind`.
+pub fn free_port(bind: &str) -> u16 {
+    std::net::TcpListener::bind((bind, 0))
+        .expect("bind a free port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// moto's server mode: the EC2 (and CloudWatch Logs) API emulator.
+pub struct Moto {
+    pub proc: Proc,
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Whether moto is installed in the virtualenv.
+    pub fn available() -> bool {
+        venv().join("bin/moto_server").exists()
+    }
+
+    /// Start it on `bind` (optionally inside a namespace).
+    pub fn start(bind: &str) -> Moto {
+        let port = free_port(bind);
+        let child = Command::new(venv().join("bin/moto_server"))
+            .args(["-H", bind, "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let proc = Proc(child);
+        wait_for("moto to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect((bind, port)).ok()
+        });
+        Moto {
+            proc,
+            endpoint: format!("http://{bind}:{port}"),
+        }
+    }
+}
+
+/// The misbehaving EC2 proxy (`tests/support/ec2_proxy.py`) in front of
+/// `upstream`.
+pub struct Ec2Proxy {
+    pub proc: Proc,
+    pub endpoint: String,
+}
+
+impl Ec2Proxy {
+    pub fn start(upstream: &str) -> Ec2Proxy {
+        let mut cmd = python(None);
+        cmd.arg(support("ec2_proxy.py"))
+            .args(["--upstream", upstream, "--port", "0"]);
+        let (proc, endpoint) = spawn_listening(cmd);
+        Ec2Proxy { proc, endpoint }
+    }
+
+    /// Switch mode: pass, fail, hang, stall.
+    pub fn mode(&self, mode: &str) {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import urllib.request;urllib.request.urlopen(urllib.request.Request('{}/_mode?m={mode}', data=b'', method='POST'))",
+                self.endpoint
+            ))
+            .status()
+            .expect("python3 runs");
+        assert!(out.success());
+    }
+}
+
+/// An EC2 client for `endpoint` with test credentials.
+pub async fn ec2_client(endpoint: &str) -> aws_sdk_ec2::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(3))
+                .build(),
+        )
+        .load()
+        .await;
+    aws_sdk_ec2::Client::new(&config)
 }
 
 /// Poll `f` until it returns `Some`, or panic after `timeout`.

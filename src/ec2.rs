@@ -1,0 +1,415 @@
+//! EC2 as the registry and the fence (aws-sdk-ec2).
+//!
+//! Every instance of the fleet carries these tags:
+//!
+//! | tag | value |
+//! |---|---|
+//! | `chainwatch:fleet` | the fleet name (`aws.fleet`) |
+//! | `chainwatch:role` | `frontend` or `backend` |
+//! | `chainwatch:id` | the ID it holds now |
+//! | `chainwatch:state` | `active`, or `fenced` once another node stopped it |
+//! | `chainwatch:epoch` | the per-role epoch of its last takeover |
+//!
+//! A slot is *held* by every instance of the fleet tagged with its role and
+//! ID that is not `stopped` or `terminated` (pending, running, stopping and
+//! shutting-down all count: they may still answer). A slot with no holder is
+//! *vacant*.
+//!
+//! Credentials and region come from the SDK's default chain; the endpoint
+//! can be overridden the standard way (`AWS_ENDPOINT_URL`,
+//! `AWS_ENDPOINT_URL_EC2`).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::error::DisplayErrorContext;
+use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName, Tag};
+
+use crate::config::AwsConfig;
+use crate::core::{Fenced, Holder};
+use crate::layout::{Layout, Role, Slot};
+use crate::shell::Registry;
+
+/// Tag keys.
+pub mod tags {
+    /// Fleet name.
+    pub const FLEET: &str = "chainwatch:fleet";
+    /// Role.
+    pub const ROLE: &str = "chainwatch:role";
+    /// Current ID.
+    pub const ID: &str = "chainwatch:id";
+    /// `active` or `fenced`.
+    pub const STATE: &str = "chainwatch:state";
+    /// Per-role epoch.
+    pub const EPOCH: &str = "chainwatch:epoch";
+}
+
+/// Errors talking to EC2. Each says what failed; the core retries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Ec2Error {
+    /// An API call failed (network, throttling, permissions, time-out).
+    #[error("EC2 {op} failed: {message}")]
+    Api {
+        /// The operation.
+        op: &'static str,
+        /// The SDK's error with its context.
+        message: String,
+    },
+    /// The fenced instances did not reach `stopped` in time.
+    #[error(
+        "{instances:?} not stopped after {after:?} (last states {states:?}); no takeover until EC2 reports them stopped"
+    )]
+    NotStopped {
+        /// The instances.
+        instances: Vec<String>,
+        /// How long it waited.
+        after: Duration,
+        /// Their last reported states.
+        states: Vec<String>,
+    },
+    /// This instance's own record is missing.
+    #[error("this instance ({0}) is not known to EC2; check identity.instance_id / IMDS")]
+    SelfUnknown(String),
+}
+
+/// What a node should do at boot about its ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejoin {
+    /// Keep the slot it booted with.
+    Keep(Slot),
+    /// Take this slot at the tail instead, and why.
+    Tail {
+        /// The new slot.
+        slot: Slot,
+        /// Why the old one was given up.
+        reason: String,
+    },
+    /// The chain is full; no free ID.
+    Full {
+        /// Why the old one was given up.
+        reason: String,
+    },
+}
+
+/// The EC2 registry of one instance.
+pub struct Ec2Registry {
+    client: Client,
+    fleet: String,
+    me: String,
+    fence_timeout: Duration,
+    fence_poll: Duration,
+    eip_allocation: Option<String>,
+    underlay: Mutex<HashMap<Slot, (Ipv4Addr, Instant)>>,
+}
+
+/// How long an underlay address is cached.
+const UNDERLAY_TTL: Duration = Duration::from_secs(30);
+
+fn api<E: std::error::Error + 'static>(op: &'static str) -> impl FnOnce(E) -> Ec2Error {
+    move |e| Ec2Error::Api {
+        op,
+        message: DisplayErrorContext(&e).to_string(),
+    }
+}
+
+fn tag<'a>(i: &'a Instance, key: &str) -> Option<&'a str> {
+    i.tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+fn state_name(i: &Instance) -> String {
+    i.state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn is_down(i: &Instance) -> bool {
+    matches!(
+        i.state().and_then(|s| s.name()),
+        Some(InstanceStateName::Stopped | InstanceStateName::Terminated)
+    )
+}
+
+fn filter(name: &str, value: impl Into<String>) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+/// Build an EC2 client from the SDK's default chain, with the config's
+/// region and per-call time-out.
+pub async fn client(cfg: &AwsConfig) -> Client {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_timeout(Duration::from_millis(cfg.api_timeout_ms))
+        .connect_timeout(Duration::from_millis(cfg.api_timeout_ms.min(3000)))
+        .build();
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
+    if let Some(region) = &cfg.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    Client::new(&loader.load().await)
+}
+
+impl Ec2Registry {
+    /// A registry for instance `me`.
+    pub fn new(client: Client, cfg: &AwsConfig, me: String) -> Self {
+        Ec2Registry {
+            client,
+            fleet: cfg.fleet.clone(),
+            me,
+            fence_timeout: Duration::from_millis(cfg.fence_timeout_ms),
+            fence_poll: Duration::from_millis(cfg.fence_poll_ms),
+            eip_allocation: cfg.elastic_ip_allocation.clone(),
+            underlay: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// This instance's ID.
+    pub fn instance_id(&self) -> &str {
+        &self.me
+    }
+
+    /// All instances of the fleet (any state), optionally of one role.
+    pub async fn fleet_instances(&self, role: Option<Role>) -> Result<Vec<Instance>, Ec2Error> {
+        let mut filters = vec![filter(&format!("tag:{}", tags::FLEET), &self.fleet)];
+        if let Some(role) = role {
+            filters.push(filter(&format!("tag:{}", tags::ROLE), role.as_str()));
+        }
+        self.describe(filters, Vec::new()).await
+    }
+
+    async fn describe(
+        &self,
+        filters: Vec<Filter>,
+        ids: Vec<String>,
+    ) -> Result<Vec<Instance>, Ec2Error> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .client
+                .describe_instances()
+                .set_filters((!filters.is_empty()).then(|| filters.clone()))
+                .set_instance_ids((!ids.is_empty()).then(|| ids.clone()))
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(api("DescribeInstances"))?;
+            for r in resp.reservations() {
+                out.extend(r.instances().iter().cloned());
+            }
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Instances other than this one that hold `slot`.
+    pub async fn holders(&self, slot: Slot) -> Result<Vec<Instance>, Ec2Error> {
+        let filters = vec![
+            filter(&format!("tag:{}", tags::FLEET), &self.fleet),
+            filter(&format!("tag:{}", tags::ROLE), slot.role.as_str()),
+            filter(&format!("tag:{}", tags::ID), slot.id.to_string()),
+        ];
+        Ok(self
+            .describe(filters, Vec::new())
+            .await?
+            .into_iter()
+            .filter(|i| !is_down(i) && i.instance_id() != Some(self.me.as_str()))
+            .collect())
+    }
+
+    /// Stop every holder of `slot` with force, wait until EC2 reports them
+    /// stopped, tag them fenced. Never this instance.
+    pub async fn fence_slot(&self, slot: Slot) -> Result<Fenced, Ec2Error> {
+        let ids: Vec<String> = self
+            .holders(slot)
+            .await?
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        if ids.is_empty() {
+            return Ok(Fenced::default());
+        }
+        tracing::warn!(%slot, instances = ?ids, "stopping (force) the holders of {slot}");
+        self.client
+            .stop_instances()
+            .set_instance_ids(Some(ids.clone()))
+            .force(true)
+            .send()
+            .await
+            .map_err(api("StopInstances"))?;
+        self.wait_stopped(&ids).await?;
+        self.create_tags(&ids, &[(tags::STATE, "fenced".to_string())])
+            .await?;
+        Ok(Fenced { instances: ids })
+    }
+
+    /// Poll until every instance is `stopped` (or `terminated`), bounded by
+    /// `aws.fence_timeout_ms`.
+    pub async fn wait_stopped(&self, ids: &[String]) -> Result<(), Ec2Error> {
+        let start = Instant::now();
+        loop {
+            let instances = self.describe(Vec::new(), ids.to_vec()).await?;
+            let states: Vec<String> = instances.iter().map(state_name).collect();
+            if instances.len() == ids.len() && instances.iter().all(is_down) {
+                return Ok(());
+            }
+            if start.elapsed() >= self.fence_timeout {
+                return Err(Ec2Error::NotStopped {
+                    instances: ids.to_vec(),
+                    after: start.elapsed(),
+                    states,
+                });
+            }
+            tokio::time::sleep(self.fence_poll).await;
+        }
+    }
+
+    async fn create_tags(&self, ids: &[String], kv: &[(&str, String)]) -> Result<(), Ec2Error> {
+        let tags: Vec<Tag> = kv
+            .iter()
+            .map(|(k, v)| Tag::builder().key(*k).value(v.clone()).build())
+            .collect();
+        self.client
+            .create_tags()
+            .set_resources(Some(ids.to_vec()))
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(api("CreateTags"))?;
+        Ok(())
+    }
+
+    /// Tag this instance as the active holder of `slot` at `epoch`.
+    pub async fn tag_self(&self, slot: Slot, epoch: u64) -> Result<(), Ec2Error> {
+        self.create_tags(
+            std::slice::from_ref(&self.me),
+            &[
+                (tags::FLEET, self.fleet.clone()),
+                (tags::ROLE, slot.role.to_string()),
+                (tags::ID, slot.id.to_string()),
+                (tags::STATE, "active".to_string()),
+                (tags::EPOCH, epoch.to_string()),
+            ],
+        )
+        .await
+    }
+
+    /// The next epoch of `role`: one more than the highest epoch tag of any
+    /// instance of the role (stopped ones included, so it only grows).
+    pub async fn next_epoch(&self, role: Role) -> Result<u64, Ec2Error> {
+        let top = self
+            .fleet_instances(Some(role))
+            .await?
+            .iter()
+            .filter_map(|i| tag(i, tags::EPOCH).and_then(|e| e.parse::<u64>().ok()))
+            .max()
+            .unwrap_or(0);
+        Ok(top + 1)
+    }
+
+    /// Move the Elastic IP to this instance.
+    pub async fn take_elastic_ip(&self) -> Result<bool, Ec2Error> {
+        let Some(alloc) = &self.eip_allocation else {
+            return Ok(false);
+        };
+        self.client
+            .associate_address()
+            .allocation_id(alloc)
+            .instance_id(&self.me)
+            .allow_reassociation(true)
+            .send()
+            .await
+            .map_err(api("AssociateAddress"))?;
+        Ok(true)
+    }
+
+    /// Decide at boot whether this instance keeps `booted` or rejoins at the
+    /// tail of its role: it rejoins when its own tags say it was fenced, or
+    /// when another instance that is not stopped holds its ID.
+    pub async fn rejoin(&self, layout: &Layout, booted: Slot) -> Result<Rejoin, Ec2Error> {
+        let all = self.fleet_instances(Some(booted.role)).await?;
+        let me = all
+            .iter()
+            .find(|i| i.instance_id() == Some(self.me.as_str()));
+        let fenced = me.and_then(|i| tag(i, tags::STATE)) == Some("fenced");
+        let others: Vec<&Instance> = all
+            .iter()
+            .filter(|i| i.instance_id() != Some(self.me.as_str()) && !is_down(i))
+            .collect();
+        let taken = others
+            .iter()
+            .any(|i| tag(i, tags::ID) == Some(booted.id.to_string().as_str()));
+        let reason = match (fenced, taken) {
+            (true, _) => format!("this instance was fenced as {booted}"),
+            (false, true) => format!("{booted} is held by another running instance"),
+            (false, false) => return Ok(Rejoin::Keep(booted)),
+        };
+        let held: Vec<u32> = others
+            .iter()
+            .filter_map(|i| tag(i, tags::ID).and_then(|v| v.parse().ok()))
+            .collect();
+        Ok(match layout.tail_id(booted.role, &held) {
+            Some(id) => Rejoin::Tail {
+                slot: Slot::new(booted.role, id),
+                reason,
+            },
+            None => Rejoin::Full { reason },
+        })
+    }
+}
+
+impl Registry for Ec2Registry {
+    async fn check_holder(&self, slot: Slot) -> Result<Holder, String> {
+        let holders = self.holders(slot).await.map_err(|e| e.to_string())?;
+        Ok(if holders.is_empty() {
+            Holder::Vacant
+        } else {
+            Holder::Held
+        })
+    }
+
+    async fn fence(&self, slot: Slot) -> Result<Fenced, String> {
+        self.fence_slot(slot).await.map_err(|e| e.to_string())
+    }
+
+    async fn witness(&self) -> Result<(), String> {
+        let found = self
+            .describe(Vec::new(), vec![self.me.clone()])
+            .await
+            .map_err(|e| e.to_string())?;
+        if found.is_empty() {
+            return Err(Ec2Error::SelfUnknown(self.me.clone()).to_string());
+        }
+        Ok(())
+    }
+
+    async fn underlay_addr(&self, slot: Slot) -> Result<Ipv4Addr, String> {
+        {
+            let cache = self.underlay.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((addr, at)) = cache.get(&slot)
+                && at.elapsed() < UNDERLAY_TTL
+            {
+                return Ok(*addr);
+            }
+        }
+        let holders = self.holders(slot).await.map_err(|e| e.to_string())?;
+        let addr = holders
+            .iter()
+            .filter_map(|i| i.private_ip_address())
+            .find_map(|a| a.parse::<Ipv4Addr>().ok())
+            .ok_or_else(|| format!("no running instance holds {slot}: no underlay address"))?;
+        self.underlay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(slot, (addr, Instant::now()));
+        Ok(addr)
+    }
+}

@@ -1,0 +1,378 @@
+//! The EC2 registry and fence against moto's server mode, reached by the real
+//! aws-sdk-ec2 client through an endpoint override; failure modes through a
+//! proxy that fails, hangs, or never lets an instance reach `stopped`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::{InstanceStateName, ResourceType, Tag, TagSpecification};
+use chainwatch::config::AwsConfig;
+use chainwatch::core::{Action, CoreConfig, Event, Holder, Input, Monitor, ProbeOutcome, Target};
+use chainwatch::ec2::{Ec2Error, Ec2Registry, Rejoin, tags};
+use chainwatch::layout::{Layout, Role, Slot};
+use chainwatch::shell::Registry;
+use common::{Ec2Proxy, Moto, ec2_client, prerequisite};
+
+fn fe(id: u32) -> Slot {
+    Slot::new(Role::Frontend, id)
+}
+
+/// Launch an instance tagged as `slot` of `fleet`; returns its ID.
+async fn launch(ec2: &Client, fleet: &str, slot: Slot, extra: &[(&str, &str)]) -> String {
+    let mut spec = TagSpecification::builder()
+        .resource_type(ResourceType::Instance)
+        .tags(Tag::builder().key(tags::FLEET).value(fleet).build())
+        .tags(
+            Tag::builder()
+                .key(tags::ROLE)
+                .value(slot.role.as_str())
+                .build(),
+        )
+        .tags(
+            Tag::builder()
+                .key(tags::ID)
+                .value(slot.id.to_string())
+                .build(),
+        )
+        .tags(Tag::builder().key(tags::STATE).value("active").build());
+    for (k, v) in extra {
+        spec = spec.tags(Tag::builder().key(*k).value(*v).build());
+    }
+    let out = ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(spec.build())
+        .send()
+        .await
+        .expect("moto launches an instance");
+    out.instances()[0].instance_id().unwrap().to_string()
+}
+
+async fn describe(ec2: &Client, id: &str) -> aws_sdk_ec2::types::Instance {
+    ec2.describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .unwrap()
+        .reservations()[0]
+        .instances()[0]
+        .clone()
+}
+
+fn tag_of(i: &aws_sdk_ec2::types::Instance, key: &str) -> Option<String> {
+    i.tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value().map(str::to_string))
+}
+
+fn state(i: &aws_sdk_ec2::types::Instance) -> InstanceStateName {
+    i.state().unwrap().name().unwrap().clone()
+}
+
+fn aws_cfg(fleet: &str) -> AwsConfig {
+    AwsConfig {
+        fleet: fleet.into(),
+        fence_timeout_ms: 1500,
+        fence_poll_ms: 100,
+        ..AwsConfig::default()
+    }
+}
+
+fn moto() -> Option<Moto> {
+    prerequisite(
+        Moto::available(),
+        "moto[server] in the virtualenv (.ci/run installs it)",
+    )
+    .then(|| Moto::start("127.0.0.1"))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn fencing_a_running_peer_stops_and_tags_it() {
+    let Some(moto) = moto() else { return };
+    let ec2 = ec2_client(&moto.endpoint).await;
+    let f = "fleet-a";
+    let f1 = launch(&ec2, f, fe(1), &[]).await;
+    let f2 = launch(&ec2, f, fe(2), &[]).await;
+    let f3 = launch(&ec2, f, fe(3), &[]).await;
+    // Another fleet's frontend2 is never touched.
+    let other = launch(&ec2, "fleet-b", fe(2), &[]).await;
+    let reg = Ec2Registry::new(ec2.clone(), &aws_cfg(f), f3.clone());
+
+    assert_eq!(reg.check_holder(fe(2)).await, Ok(Holder::Held));
+    let fenced = reg.fence(fe(2)).await.unwrap();
+    assert_eq!(fenced.instances, vec![f2.clone()]);
+    let i = describe(&ec2, &f2).await;
+    assert_eq!(state(&i), InstanceStateName::Stopped);
+    assert_eq!(tag_of(&i, tags::STATE).as_deref(), Some("fenced"));
+    for id in [&f1, &f3, &other] {
+        assert_eq!(state(&describe(&ec2, id).await), InstanceStateName::Running);
+    }
+    // Now the slot is vacant, and fencing it again is a no-op success.
+    assert_eq!(reg.check_holder(fe(2)).await, Ok(Holder::Vacant));
+    assert!(reg.fence(fe(2)).await.unwrap().instances.is_empty());
+    // A node never fences itself, even if asked for its own slot.
+    assert!(reg.fence(fe(3)).await.unwrap().instances.is_empty());
+    assert_eq!(
+        state(&describe(&ec2, &f3).await),
+        InstanceStateName::Running
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn vacancy_and_the_hub_witness() {
+    let Some(moto) = moto() else { return };
+    let ec2 = ec2_client(&moto.endpoint).await;
+    let f = "fleet-v";
+    let f1 = launch(&ec2, f, fe(1), &[]).await;
+    let f2 = launch(&ec2, f, fe(2), &[]).await;
+    let reg = Ec2Registry::new(ec2.clone(), &aws_cfg(f), f2.clone());
+    assert_eq!(reg.check_holder(fe(4)).await, Ok(Holder::Vacant));
+    assert_eq!(reg.check_holder(fe(1)).await, Ok(Holder::Held));
+    // The hub's underlay address is its private IP.
+    let ip = describe(&ec2, &f1)
+        .await
+        .private_ip_address()
+        .unwrap()
+        .to_string();
+    assert_eq!(reg.underlay_addr(fe(1)).await.unwrap().to_string(), ip);
+    assert_eq!(reg.witness().await, Ok(()));
+    // A stopped holder does not hold.
+    ec2.stop_instances().instance_ids(&f1).send().await.unwrap();
+    assert_eq!(reg.check_holder(fe(1)).await, Ok(Holder::Vacant));
+    // An unknown self is no witness.
+    let ghost = Ec2Registry::new(ec2.clone(), &aws_cfg(f), "i-00000000000000000".into());
+    assert!(ghost.witness().await.is_err());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_or_hanging_api_means_no_fence_and_no_takeover() {
+    let Some(moto) = moto() else { return };
+    let proxy = Ec2Proxy::start(&moto.endpoint);
+    let direct = ec2_client(&moto.endpoint).await;
+    let via = ec2_client(&proxy.endpoint).await;
+    let f = "fleet-f";
+    launch(&direct, f, fe(1), &[]).await;
+    let f2 = launch(&direct, f, fe(2), &[]).await;
+    let f3 = launch(&direct, f, fe(3), &[]).await;
+    let reg = Ec2Registry::new(via, &aws_cfg(f), f3);
+
+    // The core declares frontend2 dead and asks for a fence.
+    let t0 = Instant::now();
+    let mut core = Monitor::new(CoreConfig::default(), fe(3), t0);
+    let mut now = t0;
+    let mut fence = None;
+    for _ in 0..3 {
+        core.handle_timeout(now);
+        while let Some(a) = core.poll_action() {
+            match a {
+                Action::Probe { round, target, .. } => {
+                    let outcome = match target {
+                        Target::Peer => ProbeOutcome::Silent,
+                        _ => ProbeOutcome::Reply {
+                            rtt: Duration::from_millis(1),
+                        },
+                    };
+                    core.handle_input(
+                        now,
+                        Input::Probed {
+                            round,
+                            target,
+                            outcome,
+                        },
+                    );
+                }
+                Action::CheckHolder { slot } => {
+                    let result = reg.check_holder(slot).await;
+                    assert_eq!(result, Ok(Holder::Held));
+                    core.handle_input(now, Input::HolderChecked { slot, result });
+                }
+                Action::Fence { slot, .. } => fence = Some(slot),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        now += Duration::from_secs(1);
+    }
+    let slot = fence.expect("the core asked for a fence");
+
+    for mode in ["fail", "hang"] {
+        proxy.mode(mode);
+        let started = Instant::now();
+        let result = reg.fence(slot).await;
+        let took = started.elapsed();
+        assert!(result.is_err(), "{mode}: {result:?}");
+        let err = result.unwrap_err();
+        assert!(err.contains("StopInstances"), "{mode}: {err}");
+        // Bounded by the per-call time-out (3 s in this client).
+        assert!(took < Duration::from_secs(10), "{mode}: {took:?}");
+        core.handle_input(
+            now,
+            Input::FenceDone {
+                slot,
+                result: Err(err),
+            },
+        );
+        let mut failed = false;
+        while let Some(e) = core.poll_event() {
+            failed |= matches!(e, Event::FenceFailed { .. });
+        }
+        assert!(failed, "{mode}");
+        assert!(core.poll_action().is_none(), "{mode}: no takeover");
+        assert_eq!(
+            state(&describe(&direct, &f2).await),
+            InstanceStateName::Running
+        );
+        // Let the back-off pass and the core retry.
+        now += Duration::from_secs(60);
+        core.handle_timeout(now);
+        let mut retried = false;
+        while let Some(a) = core.poll_action() {
+            retried |= matches!(a, Action::Fence { .. });
+        }
+        assert!(retried, "{mode}: the fence is retried");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_wait_for_stopped_is_bounded() {
+    let Some(moto) = moto() else { return };
+    let proxy = Ec2Proxy::start(&moto.endpoint);
+    let direct = ec2_client(&moto.endpoint).await;
+    let f = "fleet-s";
+    let f2 = launch(&direct, f, fe(2), &[]).await;
+    let f3 = launch(&direct, f, fe(3), &[]).await;
+    let reg = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &aws_cfg(f), f3);
+    proxy.mode("stall");
+    let started = Instant::now();
+    let err = reg.fence_slot(fe(2)).await.unwrap_err();
+    let took = started.elapsed();
+    let Ec2Error::NotStopped {
+        instances, states, ..
+    } = &err
+    else {
+        panic!("{err}");
+    };
+    assert_eq!(instances, &vec![f2.clone()]);
+    assert_eq!(states, &vec!["stopping".to_string()]);
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    assert!(err.to_string().contains("no takeover"), "{err}");
+    // Not tagged fenced: the fence was never confirmed.
+    let i = describe(&direct, &f2).await;
+    assert_eq!(tag_of(&i, tags::STATE).as_deref(), Some("active"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn rejoin_at_the_tail() {
+    let Some(moto) = moto() else { return };
+    let ec2 = ec2_client(&moto.endpoint).await;
+    let f = "fleet-r";
+    let layout = Layout::default();
+    launch(&ec2, f, fe(1), &[]).await;
+    let f2 = launch(&ec2, f, fe(2), &[]).await;
+    launch(&ec2, f, fe(3), &[]).await;
+    // frontend2 keeps its ID while nothing is wrong.
+    let reg = Ec2Registry::new(ec2.clone(), &aws_cfg(f), f2.clone());
+    assert_eq!(
+        reg.rejoin(&layout, fe(2)).await.unwrap(),
+        Rejoin::Keep(fe(2))
+    );
+    // Tagged fenced: it goes to the tail (after 1 and 3).
+    ec2.create_tags()
+        .resources(&f2)
+        .tags(Tag::builder().key(tags::STATE).value("fenced").build())
+        .send()
+        .await
+        .unwrap();
+    let Rejoin::Tail { slot, reason } = reg.rejoin(&layout, fe(2)).await.unwrap() else {
+        panic!("expected a tail rejoin");
+    };
+    assert_eq!(slot, fe(4));
+    assert!(reason.contains("fenced"), "{reason}");
+    // Another running instance holds its ID: a second frontend3 boots.
+    let dup = launch(&ec2, f, fe(3), &[]).await;
+    let reg_dup = Ec2Registry::new(ec2.clone(), &aws_cfg(f), dup);
+    let Rejoin::Tail { slot, reason } = reg_dup.rejoin(&layout, fe(3)).await.unwrap() else {
+        panic!("expected a tail rejoin");
+    };
+    // IDs 1, 2 (fenced but still running), 3 are held by others.
+    assert_eq!(slot, fe(4));
+    assert!(reason.contains("held by another"), "{reason}");
+    // Once frontend2 is stopped, its ID no longer counts as held.
+    ec2.stop_instances().instance_ids(&f2).send().await.unwrap();
+    assert_eq!(
+        reg_dup.rejoin(&layout, fe(3)).await.unwrap(),
+        Rejoin::Tail {
+            slot: fe(4),
+            reason: "frontend3 is held by another running instance".into()
+        }
+    );
+    // Full chain: nowhere to go.
+    let layout3 = chainwatch::layout::Layout::new(&chainwatch::layout::LayoutConfig {
+        max_frontends: 3,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(matches!(
+        reg.rejoin(&layout3, fe(2)).await.unwrap(),
+        Rejoin::Full { .. }
+    ));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn own_tags_epochs_and_the_elastic_ip() {
+    let Some(moto) = moto() else { return };
+    let ec2 = ec2_client(&moto.endpoint).await;
+    let f = "fleet-t";
+    launch(&ec2, f, fe(1), &[(tags::EPOCH, "4")]).await;
+    let f2 = launch(&ec2, f, fe(2), &[(tags::EPOCH, "7")]).await;
+    let f3 = launch(&ec2, f, fe(3), &[]).await;
+    // Backend epochs are separate.
+    launch(&ec2, f, Slot::new(Role::Backend, 1), &[(tags::EPOCH, "40")]).await;
+    let alloc = ec2
+        .allocate_address()
+        .domain(aws_sdk_ec2::types::DomainType::Vpc)
+        .send()
+        .await
+        .unwrap();
+    let alloc_id = alloc.allocation_id().unwrap().to_string();
+    let cfg = AwsConfig {
+        elastic_ip_allocation: Some(alloc_id.clone()),
+        ..aws_cfg(f)
+    };
+    let reg2 = Ec2Registry::new(ec2.clone(), &cfg, f2.clone());
+    let reg3 = Ec2Registry::new(ec2.clone(), &cfg, f3.clone());
+    assert_eq!(reg3.next_epoch(Role::Frontend).await.unwrap(), 8);
+    assert_eq!(reg3.next_epoch(Role::Backend).await.unwrap(), 41);
+    reg3.tag_self(fe(2), 8).await.unwrap();
+    let i = describe(&ec2, &f3).await;
+    assert_eq!(tag_of(&i, tags::ID).as_deref(), Some("2"));
+    assert_eq!(tag_of(&i, tags::EPOCH).as_deref(), Some("8"));
+    assert_eq!(tag_of(&i, tags::STATE).as_deref(), Some("active"));
+    assert_eq!(reg3.next_epoch(Role::Frontend).await.unwrap(), 9);
+
+    let holder = |ec2: Client, alloc: String| async move {
+        ec2.describe_addresses()
+            .allocation_ids(alloc)
+            .send()
+            .await
+            .unwrap()
+            .addresses()[0]
+            .instance_id()
+            .map(str::to_string)
+    };
+    assert!(reg2.take_elastic_ip().await.unwrap());
+    assert_eq!(holder(ec2.clone(), alloc_id.clone()).await, Some(f2));
+    assert!(reg3.take_elastic_ip().await.unwrap());
+    assert_eq!(holder(ec2.clone(), alloc_id.clone()).await, Some(f3));
+    // Without an allocation configured there is nothing to move.
+    let plain = Ec2Registry::new(ec2.clone(), &aws_cfg(f), "i-x".into());
+    assert!(!plain.take_elastic_ip().await.unwrap());
+}
