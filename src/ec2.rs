@@ -105,8 +105,10 @@ pub struct Ec2Registry {
     underlay: Mutex<HashMap<Slot, (Ipv4Addr, Instant)>>,
 }
 
-/// How long an underlay address is cached.
-const UNDERLAY_TTL: Duration = Duration::from_secs(30);
+/// How long an underlay address is cached: short, since a slot's holder
+/// changes at every takeover (frontend2 becoming frontend1 leaves its
+/// address behind).
+const UNDERLAY_TTL: Duration = Duration::from_secs(3);
 
 fn api<E: std::error::Error + 'static>(op: &'static str) -> impl FnOnce(E) -> Ec2Error {
     move |e| Ec2Error::Api {
@@ -315,6 +317,17 @@ impl Ec2Registry {
         Ok(top + 1)
     }
 
+    /// The epoch tag of this instance (0 when it has none).
+    pub async fn own_epoch(&self) -> Result<u64, Ec2Error> {
+        let me = self.describe(Vec::new(), vec![self.me.clone()]).await?;
+        let me = me
+            .first()
+            .ok_or_else(|| Ec2Error::SelfUnknown(self.me.clone()))?;
+        Ok(tag(me, tags::EPOCH)
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(0))
+    }
+
     /// Move the Elastic IP to this instance.
     pub async fn take_elastic_ip(&self) -> Result<bool, Ec2Error> {
         let Some(alloc) = &self.eip_allocation else {
@@ -369,11 +382,14 @@ impl Ec2Registry {
 impl Registry for Ec2Registry {
     async fn check_holder(&self, slot: Slot) -> Result<Holder, String> {
         let holders = self.holders(slot).await.map_err(|e| e.to_string())?;
-        Ok(if holders.is_empty() {
-            Holder::Vacant
-        } else {
-            Holder::Held
-        })
+        if holders.is_empty() {
+            self.underlay
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&slot);
+            return Ok(Holder::Vacant);
+        }
+        Ok(Holder::Held)
     }
 
     async fn fence(&self, slot: Slot) -> Result<Fenced, String> {

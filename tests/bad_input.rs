@@ -88,12 +88,19 @@ fn malformed_user_data_is_named() {
 }
 
 #[test]
-fn acting_mode_is_refused_with_what_to_do() {
+fn active_mode_without_an_instance_id_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
+    std::fs::write(
+        dir.path().join("user-data"),
+        "#cloud-config\n# chainwatch: role=backend id=2\n",
+    )
+    .unwrap();
     let out = run(&config, &["run"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--observe"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("identity.instance_id"), "{stderr}");
+    assert!(!dir.path().join("status.sock").exists());
 }
 
 #[test]

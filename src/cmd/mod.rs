@@ -2,6 +2,7 @@
 
 pub mod client_connect;
 pub mod hosts;
+pub mod iam_policy;
 pub mod run;
 pub mod status;
 
@@ -48,6 +49,8 @@ pub enum Command {
     Status(status::Args),
     /// Print the /etc/hosts block of the layout.
     Hosts(hosts::Args),
+    /// Print the least-privilege IAM policy for the configured fleet.
+    IamPolicy(iam_policy::Args),
 }
 
 /// Errors a command reports before exiting non-zero.
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
         // blocks on it.
         Command::ClientConnect(args) => client_connect::main(cli.config.as_deref(), &args),
         Command::Hosts(args) => report(hosts::main(cli.config.as_deref(), &args)),
+        Command::IamPolicy(args) => report(iam_policy::main(cli.config.as_deref(), &args)),
         Command::Status(args) => report(with_runtime(status::main(cli.config.as_deref(), &args))),
         Command::Run(args) => {
             init_logging(cli.log_format);

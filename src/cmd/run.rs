@@ -1,25 +1,37 @@
 //! `chainwatch run`: the watchdog daemon.
+//!
+//! Active mode (the default) fences through EC2, takes over IDs and
+//! supervises OpenVPN. `--observe` probes, decides and logs what it would do,
+//! and never acts (it asks EC2 only read-only questions, and only when it
+//! knows its instance ID).
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use super::{CmdError, settings};
+use crate::config::{DEFAULT_PATH, Settings};
 use crate::core::Monitor;
-use crate::identity;
+use crate::ec2::{self, Ec2Registry, Rejoin};
+use crate::identity::{self, BootIdentity};
 use crate::shell::driver::Driver;
-use crate::shell::prober::IcmpProber;
+use crate::shell::prober::{IcmpProber, SocketKind};
 use crate::shell::resolve::HostsResolver;
-use crate::shell::{LogAnnouncer, NoSwitch, StaticRegistry, status};
+use crate::shell::{
+    Announcer, LogAnnouncer, NoSwitch, Registry, StaticRegistry, Switcher, status, unix_ms,
+};
+use crate::state::{self, PersistedState};
+use crate::takeover::Takeover;
+use crate::vpn::{self, Vpn, VpnSettings};
 
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Probe, decide and log what would be done, but never fence or take
-    /// over.
+    /// Probe, decide and log what would be done, but never fence, take over
+    /// or touch OpenVPN.
     #[arg(long)]
     pub observe: bool,
 }
@@ -28,20 +40,29 @@ fn other(e: impl std::fmt::Display) -> CmdError {
     CmdError::Other(e.to_string())
 }
 
+/// Everything started before the loop, shared by both modes.
+struct Common {
+    boot: BootIdentity,
+    resolver: HostsResolver,
+    prober: IcmpProber,
+    listener: tokio::net::UnixListener,
+}
+
 /// Start the daemon and run until SIGTERM or SIGINT.
 pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
     let s = settings(config)?;
-    if !args.observe {
-        return Err(CmdError::Other(
-            "acting mode (fence through EC2 and take over) is not part of this build; \
-             run `chainwatch run --observe` to probe, decide and log without acting"
-                .into(),
-        ));
-    }
     match &s.source {
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         None => tracing::info!("no config file at the default path: using built-in defaults"),
     }
+    let mut sigterm = signal(SignalKind::terminate()).map_err(other)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(other)?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigterm.recv() => tracing::info!("SIGTERM received"),
+            _ = sigint.recv() => tracing::info!("SIGINT received"),
+        }
+    };
     let boot = identity::boot(&s).await.map_err(other)?;
     tracing::info!(
         slot = %boot.slot,
@@ -50,6 +71,153 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
         instance_id = boot.instance_id.as_deref().unwrap_or("-"),
         "boot identity"
     );
+    if args.observe {
+        let common = start_common(&s, boot)?;
+        match common.boot.instance_id.clone() {
+            Some(id) => {
+                let registry =
+                    Ec2Registry::new(ec2::client(&s.config.aws).await, &s.config.aws, id);
+                drive(&s, common, registry, NoSwitch, true, shutdown).await;
+            }
+            None => {
+                let registry = StaticRegistry {
+                    hub_underlay: s.config.probe.hub_underlay,
+                };
+                drive(&s, common, registry, NoSwitch, true, shutdown).await;
+            }
+        }
+        return Ok(());
+    }
+    active(&s, boot, shutdown).await
+}
+
+async fn active(
+    s: &Settings,
+    mut boot: BootIdentity,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), CmdError> {
+    let instance_id = boot.instance_id.clone().ok_or_else(|| {
+        CmdError::Other(
+            "active mode needs this instance's EC2 ID: run on EC2 (IMDS), or set identity.instance_id"
+                .into(),
+        )
+    })?;
+    let vpn_settings = vpn_settings(s);
+    vpn::check_pki(&vpn_settings, boot.slot.role).map_err(other)?;
+    vpn::render(&vpn_settings, boot.slot).map_err(other)?;
+    let registry = Arc::new(Ec2Registry::new(
+        ec2::client(&s.config.aws).await,
+        &s.config.aws,
+        instance_id,
+    ));
+
+    // Rejoin: a fenced instance, or one whose ID someone else holds, goes to
+    // the tail. EC2 must answer before anything else happens.
+    let decision = retry("rejoin check", || registry.rejoin(&s.layout, boot.slot)).await?;
+    let slot = match decision {
+        Rejoin::Keep(slot) => slot,
+        Rejoin::Tail { slot, reason } => {
+            tracing::warn!(old = %boot.slot, new = %slot, "{reason}: rejoining at the tail of the chain as {slot}");
+            slot
+        }
+        Rejoin::Full { reason } => {
+            return Err(CmdError::Other(format!(
+                "{reason}, and every ID of the {} chain is held: raise layout.max_{}s or stop this instance",
+                boot.slot.role, boot.slot.role
+            )));
+        }
+    };
+    // A rejoin is a transition of its own and gets a new epoch; a node that
+    // keeps its slot keeps its epoch.
+    let epoch = if slot != boot.slot {
+        retry("epoch", || registry.next_epoch(slot.role)).await?
+    } else {
+        boot.epoch
+            .max(retry("own epoch", || registry.own_epoch()).await?)
+    };
+    if slot != boot.slot {
+        let now = unix_ms(std::time::SystemTime::now()) / 1000;
+        state::store(
+            &s.config.node.state_dir,
+            &PersistedState::new(slot, epoch, now),
+        )
+        .map_err(other)?;
+        boot.slot = slot;
+        boot.epoch = epoch;
+    }
+    retry("tagging this instance", || registry.tag_self(slot, epoch)).await?;
+
+    let common = start_common(s, boot)?;
+    let vpn = Vpn::spawn(vpn_settings);
+    match vpn.switch(slot).await {
+        Ok(addr) => tracing::info!(%slot, %addr, "VPN identity up"),
+        Err(e) => tracing::error!(%slot, "VPN identity not up yet ({e}); OpenVPN keeps retrying"),
+    }
+    if slot.is_hub() {
+        match registry.take_elastic_ip().await {
+            Ok(true) => tracing::info!("Elastic IP associated with this instance"),
+            Ok(false) => {}
+            Err(e) => tracing::error!("cannot take the Elastic IP: {e}"),
+        }
+    }
+    let switcher = Takeover::new(
+        registry.clone(),
+        vpn.clone(),
+        s.config.node.state_dir.clone(),
+        epoch,
+    );
+    drive(s, common, ArcRegistry(registry), switcher, false, shutdown).await;
+    vpn.stop().await;
+    Ok(())
+}
+
+/// Retry an EC2 call at start a few times; then give up with its error.
+async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T, CmdError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ec2::Ec2Error>>,
+{
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1..=5 {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt == 5 => {
+                return Err(CmdError::Other(format!("{what}: {e}")));
+            }
+            Err(e) => {
+                tracing::warn!(attempt, "{what}: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    unreachable!("the loop returns on its last attempt")
+}
+
+fn vpn_settings(s: &Settings) -> VpnSettings {
+    let config = s
+        .source
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(DEFAULT_PATH));
+    let client_connect = if s.source.is_some() {
+        format!(
+            "{} --config {} client-connect",
+            s.config.vpn.hook_binary.display(),
+            config.display()
+        )
+    } else {
+        format!("{} client-connect", s.config.vpn.hook_binary.display())
+    };
+    VpnSettings {
+        cfg: s.config.vpn.clone(),
+        layout: s.layout.clone(),
+        run_dir: s.config.node.state_dir.join("openvpn"),
+        client_connect,
+        dev: "cwvpn".into(),
+    }
+}
+
+fn start_common(s: &Settings, boot: BootIdentity) -> Result<Common, CmdError> {
     let hosts_file = &s.config.node.hosts_file;
     std::fs::metadata(hosts_file).map_err(|e| {
         CmdError::Other(format!(
@@ -64,54 +232,96 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
         socket = prober.socket_kind().as_str(),
         "ICMP socket opened ({})",
         match prober.socket_kind() {
-            crate::shell::prober::SocketKind::Datagram => "unprivileged datagram ICMP",
-            crate::shell::prober::SocketKind::Raw =>
+            SocketKind::Datagram => "unprivileged datagram ICMP",
+            SocketKind::Raw =>
                 "raw ICMP: ping_group_range does not allow datagram ICMP for this user",
         }
     );
     let listener = status::bind(&s.config.node.status_socket).map_err(other)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(other)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(other)?;
+    Ok(Common {
+        boot,
+        resolver,
+        prober,
+        listener,
+    })
+}
 
-    let core = Monitor::new(s.core(), boot.slot, Instant::now());
-    let report = Driver::<StaticRegistry, NoSwitch, LogAnnouncer>::initial_report(
+/// `Arc<Ec2Registry>` as a registry, so the switcher can share it.
+struct ArcRegistry(Arc<Ec2Registry>);
+
+impl Registry for ArcRegistry {
+    async fn check_holder(&self, slot: crate::layout::Slot) -> Result<crate::core::Holder, String> {
+        self.0.check_holder(slot).await
+    }
+    async fn fence(&self, slot: crate::layout::Slot) -> Result<crate::core::Fenced, String> {
+        self.0.fence(slot).await
+    }
+    async fn witness(&self) -> Result<(), String> {
+        self.0.witness().await
+    }
+    async fn underlay_addr(&self, slot: crate::layout::Slot) -> Result<std::net::Ipv4Addr, String> {
+        self.0.underlay_addr(slot).await
+    }
+}
+
+async fn drive<R: Registry, S: Switcher>(
+    s: &Settings,
+    common: Common,
+    registry: R,
+    switcher: S,
+    observe: bool,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    run_loop(
+        s,
+        common,
+        registry,
+        switcher,
+        LogAnnouncer,
+        observe,
+        shutdown,
+    )
+    .await
+}
+
+async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
+    s: &Settings,
+    common: Common,
+    registry: R,
+    switcher: S,
+    announcer: A,
+    observe: bool,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let core = Monitor::new(s.core(), common.boot.slot, Instant::now());
+    let report = Driver::<R, S, A>::initial_report(
         &core,
         &s.layout,
-        &boot,
-        args.observe,
-        prober.socket_kind().as_str(),
+        &common.boot,
+        observe,
+        common.prober.socket_kind().as_str(),
     );
     let (status_tx, status_rx) = watch::channel(report);
-    let server = tokio::spawn(status::serve(listener, status_rx));
+    let server = tokio::spawn(status::serve(common.listener, status_rx));
     tracing::info!(
         socket = %s.config.node.status_socket.display(),
-        observe = args.observe,
+        observe,
         "chainwatch {} running",
         env!("CARGO_PKG_VERSION")
     );
     let driver = Driver {
         core,
         layout: s.layout.clone(),
-        prober: Arc::new(prober),
-        resolver: Arc::new(resolver),
-        registry: Arc::new(StaticRegistry {
-            hub_underlay: s.config.probe.hub_underlay,
-        }),
-        switcher: Arc::new(NoSwitch),
-        announcer: Arc::new(LogAnnouncer),
-        observe: args.observe,
-        boot,
+        prober: Arc::new(common.prober),
+        resolver: Arc::new(common.resolver),
+        registry: Arc::new(registry),
+        switcher: Arc::new(switcher),
+        announcer: Arc::new(announcer),
+        observe,
+        boot: common.boot,
         status: status_tx,
     };
-    driver
-        .run(async {
-            tokio::select! {
-                _ = sigterm.recv() => tracing::info!("SIGTERM received"),
-                _ = sigint.recv() => tracing::info!("SIGINT received"),
-            }
-        })
-        .await;
+    driver.run(shutdown).await;
     server.abort();
     let _ = std::fs::remove_file(&s.config.node.status_socket);
-    Ok(())
 }

@@ -297,7 +297,8 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                 });
             }
             Action::Announce(transition) => {
-                let record = TransitionRecord::new(&transition, &self.layout, clock);
+                let record =
+                    TransitionRecord::new(&transition, &self.layout, clock, self.switcher.epoch());
                 self.status
                     .send_modify(|r| r.last_transition = Some(record.clone()));
                 self.announcer.announce(&record).await;

@@ -44,6 +44,10 @@ pub trait Switcher: Send + Sync + 'static {
     /// Persist the new slot, retag, switch the VPN identity; `Ok` once the
     /// identity is up.
     fn take_over(&self, from: Slot, to: Slot) -> impl Future<Output = Result<(), String>> + Send;
+    /// The per-role epoch of the slot this node holds (0: unknown).
+    fn epoch(&self) -> u64 {
+        0
+    }
 }
 
 /// Announces transitions.
@@ -151,6 +155,8 @@ pub struct TransitionRecord {
     pub to_id: u32,
     /// The new overlay address.
     pub overlay_addr: Ipv4Addr,
+    /// The per-role epoch of the takeover.
+    pub epoch: u64,
     /// Fenced instances.
     pub fenced: Vec<String>,
     /// The slot had no running holder.
@@ -167,8 +173,9 @@ pub struct TransitionRecord {
 
 impl TransitionRecord {
     /// Convert a core transition.
-    pub fn new(t: &Transition, layout: &Layout, clock: &Clock) -> Self {
+    pub fn new(t: &Transition, layout: &Layout, clock: &Clock, epoch: u64) -> Self {
         TransitionRecord {
+            epoch,
             role: t.to.role,
             from_id: t.from.id,
             to_id: t.to.id,

@@ -1,0 +1,99 @@
+//! The least-privilege IAM policy for chainwatch's instances, rendered for a
+//! fleet name: exactly the EC2 actions the daemon uses, with tag conditions
+//! so that it can only stop, tag or re-associate instances of its own fleet.
+
+use serde_json::{Value, json};
+
+use crate::ec2::tags;
+
+/// Every EC2 action chainwatch calls.
+pub const EC2_ACTIONS: [&str; 5] = [
+    "ec2:DescribeInstances",
+    "ec2:DescribeAddresses",
+    "ec2:StopInstances",
+    "ec2:CreateTags",
+    "ec2:AssociateAddress",
+];
+
+/// The policy document for `fleet`.
+pub fn policy(fleet: &str) -> Value {
+    let fleet_tag = format!("aws:ResourceTag/{}", tags::FLEET);
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadTheFleet",
+                "Effect": "Allow",
+                "Action": ["ec2:DescribeInstances", "ec2:DescribeAddresses"],
+                "Resource": "*"
+            },
+            {
+                "Sid": "FenceOnlyThisFleet",
+                "Effect": "Allow",
+                "Action": "ec2:StopInstances",
+                "Resource": "arn:aws:ec2:*:*:instance/*",
+                "Condition": {"StringEquals": {fleet_tag.clone(): fleet}}
+            },
+            {
+                "Sid": "TagOnlyThisFleetWithChainwatchKeys",
+                "Effect": "Allow",
+                "Action": "ec2:CreateTags",
+                "Resource": "arn:aws:ec2:*:*:instance/*",
+                "Condition": {
+                    "StringEquals": {fleet_tag.clone(): fleet},
+                    "ForAllValues:StringLike": {"aws:TagKeys": ["chainwatch:*"]}
+                }
+            },
+            {
+                "Sid": "MoveTheElasticIpWithinThisFleet",
+                "Effect": "Allow",
+                "Action": "ec2:AssociateAddress",
+                "Resource": [
+                    "arn:aws:ec2:*:*:elastic-ip/*",
+                    "arn:aws:ec2:*:*:instance/*"
+                ],
+                "Condition": {"StringEquals": {fleet_tag: fleet}}
+            }
+        ]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_allows_exactly_the_actions_used_and_scopes_stop_by_tag() {
+        let p = policy("prod");
+        let mut actions: Vec<String> = Vec::new();
+        for st in p["Statement"].as_array().unwrap() {
+            assert_eq!(st["Effect"], "Allow");
+            match &st["Action"] {
+                Value::String(a) => actions.push(a.clone()),
+                Value::Array(a) => {
+                    actions.extend(a.iter().map(|v| v.as_str().unwrap().to_string()))
+                }
+                _ => panic!("bad Action"),
+            }
+            let writes = st["Action"] != json!(["ec2:DescribeInstances", "ec2:DescribeAddresses"]);
+            if writes {
+                assert_eq!(
+                    st["Condition"]["StringEquals"]["aws:ResourceTag/chainwatch:fleet"], "prod",
+                    "{st}"
+                );
+                assert_ne!(st["Resource"], "*", "{st}");
+            }
+        }
+        actions.sort();
+        let mut want: Vec<String> = EC2_ACTIONS.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(actions, want);
+    }
+
+    #[test]
+    fn the_file_in_the_repository_is_the_default_rendering() {
+        let file: Value =
+            serde_json::from_str(include_str!("../iam/chainwatch-policy.json")).unwrap();
+        assert_eq!(file, policy(&crate::config::AwsConfig::default().fleet));
+    }
+}

@@ -1,0 +1,545 @@
+//! OpenVPN under chainwatch.
+//!
+//! chainwatch starts and supervises the `openvpn` process itself: it renders
+//! the config for the current identity from the templates in `openvpn/`
+//! (the server for frontend1, whose `client-connect` is `chainwatch
+//! client-connect`; a client with the certificate of its common name
+//! otherwise), restarts it when it exits, and sends its log to chainwatch's.
+//! It reads OpenVPN's state from the management interface (a unix socket):
+//! an identity is up only when OpenVPN reports `CONNECTED` with the overlay
+//! address the layout gives that identity.
+//!
+//! PKI layout (`vpn.pki_dir`): `ca.crt`, `issued/<cn>.crt`,
+//! `private/<cn>.key`, and optionally `ta.key` (tls-crypt). A node needs the
+//! pair of every common name of its role, since it may take over any of
+//! them; frontends also need frontend1's (the server's). Missing or
+//! unreadable files stop the daemon at start, not at takeover.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::VpnConfig;
+use crate::layout::{Layout, Role, Slot};
+
+/// Errors of the VPN layer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VpnError {
+    /// A PKI file is missing or unreadable.
+    #[error(
+        "cannot read {path} ({reason}); every node needs ca.crt and the certificate and key of each common name of its role in vpn.pki_dir (see openvpn/make-test-pki.sh)"
+    )]
+    Pki {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// A template is missing or uses an unknown placeholder.
+    #[error("OpenVPN template {path}: {reason}")]
+    Template {
+        /// The template.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// openvpn could not be started.
+    #[error("cannot start {binary}: {reason}; install OpenVPN or set vpn.openvpn")]
+    Spawn {
+        /// The binary.
+        binary: PathBuf,
+        /// The error.
+        reason: String,
+    },
+    /// The identity did not come up in time.
+    #[error("{slot} not up after {after:?}: last OpenVPN state {last}")]
+    NotUp {
+        /// The identity.
+        slot: Slot,
+        /// How long it waited.
+        after: Duration,
+        /// The last state seen.
+        last: String,
+    },
+    /// The supervisor is gone (shutting down).
+    #[error("the OpenVPN supervisor has stopped")]
+    Gone,
+}
+
+/// What the supervisor needs.
+#[derive(Debug, Clone)]
+pub struct VpnSettings {
+    /// From the config file.
+    pub cfg: VpnConfig,
+    /// The layout.
+    pub layout: Layout,
+    /// Where rendered configs and the management socket live.
+    pub run_dir: PathBuf,
+    /// The client-connect command line the server runs.
+    pub client_connect: String,
+    /// The tun device name.
+    pub dev: String,
+}
+
+impl VpnSettings {
+    fn mgmt(&self) -> PathBuf {
+        self.run_dir.join("mgmt.sock")
+    }
+
+    fn pki(&self, rel: &str) -> PathBuf {
+        self.cfg.pki_dir.join(rel)
+    }
+}
+
+/// Check that every PKI file a node of `role` may need is readable.
+pub fn check_pki(s: &VpnSettings, role: Role) -> Result<(), VpnError> {
+    let mut files = vec![s.pki("ca.crt")];
+    // Every ID of the role, frontend1 (the server) included for frontends.
+    for slot in (1..=s.layout.max_id(role)).map(|id| Slot::new(role, id)) {
+        let cn = slot.common_name();
+        files.push(s.pki(&format!("issued/{cn}.crt")));
+        files.push(s.pki(&format!("private/{cn}.key")));
+    }
+    for path in files {
+        std::fs::File::open(&path)
+            .and_then(|mut f| {
+                let mut b = [0u8; 1];
+                std::io::Read::read(&mut f, &mut b).map(|_| ())
+            })
+            .map_err(|e| VpnError::Pki {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+/// Render the OpenVPN config of `slot`: the server for frontend1, a client
+/// otherwise.
+pub fn render(s: &VpnSettings, slot: Slot) -> Result<String, VpnError> {
+    let name = if slot.is_hub() {
+        "server.conf.tmpl"
+    } else {
+        "client.conf.tmpl"
+    };
+    let path = s.cfg.template_dir.join(name);
+    let text = std::fs::read_to_string(&path).map_err(|e| VpnError::Template {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let ta = s.pki("ta.key");
+    let tls_crypt = if ta.exists() {
+        format!("tls-crypt {}", ta.display())
+    } else {
+        String::new()
+    };
+    let vars: Vec<(&str, String)> = vec![
+        ("common_name", slot.common_name()),
+        ("dev", s.dev.clone()),
+        ("proto", s.cfg.proto.clone()),
+        ("port", s.cfg.port.to_string()),
+        ("remote", s.cfg.remote.clone()),
+        ("address", s.layout.overlay_addr(slot).to_string()),
+        ("netmask", s.layout.subnet().netmask().to_string()),
+        ("pki_dir", s.cfg.pki_dir.display().to_string()),
+        ("tls_crypt", tls_crypt),
+        ("client_connect", s.client_connect.clone()),
+        ("management", s.mgmt().display().to_string()),
+    ];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or_else(|| VpnError::Template {
+            path: path.clone(),
+            reason: "unclosed {{".into(),
+        })?;
+        let key = after[..end].trim();
+        let value = vars
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+            .ok_or_else(|| VpnError::Template {
+                path: path.clone(),
+                reason: format!("unknown placeholder {{{{{key}}}}}"),
+            })?;
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// OpenVPN's state as the management interface reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MgmtState {
+    /// e.g. `CONNECTED`, `WAIT`, `AUTH`, `GET_CONFIG`, `RECONNECTING`.
+    pub name: String,
+    /// Detail, e.g. `SUCCESS`, `auth-failure`.
+    pub detail: String,
+    /// The local tun address, once assigned.
+    pub local: Option<Ipv4Addr>,
+}
+
+/// Parse one `state` line: `time,NAME,detail,local_ip,remote_ip,...`
+/// (optionally prefixed with `>STATE:`).
+pub fn parse_state(line: &str) -> Option<MgmtState> {
+    let line = line.strip_prefix(">STATE:").unwrap_or(line);
+    let mut f = line.split(',');
+    let _time: u64 = f.next()?.parse().ok()?;
+    let name = f.next()?.to_string();
+    let detail = f.next().unwrap_or("").to_string();
+    let local = f.next().and_then(|s| s.parse().ok());
+    Some(MgmtState {
+        name,
+        detail,
+        local,
+    })
+}
+
+/// Ask the management interface for the current state.
+pub async fn query_state(mgmt: &Path) -> Option<MgmtState> {
+    let work = async {
+        let mut stream = UnixStream::connect(mgmt).await.ok()?;
+        stream.write_all(b"state\n").await.ok()?;
+        let mut reader = BufReader::new(&mut stream);
+        let mut last = None;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).await.ok()? == 0 {
+                break;
+            }
+            let l = line.trim_end();
+            if l == "END" {
+                break;
+            }
+            if !l.starts_with('>')
+                && let Some(s) = parse_state(l)
+            {
+                last = Some(s);
+            }
+        }
+        let _ = stream.write_all(b"quit\n").await;
+        let mut sink = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_millis(50), stream.read_to_end(&mut sink)).await;
+        last
+    };
+    tokio::time::timeout(Duration::from_secs(1), work)
+        .await
+        .ok()
+        .flatten()
+}
+
+enum Cmd {
+    Switch {
+        slot: Slot,
+        reply: oneshot::Sender<Result<Ipv4Addr, VpnError>>,
+    },
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Handle to the supervisor task.
+#[derive(Clone)]
+pub struct Vpn {
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl Vpn {
+    /// Start the supervisor (no OpenVPN yet; call [`Vpn::switch`]).
+    pub fn spawn(settings: VpnSettings) -> Vpn {
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(supervise(settings, rx));
+        Vpn { tx }
+    }
+
+    /// Stop the running identity at once, start `slot`, and wait until it is
+    /// up (bounded by `vpn.up_timeout_ms`, restarting OpenVPN on exit,
+    /// AUTH_FAILED or a wrong address). Returns the overlay address.
+    pub async fn switch(&self, slot: Slot) -> Result<Ipv4Addr, VpnError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Switch { slot, reply })
+            .await
+            .map_err(|_| VpnError::Gone)?;
+        rx.await.map_err(|_| VpnError::Gone)?
+    }
+
+    /// Stop OpenVPN and the supervisor.
+    pub async fn stop(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Stop { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct Running {
+    slot: Slot,
+    child: Child,
+}
+
+async fn spawn_openvpn(s: &VpnSettings, slot: Slot) -> Result<Child, VpnError> {
+    let spawn_err = |reason: String| VpnError::Spawn {
+        binary: s.cfg.openvpn.clone(),
+        reason,
+    };
+    std::fs::create_dir_all(&s.run_dir).map_err(|e| spawn_err(e.to_string()))?;
+    let conf = s.run_dir.join(format!("{}.conf", slot.common_name()));
+    std::fs::write(&conf, render(s, slot)?).map_err(|e| spawn_err(e.to_string()))?;
+    let _ = std::fs::remove_file(s.mgmt());
+    let mut child = Command::new(&s.cfg.openvpn)
+        .arg("--config")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| spawn_err(e.to_string()))?;
+    let cn = slot.common_name();
+    for out in [
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        child
+            .stderr
+            .take()
+            .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let cn = cn.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                // chainwatch's own management queries would drown the rest.
+                if line.contains("MANAGEMENT:") {
+                    tracing::debug!(target: "openvpn", identity = %cn, "{line}");
+                } else {
+                    tracing::info!(target: "openvpn", identity = %cn, "{line}");
+                }
+            }
+        });
+    }
+    tracing::info!(identity = %cn, config = %conf.display(), "openvpn started");
+    Ok(child)
+}
+
+async fn stop_openvpn(run: &mut Option<Running>) {
+    if let Some(mut r) = run.take() {
+        // No explicit-exit-notify in the configs: SIGTERM ends it at once.
+        if let Some(pid) = r.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(Duration::from_millis(1500), r.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = r.child.kill().await;
+        }
+        tracing::info!(identity = %r.slot, "openvpn stopped");
+    }
+}
+
+async fn bring_up(
+    s: &VpnSettings,
+    slot: Slot,
+    run: &mut Option<Running>,
+) -> Result<Ipv4Addr, VpnError> {
+    let want = s.layout.overlay_addr(slot);
+    let timeout = Duration::from_millis(s.cfg.up_timeout_ms);
+    let start = Instant::now();
+    let mut last = "not started".to_string();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        if run.is_none() {
+            match spawn_openvpn(s, slot).await {
+                Ok(child) => *run = Some(Running { slot, child }),
+                Err(e @ (VpnError::Template { .. } | VpnError::Spawn { .. })) => return Err(e),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if let Some(r) = run.as_mut()
+            && let Ok(Some(status)) = r.child.try_wait()
+        {
+            tracing::warn!(identity = %slot, %status, "openvpn exited while coming up (AUTH_FAILED or error); restarting");
+            last = format!("exited ({status})");
+            *run = None;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        }
+        match query_state(&s.mgmt()).await {
+            Some(st) if st.name == "CONNECTED" && st.local == Some(want) => {
+                tracing::info!(identity = %slot, address = %want, "identity up");
+                return Ok(want);
+            }
+            Some(st) if st.name == "CONNECTED" => {
+                tracing::warn!(identity = %slot, got = ?st.local, %want, "connected with the wrong address; restarting");
+                last = format!("CONNECTED with {:?}", st.local);
+                stop_openvpn(run).await;
+            }
+            Some(st) => last = format!("{} {}", st.name, st.detail),
+            None => {}
+        }
+        if start.elapsed() >= timeout {
+            return Err(VpnError::NotUp {
+                slot,
+                after: start.elapsed(),
+                last,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn supervise(s: VpnSettings, mut rx: mpsc::Receiver<Cmd>) {
+    let mut run: Option<Running> = None;
+    loop {
+        let exited = async {
+            match run.as_mut() {
+                Some(r) => r.child.wait().await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(Cmd::Switch { slot, reply }) => {
+                    stop_openvpn(&mut run).await;
+                    let result = bring_up(&s, slot, &mut run).await;
+                    let _ = reply.send(result);
+                }
+                Some(Cmd::Stop { reply }) => {
+                    stop_openvpn(&mut run).await;
+                    let _ = reply.send(());
+                    return;
+                }
+                None => {
+                    stop_openvpn(&mut run).await;
+                    return;
+                }
+            },
+            status = exited => {
+                let slot = run.as_ref().map(|r| r.slot);
+                run = None;
+                if let Some(slot) = slot {
+                    tracing::warn!(identity = %slot, status = ?status, "openvpn exited; restarting in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match spawn_openvpn(&s, slot).await {
+                        Ok(child) => run = Some(Running { slot, child }),
+                        Err(e) => tracing::error!(identity = %slot, "cannot restart openvpn: {e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &Path) -> VpnSettings {
+        VpnSettings {
+            cfg: VpnConfig {
+                pki_dir: dir.join("pki"),
+                template_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("openvpn"),
+                ..VpnConfig::default()
+            },
+            layout: Layout::default(),
+            run_dir: dir.join("run"),
+            client_connect:
+                "/usr/bin/chainwatch --config /etc/chainwatch/chainwatch.toml client-connect".into(),
+            dev: "cwvpn".into(),
+        }
+    }
+
+    #[test]
+    fn server_and_client_configs_are_rendered_from_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        let server = render(&s, Slot::new(Role::Frontend, 1)).unwrap();
+        assert!(server.contains("\nmode server\n"));
+        assert!(server.contains("\nifconfig 192.168.21.1 255.255.255.0\n"));
+        assert!(server.contains("issued/frontend1.crt"));
+        assert!(server.contains("client-connect \"/usr/bin/chainwatch --config /etc/chainwatch/chainwatch.toml client-connect\""));
+        assert!(!server.contains("{{"));
+        let client = render(&s, Slot::new(Role::Backend, 2)).unwrap();
+        assert!(client.contains("\nclient\n"));
+        assert!(client.contains("\nremote frontend1 1194\n"));
+        assert!(client.contains("private/backend2.key"));
+        assert!(client.contains(&format!(
+            "management {}/run/mgmt.sock unix",
+            dir.path().display()
+        )));
+        assert!(!client.contains("tls-crypt"));
+        std::fs::create_dir_all(dir.path().join("pki")).unwrap();
+        std::fs::write(dir.path().join("pki/ta.key"), "k").unwrap();
+        assert!(
+            render(&s, Slot::new(Role::Backend, 2))
+                .unwrap()
+                .contains("tls-crypt ")
+        );
+    }
+
+    #[test]
+    fn unknown_placeholders_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path());
+        s.cfg.template_dir = dir.path().to_path_buf();
+        std::fs::write(dir.path().join("client.conf.tmpl"), "remote {{remot}}\n").unwrap();
+        let err = render(&s, Slot::new(Role::Backend, 2))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("{{remot}}"), "{err}");
+    }
+
+    #[test]
+    fn missing_pki_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        let pki = dir.path().join("pki");
+        std::fs::create_dir_all(pki.join("issued")).unwrap();
+        std::fs::create_dir_all(pki.join("private")).unwrap();
+        std::fs::write(pki.join("ca.crt"), "x").unwrap();
+        for id in 1..=5 {
+            std::fs::write(pki.join(format!("issued/backend{id}.crt")), "x").unwrap();
+            std::fs::write(pki.join(format!("private/backend{id}.key")), "x").unwrap();
+        }
+        check_pki(&s, Role::Backend).unwrap();
+        std::fs::remove_file(pki.join("private/backend4.key")).unwrap();
+        let err = check_pki(&s, Role::Backend).unwrap_err().to_string();
+        assert!(err.contains("private/backend4.key"), "{err}");
+        let err = check_pki(&s, Role::Frontend).unwrap_err().to_string();
+        assert!(err.contains("issued/frontend1.crt"), "{err}");
+    }
+
+    #[test]
+    fn management_state_lines_are_parsed() {
+        let s = parse_state(">STATE:1700000000,CONNECTED,SUCCESS,192.168.21.11,10.0.0.1,1194,,")
+            .unwrap();
+        assert_eq!(s.name, "CONNECTED");
+        assert_eq!(s.local, Some(Ipv4Addr::new(192, 168, 21, 11)));
+        let s = parse_state("1700000000,WAIT,,,,,,").unwrap();
+        assert_eq!((s.name.as_str(), s.local), ("WAIT", None));
+        let s = parse_state("1700000000,EXITING,auth-failure,,,,,").unwrap();
+        assert_eq!(s.detail, "auth-failure");
+        assert!(parse_state(">INFO:OpenVPN Management Interface").is_none());
+        assert!(parse_state("END").is_none());
+    }
+}
