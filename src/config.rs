@@ -75,6 +75,10 @@ pub struct Config {
     pub aws: AwsConfig,
     /// The supervised OpenVPN process.
     pub vpn: VpnConfig,
+    /// Where transitions are announced.
+    pub announce: AnnounceConfig,
+    /// `chainwatch worker`.
+    pub worker: WorkerConfig,
     /// The chain layout.
     pub layout: LayoutConfig,
 }
@@ -149,6 +153,88 @@ impl Default for AwsConfig {
             fence_timeout_ms: 120_000,
             fence_poll_ms: 500,
             api_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// `[announce]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnounceConfig {
+    /// RabbitMQ URLs, tried in order (`amqp://` or `amqps://`, with user,
+    /// password and vhost). Empty: no RabbitMQ sink.
+    pub rabbitmq_urls: Vec<String>,
+    /// The durable topic exchange; routing key `<role>.takeover`.
+    pub exchange: String,
+    /// The worker's durable quorum queue.
+    pub queue: String,
+    /// Dead-letter exchange for events the worker gave up on.
+    pub dead_letter_exchange: String,
+    /// Its queue.
+    pub dead_letter_queue: String,
+    /// CloudWatch Logs group; one stream per instance. Empty: no CloudWatch
+    /// sink.
+    pub cloudwatch_log_group: String,
+    /// The CloudWatch metric namespace of the embedded metrics.
+    pub metric_namespace: String,
+    /// Milliseconds one delivery attempt may take.
+    pub timeout_ms: u64,
+    /// First retry delay after a failed delivery, in milliseconds.
+    pub retry_initial_ms: u64,
+    /// Largest retry delay, in milliseconds.
+    pub retry_max_ms: u64,
+}
+
+impl Default for AnnounceConfig {
+    fn default() -> Self {
+        AnnounceConfig {
+            rabbitmq_urls: Vec::new(),
+            exchange: "chainwatch".into(),
+            queue: "chainwatch.worker".into(),
+            dead_letter_exchange: "chainwatch.dlx".into(),
+            dead_letter_queue: "chainwatch.dead".into(),
+            cloudwatch_log_group: "/chainwatch/transitions".into(),
+            metric_namespace: "chainwatch".into(),
+            timeout_ms: 10_000,
+            retry_initial_ms: 500,
+            retry_max_ms: 30_000,
+        }
+    }
+}
+
+/// `[worker]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Where the worker remembers the events it applied.
+    pub state_dir: PathBuf,
+    /// The `ansible-playbook` binary.
+    pub ansible_playbook: PathBuf,
+    /// Inventory passed with `-i`.
+    pub inventory: PathBuf,
+    /// Playbook run for backend events.
+    pub playbook: PathBuf,
+    /// Playbook run for frontend events; unset: they are only logged.
+    pub frontend_playbook: Option<PathBuf>,
+    /// Milliseconds one playbook run may take.
+    pub timeout_ms: u64,
+    /// Runs of a failing playbook before the event is dead-lettered.
+    pub attempts: u32,
+    /// Milliseconds between two runs (doubling).
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            state_dir: "/var/lib/chainwatch-worker".into(),
+            ansible_playbook: "/usr/bin/ansible-playbook".into(),
+            inventory: "/usr/share/chainwatch/ansible/inventory/aws_ec2.yml".into(),
+            playbook: "/usr/share/chainwatch/ansible/failover.yml".into(),
+            frontend_playbook: None,
+            timeout_ms: 600_000,
+            attempts: 3,
+            retry_backoff_ms: 5_000,
         }
     }
 }
@@ -466,6 +552,48 @@ impl Config {
                     format!("must be an absolute path, got {path:?}"),
                 ));
             }
+        }
+        let n = &self.announce;
+        for url in &n.rabbitmq_urls {
+            if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                return Err(invalid(
+                    "announce.rabbitmq_urls",
+                    format!(
+                        "must be amqp:// or amqps:// URLs, got {:?}",
+                        crate::announce::redact(url)
+                    ),
+                ));
+            }
+        }
+        for (key, v) in [
+            ("announce.exchange", &n.exchange),
+            ("announce.queue", &n.queue),
+            ("announce.dead_letter_exchange", &n.dead_letter_exchange),
+            ("announce.dead_letter_queue", &n.dead_letter_queue),
+            ("announce.metric_namespace", &n.metric_namespace),
+        ] {
+            if v.is_empty() || v.len() > 255 {
+                return Err(invalid(key, "must be 1 to 255 characters"));
+            }
+        }
+        if n.timeout_ms < 100 || n.retry_initial_ms < 10 || n.retry_max_ms < n.retry_initial_ms {
+            return Err(invalid(
+                "announce.timeout_ms",
+                "timeout_ms must be at least 100, retry_initial_ms at least 10, retry_max_ms at least retry_initial_ms",
+            ));
+        }
+        let w = &self.worker;
+        if !(1..=100).contains(&w.attempts) {
+            return Err(invalid(
+                "worker.attempts",
+                format!("must be 1..=100, got {}", w.attempts),
+            ));
+        }
+        if w.timeout_ms < 1000 {
+            return Err(invalid(
+                "worker.timeout_ms",
+                format!("must be at least 1000, got {}", w.timeout_ms),
+            ));
         }
         if self.layout.domain.is_empty()
             || !self

@@ -15,15 +15,19 @@
 //!   probes, name resolution, the status socket).
 //! * [`cmd`] — one module per subcommand.
 
+pub mod announce;
 pub mod cmd;
 pub mod config;
 pub mod core;
 pub mod ec2;
+pub mod event;
 pub mod iam;
 pub mod identity;
 pub mod layout;
+pub mod outbox;
 pub mod shell;
 pub mod state;
 pub mod takeover;
 pub mod userdata;
 pub mod vpn;
+pub mod worker;

@@ -1,10 +1,12 @@
 //! The subcommands, one module each, and the command line that selects them.
 
 pub mod client_connect;
+pub mod history;
 pub mod hosts;
 pub mod iam_policy;
 pub mod run;
 pub mod status;
+pub mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +53,10 @@ pub enum Command {
     Hosts(hosts::Args),
     /// Print the least-privilege IAM policy for the configured fleet.
     IamPolicy(iam_policy::Args),
+    /// Consume transition events and run the Ansible playbooks.
+    Worker(worker::Args),
+    /// Show role transitions from CloudWatch Logs.
+    History(history::Args),
 }
 
 /// Errors a command reports before exiting non-zero.
@@ -83,6 +89,11 @@ pub fn main() -> ExitCode {
             init_logging(cli.log_format);
             report(with_runtime(run::main(cli.config.as_deref(), &args)))
         }
+        Command::Worker(args) => {
+            init_logging(cli.log_format);
+            report(with_runtime(worker::main(cli.config.as_deref(), &args)))
+        }
+        Command::History(args) => report(with_runtime(history::main(cli.config.as_deref(), &args))),
     }
 }
 

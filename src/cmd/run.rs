@@ -10,13 +10,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::{CmdError, settings};
+use crate::announce::cloudwatch::{self, CloudWatchSink};
+use crate::announce::rabbitmq::RabbitSink;
+use crate::announce::{Backoff, OutboxAnnouncer, Sink, deliver_forever};
 use crate::config::{DEFAULT_PATH, Settings};
 use crate::core::Monitor;
 use crate::ec2::{self, Ec2Registry, Rejoin};
 use crate::identity::{self, BootIdentity};
+use crate::outbox::Outbox;
 use crate::shell::driver::Driver;
 use crate::shell::prober::{IcmpProber, SocketKind};
 use crate::shell::resolve::HostsResolver;
@@ -166,9 +170,68 @@ async fn active(
         s.config.node.state_dir.clone(),
         epoch,
     );
-    drive(s, common, ArcRegistry(registry), switcher, false, shutdown).await;
+    let announcer = start_announcer(s, registry.instance_id()).await?;
+    run_loop(
+        s,
+        common,
+        ArcRegistry(registry),
+        switcher,
+        announcer,
+        false,
+        shutdown,
+    )
+    .await;
     vpn.stop().await;
     Ok(())
+}
+
+/// The outbox, the sinks, and the task that delivers (it re-sends whatever
+/// a previous run left pending at once).
+async fn start_announcer(s: &Settings, instance_id: &str) -> Result<OutboxAnnouncer, CmdError> {
+    let a = &s.config.announce;
+    let mut sinks = Vec::new();
+    if !a.rabbitmq_urls.is_empty() {
+        sinks.push(Sink::Rabbit(RabbitSink::new(a)));
+    }
+    if !a.cloudwatch_log_group.is_empty() {
+        let client = cloudwatch::client(
+            s.config.aws.region.as_deref(),
+            Duration::from_millis(a.timeout_ms),
+        )
+        .await;
+        sinks.push(Sink::CloudWatch(CloudWatchSink::new(
+            client,
+            a.cloudwatch_log_group.clone(),
+            instance_id.to_string(),
+            a.metric_namespace.clone(),
+        )));
+    }
+    if sinks.is_empty() {
+        tracing::warn!(
+            "no sink configured: transitions are only logged (set announce.rabbitmq_urls and announce.cloudwatch_log_group)"
+        );
+    }
+    let names = sinks.iter().map(|k| k.name().to_string()).collect();
+    let outbox =
+        Arc::new(Outbox::open(s.config.node.state_dir.join("outbox"), names).map_err(other)?);
+    let pending = outbox.count();
+    if pending > 0 {
+        tracing::warn!(
+            pending,
+            "events left in the outbox by an earlier run: delivering them"
+        );
+    }
+    let notify = Arc::new(Notify::new());
+    tokio::spawn(deliver_forever(
+        outbox.clone(),
+        sinks,
+        notify.clone(),
+        Backoff {
+            initial: Duration::from_millis(a.retry_initial_ms),
+            max: Duration::from_millis(a.retry_max_ms),
+        },
+    ));
+    Ok(OutboxAnnouncer::new(outbox, notify))
 }
 
 /// Retry an EC2 call at start a few times; then give up with its error.
@@ -319,6 +382,7 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
         announcer: Arc::new(announcer),
         observe,
         boot: common.boot,
+        fleet: s.config.aws.fleet.clone(),
         status: status_tx,
     };
     driver.run(shutdown).await;

@@ -10,8 +10,9 @@ use tokio::task::JoinSet;
 
 use super::prober::IcmpProber;
 use super::resolve::HostsResolver;
-use super::{Announcer, Clock, Registry, StatusReport, Switcher, TransitionRecord, ms, unix_ms};
+use super::{Announcer, Clock, Registry, StatusReport, Switcher, ms, unix_ms};
 use crate::core::{Action, Event, Input, Monitor, PhaseName, ProbeAddr, ProbeOutcome};
+use crate::event::TransitionEvent;
 use crate::identity::BootIdentity;
 use crate::layout::Layout;
 
@@ -35,6 +36,8 @@ pub struct Driver<R, S, A> {
     pub observe: bool,
     /// How this node booted.
     pub boot: BootIdentity,
+    /// The fleet name, for events.
+    pub fleet: String,
     /// Where status reports go.
     pub status: watch::Sender<StatusReport>,
 }
@@ -169,7 +172,11 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         }
         let core = &self.core;
         let layout = &self.layout;
-        self.status.send_modify(|r| Self::fill(r, core, layout));
+        let pending = self.announcer.pending();
+        self.status.send_modify(|r| {
+            Self::fill(r, core, layout);
+            r.pending_events = pending;
+        });
     }
 
     async fn perform(
@@ -297,11 +304,18 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                 });
             }
             Action::Announce(transition) => {
-                let record =
-                    TransitionRecord::new(&transition, &self.layout, clock, self.switcher.epoch());
+                let event = TransitionEvent::new(
+                    &transition,
+                    &self.layout,
+                    clock,
+                    &self.fleet,
+                    self.boot.instance_id.as_deref().unwrap_or("unknown"),
+                    self.switcher.epoch(),
+                    unix_ms(std::time::SystemTime::now()),
+                );
                 self.status
-                    .send_modify(|r| r.last_transition = Some(record.clone()));
-                self.announcer.announce(&record).await;
+                    .send_modify(|r| r.last_transition = Some(event.clone()));
+                self.announcer.announce(&event).await;
             }
         }
     }

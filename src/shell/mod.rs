@@ -23,8 +23,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::{Fenced, Holder, Transition};
-use crate::layout::{Layout, Role, Slot};
+use crate::core::{Fenced, Holder};
+use crate::event::TransitionEvent;
+use crate::layout::{Role, Slot};
 
 /// Who holds slots, and the fence. Errors are one-line reasons for the log.
 pub trait Registry: Send + Sync + 'static {
@@ -52,8 +53,12 @@ pub trait Switcher: Send + Sync + 'static {
 
 /// Announces transitions.
 pub trait Announcer: Send + Sync + 'static {
-    /// Record and deliver a transition (durably, in later versions).
-    fn announce(&self, record: &TransitionRecord) -> impl Future<Output = ()> + Send;
+    /// Record a transition durably and have it delivered.
+    fn announce(&self, event: &TransitionEvent) -> impl Future<Output = ()> + Send;
+    /// Transitions not yet confirmed by every sink.
+    fn pending(&self) -> u64 {
+        0
+    }
 }
 
 /// The registry available without AWS: it knows only the configured
@@ -103,8 +108,8 @@ impl Switcher for NoSwitch {
 pub struct LogAnnouncer;
 
 impl Announcer for LogAnnouncer {
-    async fn announce(&self, record: &TransitionRecord) {
-        let json = serde_json::to_string(record).unwrap_or_default();
+    async fn announce(&self, event: &TransitionEvent) {
+        let json = String::from_utf8_lossy(&event.to_json()).into_owned();
         tracing::info!(transition = %json, "transition");
     }
 }
@@ -141,53 +146,6 @@ pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// A transition with wall-clock times, as logged, shown by `status`, and
-/// (in later versions) published.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransitionRecord {
-    /// The role of both slots.
-    pub role: Role,
-    /// Former ID.
-    pub from_id: u32,
-    /// New ID.
-    pub to_id: u32,
-    /// The new overlay address.
-    pub overlay_addr: Ipv4Addr,
-    /// The per-role epoch of the takeover.
-    pub epoch: u64,
-    /// Fenced instances.
-    pub fenced: Vec<String>,
-    /// The slot had no running holder.
-    pub vacant: bool,
-    /// Start of the first missed round (ms since the Unix epoch).
-    pub silent_since_ms: Option<u64>,
-    /// Peer declared dead.
-    pub declared_ms: u64,
-    /// Fence confirmed.
-    pub fenced_ms: u64,
-    /// New identity up.
-    pub identity_up_ms: u64,
-}
-
-impl TransitionRecord {
-    /// Convert a core transition.
-    pub fn new(t: &Transition, layout: &Layout, clock: &Clock, epoch: u64) -> Self {
-        TransitionRecord {
-            epoch,
-            role: t.to.role,
-            from_id: t.from.id,
-            to_id: t.to.id,
-            overlay_addr: layout.overlay_addr(t.to),
-            fenced: t.fenced.clone(),
-            vacant: t.vacant,
-            silent_since_ms: t.silent_since.map(|i| clock.unix_ms(i)),
-            declared_ms: clock.unix_ms(t.declared_at),
-            fenced_ms: clock.unix_ms(t.fenced_at),
-            identity_up_ms: clock.unix_ms(t.identity_up_at),
-        }
-    }
 }
 
 /// Everything `chainwatch status` shows; served as JSON on the status socket.
@@ -229,7 +187,7 @@ pub struct StatusReport {
     /// Last fence/takeover error.
     pub last_error: Option<String>,
     /// The last transition this daemon made.
-    pub last_transition: Option<TransitionRecord>,
+    pub last_transition: Option<TransitionEvent>,
     /// Transitions not yet confirmed by every sink.
     pub pending_events: u64,
     /// ICMP socket kind: `dgram` or `raw`.
@@ -263,13 +221,17 @@ impl StatusReport {
                 let how = if t.vacant {
                     "vacant".to_string()
                 } else {
-                    format!("fenced {}", t.fenced.join(","))
+                    format!("fenced {}", t.fenced_instances.join(","))
                 };
+                let when = humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH + Duration::from_millis(t.timings.identity_up_ms),
+                );
                 format!(
-                    "{role}{} -> {role}{} ({how}) at {} ms",
+                    "{role}{} -> {role}{} ({how}), epoch {}, failover {} ms, at {when}",
                     t.from_id,
                     t.to_id,
-                    t.identity_up_ms,
+                    t.epoch,
+                    t.failover_ms(),
                     role = t.role
                 )
             })

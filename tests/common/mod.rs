@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fleet;
+pub mod rabbit;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -276,5 +277,51 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
             panic!("timed out after {timeout:?} waiting for {what}");
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A transition event for tests.
+pub fn event(
+    role: chainwatch::layout::Role,
+    from_id: u32,
+    to_id: u32,
+    epoch: u64,
+    instance: &str,
+    fenced: &[&str],
+) -> chainwatch::event::TransitionEvent {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let layout = chainwatch::layout::Layout::default();
+    chainwatch::event::TransitionEvent {
+        schema: chainwatch::event::SCHEMA,
+        event_id: uuid::Uuid::new_v4().to_string(),
+        fleet: "test".into(),
+        role,
+        from_id,
+        to_id,
+        instance_id: instance.into(),
+        fenced_instances: fenced.iter().map(|s| s.to_string()).collect(),
+        vacant: fenced.is_empty(),
+        overlay_addr: layout.overlay_addr(chainwatch::layout::Slot::new(role, to_id)),
+        epoch,
+        timings: chainwatch::event::Timings {
+            silent_since_ms: Some(now - 4000),
+            detected_ms: now - 1200,
+            fenced_ms: now - 900,
+            identity_up_ms: now - 100,
+            announced_ms: now,
+        },
+    }
+}
+
+/// An `[announce]` config for a test broker (no CloudWatch).
+pub fn announce_config(urls: Vec<String>) -> chainwatch::config::AnnounceConfig {
+    chainwatch::config::AnnounceConfig {
+        rabbitmq_urls: urls,
+        cloudwatch_log_group: String::new(),
+        timeout_ms: 5000,
+        ..Default::default()
     }
 }

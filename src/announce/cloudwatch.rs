@@ -1,0 +1,180 @@
+//! The CloudWatch Logs sink: one log event per transition, in a configured
+//! log group with one stream per instance, in Embedded Metric Format, so
+//! that `FailoverMs`, `DetectionMs` and `FenceMs` become metrics with the
+//! role as dimension. `chainwatch history` reads them back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aws_sdk_cloudwatchlogs::Client;
+use aws_sdk_cloudwatchlogs::error::DisplayErrorContext;
+use aws_sdk_cloudwatchlogs::types::InputLogEvent;
+use serde_json::{Value, json};
+
+use crate::event::TransitionEvent;
+
+/// The key under which the full event sits in the log record.
+pub const EVENT_KEY: &str = "chainwatch_event";
+
+/// The EMF log record of an event.
+pub fn emf(ev: &TransitionEvent, namespace: &str) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": ev.timings.identity_up_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [["Role"]],
+                "Metrics": [
+                    {"Name": "FailoverMs", "Unit": "Milliseconds"},
+                    {"Name": "DetectionMs", "Unit": "Milliseconds"},
+                    {"Name": "FenceMs", "Unit": "Milliseconds"}
+                ]
+            }]
+        },
+        "Role": ev.role.as_str(),
+        "FailoverMs": ev.failover_ms(),
+        "DetectionMs": ev.detection_ms(),
+        "FenceMs": ev.fence_ms(),
+        EVENT_KEY: ev,
+    })
+}
+
+/// Build a CloudWatch Logs client from the SDK's default chain.
+pub async fn client(region: Option<&str>, timeout: Duration) -> Client {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_timeout(timeout)
+        .build();
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_string()));
+    }
+    Client::new(&loader.load().await)
+}
+
+/// Writes transitions to CloudWatch Logs.
+pub struct CloudWatchSink {
+    client: Client,
+    group: String,
+    stream: String,
+    namespace: String,
+    ready: AtomicBool,
+}
+
+impl CloudWatchSink {
+    /// A sink writing to `group`, stream `stream` (the instance ID).
+    pub fn new(client: Client, group: String, stream: String, namespace: String) -> Self {
+        CloudWatchSink {
+            client,
+            group,
+            stream,
+            namespace,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    async fn ensure(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if let Err(e) = self
+            .client
+            .create_log_group()
+            .log_group_name(&self.group)
+            .send()
+            .await
+            && !e
+                .as_service_error()
+                .is_some_and(|s| s.is_resource_already_exists_exception())
+        {
+            return Err(format!(
+                "CreateLogGroup {}: {}",
+                self.group,
+                DisplayErrorContext(&e)
+            ));
+        }
+        if let Err(e) = self
+            .client
+            .create_log_stream()
+            .log_group_name(&self.group)
+            .log_stream_name(&self.stream)
+            .send()
+            .await
+            && !e
+                .as_service_error()
+                .is_some_and(|s| s.is_resource_already_exists_exception())
+        {
+            return Err(format!(
+                "CreateLogStream {}: {}",
+                self.stream,
+                DisplayErrorContext(&e)
+            ));
+        }
+        self.ready.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Write one event.
+    pub async fn deliver(&self, ev: &TransitionEvent) -> Result<(), String> {
+        self.ensure().await?;
+        let record = InputLogEvent::builder()
+            .timestamp(ev.timings.identity_up_ms as i64)
+            .message(emf(ev, &self.namespace).to_string())
+            .build()
+            .map_err(|e| e.to_string())?;
+        self.client
+            .put_log_events()
+            .log_group_name(&self.group)
+            .log_stream_name(&self.stream)
+            .log_events(record)
+            .send()
+            .await
+            .map_err(|e| {
+                // The stream may have been deleted: create it again next time.
+                self.ready.store(false, Ordering::SeqCst);
+                format!("PutLogEvents: {}", DisplayErrorContext(&e))
+            })?;
+        Ok(())
+    }
+}
+
+/// Read transitions back: every stream of `group` between `start_ms` and
+/// `end_ms`, oldest first. Records that are not chainwatch events are
+/// skipped.
+pub async fn history(
+    client: &Client,
+    group: &str,
+    start_ms: Option<i64>,
+    end_ms: Option<i64>,
+) -> Result<Vec<TransitionEvent>, String> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let resp = client
+            .filter_log_events()
+            .log_group_name(group)
+            .set_start_time(start_ms)
+            .set_end_time(end_ms)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| format!("FilterLogEvents {group}: {}", DisplayErrorContext(&e)))?;
+        for e in resp.events() {
+            let Some(msg) = e.message() else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(msg) else {
+                continue;
+            };
+            let Some(ev) = v.get(EVENT_KEY) else { continue };
+            match TransitionEvent::parse(ev.to_string().as_bytes()) {
+                Ok(ev) => out.push(ev),
+                Err(err) => tracing::warn!("skipping a log record: {err}"),
+            }
+        }
+        match resp.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    out.sort_by_key(|e| (e.timings.identity_up_ms, e.epoch));
+    Ok(out)
+}

@@ -1,0 +1,194 @@
+//! Announcing transitions: the outbox-backed announcer the driver calls, and
+//! the delivery task that drains the outbox into every sink (RabbitMQ,
+//! CloudWatch Logs), retrying forever with bounded back-off.
+
+pub mod cloudwatch;
+pub mod rabbitmq;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::event::TransitionEvent;
+use crate::outbox::Outbox;
+use crate::shell::Announcer;
+
+/// Replace the password of a URL with `***`, for logs and errors.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else {
+                format!("{scheme}://{user}@{host}{path}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// A place transitions are delivered to.
+pub enum Sink {
+    /// RabbitMQ, publisher confirms.
+    Rabbit(rabbitmq::RabbitSink),
+    /// CloudWatch Logs, Embedded Metric Format.
+    CloudWatch(cloudwatch::CloudWatchSink),
+}
+
+impl Sink {
+    /// The sink's name (also its outbox marker).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sink::Rabbit(_) => "rabbitmq",
+            Sink::CloudWatch(_) => "cloudwatch",
+        }
+    }
+
+    /// Deliver one event; `Ok` only when the sink confirmed it.
+    pub async fn deliver(&self, ev: &TransitionEvent) -> Result<(), String> {
+        match self {
+            Sink::Rabbit(s) => s.deliver(ev).await,
+            Sink::CloudWatch(s) => s.deliver(ev).await,
+        }
+    }
+}
+
+/// The announcer of an active node: outbox first, then wake the delivery
+/// task.
+pub struct OutboxAnnouncer {
+    outbox: Arc<Outbox>,
+    notify: Arc<Notify>,
+}
+
+impl OutboxAnnouncer {
+    /// An announcer writing to `outbox` and waking `notify`.
+    pub fn new(outbox: Arc<Outbox>, notify: Arc<Notify>) -> Self {
+        OutboxAnnouncer { outbox, notify }
+    }
+}
+
+impl Announcer for OutboxAnnouncer {
+    async fn announce(&self, ev: &TransitionEvent) {
+        tracing::warn!(
+            event_id = %ev.event_id,
+            role = %ev.role,
+            from_id = ev.from_id,
+            to_id = ev.to_id,
+            epoch = ev.epoch,
+            failover_ms = ev.failover_ms(),
+            "transition recorded in the outbox"
+        );
+        if let Err(e) = self.outbox.put(ev) {
+            // The takeover is done; losing the announcement is the worst
+            // outcome left, so say it as loudly as possible.
+            tracing::error!(event = %String::from_utf8_lossy(&ev.to_json()), "CANNOT WRITE THE OUTBOX: {e}; the event is only in this log");
+        }
+        self.notify.notify_one();
+    }
+
+    fn pending(&self) -> u64 {
+        self.outbox.count()
+    }
+}
+
+/// Back-off of the delivery task.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+/// Drain the outbox into the sinks forever. Each sink keeps the order of
+/// events; a sink that fails is retried after a doubling delay while the
+/// others go on.
+pub async fn deliver_forever(
+    outbox: Arc<Outbox>,
+    sinks: Vec<Sink>,
+    notify: Arc<Notify>,
+    backoff: Backoff,
+) {
+    let mut delay = backoff.initial;
+    loop {
+        let ok = deliver_pass(&outbox, &sinks).await;
+        let wait = if ok {
+            delay = backoff.initial;
+            Duration::from_secs(30)
+        } else {
+            let d = delay;
+            delay = (delay * 2).min(backoff.max);
+            d
+        };
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// One pass over the outbox; true when nothing failed.
+pub async fn deliver_pass(outbox: &Outbox, sinks: &[Sink]) -> bool {
+    let pending = match outbox.pending() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("cannot read the outbox: {e}");
+            return false;
+        }
+    };
+    let mut failed: Vec<&'static str> = Vec::new();
+    for p in pending {
+        if sinks.is_empty() {
+            tracing::warn!(event_id = %p.event.event_id, "no sink configured (announce.rabbitmq_urls, announce.cloudwatch_log_group): the transition is only logged");
+            let _ = std::fs::remove_file(&p.path);
+            continue;
+        }
+        for sink in sinks {
+            let name = sink.name();
+            if p.confirmed.iter().any(|c| c == name) || failed.contains(&name) {
+                continue;
+            }
+            match sink.deliver(&p.event).await {
+                Ok(()) => {
+                    tracing::info!(event_id = %p.event.event_id, sink = name, "event delivered");
+                    if let Err(e) = outbox.confirm(&p, name) {
+                        tracing::error!("cannot record the delivery in the outbox: {e}");
+                        failed.push(name);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(event_id = %p.event.event_id, sink = name, "delivery failed, the event stays in the outbox and is retried: {e}");
+                    failed.push(name);
+                }
+            }
+        }
+    }
+    failed.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("amqp://cw:s3cret@mq:5672/vh"),
+            "amqp://cw:***@mq:5672/vh"
+        );
+        assert_eq!(
+            redact("amqps://cw:p%40ss@mq.internal/%2f"),
+            "amqps://cw:***@mq.internal/%2f"
+        );
+        assert_eq!(redact("amqp://mq:5672"), "amqp://mq:5672");
+        assert_eq!(redact("amqp://user@mq"), "amqp://user@mq");
+        assert_eq!(redact("nonsense"), "nonsense");
+    }
+}

@@ -1,0 +1,242 @@
+//! The RabbitMQ sink (lapin) and the topology it shares with the worker.
+//!
+//! Topology, declared idempotently by both the daemon and the worker:
+//!
+//! * `chainwatch` — durable topic exchange; routing key `<role>.takeover`;
+//! * `chainwatch.worker` — durable quorum queue bound to `*.takeover`, whose
+//!   rejected messages go to the dead-letter exchange;
+//! * `chainwatch.dlx` — durable fanout dead-letter exchange, and
+//!   `chainwatch.dead`, the durable queue that keeps what it receives.
+//!
+//! Publishes are persistent and mandatory and wait for the publisher
+//! confirm; a nack, a return (no queue bound) or a time-out is a failure
+//! that leaves the event in the outbox.
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::Mutex;
+
+use super::redact;
+use crate::config::AnnounceConfig;
+use crate::event::TransitionEvent;
+
+/// Exchange and queue names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// Topic exchange.
+    pub exchange: String,
+    /// Worker queue.
+    pub queue: String,
+    /// Dead-letter exchange.
+    pub dlx: String,
+    /// Dead-letter queue.
+    pub dlq: String,
+}
+
+impl Topology {
+    /// From the config.
+    pub fn from_config(c: &AnnounceConfig) -> Self {
+        Topology {
+            exchange: c.exchange.clone(),
+            queue: c.queue.clone(),
+            dlx: c.dead_letter_exchange.clone(),
+            dlq: c.dead_letter_queue.clone(),
+        }
+    }
+
+    /// Declare everything (idempotent).
+    pub async fn declare(&self, ch: &Channel) -> lapin::Result<()> {
+        let durable_exchange = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        ch.exchange_declare(
+            self.exchange.as_str().into(),
+            ExchangeKind::Topic,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
+            self.dlx.as_str().into(),
+            ExchangeKind::Fanout,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await?;
+        let durable_queue = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        ch.queue_declare(
+            self.dlq.as_str().into(),
+            durable_queue,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.queue_bind(
+            self.dlq.as_str().into(),
+            self.dlx.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        let mut args = FieldTable::default();
+        args.insert(
+            ShortString::from("x-queue-type"),
+            AMQPValue::LongString("quorum".into()),
+        );
+        args.insert(
+            ShortString::from("x-dead-letter-exchange"),
+            AMQPValue::LongString(self.dlx.as_str().into()),
+        );
+        ch.queue_declare(self.queue.as_str().into(), durable_queue, args)
+            .await?;
+        ch.queue_bind(
+            self.queue.as_str().into(),
+            self.exchange.as_str().into(),
+            "*.takeover".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Connect to the first broker that answers; errors name every URL tried,
+/// without passwords.
+pub async fn connect(urls: &[String], timeout: Duration) -> Result<Connection, String> {
+    let mut errors = Vec::new();
+    for url in urls {
+        match tokio::time::timeout(
+            timeout,
+            Connection::connect(url, ConnectionProperties::default()),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => {
+                tracing::info!(broker = %redact(url), "connected to RabbitMQ");
+                return Ok(conn);
+            }
+            Ok(Err(e)) => errors.push(format!("{}: {e}", redact(url))),
+            Err(_) => errors.push(format!("{}: no answer within {timeout:?}", redact(url))),
+        }
+    }
+    if errors.is_empty() {
+        return Err("no RabbitMQ URL configured".into());
+    }
+    // The library's messages could echo a URL: scrub every configured one.
+    let mut msg = errors.join("; ");
+    for url in urls {
+        msg = msg.replace(url.as_str(), &redact(url));
+    }
+    Err(msg)
+}
+
+/// Publishes events with confirms.
+pub struct RabbitSink {
+    urls: Vec<String>,
+    topology: Topology,
+    timeout: Duration,
+    channel: Mutex<Option<(Connection, Channel)>>,
+}
+
+impl RabbitSink {
+    /// A sink for the configured brokers.
+    pub fn new(c: &AnnounceConfig) -> Self {
+        RabbitSink {
+            urls: c.rabbitmq_urls.clone(),
+            topology: Topology::from_config(c),
+            timeout: Duration::from_millis(c.timeout_ms),
+            channel: Mutex::new(None),
+        }
+    }
+
+    async fn open(&self) -> Result<(Connection, Channel), String> {
+        let conn = connect(&self.urls, self.timeout).await?;
+        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        self.topology
+            .declare(&ch)
+            .await
+            .map_err(|e| format!("declaring the topology: {e}"))?;
+        Ok((conn, ch))
+    }
+
+    async fn publish(&self, ch: &Channel, ev: &TransitionEvent) -> Result<(), String> {
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(ev.event_id.as_str().into())
+            .with_timestamp(ev.timings.announced_ms / 1000)
+            .with_type("chainwatch.takeover".into())
+            .with_app_id("chainwatch".into());
+        let confirm = ch
+            .basic_publish(
+                self.topology.exchange.as_str().into(),
+                ev.routing_key().as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &ev.to_json(),
+                props,
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        if !confirm.is_ack() {
+            return Err("the broker nacked the message".into());
+        }
+        if let Some(returned) = confirm.take_message() {
+            return Err(format!(
+                "the broker returned the message ({} {}): no queue is bound to {}",
+                returned.reply_code,
+                returned.reply_text,
+                ev.routing_key()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Deliver one event; on any error the cached connection is dropped so
+    /// the next attempt reconnects (possibly to the next broker).
+    pub async fn deliver(&self, ev: &TransitionEvent) -> Result<(), String> {
+        let mut guard = self.channel.lock().await;
+        let work = async {
+            if guard
+                .as_ref()
+                .is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected())
+            {
+                *guard = Some(self.open().await?);
+            }
+            let (_, ch) = guard.as_ref().ok_or("no channel")?;
+            self.publish(ch, ev).await
+        };
+        let result = match tokio::time::timeout(self.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no confirm within {:?}", self.timeout)),
+        };
+        if result.is_err() {
+            *guard = None;
+        }
+        result.map_err(|e| {
+            let mut e = e;
+            for url in &self.urls {
+                e = e.replace(url.as_str(), &redact(url));
+            }
+            e
+        })
+    }
+}

@@ -1,0 +1,285 @@
+//! The transition event: what a takeover announces on RabbitMQ and
+//! CloudWatch, and what the worker acts on.
+//!
+//! Versioned JSON; parsing is strict (unknown fields and unknown schema
+//! versions are errors). Example:
+//!
+//! ```json
+//! {
+//!   "schema": 1,
+//!   "event_id": "5f0c2b8e-3f51-4a8f-9d3e-4b1f0b9f6c11",
+//!   "fleet": "chainwatch",
+//!   "role": "backend",
+//!   "from_id": 2,
+//!   "to_id": 1,
+//!   "instance_id": "i-0b22a22222222222b",
+//!   "fenced_instances": ["i-0a11a11111111111a"],
+//!   "vacant": false,
+//!   "overlay_addr": "192.168.21.100",
+//!   "epoch": 7,
+//!   "timings": {
+//!     "silent_since_ms": 1795000000000,
+//!     "detected_ms": 1795000002800,
+//!     "fenced_ms": 1795000003100,
+//!     "identity_up_ms": 1795000004000,
+//!     "announced_ms": 1795000004001
+//!   }
+//! }
+//! ```
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::Transition;
+use crate::layout::{Layout, Role, Slot};
+use crate::shell::Clock;
+
+/// The schema version this build writes and reads.
+pub const SCHEMA: u32 = 1;
+
+/// Errors parsing an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// Not JSON, or fields missing, unknown or of the wrong type.
+    #[error("malformed transition event: {0}")]
+    Malformed(String),
+    /// A schema version this build does not know.
+    #[error(
+        "transition event has schema version {0}; this chainwatch understands version {SCHEMA} only: upgrade it"
+    )]
+    UnsupportedSchema(u64),
+    /// A value out of range.
+    #[error("invalid transition event: {0}")]
+    Invalid(String),
+}
+
+/// When each step of the takeover happened, in milliseconds since the Unix
+/// epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timings {
+    /// Start of the first missed round (none for a vacancy found at once).
+    pub silent_since_ms: Option<u64>,
+    /// The peer declared dead (or its slot found vacant).
+    pub detected_ms: u64,
+    /// The fence confirmed.
+    pub fenced_ms: u64,
+    /// The new identity up.
+    pub identity_up_ms: u64,
+    /// Written to the outbox, to be published.
+    pub announced_ms: u64,
+}
+
+/// One transition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionEvent {
+    /// [`SCHEMA`].
+    pub schema: u32,
+    /// A UUID; consumers drop duplicates by it.
+    pub event_id: String,
+    /// The fleet (`aws.fleet`).
+    pub fleet: String,
+    /// The chain.
+    pub role: Role,
+    /// The ID the instance held before.
+    pub from_id: u32,
+    /// The ID it holds now.
+    pub to_id: u32,
+    /// The instance that took over.
+    pub instance_id: String,
+    /// The instances fenced for it (empty for a vacancy).
+    pub fenced_instances: Vec<String>,
+    /// The slot had no running holder.
+    pub vacant: bool,
+    /// The overlay address that moved.
+    pub overlay_addr: Ipv4Addr,
+    /// The per-role epoch of this takeover; only grows.
+    pub epoch: u64,
+    /// Timings.
+    pub timings: Timings,
+}
+
+impl TransitionEvent {
+    /// Build the event for a core transition.
+    pub fn new(
+        t: &Transition,
+        layout: &Layout,
+        clock: &Clock,
+        fleet: &str,
+        instance_id: &str,
+        epoch: u64,
+        announced_ms: u64,
+    ) -> Self {
+        TransitionEvent {
+            schema: SCHEMA,
+            event_id: uuid::Uuid::new_v4().to_string(),
+            fleet: fleet.to_string(),
+            role: t.to.role,
+            from_id: t.from.id,
+            to_id: t.to.id,
+            instance_id: instance_id.to_string(),
+            fenced_instances: t.fenced.clone(),
+            vacant: t.vacant,
+            overlay_addr: layout.overlay_addr(t.to),
+            epoch,
+            timings: Timings {
+                silent_since_ms: t.silent_since.map(|i| clock.unix_ms(i)),
+                detected_ms: clock.unix_ms(t.declared_at),
+                fenced_ms: clock.unix_ms(t.fenced_at),
+                identity_up_ms: clock.unix_ms(t.identity_up_at),
+                announced_ms,
+            },
+        }
+    }
+
+    /// The slot taken.
+    pub fn to_slot(&self) -> Slot {
+        Slot::new(self.role, self.to_id)
+    }
+
+    /// The RabbitMQ routing key: `<role>.takeover`.
+    pub fn routing_key(&self) -> String {
+        format!("{}.takeover", self.role)
+    }
+
+    /// Milliseconds from the first missed round (or detection) to the new
+    /// identity being up: the failover time.
+    pub fn failover_ms(&self) -> u64 {
+        let start = self
+            .timings
+            .silent_since_ms
+            .unwrap_or(self.timings.detected_ms);
+        self.timings.identity_up_ms.saturating_sub(start)
+    }
+
+    /// Milliseconds from detection to the confirmed fence.
+    pub fn fence_ms(&self) -> u64 {
+        self.timings
+            .fenced_ms
+            .saturating_sub(self.timings.detected_ms)
+    }
+
+    /// Milliseconds from the first missed round to detection.
+    pub fn detection_ms(&self) -> u64 {
+        self.timings
+            .silent_since_ms
+            .map(|s| self.timings.detected_ms.saturating_sub(s))
+            .unwrap_or(0)
+    }
+
+    /// Serialize to JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain data with string keys cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parse strictly: the schema version first, then every field.
+    pub fn parse(bytes: &[u8]) -> Result<Self, EventError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))?;
+        let schema = value
+            .get("schema")
+            .ok_or_else(|| EventError::Malformed("no `schema` field".into()))?
+            .as_u64()
+            .ok_or_else(|| EventError::Malformed("`schema` is not a number".into()))?;
+        if schema != u64::from(SCHEMA) {
+            return Err(EventError::UnsupportedSchema(schema));
+        }
+        let ev: TransitionEvent =
+            serde_json::from_value(value).map_err(|e| EventError::Malformed(e.to_string()))?;
+        if uuid::Uuid::parse_str(&ev.event_id).is_err() {
+            return Err(EventError::Invalid(format!(
+                "event_id {:?} is not a UUID",
+                ev.event_id
+            )));
+        }
+        if ev.to_id == 0 || ev.from_id == 0 {
+            return Err(EventError::Invalid("IDs start at 1".into()));
+        }
+        if ev.instance_id.is_empty() {
+            return Err(EventError::Invalid("instance_id is empty".into()));
+        }
+        Ok(ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> TransitionEvent {
+        TransitionEvent {
+            schema: SCHEMA,
+            event_id: "5f0c2b8e-3f51-4a8f-9d3e-4b1f0b9f6c11".into(),
+            fleet: "chainwatch".into(),
+            role: Role::Backend,
+            from_id: 2,
+            to_id: 1,
+            instance_id: "i-0b22a22222222222b".into(),
+            fenced_instances: vec!["i-0a11a11111111111a".into()],
+            vacant: false,
+            overlay_addr: Ipv4Addr::new(192, 168, 21, 100),
+            epoch: 7,
+            timings: Timings {
+                silent_since_ms: Some(1_795_000_000_000),
+                detected_ms: 1_795_000_002_800,
+                fenced_ms: 1_795_000_003_100,
+                identity_up_ms: 1_795_000_004_000,
+                announced_ms: 1_795_000_004_001,
+            },
+        }
+    }
+
+    #[test]
+    fn the_documented_example_parses_and_round_trips() {
+        let doc = include_str!("event.rs");
+        let start = doc.find("//! ```json\n").unwrap() + "//! ```json\n".len();
+        let end = start + doc[start..].find("//! ```").unwrap();
+        let json: String = doc[start..end]
+            .lines()
+            .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let ev = TransitionEvent::parse(json.as_bytes()).unwrap();
+        assert_eq!(ev, sample());
+        assert_eq!(TransitionEvent::parse(&ev.to_json()).unwrap(), ev);
+        assert_eq!(ev.routing_key(), "backend.takeover");
+        assert_eq!(ev.failover_ms(), 4000);
+        assert_eq!(ev.fence_ms(), 300);
+        assert_eq!(ev.detection_ms(), 2800);
+    }
+
+    #[test]
+    fn parsing_is_strict() {
+        let good = serde_json::to_value(sample()).unwrap();
+        let mut v = good.clone();
+        v["schema"] = 2.into();
+        assert_eq!(
+            TransitionEvent::parse(v.to_string().as_bytes()),
+            Err(EventError::UnsupportedSchema(2))
+        );
+        let mut v = good.clone();
+        v.as_object_mut().unwrap().remove("schema");
+        assert!(TransitionEvent::parse(v.to_string().as_bytes()).is_err());
+        let mut v = good.clone();
+        v["extra"] = 1.into();
+        let err = TransitionEvent::parse(v.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("extra"), "{err}");
+        let mut v = good.clone();
+        v["role"] = "database".into();
+        assert!(TransitionEvent::parse(v.to_string().as_bytes()).is_err());
+        let mut v = good.clone();
+        v["event_id"] = "not-a-uuid".into();
+        assert!(TransitionEvent::parse(v.to_string().as_bytes()).is_err());
+        let mut v = good;
+        v["to_id"] = 0.into();
+        assert!(TransitionEvent::parse(v.to_string().as_bytes()).is_err());
+        assert!(TransitionEvent::parse(b"not json").is_err());
+        let err = TransitionEvent::parse(br#"{"schema": 9}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upgrade"), "{err}");
+    }
+}

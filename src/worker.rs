@@ -1,0 +1,263 @@
+//! The worker's logic: which events to apply (at most once, in epoch order)
+//! and running the Ansible playbook for one.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::config::WorkerConfig;
+use crate::event::TransitionEvent;
+use crate::layout::Role;
+
+/// How many applied event IDs are remembered.
+pub const REMEMBER: usize = 10_000;
+
+/// Errors of the worker's state.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The applied-events file is unreadable or unwritable.
+    #[error("worker state {path}: {reason}; check worker.state_dir")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// What to do with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Apply it.
+    Apply,
+    /// Already applied: acknowledge and drop.
+    Duplicate,
+    /// Older than what was applied for its role: acknowledge and skip.
+    Stale {
+        /// The highest epoch applied for the role.
+        applied: u64,
+    },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Applied {
+    version: u32,
+    epochs: BTreeMap<Role, u64>,
+    events: VecDeque<String>,
+}
+
+/// The durable record of applied events (`<state_dir>/applied.json`).
+pub struct AppliedStore {
+    path: PathBuf,
+    applied: Applied,
+}
+
+impl AppliedStore {
+    /// Open (or start) the record in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, WorkerError> {
+        let path = dir.join("applied.json");
+        let err = |reason: String| WorkerError::State {
+            path: path.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        let applied = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| err(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Applied {
+                version: 1,
+                ..Applied::default()
+            },
+            Err(e) => return Err(err(e.to_string())),
+        };
+        Ok(AppliedStore { path, applied })
+    }
+
+    /// Decide about `ev`.
+    pub fn decide(&self, ev: &TransitionEvent) -> Decision {
+        if self.applied.events.iter().any(|id| *id == ev.event_id) {
+            return Decision::Duplicate;
+        }
+        let applied = self.applied.epochs.get(&ev.role).copied().unwrap_or(0);
+        if ev.epoch < applied {
+            return Decision::Stale { applied };
+        }
+        Decision::Apply
+    }
+
+    /// Record `ev` as applied, durably (temporary file, fsync, rename).
+    pub fn record(&mut self, ev: &TransitionEvent) -> Result<(), WorkerError> {
+        self.applied.events.push_back(ev.event_id.clone());
+        while self.applied.events.len() > REMEMBER {
+            self.applied.events.pop_front();
+        }
+        let e = self.applied.epochs.entry(ev.role).or_insert(0);
+        *e = (*e).max(ev.epoch);
+        let err = |reason: String| WorkerError::State {
+            path: self.path.clone(),
+            reason,
+        };
+        let body = serde_json::to_vec_pretty(&self.applied).map_err(|e| err(e.to_string()))?;
+        let tmp = self.path.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
+            f.write_all(&body).map_err(|e| err(e.to_string()))?;
+            f.sync_all().map_err(|e| err(e.to_string()))?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(|e| err(e.to_string()))?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| err(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Run `playbook` for `ev`: `ansible-playbook -i <inventory> <playbook> -e
+/// @<event vars>`, bounded by `worker.timeout_ms`, its output in the log.
+pub async fn run_playbook(
+    cfg: &WorkerConfig,
+    playbook: &Path,
+    ev: &TransitionEvent,
+) -> Result<(), String> {
+    let vars = cfg.state_dir.join(format!("event-{}.json", ev.event_id));
+    let body = serde_json::json!({ "chainwatch_event": ev });
+    std::fs::write(&vars, body.to_string()).map_err(|e| format!("{}: {e}", vars.display()))?;
+    let mut child = Command::new(&cfg.ansible_playbook)
+        .arg("-i")
+        .arg(&cfg.inventory)
+        .arg(playbook)
+        .arg("-e")
+        .arg(format!("@{}", vars.display()))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_FORCE_COLOR", "0")
+        .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot run {}: {e}; install Ansible or set worker.ansible_playbook",
+                cfg.ansible_playbook.display()
+            )
+        })?;
+    let tail = std::sync::Arc::new(std::sync::Mutex::new(VecDeque::<String>::new()));
+    let mut readers = Vec::new();
+    for out in [
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        child
+            .stderr
+            .take()
+            .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let id = ev.event_id.clone();
+        let tail = tail.clone();
+        readers.push(tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                tracing::info!(target: "ansible", event_id = %id, "{line}");
+                let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                t.push_back(line);
+                if t.len() > 5 {
+                    t.pop_front();
+                }
+            }
+        }));
+    }
+    let timeout = Duration::from_millis(cfg.timeout_ms);
+    let status = tokio::time::timeout(timeout, child.wait()).await;
+    for r in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
+    }
+    let _ = std::fs::remove_file(&vars);
+    let tail: Vec<String> = tail
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    match status {
+        Err(_) => {
+            let _ = child.kill().await;
+            Err(format!(
+                "ansible-playbook did not finish within {timeout:?}"
+            ))
+        }
+        Ok(Err(e)) => Err(format!("waiting for ansible-playbook: {e}")),
+        Ok(Ok(s)) if s.success() => Ok(()),
+        Ok(Ok(s)) => Err(format!(
+            "ansible-playbook failed ({s}); last output: {}",
+            tail.join(" | ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{SCHEMA, Timings};
+
+    fn ev(role: Role, epoch: u64) -> TransitionEvent {
+        TransitionEvent {
+            schema: SCHEMA,
+            event_id: uuid::Uuid::new_v4().to_string(),
+            fleet: "f".into(),
+            role,
+            from_id: 2,
+            to_id: 1,
+            instance_id: "i-1".into(),
+            fenced_instances: vec![],
+            vacant: false,
+            overlay_addr: "192.168.21.100".parse().unwrap(),
+            epoch,
+            timings: Timings {
+                silent_since_ms: None,
+                detected_ms: 1,
+                fenced_ms: 1,
+                identity_up_ms: 1,
+                announced_ms: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn events_are_applied_once_and_in_epoch_order_per_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = AppliedStore::open(dir.path()).unwrap();
+        let a = ev(Role::Backend, 5);
+        assert_eq!(store.decide(&a), Decision::Apply);
+        store.record(&a).unwrap();
+        assert_eq!(store.decide(&a), Decision::Duplicate);
+        assert_eq!(
+            store.decide(&ev(Role::Backend, 4)),
+            Decision::Stale { applied: 5 }
+        );
+        assert_eq!(store.decide(&ev(Role::Backend, 5)), Decision::Apply);
+        assert_eq!(store.decide(&ev(Role::Frontend, 1)), Decision::Apply);
+        // Durable: a new worker remembers.
+        let store = AppliedStore::open(dir.path()).unwrap();
+        assert_eq!(store.decide(&a), Decision::Duplicate);
+        assert_eq!(
+            store.decide(&ev(Role::Backend, 3)),
+            Decision::Stale { applied: 5 }
+        );
+    }
+}

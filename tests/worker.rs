@@ -1,0 +1,190 @@
+//! `chainwatch worker` against the machine's RabbitMQ with real
+//! ansible-playbook runs: each event is applied once, stale epochs are
+//! skipped, a failing playbook ends in the dead-letter queue after its
+//! retries, malformed messages are dead-lettered.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use chainwatch::announce::rabbitmq::RabbitSink;
+use chainwatch::layout::Role;
+use common::rabbit::Rabbit;
+use common::{Proc, announce_config, bin, event, have, prerequisite, wait_for};
+
+fn ready() -> bool {
+    prerequisite(
+        Rabbit::available() && have("ansible-playbook"),
+        "RabbitMQ (rabbitmqctl, as root) and ansible-playbook (.ci/run installs Debian's ansible)",
+    )
+}
+
+struct Worker {
+    _proc: Proc,
+    dir: tempfile::TempDir,
+}
+
+impl Worker {
+    fn record(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("record"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+fn start_worker(mq: &Rabbit, playbook: &str, attempts: u32) -> Worker {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("inventory.ini"),
+        format!(
+            "localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n[all:vars]\nrecord_file={}\n",
+            d.join("record").display()
+        ),
+    )
+    .unwrap();
+    let playbook = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support/playbooks")
+        .join(playbook);
+    std::fs::write(
+        d.join("chainwatch.toml"),
+        format!(
+            "[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{d}/state\"\ninventory = \"{d}/inventory.ini\"\nplaybook = \"{}\"\nattempts = {attempts}\nretry_backoff_ms = 100\ntimeout_ms = 60000\n",
+            mq.url(),
+            playbook.display(),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let proc = Proc(
+        Command::new(bin())
+            .arg("--config")
+            .arg(d.join("chainwatch.toml"))
+            .arg("worker")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let w = Worker { _proc: proc, dir };
+    wait_for("the worker to consume", Duration::from_secs(20), || {
+        w.log().contains("worker consuming").then_some(())
+    });
+    w
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn each_event_is_applied_once_and_stale_epochs_are_skipped() {
+    if !ready() {
+        return;
+    }
+    let mq = Rabbit::new("worker-once", "127.0.0.1");
+    let w = start_worker(&mq, "record.yml", 3);
+    let cfg = announce_config(vec![mq.url()]);
+    let sink = RabbitSink::new(&cfg);
+    let e5 = event(Role::Backend, 2, 1, 5, "i-b2", &["i-b1"]);
+    // Delivered twice (at-least-once delivery after a lost confirm).
+    sink.deliver(&e5).await.unwrap();
+    sink.deliver(&e5).await.unwrap();
+    // An older transition arriving late.
+    let e3 = event(Role::Backend, 3, 2, 3, "i-b3", &[]);
+    sink.deliver(&e3).await.unwrap();
+    // A newer one.
+    let e6 = event(Role::Backend, 3, 2, 6, "i-b3", &[]);
+    sink.deliver(&e6).await.unwrap();
+    wait_for(
+        "both applicable events applied",
+        Duration::from_secs(120),
+        || {
+            (w.record().len() >= 2
+                && w.log().matches("already applied").count() >= 1
+                && w.log().contains("stale"))
+            .then_some(())
+        },
+    );
+    // Give a wrong duplicate run time to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        w.record(),
+        vec![format!("{} 5", e5.event_id), format!("{} 6", e6.event_id)]
+    );
+    assert_eq!(mq.count(&cfg.queue).await, 0, "everything acked");
+    assert_eq!(mq.count(&cfg.dead_letter_queue).await, 0);
+    // The applied set is durable.
+    let applied = std::fs::read_to_string(w.dir.path().join("state/applied.json")).unwrap();
+    assert!(applied.contains(&e5.event_id) && applied.contains(&e6.event_id));
+    assert!(!applied.contains(&e3.event_id));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_playbook_ends_in_the_dead_letter_queue() {
+    if !ready() {
+        return;
+    }
+    let mq = Rabbit::new("worker-fail", "127.0.0.1");
+    let w = start_worker(&mq, "fail.yml", 3);
+    let cfg = announce_config(vec![mq.url()]);
+    let ev = event(Role::Backend, 2, 1, 1, "i-b2", &["i-b1"]);
+    RabbitSink::new(&cfg).deliver(&ev).await.unwrap();
+    let dead = mq
+        .drain(&cfg.dead_letter_queue, 1, Duration::from_secs(120))
+        .await;
+    assert_eq!(dead.len(), 1, "{}", w.log());
+    assert_eq!(
+        chainwatch::event::TransitionEvent::parse(&dead[0].data).unwrap(),
+        ev
+    );
+    assert_eq!(w.record().len(), 3, "three runs before giving up");
+    assert!(w.log().contains("dead-lettering"), "{}", w.log());
+    assert_eq!(mq.count(&cfg.queue).await, 0);
+    let applied =
+        std::fs::read_to_string(w.dir.path().join("state/applied.json")).unwrap_or_default();
+    assert!(
+        !applied.contains(&ev.event_id),
+        "a failed event is not applied"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn malformed_messages_are_dead_lettered_and_frontend_events_logged() {
+    if !ready() {
+        return;
+    }
+    let mq = Rabbit::new("worker-bad", "127.0.0.1");
+    let w = start_worker(&mq, "record.yml", 1);
+    let cfg = announce_config(vec![mq.url()]);
+    // Declared by the worker already; publish garbage straight to the exchange.
+    let conn = mq.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    for body in [&b"not json"[..], br#"{"schema": 2, "event_id": "x"}"#] {
+        ch.basic_publish(
+            cfg.exchange.as_str().into(),
+            "backend.takeover".into(),
+            lapin::options::BasicPublishOptions::default(),
+            body,
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let dead = mq
+        .drain(&cfg.dead_letter_queue, 2, Duration::from_secs(30))
+        .await;
+    assert_eq!(dead.len(), 2, "{}", w.log());
+    assert!(w.log().contains("schema version 2"), "{}", w.log());
+    // A frontend event needs no playbook (none configured): logged, acked.
+    let fe = event(Role::Frontend, 2, 1, 1, "i-f2", &["i-f1"]);
+    RabbitSink::new(&cfg).deliver(&fe).await.unwrap();
+    wait_for("the frontend event", Duration::from_secs(30), || {
+        w.log().contains("frontend transition").then_some(())
+    });
+    assert!(w.record().is_empty(), "no playbook for frontend events");
+    assert_eq!(mq.count(&cfg.queue).await, 0);
+}
