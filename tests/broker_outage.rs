@@ -38,7 +38,7 @@ async fn events_wait_in_the_outbox_while_the_broker_is_down() {
     let outbox = open();
     let notify = Arc::new(tokio::sync::Notify::new());
     let announcer = OutboxAnnouncer::new(outbox.clone(), notify);
-    let sinks = vec![Sink::Rabbit(RabbitSink::new(&cfg))];
+    let sinks = vec![Sink::Rabbit(Box::new(RabbitSink::new(&cfg)))];
 
     // Broker up: delivered, outbox empty.
     let first = event(Role::Backend, 2, 1, 1, "i-b2", &["i-b1"]);
@@ -71,7 +71,7 @@ async fn events_wait_in_the_outbox_while_the_broker_is_down() {
 
     // The broker is back: delivered once, the outbox is empty.
     sh("rabbitmqctl -q start_app");
-    let sinks = vec![Sink::Rabbit(RabbitSink::new(&cfg))];
+    let sinks = vec![Sink::Rabbit(Box::new(RabbitSink::new(&cfg)))];
     let deadline = Instant::now() + Duration::from_secs(60);
     while !deliver_pass(&outbox, &sinks).await {
         assert!(

@@ -37,7 +37,7 @@ pub fn redact(url: &str) -> String {
 /// A place transitions are delivered to.
 pub enum Sink {
     /// RabbitMQ, publisher confirms.
-    Rabbit(rabbitmq::RabbitSink),
+    Rabbit(Box<rabbitmq::RabbitSink>),
     /// CloudWatch Logs, Embedded Metric Format.
     CloudWatch(cloudwatch::CloudWatchSink),
 }

@@ -88,8 +88,8 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
         return Ok(());
     }
     println!(
-        "{:<24} {:<8} {:>4} {:>4} {:>6} {:>11} {:<20} {}",
-        "TIME (UTC)", "ROLE", "FROM", "TO", "EPOCH", "FAILOVER", "INSTANCE", "FENCED"
+        "{:<24} {:<8} {:>4} {:>4} {:>6} {:>11} {:<20} FENCED",
+        "TIME (UTC)", "ROLE", "FROM", "TO", "EPOCH", "FAILOVER", "INSTANCE"
     );
     for e in &events {
         let when = humantime::format_rfc3339_millis(

@@ -191,7 +191,7 @@ async fn start_announcer(s: &Settings, instance_id: &str) -> Result<OutboxAnnoun
     let a = &s.config.announce;
     let mut sinks = Vec::new();
     if !a.rabbitmq_urls.is_empty() {
-        sinks.push(Sink::Rabbit(RabbitSink::new(a)));
+        sinks.push(Sink::Rabbit(Box::new(RabbitSink::new(a))));
     }
     if !a.cloudwatch_log_group.is_empty() {
         let client = cloudwatch::client(
