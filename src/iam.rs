@@ -6,17 +6,22 @@ use serde_json::{Value, json};
 
 use crate::ec2::tags;
 
-/// Every EC2 action chainwatch calls.
-pub const EC2_ACTIONS: [&str; 5] = [
+/// Every action chainwatch (daemon, worker, history) calls.
+pub const ACTIONS: [&str; 9] = [
     "ec2:DescribeInstances",
     "ec2:DescribeAddresses",
     "ec2:StopInstances",
     "ec2:CreateTags",
     "ec2:AssociateAddress",
+    "logs:CreateLogGroup",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "logs:FilterLogEvents",
 ];
 
-/// The policy document for `fleet`.
-pub fn policy(fleet: &str) -> Value {
+/// The policy document for `fleet`, writing transitions to `log_group`.
+pub fn policy(fleet: &str, log_group: &str) -> Value {
+    let group_arn = format!("arn:aws:logs:*:*:log-group:{log_group}");
     let fleet_tag = format!("aws:ResourceTag/{}", tags::FLEET);
     json!({
         "Version": "2012-10-17",
@@ -53,6 +58,17 @@ pub fn policy(fleet: &str) -> Value {
                     "arn:aws:ec2:*:*:instance/*"
                 ],
                 "Condition": {"StringEquals": {fleet_tag: fleet}}
+            },
+            {
+                "Sid": "WriteAndReadTransitions",
+                "Effect": "Allow",
+                "Action": [
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                    "logs:FilterLogEvents"
+                ],
+                "Resource": [group_arn.clone(), format!("{group_arn}:log-stream:*")]
             }
         ]
     })
@@ -64,7 +80,7 @@ mod tests {
 
     #[test]
     fn the_policy_allows_exactly_the_actions_used_and_scopes_stop_by_tag() {
-        let p = policy("prod");
+        let p = policy("prod", "/chainwatch/transitions");
         let mut actions: Vec<String> = Vec::new();
         for st in p["Statement"].as_array().unwrap() {
             assert_eq!(st["Effect"], "Allow");
@@ -75,8 +91,10 @@ mod tests {
                 }
                 _ => panic!("bad Action"),
             }
-            let writes = st["Action"] != json!(["ec2:DescribeInstances", "ec2:DescribeAddresses"]);
-            if writes {
+            let ec2_writes = st["Action"]
+                != json!(["ec2:DescribeInstances", "ec2:DescribeAddresses"])
+                && st["Sid"] != "WriteAndReadTransitions";
+            if ec2_writes {
                 assert_eq!(
                     st["Condition"]["StringEquals"]["aws:ResourceTag/chainwatch:fleet"], "prod",
                     "{st}"
@@ -85,7 +103,7 @@ mod tests {
             }
         }
         actions.sort();
-        let mut want: Vec<String> = EC2_ACTIONS.iter().map(|s| s.to_string()).collect();
+        let mut want: Vec<String> = ACTIONS.iter().map(|s| s.to_string()).collect();
         want.sort();
         assert_eq!(actions, want);
     }
@@ -94,6 +112,12 @@ mod tests {
     fn the_file_in_the_repository_is_the_default_rendering() {
         let file: Value =
             serde_json::from_str(include_str!("../iam/chainwatch-policy.json")).unwrap();
-        assert_eq!(file, policy(&crate::config::AwsConfig::default().fleet));
+        assert_eq!(
+            file,
+            policy(
+                &crate::config::AwsConfig::default().fleet,
+                &crate::config::AnnounceConfig::default().cloudwatch_log_group
+            )
+        );
     }
 }

@@ -12,8 +12,11 @@ pub struct Args {}
 /// Print the policy.
 pub fn main(config: Option<&Path>, _args: &Args) -> Result<(), CmdError> {
     let s = settings(config)?;
-    let text = serde_json::to_string_pretty(&crate::iam::policy(&s.config.aws.fleet))
-        .map_err(|e| CmdError::Other(e.to_string()))?;
+    let text = serde_json::to_string_pretty(&crate::iam::policy(
+        &s.config.aws.fleet,
+        &s.config.announce.cloudwatch_log_group,
+    ))
+    .map_err(|e| CmdError::Other(e.to_string()))?;
     println!("{text}");
     Ok(())
 }

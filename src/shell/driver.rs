@@ -134,8 +134,21 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         let mut tasks = JoinSet::new();
         let warnings = Arc::new(LastWarning::default());
         tokio::pin!(shutdown);
+        // systemd: ready now; with WatchdogSec, ping from this loop at half
+        // the interval, so a hung loop gets the daemon restarted. Without
+        // systemd (no NOTIFY_SOCKET) these are no-ops.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let mut tick = tokio::time::interval(
+            watchdog
+                .unwrap_or(std::time::Duration::from_secs(1))
+                .min(std::time::Duration::from_secs(1)),
+        );
         loop {
             self.drain(&tx, &mut tasks, &clock, &warnings).await;
+            if watchdog.is_some() {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
             let deadline = self.core.poll_timeout();
             let sleep = async {
                 match deadline {
@@ -148,8 +161,10 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                 Some(input) = rx.recv() => self.core.handle_input(Instant::now(), input),
                 _ = sleep => self.core.handle_timeout(Instant::now()),
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = tick.tick() => {}
             }
         }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         tasks.abort_all();
         tracing::info!("shutting down");
     }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fleet;
+pub mod mariadb;
 pub mod rabbit;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,154 @@
+//! The CloudWatch Logs sink against moto (the real SDK client through the
+//! endpoint override): EMF records written, and `chainwatch history` reading
+//! them back.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use chainwatch::announce::cloudwatch::{CloudWatchSink, EVENT_KEY};
+use chainwatch::event::TransitionEvent;
+use chainwatch::layout::Role;
+use common::{Moto, bin, event, prerequisite};
+
+async fn logs_client(endpoint: &str) -> aws_sdk_cloudwatchlogs::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    aws_sdk_cloudwatchlogs::Client::new(&config)
+}
+
+fn history(endpoint: &str, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let config = dir.join("chainwatch.toml");
+    std::fs::write(
+        &config,
+        "[announce]\ncloudwatch_log_group = \"/test/transitions\"\n",
+    )
+    .unwrap();
+    Command::new(bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("history")
+        .args(args)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn transitions_are_written_as_emf_and_read_back_by_history() {
+    if !prerequisite(
+        Moto::available(),
+        "moto[server] in the virtualenv (.ci/run installs it)",
+    ) {
+        return;
+    }
+    let moto = Moto::start("127.0.0.1");
+    let client = logs_client(&moto.endpoint).await;
+    let group = "/test/transitions".to_string();
+    let b2 = CloudWatchSink::new(
+        client.clone(),
+        group.clone(),
+        "i-b2".into(),
+        "chainwatch".into(),
+    );
+    let f3 = CloudWatchSink::new(
+        client.clone(),
+        group.clone(),
+        "i-f3".into(),
+        "chainwatch".into(),
+    );
+    let e1 = event(Role::Backend, 2, 1, 1, "i-b2", &["i-b1"]);
+    let e2 = event(Role::Frontend, 3, 2, 1, "i-f3", &["i-f2"]);
+    let e3 = event(Role::Backend, 3, 2, 2, "i-b2", &[]);
+    b2.deliver(&e1).await.unwrap();
+    f3.deliver(&e2).await.unwrap();
+    b2.deliver(&e3).await.unwrap();
+    // A second sink for the same stream finds group and stream existing.
+    let again = CloudWatchSink::new(
+        client.clone(),
+        group.clone(),
+        "i-b2".into(),
+        "chainwatch".into(),
+    );
+    let e4 = event(Role::Backend, 2, 1, 3, "i-b2", &["i-b9"]);
+    again.deliver(&e4).await.unwrap();
+
+    // The records are EMF: metrics with the role as dimension.
+    let out = client
+        .get_log_events()
+        .log_group_name(&group)
+        .log_stream_name("i-b2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.events().len(), 3);
+    let rec: serde_json::Value = serde_json::from_str(out.events()[0].message().unwrap()).unwrap();
+    let m = &rec["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(m["Namespace"], "chainwatch");
+    assert_eq!(m["Dimensions"], serde_json::json!([["Role"]]));
+    let names: Vec<&str> = m["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["FailoverMs", "DetectionMs", "FenceMs"]);
+    assert_eq!(rec["Role"], "backend");
+    assert_eq!(rec["FailoverMs"], e1.failover_ms());
+    assert_eq!(rec["_aws"]["Timestamp"], e1.timings.identity_up_ms);
+    assert_eq!(
+        TransitionEvent::parse(rec[EVENT_KEY].to_string().as_bytes()).unwrap(),
+        e1
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = history(&moto.endpoint, dir.path(), &["--json", "--since", "1h"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: Vec<TransitionEvent> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all.len(), 4);
+    let out = history(&moto.endpoint, dir.path(), &["--json", "--role", "backend"]);
+    let backend: Vec<TransitionEvent> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut ids: Vec<&str> = backend.iter().map(|e| e.event_id.as_str()).collect();
+    ids.sort();
+    let mut want = vec![
+        e1.event_id.as_str(),
+        e3.event_id.as_str(),
+        e4.event_id.as_str(),
+    ];
+    want.sort();
+    assert_eq!(ids, want);
+    let out = history(&moto.endpoint, dir.path(), &["--role", "frontend"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("TIME (UTC)"), "{table}");
+    assert!(
+        table.contains("frontend") && table.contains("i-f3") && table.contains("i-f2"),
+        "{table}"
+    );
+    assert!(!table.contains("i-b2"), "{table}");
+    // A range that ends before the events finds nothing.
+    let out = history(
+        &moto.endpoint,
+        dir.path(),
+        &["--json", "--since", "3h", "--until", "2h"],
+    );
+    let none: Vec<TransitionEvent> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(none.is_empty());
+    let out = history(&moto.endpoint, dir.path(), &["--since", "last tuesday"]);
+    assert_eq!(out.status.code(), Some(1));
+    let _ = Duration::ZERO;
+}
