@@ -36,7 +36,9 @@ fn inventory(dir: &Path, dbs: &[&Mariadb]) -> std::path::PathBuf {
             n = i + 1
         ));
     }
-    text.push_str();
+    text.push_str(
+        "[chainwatch_backend:vars]\nchainwatch_primary_address=127.0.0.1\nchainwatch_repl_password=repl-secret\n",
+    );
     text.push_str(
         "[local]\nlocalhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n",
     );
