@@ -16,6 +16,7 @@
 //! * [`cmd`] — one module per subcommand.
 
 pub mod announce;
+pub mod cloudinit;
 pub mod cmd;
 pub mod config;
 pub mod core;
@@ -28,6 +29,7 @@ pub mod outbox;
 pub mod shell;
 pub mod state;
 pub mod takeover;
+pub mod template;
 pub mod userdata;
 pub mod vpn;
 pub mod worker;

@@ -17,8 +17,9 @@
 //!   `backend`) and `id` (decimal, no leading zeros, 1..=the layout maximum),
 //!   each exactly once, nothing else;
 //! * exactly one such line in the document. Any other comment that starts
-//!   with `chainwatch` (any case, any spacing) is an error, so a typo is
-//!   reported instead of ignored;
+//!   with `chainwatch:` in another case or spacing (`#chainwatch:`,
+//!   `# ChainWatch :`) is an error, so a typo is reported instead of
+//!   ignored;
 //! * the user-data must be plain text (not gzip-compressed).
 
 use crate::layout::{Layout, LayoutError, Role, Slot, printable};
@@ -98,13 +99,15 @@ pub fn parse(raw: &[u8], layout: &Layout) -> Result<Slot, UserDataError> {
     found.map(|(_, s)| s).ok_or(UserDataError::Missing)
 }
 
-/// A line is a candidate when it is a comment whose text starts with
-/// `chainwatch` in any case; returns the text after `#`.
+/// A line is a candidate when it is a comment whose text is `chainwatch`
+/// in any case followed by a colon (spaces allowed): it means to be the
+/// index line, so anything off about it is an error, not prose to skip.
 fn candidate(line: &str) -> Option<&str> {
     let rest = line.trim_start().strip_prefix('#')?;
     let word = rest.trim_start();
     let head = word.get(..10)?;
-    head.eq_ignore_ascii_case("chainwatch").then_some(rest)
+    let after = word.get(10..)?.trim_start();
+    (head.eq_ignore_ascii_case("chainwatch") && after.starts_with(':')).then_some(rest)
 }
 
 fn parse_line(n: usize, line: &str, _rest: &str, layout: &Layout) -> Result<Slot, UserDataError> {
@@ -215,7 +218,8 @@ mod tests {
             ("#chainwatch: role=backend id=2\n", "must start exactly"),
             ("# ChainWatch: role=backend id=2\n", "must start exactly"),
             ("  # chainwatch: role=backend id=2\n", "must start exactly"),
-            ("# chainwatch role=backend id=2\n", "must start exactly"),
+            ("# chainwatch role=backend id=2\n", "no `# chainwatch"),
+            ("# ChainWatch : role=backend id=2\n", "must start exactly"),
             ("# chainwatch: role=backend\tid=2\n", "control characters"),
         ];
         for (doc, want) in cases {
@@ -252,7 +256,7 @@ mod tests {
 
     #[test]
     fn other_comments_are_ignored() {
-        let doc = "#cloud-config\n# managed by terraform\n#\n# chain: x\n# chainwatch: role=frontend id=4\n";
+        let doc = "#cloud-config\n# managed by terraform\n#\n# chain: x\n# chainwatch owns /etc/hosts\n# chainwatch: role=frontend id=4\n";
         assert_eq!(p(doc), Ok(Slot::new(Role::Frontend, 4)));
     }
 }

@@ -152,29 +152,10 @@ pub fn render(s: &VpnSettings, slot: Slot) -> Result<String, VpnError> {
         ("client_connect", s.client_connect.clone()),
         ("management", s.mgmt().display().to_string()),
     ];
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text.as_str();
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| VpnError::Template {
-            path: path.clone(),
-            reason: "unclosed {{".into(),
-        })?;
-        let key = after[..end].trim();
-        let value = vars
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v)
-            .ok_or_else(|| VpnError::Template {
-                path: path.clone(),
-                reason: format!("unknown placeholder {{{{{key}}}}}"),
-            })?;
-        out.push_str(value);
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    crate::template::render(&text, &vars, &[]).map_err(|e| VpnError::Template {
+        path,
+        reason: e.to_string(),
+    })
 }
 
 /// OpenVPN's state as the management interface reports it.

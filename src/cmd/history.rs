@@ -131,7 +131,7 @@ mod tests {
         );
         assert_eq!(
             parse_time("2026-11-22T10:00:00Z", now).unwrap(),
-            1_795_773_600_000
+            1_795_341_600_000
         );
         assert!(parse_time("yesterday", now).is_err());
     }

@@ -4,6 +4,7 @@ pub mod client_connect;
 pub mod history;
 pub mod hosts;
 pub mod iam_policy;
+pub mod render_user_data;
 pub mod run;
 pub mod status;
 pub mod worker;
@@ -57,6 +58,8 @@ pub enum Command {
     Worker(worker::Args),
     /// Show role transitions from CloudWatch Logs.
     History(history::Args),
+    /// Print the EC2 user-data (#cloud-config) of one instance.
+    RenderUserData(render_user_data::Args),
 }
 
 /// Errors a command reports before exiting non-zero.
@@ -84,6 +87,9 @@ pub fn main() -> ExitCode {
         Command::ClientConnect(args) => client_connect::main(cli.config.as_deref(), &args),
         Command::Hosts(args) => report(hosts::main(cli.config.as_deref(), &args)),
         Command::IamPolicy(args) => report(iam_policy::main(cli.config.as_deref(), &args)),
+        Command::RenderUserData(args) => {
+            report(render_user_data::main(cli.config.as_deref(), &args))
+        }
         Command::Status(args) => report(with_runtime(status::main(cli.config.as_deref(), &args))),
         Command::Run(args) => {
             init_logging(cli.log_format);
