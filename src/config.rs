@@ -294,6 +294,9 @@ pub struct ProbeConfig {
     /// Underlay (VPC) address of frontend1, used when the node watches the
     /// hub and EC2 cannot be asked (observe mode without AWS).
     pub hub_underlay: Option<Ipv4Addr>,
+    /// Milliseconds after start during which a peer that never answered is
+    /// not declared dead (it may still be booting).
+    pub startup_grace_ms: u64,
 }
 
 impl Default for ProbeConfig {
@@ -304,6 +307,7 @@ impl Default for ProbeConfig {
             attempts: 4,
             misses: 3,
             hub_underlay: None,
+            startup_grace_ms: 30_000,
         }
     }
 }
@@ -349,6 +353,7 @@ impl Settings {
             misses: p.misses,
             backoff_initial: Duration::from_millis(r.initial_ms),
             backoff_max: Duration::from_millis(r.max_ms),
+            startup_grace: Duration::from_millis(p.startup_grace_ms),
         }
     }
 }

@@ -164,7 +164,11 @@ async fn a_failing_or_hanging_api_means_no_fence_and_no_takeover() {
 
     // The core declares frontend2 dead and asks for a fence.
     let t0 = Instant::now();
-    let mut core = Monitor::new(CoreConfig::default(), fe(3), t0);
+    let cfg = CoreConfig {
+        startup_grace: Duration::ZERO,
+        ..CoreConfig::default()
+    };
+    let mut core = Monitor::new(cfg, fe(3), t0);
     let mut now = t0;
     let mut fence = None;
     for _ in 0..3 {

@@ -548,10 +548,12 @@ impl World {
     /// takeover per hop of the longest chain.
     fn bound(&self) -> Duration {
         let c = &self.cfg;
+        // A node restarted just before healing may still be in its grace.
+        let grace = c.startup_grace;
         let detect = c.interval * (c.misses + 1) + c.probe_timeout;
         let fence = Duration::from_millis(200 + 2000 + 3000);
         let takeover = Duration::from_millis(1500) * 3;
-        c.backoff_max + (detect + fence + takeover) * NODES_PER_ROLE
+        grace + c.backoff_max + (detect + fence + takeover) * NODES_PER_ROLE
     }
 
     fn check_whole(&self) {

@@ -117,7 +117,7 @@ async fn chain() -> Fleet {
 }
 
 async fn frontend2_dies_once() -> Duration {
-    let mut f = chain().await;
+    let f = chain().await;
     let watch = Watchdog::start(f.nodes.iter().map(|n| n.ns.clone()).collect());
     let addr = f.layout.overlay_addr(fe(2));
     wait_for(

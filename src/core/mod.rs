@@ -19,7 +19,10 @@
 //!   off, or the hub is down) is inconclusive and breaks the streak: a node
 //!   that cannot see the witness never accuses anyone.
 //! * Any answer from the peer resets the count. `misses` consecutive misses
-//!   declare the peer dead.
+//!   declare the peer dead — except during the startup grace: a peer that
+//!   has not answered once since this node started may still be booting
+//!   (the whole fleet starts at once), so it is declared dead only after
+//!   `startup_grace` has passed.
 //! * Dead peer: [`Action::Fence`]. Only a confirmed fence (EC2 reports the
 //!   holder stopped, or there was no running holder) leads to
 //!   [`Action::TakeOver`]; failures are retried with bounded exponential
@@ -64,6 +67,9 @@ pub struct CoreConfig {
     pub backoff_initial: Duration,
     /// Upper bound of the retry delay.
     pub backoff_max: Duration,
+    /// After start, a peer that has never answered is not declared dead
+    /// before this much time has passed (it may still be booting).
+    pub startup_grace: Duration,
 }
 
 impl Default for CoreConfig {
@@ -74,6 +80,7 @@ impl Default for CoreConfig {
             misses: 3,
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            startup_grace: Duration::from_secs(30),
         }
     }
 }
@@ -447,6 +454,10 @@ pub struct Monitor {
     holder_check_in_flight: bool,
     /// The last evaluated round had no answer from the peer.
     peer_silent: bool,
+    /// The peer answered at least once since this monitor started.
+    peer_seen: bool,
+    /// Until then, a peer never seen is not declared dead.
+    grace_until: Instant,
     /// frontend1 answered on the overlay lately; when not, rounds are
     /// degraded: the peer is probed on its underlay with EC2 as witness.
     overlay_up: bool,
@@ -459,6 +470,7 @@ impl Monitor {
     /// A monitor for a node holding `me`, starting at `now`. The first round
     /// starts at once.
     pub fn new(cfg: CoreConfig, me: Slot, now: Instant) -> Self {
+        let grace_until = now + cfg.startup_grace;
         let mut m = Monitor {
             cfg,
             me,
@@ -475,6 +487,8 @@ impl Monitor {
             rounds: 0,
             holder_check_in_flight: false,
             peer_silent: false,
+            peer_seen: false,
+            grace_until,
             overlay_up: true,
             last_error: None,
             actions: VecDeque::new(),
@@ -694,6 +708,7 @@ impl Monitor {
                 self.last_rtt = Some(rtt);
                 self.cut_off = false;
                 self.peer_silent = false;
+                self.peer_seen = true;
                 if self.misses > 0 {
                     self.events.push_back(Event::Recovered {
                         peer,
@@ -716,8 +731,9 @@ impl Monitor {
                     misses: self.misses,
                     of: self.cfg.misses,
                 });
+                let in_grace = !self.peer_seen && now < self.grace_until;
                 if self.phase == Phase::Watching {
-                    if self.misses >= self.cfg.misses {
+                    if self.misses >= self.cfg.misses && !in_grace {
                         self.declare_dead(now, peer);
                     } else {
                         self.check_holder(peer);

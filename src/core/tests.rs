@@ -9,6 +9,14 @@ fn be(id: u32) -> Slot {
 
 const RTT: Duration = Duration::from_millis(3);
 
+/// The defaults without the startup grace (tested on its own).
+fn cfg() -> CoreConfig {
+    CoreConfig {
+        startup_grace: Duration::ZERO,
+        ..CoreConfig::default()
+    }
+}
+
 /// Drives one monitor through rounds in simulated time.
 struct Harness {
     m: Monitor,
@@ -23,7 +31,7 @@ impl Harness {
     fn new(me: Slot) -> Self {
         let start = Instant::now();
         Harness {
-            m: Monitor::new(CoreConfig::default(), me, start),
+            m: Monitor::new(cfg(), me, start),
             now: start,
             start,
             work: Vec::new(),
@@ -781,4 +789,50 @@ fn a_node_cut_off_from_everything_never_fences_even_degraded() {
         }
     }
     assert_eq!(h.m.snapshot().phase, PhaseName::Watching);
+}
+
+#[test]
+fn a_peer_never_seen_is_not_declared_dead_during_the_startup_grace() {
+    let start = Instant::now();
+    let mut h = Harness::new(be(3));
+    h.m = Monitor::new(CoreConfig::default(), be(3), start);
+    h.drain();
+    // backend2 is still booting: 10 silent rounds, witness up, no fence.
+    for _ in 0..10 {
+        h.round(None, Some(RTT));
+        for a in h.take_work() {
+            if let Action::CheckHolder { slot } = a {
+                h.input(Duration::ZERO, holder(slot, Holder::Held));
+            } else {
+                panic!("{a:?}");
+            }
+        }
+    }
+    assert_eq!(h.m.snapshot().misses, 10);
+    // Past the grace, the next miss declares it dead.
+    let mut fenced_at = None;
+    for _ in 0..40 {
+        h.round(None, Some(RTT));
+        if h.take_work()
+            .iter()
+            .any(|a| matches!(a, Action::Fence { .. }))
+        {
+            fenced_at = Some(h.elapsed());
+            break;
+        }
+    }
+    let at = fenced_at.expect("declared dead after the grace");
+    assert!(
+        at >= Duration::from_secs(30) && at < Duration::from_secs(32),
+        "{at:?}"
+    );
+    // A peer that answered once gets no grace.
+    let mut h = Harness::new(be(3));
+    h.m = Monitor::new(CoreConfig::default(), be(3), h.start);
+    h.drain();
+    h.round(Some(RTT), Some(RTT));
+    for _ in 0..3 {
+        h.round(None, Some(RTT));
+    }
+    assert_eq!(h.fences(), 1);
 }

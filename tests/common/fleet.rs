@@ -1,32 +1,61 @@
-//! A fleet of chainwatch instances on this machine: one network namespace per
-//! instance on a bridge (the underlay), a test PKI, the real OpenVPN overlay,
-//! moto as EC2 with one emulated instance per namespace, and the real
-//! `chainwatch run` in each namespace.
+//! The rig: a fleet of chainwatch instances on this machine. One network
+//! namespace per instance on a bridge (the underlay), a test PKI, the real
+//! OpenVPN overlay, moto as EC2 (and CloudWatch Logs) with one emulated
+//! instance per namespace, the real `chainwatch run` in each namespace, and
+//! optionally the machine's RabbitMQ (a vhost and user of its own), MariaDB
+//! in every backend namespace replicating over the overlay from
+//! `backend1.internal`, and `chainwatch worker` on the host.
 //!
 //! The bridge lives in the host namespace with the address `.254`, where
-//! moto listens; namespaces cannot reach the host's loopback. The Elastic IP
-//! of frontend1 is emulated by the address `.1`, which the harness moves to
-//! whichever namespace EC2 associates the allocation with
-//! ([`Fleet::follow_eip`]).
+//! moto listens and RabbitMQ is reached; namespaces cannot reach the host's
+//! loopback. The Elastic IP of frontend1 is the address `.1`, moved to
+//! whichever namespace EC2 associates the allocation with.
 //!
-//! Everything is removed on drop.
+//! A small hypervisor makes EC2 real for the rig: when an emulated instance
+//! is stopped, its namespace's processes die and its link goes down; when it
+//! is started, it boots again from its user-data.
+//!
+//! Everything is removed on drop (also after a failed assertion). Leftovers
+//! of a crashed run (namespaces named `cw*`) make [`Fleet::new`] refuse to
+//! start and say how to clean them.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use chainwatch::ec2::tags;
-use chainwatch::layout::{Layout, Slot};
+use chainwatch::layout::{Layout, Role, Slot};
 
+use super::rabbit::Rabbit;
 use super::{Moto, Proc, bin, ec2_client, sh, sh_quiet, wait_for};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// The MariaDB admin account the worker's Ansible uses over the underlay.
+pub const DB_ADMIN: &str = "cwadmin";
+/// Its password.
+pub const DB_PASSWORD: &str = "cw-admin-secret";
+
+/// What the rig runs besides chainwatch and OpenVPN.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// A RabbitMQ vhost; the daemons announce there.
+    pub rabbit: bool,
+    /// MariaDB in every backend namespace, with replication set up.
+    pub mariadb: bool,
+    /// `chainwatch worker` on the host (needs `rabbit` and `mariadb`).
+    pub worker: bool,
+    /// The hypervisor thread (EC2 stop/start kill and boot namespaces).
+    pub hypervisor: bool,
+}
+
 /// One emulated instance.
+#[derive(Debug, Clone)]
 pub struct Node {
     /// The slot it booted as.
     pub boot: Slot,
@@ -40,8 +69,34 @@ pub struct Node {
     pub instance: String,
     /// Its files (config, state, logs).
     pub dir: PathBuf,
-    /// The running daemon.
-    pub daemon: Option<Proc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Power {
+    /// Not booted yet, or running.
+    #[default]
+    Up,
+    /// Crashed by the test: dead while EC2 still says running.
+    Crashed,
+    /// Stopped through EC2: boots again when EC2 says running.
+    Stopped,
+}
+
+#[derive(Default)]
+struct Procs {
+    daemon: Option<Proc>,
+    db: Option<Proc>,
+    power: Power,
+}
+
+/// Shared between the test and the hypervisor thread.
+struct Shared {
+    nodes: Vec<Node>,
+    procs: Mutex<Vec<Procs>>,
+    moto_endpoint: String,
+    mariadb: bool,
+    eip_holder: Mutex<Option<usize>>,
+    net: u8,
 }
 
 /// The fleet.
@@ -55,9 +110,42 @@ pub struct Fleet {
     pub ec2: Client,
     pub fleet: String,
     pub eip_alloc: String,
-    pub eip_holder: Option<usize>,
     pub nodes: Vec<Node>,
     pub layout: Layout,
+    pub rabbit: Option<Rabbit>,
+    /// Forwards the bridge address's 5672 to the machine's RabbitMQ.
+    pub forward: Option<Proc>,
+    pub worker: Option<Proc>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    hypervisor: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Refuse to start over a crashed run's leftovers (rig namespaces of
+/// another process), saying how to clean up.
+fn check_leftovers(ours: &str) {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stale: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| {
+            let b = n.as_bytes();
+            n.starts_with("cw")
+                && b.len() > 7
+                && b[2..6].iter().all(u8::is_ascii_digit)
+                && b[6] == b'x'
+                && !n.starts_with(ours)
+        })
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "network namespaces {stale:?} are left over from a crashed rig run; remove them with\n  \
+         for n in {}; do ip netns pids $n | xargs -r kill -9; ip netns del $n; rm -rf /etc/netns/$n; done; \
+         ip -o link show type bridge | awk -F': ' '/^[0-9]+: cw[0-9]{{4}}x/{{print $2}}' | xargs -r -n1 ip link del\n\
+         and run again",
+        stale.join(" ")
+    );
 }
 
 impl Fleet {
@@ -66,14 +154,20 @@ impl Fleet {
         Ipv4Addr::new(10, 77, self.net, host)
     }
 
-    /// Build the network, PKI, moto and one instance per slot (not started).
+    /// Build the network, PKI, moto and one instance per slot (not
+    /// started).
     pub async fn new(slots: &[Slot]) -> Fleet {
+        Self::with(slots, Options::default()).await
+    }
+
+    /// The same, with more parts.
+    pub async fn with(slots: &[Slot], opts: Options) -> Fleet {
         let seq = SEQ.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
-        let prefix = format!("cw{}{}", pid % 1000, seq);
+        let prefix = format!("cw{:04}x{seq}", pid % 10000);
+        check_leftovers(&format!("cw{:04}x", pid % 10000));
         let net = ((pid % 150) as u8).wrapping_add(seq as u8 * 7) % 200 + 20;
         let bridge = format!("{prefix}br");
-        // Leftovers of a crashed run with the same name are removed first.
         sh_quiet(&format!("ip link del {bridge}"));
         sh(&format!(
             "ip link add {bridge} type bridge && ip link set {bridge} up"
@@ -120,163 +214,92 @@ impl Fleet {
             .allocation_id()
             .unwrap()
             .to_string();
+        let rabbit = opts
+            .rabbit
+            .then(|| Rabbit::new(&format!("rig{seq}"), &format!("10.77.{net}.254")));
+        // The machine's RabbitMQ listens on loopback only.
+        let forward = opts.rabbit.then(|| {
+            let mut cmd = Command::new("python3");
+            cmd.arg(super::support("tcp_forward.py")).args([
+                "--listen",
+                &format!("10.77.{net}.254:5672"),
+                "--to",
+                "127.0.0.1:5672",
+            ]);
+            super::spawn_listening(cmd).0
+        });
+        let fleet_name = format!("rig-{pid}-{seq}");
+        let layout = Layout::default();
+        let mut nodes = Vec::new();
+        for (i, slot) in slots.iter().enumerate() {
+            let node = add_node(
+                &ec2,
+                &prefix,
+                net,
+                &bridge,
+                i,
+                *slot,
+                &subnet,
+                &fleet_name,
+                dir.path(),
+                &layout,
+            )
+            .await;
+            write_config(&node, &fleet_name, &eip_alloc, &pki, net, rabbit.as_ref());
+            nodes.push(node);
+        }
+        let shared = Arc::new(Shared {
+            procs: Mutex::new(nodes.iter().map(|_| Procs::default()).collect()),
+            nodes: nodes.clone(),
+            moto_endpoint: moto.endpoint.clone(),
+            mariadb: opts.mariadb,
+            eip_holder: Mutex::new(None),
+            net,
+        });
         let mut fleet = Fleet {
             prefix,
             net,
             bridge,
+            dir,
             pki,
             moto,
             ec2,
-            fleet: format!("rig-{pid}-{seq}"),
+            fleet: fleet_name,
             eip_alloc,
-            eip_holder: None,
-            nodes: Vec::new(),
-            layout: Layout::default(),
-            dir,
+            nodes,
+            layout,
+            rabbit,
+            forward,
+            worker: None,
+            shared,
+            stop: Arc::new(AtomicBool::new(false)),
+            hypervisor: None,
         };
-        for (i, slot) in slots.iter().enumerate() {
-            fleet.add_node(i, *slot, &subnet).await;
+        if opts.mariadb {
+            for i in 0..fleet.nodes.len() {
+                if fleet.nodes[i].boot.role == Role::Backend {
+                    install_db(&fleet.nodes[i]);
+                }
+            }
         }
+        if opts.hypervisor {
+            let shared = fleet.shared.clone();
+            let stop = fleet.stop.clone();
+            fleet.hypervisor = Some(std::thread::spawn(move || hypervisor(shared, stop)));
+        }
+        let _ = opts.worker;
         fleet
     }
 
-    async fn add_node(&mut self, i: usize, slot: Slot, subnet: &str) {
-        let ns = format!("{}n{i}", self.prefix);
-        let dev = format!("{}v{i}", self.prefix);
-        let host_dev = format!("{}h{i}", self.prefix);
-        let underlay = self.addr(10 + i as u8);
-        sh_quiet(&format!("ip netns del {ns}"));
-        sh(&format!("ip netns add {ns}"));
-        sh(&format!("ip link add {dev} type veth peer name {host_dev}"));
-        sh(&format!("ip link set {dev} netns {ns}"));
-        sh(&format!("ip link set {host_dev} master {} up", self.bridge));
-        sh(&format!(
-            "ip -n {ns} addr add {underlay}/24 dev {dev} && ip -n {ns} link set {dev} up && ip -n {ns} link set lo up"
-        ));
-        sh(&format!(
-            "ip netns exec {ns} sysctl -q -w net.ipv4.ping_group_range='0 2147483647'"
-        ));
-        let spec = TagSpecification::builder()
-            .resource_type(ResourceType::Instance)
-            .tags(Tag::builder().key(tags::FLEET).value(&self.fleet).build())
-            .tags(
-                Tag::builder()
-                    .key(tags::ROLE)
-                    .value(slot.role.as_str())
-                    .build(),
-            )
-            .tags(
-                Tag::builder()
-                    .key(tags::ID)
-                    .value(slot.id.to_string())
-                    .build(),
-            )
-            .tags(Tag::builder().key(tags::STATE).value("active").build())
-            .build();
-        let instance = self
-            .ec2
-            .run_instances()
-            .image_id("ami-12c6146b")
-            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-            .subnet_id(subnet)
-            .private_ip_address(underlay.to_string())
-            .min_count(1)
-            .max_count(1)
-            .tag_specifications(spec)
-            .send()
-            .await
-            .unwrap()
-            .instances()[0]
-            .instance_id()
-            .unwrap()
-            .to_string();
-        let dir = self.dir.path().join(&ns);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("hosts"), self.layout.hosts_block()).unwrap();
-        std::fs::write(
-            dir.join("user-data"),
-            format!(
-                "#cloud-config\n{}\n",
-                chainwatch::userdata::index_line(slot)
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("chainwatch.toml"),
-            format!(
-                r#"[node]
-state_dir = "{d}/state"
-status_socket = "{d}/status.sock"
-hosts_file = "{d}/hosts"
-[identity]
-user_data_file = "{d}/user-data"
-instance_id = "{instance}"
-[aws]
-fleet = "{fleet}"
-elastic_ip_allocation = "{alloc}"
-fence_timeout_ms = 20000
-[vpn]
-pki_dir = "{pki}"
-template_dir = "{repo}/openvpn"
-remote = "{eip}"
-hook_binary = "{bin}"
-up_timeout_ms = 20000
-"#,
-                d = dir.display(),
-                fleet = self.fleet,
-                alloc = self.eip_alloc,
-                pki = self.pki.display(),
-                repo = env!("CARGO_MANIFEST_DIR"),
-                eip = self.addr(1),
-                bin = bin().display(),
-            ),
-        )
-        .unwrap();
-        self.nodes.push(Node {
-            boot: slot,
-            ns,
-            dev,
-            underlay,
-            instance,
-            dir,
-            daemon: None,
-        });
+    /// Start `chainwatch run` in node `i` (and its MariaDB, for backends).
+    pub fn start(&self, i: usize) {
+        boot(&self.shared, i);
     }
 
-    /// Start `chainwatch run` in node `i`.
-    pub fn start(&mut self, i: usize) {
-        let n = &self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(n.dir.join("log"))
-            .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &n.ns])
-            .arg(bin())
-            .arg("--config")
-            .arg(n.dir.join("chainwatch.toml"))
-            .args(["--log-format", "json", "run"])
-            .env("AWS_ENDPOINT_URL", &self.moto.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("CHAINWATCH_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.nodes[i].daemon = Some(Proc(child));
-    }
-
-    /// The instance dies: every process in its namespace is killed and its
-    /// link goes down.
-    pub fn kill(&mut self, i: usize) {
-        let n = &mut self.nodes[i];
-        sh_quiet(&format!("ip netns pids {} | xargs -r kill -9", n.ns));
-        sh_quiet(&format!("ip -n {} link set {} down", n.ns, n.dev));
-        n.daemon = None;
+    /// The instance dies (crash): every process in its namespace is killed
+    /// and its link goes down. EC2 still shows it running.
+    pub fn kill(&self, i: usize) {
+        shutdown(&self.shared, i, Power::Crashed);
     }
 
     /// The daemon's status report.
@@ -320,25 +343,7 @@ up_timeout_ms = 20000
 
     /// The overlay (tun) address of node `i`, if its VPN is up.
     pub fn tun_addr(&self, i: usize) -> Option<Ipv4Addr> {
-        let out = Command::new("ip")
-            .args([
-                "-n",
-                &self.nodes[i].ns,
-                "-4",
-                "-o",
-                "addr",
-                "show",
-                "dev",
-                "cwvpn",
-            ])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.split_whitespace()
-            .skip_while(|w| *w != "inet")
-            .nth(1)
-            .and_then(|a| a.split('/').next())
-            .and_then(|a| a.parse().ok())
+        tun_addr(&self.nodes[i].ns)
     }
 
     /// Wait until node `i` has `slot`'s overlay address on its tun.
@@ -351,36 +356,11 @@ up_timeout_ms = 20000
         );
     }
 
-    /// Move the emulated Elastic IP (`.1`) to the namespace EC2 associates
-    /// the allocation with. Returns the holder's index.
+    /// Move the emulated Elastic IP to the namespace EC2 associates it with
+    /// (the hypervisor does this by itself). Returns the holder's index.
     pub async fn follow_eip(&mut self) -> Option<usize> {
-        let holder = self
-            .ec2
-            .describe_addresses()
-            .allocation_ids(&self.eip_alloc)
-            .send()
-            .await
-            .ok()?
-            .addresses()
-            .first()?
-            .instance_id()?
-            .to_string();
-        let i = self.nodes.iter().position(|n| n.instance == holder)?;
-        if self.eip_holder != Some(i) {
-            let eip = self.addr(1);
-            if let Some(old) = self.eip_holder {
-                let o = &self.nodes[old];
-                sh_quiet(&format!("ip -n {} addr del {eip}/24 dev {}", o.ns, o.dev));
-            }
-            let n = &self.nodes[i];
-            sh(&format!("ip -n {} addr add {eip}/24 dev {}", n.ns, n.dev));
-            self.eip_holder = Some(i);
-            // The fabric now knows where the address is (AWS needs no ARP).
-            for n in &self.nodes {
-                sh_quiet(&format!("ip -n {} neigh flush all", n.ns));
-            }
-        }
-        Some(i)
+        let holder = eip_holder(&self.ec2, &self.eip_alloc).await?;
+        move_eip(&self.shared, &holder)
     }
 
     /// EC2's view of an instance: (state, tags).
@@ -411,14 +391,491 @@ up_timeout_ms = 20000
     pub fn node_dir(&self, i: usize) -> &Path {
         &self.nodes[i].dir
     }
+
+    /// Run SQL on node `i`'s MariaDB through its socket.
+    pub fn sql(&self, i: usize, stmt: &str) -> Result<String, String> {
+        db_sql(&self.nodes[i], stmt)
+    }
+
+    /// Set up GTID replication (ansible/setup-replication.yml) and start the
+    /// worker on the host.
+    pub fn start_mysql_chain(&mut self) {
+        let inv = self.inventory();
+        let out = Command::new("ansible-playbook")
+            .arg("-i")
+            .arg(&inv)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("ansible/setup-replication.yml"))
+            .args(["--skip-tags", "config"])
+            .env("ANSIBLE_NOCOLOR", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "setup-replication.yml:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rabbit = self
+            .rabbit
+            .as_ref()
+            .expect("the worker needs the rabbit option");
+        let d = self.dir.path();
+        std::fs::write(
+            d.join("worker.toml"),
+            format!(
+                "[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{}/worker\"\ninventory = \"{}\"\nplaybook = \"{}/ansible/failover.yml\"\nattempts = 3\nretry_backoff_ms = 1000\n",
+                rabbit.url(),
+                d.display(),
+                inv.display(),
+                env!("CARGO_MANIFEST_DIR"),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(d.join("worker.toml"))
+            .args(["--log-format", "json", "worker"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("worker.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.worker = Some(Proc(child));
+        wait_for("the worker", Duration::from_secs(30), || {
+            self.worker_log().contains("worker consuming").then_some(())
+        });
+    }
+
+    /// The worker's log.
+    pub fn worker_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default()
+    }
+
+    fn inventory(&self) -> PathBuf {
+        let mut text = String::from("[chainwatch_backend]\n");
+        for n in self.nodes.iter().filter(|n| n.boot.role == Role::Backend) {
+            text.push_str(&format!(
+                "{} ansible_connection=local ansible_python_interpreter=/usr/bin/python3 mysql_login_host={} mysql_login_user={DB_ADMIN} mysql_login_password={DB_PASSWORD} instance_id={} chainwatch_id={}\n",
+                n.boot.common_name(),
+                n.underlay,
+                n.instance,
+                n.boot.id
+            ));
+        }
+        text.push_str("[chainwatch_backend:vars]\nchainwatch_repl_password=repl-secret\n");
+        let path = self.dir.path().join("inventory.ini");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn add_node(
+    ec2: &Client,
+    prefix: &str,
+    net: u8,
+    bridge: &str,
+    i: usize,
+    slot: Slot,
+    subnet: &str,
+    fleet: &str,
+    base: &Path,
+    layout: &Layout,
+) -> Node {
+    let ns = format!("{prefix}n{i}");
+    let dev = format!("{prefix}v{i}");
+    let host_dev = format!("{prefix}h{i}");
+    let underlay = Ipv4Addr::new(10, 77, net, 10 + i as u8);
+    sh_quiet(&format!("ip netns del {ns}"));
+    sh(&format!("ip netns add {ns}"));
+    sh(&format!("ip link add {dev} type veth peer name {host_dev}"));
+    sh(&format!("ip link set {dev} netns {ns}"));
+    sh(&format!("ip link set {host_dev} master {bridge} up"));
+    sh(&format!(
+        "ip -n {ns} addr add {underlay}/24 dev {dev} && ip -n {ns} link set {dev} up && ip -n {ns} link set lo up"
+    ));
+    sh(&format!(
+        "ip netns exec {ns} sysctl -q -w net.ipv4.ping_group_range='0 2147483647'"
+    ));
+    // Inside the namespace, /etc/hosts is this file (ip netns exec
+    // bind-mounts /etc/netns/<ns>/), so MariaDB and clients resolve
+    // backend1.internal like on EC2.
+    let etc = PathBuf::from(format!("/etc/netns/{ns}"));
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(
+        etc.join("hosts"),
+        format!("127.0.0.1 localhost\n{}", layout.hosts_block()),
+    )
+    .unwrap();
+    let spec = TagSpecification::builder()
+        .resource_type(ResourceType::Instance)
+        .tags(Tag::builder().key(tags::FLEET).value(fleet).build())
+        .tags(
+            Tag::builder()
+                .key(tags::ROLE)
+                .value(slot.role.as_str())
+                .build(),
+        )
+        .tags(
+            Tag::builder()
+                .key(tags::ID)
+                .value(slot.id.to_string())
+                .build(),
+        )
+        .tags(Tag::builder().key(tags::STATE).value("active").build())
+        .build();
+    let instance = ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .subnet_id(subnet)
+        .private_ip_address(underlay.to_string())
+        .min_count(1)
+        .max_count(1)
+        .user_data(
+            sh(&format!(
+                "printf '#cloud-config\\n%s\\n' '{}' | base64 -w0",
+                chainwatch::userdata::index_line(slot)
+            ))
+            .trim(),
+        )
+        .tag_specifications(spec)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+    let dir = base.join(&ns);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hosts"), layout.hosts_block()).unwrap();
+    std::fs::write(
+        dir.join("user-data"),
+        format!(
+            "#cloud-config\n{}\n",
+            chainwatch::userdata::index_line(slot)
+        ),
+    )
+    .unwrap();
+    Node {
+        boot: slot,
+        ns,
+        dev,
+        underlay,
+        instance,
+        dir,
+    }
+}
+
+fn write_config(
+    node: &Node,
+    fleet: &str,
+    alloc: &str,
+    pki: &Path,
+    net: u8,
+    rabbit: Option<&Rabbit>,
+) {
+    let announce = match rabbit {
+        Some(r) => format!(
+            "[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"/rig/transitions\"\nretry_max_ms = 2000\n",
+            r.url()
+        ),
+        None => "[announce]\ncloudwatch_log_group = \"/rig/transitions\"\n".to_string(),
+    };
+    std::fs::write(
+        node.dir.join("chainwatch.toml"),
+        format!(
+            r#"[node]
+state_dir = "{d}/state"
+status_socket = "{d}/status.sock"
+hosts_file = "{d}/hosts"
+[identity]
+user_data_file = "{d}/user-data"
+instance_id = "{instance}"
+[aws]
+fleet = "{fleet}"
+elastic_ip_allocation = "{alloc}"
+fence_timeout_ms = 20000
+[vpn]
+pki_dir = "{pki}"
+template_dir = "{repo}/openvpn"
+remote = "10.77.{net}.1"
+hook_binary = "{bin}"
+up_timeout_ms = 20000
+{announce}"#,
+            d = node.dir.display(),
+            instance = node.instance,
+            pki = pki.display(),
+            repo = env!("CARGO_MANIFEST_DIR"),
+            bin = bin().display(),
+        ),
+    )
+    .unwrap();
+}
+
+fn tun_addr(ns: &str) -> Option<Ipv4Addr> {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "cwvpn"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+}
+
+fn db_dir(n: &Node) -> PathBuf {
+    n.dir.join("mysql")
+}
+
+fn install_db(n: &Node) {
+    let data = db_dir(n).join("data");
+    let out = Command::new("mariadb-install-db")
+        .args([
+            "--no-defaults",
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ])
+        .arg(format!("--datadir={}", data.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start_db(shared: &Shared, i: usize) -> Proc {
+    let n = &shared.nodes[i];
+    let d = db_dir(n);
+    let child = Command::new("ip")
+        .args(["netns", "exec", &n.ns, "mariadbd", "--no-defaults"])
+        .arg(format!("--datadir={}", d.join("data").display()))
+        .arg(format!("--socket={}", d.join("sock").display()))
+        .arg(format!("--pid-file={}", d.join("pid").display()))
+        .arg(format!("--server-id={}", 100 + n.boot.id))
+        .arg(format!("--log-bin={}", d.join("data/binlog").display()))
+        .args([
+            "--user=root",
+            "--port=3306",
+            "--bind-address=0.0.0.0",
+            "--binlog-format=ROW",
+            "--log-slave-updates",
+            "--skip-name-resolve",
+            "--innodb-buffer-pool-size=32M",
+        ])
+        .arg(if n.boot.id == 1 {
+            "--read-only=0"
+        } else {
+            "--read-only=1"
+        })
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("error.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    wait_for(
+        &format!("MariaDB in {}", n.ns),
+        Duration::from_secs(60),
+        || db_sql(n, "SELECT 1").ok(),
+    );
+    let _ = db_sql(
+        n,
+        &format!(
+            "CREATE USER IF NOT EXISTS {DB_ADMIN}@'%' IDENTIFIED BY '{DB_PASSWORD}'; GRANT ALL ON *.* TO {DB_ADMIN}@'%' WITH GRANT OPTION"
+        ),
+    );
+    proc
+}
+
+fn db_sql(n: &Node, stmt: &str) -> Result<String, String> {
+    let out = Command::new("mariadb")
+        .args(["--no-defaults", "-uroot", "-N", "-B"])
+        .arg(format!("--socket={}", db_dir(n).join("sock").display()))
+        .arg("-e")
+        .arg(stmt)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
+
+fn boot(shared: &Shared, i: usize) {
+    let n = &shared.nodes[i];
+    sh_quiet(&format!("ip -n {} link set {} up", n.ns, n.dev));
+    let db = (shared.mariadb && n.boot.role == Role::Backend).then(|| start_db(shared, i));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(n.dir.join("log"))
+        .unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &n.ns])
+        .arg(bin())
+        .arg("--config")
+        .arg(n.dir.join("chainwatch.toml"))
+        .args(["--log-format", "json", "run"])
+        .env("AWS_ENDPOINT_URL", &shared.moto_endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("CHAINWATCH_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut procs = shared.procs.lock().unwrap();
+    procs[i] = Procs {
+        daemon: Some(Proc(child)),
+        db,
+        power: Power::Up,
+    };
+}
+
+fn shutdown(shared: &Shared, i: usize, power: Power) {
+    let n = &shared.nodes[i];
+    {
+        let mut procs = shared.procs.lock().unwrap();
+        procs[i].power = power;
+        procs[i].daemon = None;
+        procs[i].db = None;
+    }
+    sh_quiet(&format!("ip netns pids {} | xargs -r kill -9", n.ns));
+    sh_quiet(&format!("ip -n {} link set {} down", n.ns, n.dev));
+}
+
+async fn eip_holder(ec2: &Client, alloc: &str) -> Option<String> {
+    Some(
+        ec2.describe_addresses()
+            .allocation_ids(alloc)
+            .send()
+            .await
+            .ok()?
+            .addresses()
+            .first()?
+            .instance_id()?
+            .to_string(),
+    )
+}
+
+fn move_eip(shared: &Shared, holder: &str) -> Option<usize> {
+    let i = shared.nodes.iter().position(|n| n.instance == holder)?;
+    let mut current = shared.eip_holder.lock().unwrap();
+    if *current != Some(i) {
+        let eip = Ipv4Addr::new(10, 77, shared.net, 1);
+        if let Some(old) = *current {
+            let o = &shared.nodes[old];
+            sh_quiet(&format!("ip -n {} addr del {eip}/24 dev {}", o.ns, o.dev));
+        }
+        let n = &shared.nodes[i];
+        sh_quiet(&format!("ip -n {} addr add {eip}/24 dev {}", n.ns, n.dev));
+        *current = Some(i);
+        // The fabric now knows where the address is (AWS needs no ARP).
+        for n in &shared.nodes {
+            sh_quiet(&format!("ip -n {} neigh flush all", n.ns));
+        }
+    }
+    Some(i)
+}
+
+/// Makes EC2 real: stopped instances die, started ones boot; the Elastic IP
+/// follows its association.
+fn hypervisor(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ec2 = ec2_client(&shared.moto_endpoint).await;
+        let alloc = {
+            let out = ec2.describe_addresses().send().await.ok();
+            out.and_then(|o| {
+                o.addresses()
+                    .first()
+                    .and_then(|a| a.allocation_id().map(str::to_string))
+            })
+        };
+        while !stop.load(Ordering::SeqCst) {
+            let ids: Vec<String> = shared.nodes.iter().map(|n| n.instance.clone()).collect();
+            if let Ok(out) = ec2
+                .describe_instances()
+                .set_instance_ids(Some(ids))
+                .send()
+                .await
+            {
+                for r in out.reservations() {
+                    for inst in r.instances() {
+                        let Some(i) = shared
+                            .nodes
+                            .iter()
+                            .position(|n| Some(n.instance.as_str()) == inst.instance_id())
+                        else {
+                            continue;
+                        };
+                        let state = inst
+                            .state()
+                            .and_then(|s| s.name())
+                            .map(|n| n.as_str().to_string());
+                        let (running, power) = {
+                            let p = shared.procs.lock().unwrap();
+                            (p[i].daemon.is_some(), p[i].power)
+                        };
+                        match (state.as_deref(), power) {
+                            (Some("stopped" | "stopping"), Power::Up) if running => {
+                                eprintln!(
+                                    "hypervisor: {} stopped in EC2: powering off",
+                                    shared.nodes[i].ns
+                                );
+                                shutdown(&shared, i, Power::Stopped);
+                            }
+                            (Some("stopped"), Power::Crashed) => {
+                                shared.procs.lock().unwrap()[i].power = Power::Stopped;
+                            }
+                            (Some("running"), Power::Stopped) => {
+                                eprintln!(
+                                    "hypervisor: {} started in EC2: booting from its user-data",
+                                    shared.nodes[i].ns
+                                );
+                                boot(&shared, i);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            if let Some(alloc) = &alloc
+                && let Some(holder) = eip_holder(&ec2, alloc).await
+            {
+                move_eip(&shared, &holder);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
 }
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        for n in &mut self.nodes {
-            n.daemon = None;
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.hypervisor.take() {
+            let _ = h.join();
+        }
+        self.worker = None;
+        self.forward = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Ok(mut p) = self.shared.procs.lock() {
+                p[i] = Procs::default();
+            }
             sh_quiet(&format!("ip netns pids {} | xargs -r kill -9", n.ns));
             sh_quiet(&format!("ip netns del {}", n.ns));
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", n.ns));
         }
         sh_quiet(&format!("ip link del {}", self.bridge));
         if std::env::var_os("CHAINWATCH_KEEP_LOGS").is_some() {

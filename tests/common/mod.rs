@@ -326,3 +326,22 @@ pub fn announce_config(urls: Vec<String>) -> chainwatch::config::AnnounceConfig 
         ..Default::default()
     }
 }
+
+/// The rig's prerequisites (root, iproute2, ping, openvpn, openssl, moto;
+/// with `full`, RabbitMQ, MariaDB and Ansible too).
+pub fn rig_ready(full: bool) -> bool {
+    let base = is_root()
+        && have("ip")
+        && have("ping")
+        && have("openvpn")
+        && have("openssl")
+        && Moto::available();
+    let more = !full
+        || (rabbit::Rabbit::available()
+            && mariadb::Mariadb::available()
+            && have("ansible-playbook"));
+    prerequisite(
+        base && more,
+        "root, iproute2, ping, openvpn, openssl, moto, RabbitMQ, MariaDB and Ansible (.ci/run installs them)",
+    )
+}
