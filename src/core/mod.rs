@@ -43,6 +43,10 @@
 //!   frontend1 per round to learn when the overlay is back. A node cut off
 //!   from everything reaches neither its peer nor EC2, so it still accuses
 //!   nobody; a chain whose hub and frontend2 died together still heals.
+//! * Look-ahead: while the peer is missing rounds, its own predecessor (n-2)
+//!   is probed as well. If both died together, n-2's misses are already
+//!   counted when this node has taken over n-1, so one more silent round
+//!   declares it dead instead of a whole detection window.
 //! * After a takeover it announces the [`Transition`] and watches its new
 //!   predecessor at once. ID 1 watches nobody.
 
@@ -109,6 +113,10 @@ pub enum Target {
     /// frontend1 on the overlay, probed in degraded rounds (see
     /// [`Monitor`]) only to learn when the overlay is back.
     Overlay,
+    /// The peer's own predecessor (n-2), probed while the peer is missing
+    /// rounds: if both died together, its misses are already counted when
+    /// this node has taken over n-1.
+    Beyond,
 }
 
 /// Where a probe goes; the shell turns it into an address.
@@ -433,6 +441,10 @@ struct Round {
     witness: Option<ProbeOutcome>,
     /// Probed on the underlay with EC2 as witness (the overlay is down).
     degraded: bool,
+    /// n-2 was probed too.
+    beyond_probed: bool,
+    /// What it found.
+    beyond: Option<ProbeOutcome>,
 }
 
 /// The chain monitor of one node. See the module docs for the rule.
@@ -456,6 +468,10 @@ pub struct Monitor {
     peer_silent: bool,
     /// The peer answered at least once since this monitor started.
     peer_seen: bool,
+    /// Consecutive missed rounds of n-2 (see [`Target::Beyond`]).
+    beyond_misses: u32,
+    /// Start of n-2's first missed round.
+    beyond_silent_since: Option<Instant>,
     /// Until then, a peer never seen is not declared dead.
     grace_until: Instant,
     /// frontend1 answered on the overlay lately; when not, rounds are
@@ -488,6 +504,8 @@ impl Monitor {
             holder_check_in_flight: false,
             peer_silent: false,
             peer_seen: false,
+            beyond_misses: 0,
+            beyond_silent_since: None,
             grace_until,
             overlay_up: true,
             last_error: None,
@@ -599,6 +617,8 @@ impl Monitor {
         self.cut_off = false;
         self.holder_check_in_flight = false;
         self.peer_silent = false;
+        self.beyond_misses = 0;
+        self.beyond_silent_since = None;
         self.overlay_up = true;
         self.last_error = None;
         let peer = self.peer();
@@ -624,6 +644,8 @@ impl Monitor {
             peer: None,
             witness: None,
             degraded: false,
+            beyond_probed: false,
+            beyond: None,
         });
         // Keep a steady cadence, but after a stall start afresh instead of
         // firing a burst of overdue rounds.
@@ -651,6 +673,19 @@ impl Monitor {
         };
         if degraded {
             probes.push((Target::Overlay, ProbeAddr::Overlay(hub)));
+        }
+        // Look ahead while the peer is missing: its predecessor may have died
+        // with it (never the hub, whose overlay probe is the witness itself).
+        if let Some(beyond) = peer.predecessor()
+            && self.misses > 0
+            && !degraded
+            && !peer.is_hub()
+            && !beyond.is_hub()
+        {
+            probes.push((Target::Beyond, ProbeAddr::Overlay(beyond)));
+            if let Some(round) = self.round.as_mut() {
+                round.beyond_probed = true;
+            }
         }
         for (target, addr) in probes {
             self.actions.push_back(Action::Probe {
@@ -680,11 +715,15 @@ impl Monitor {
         match target {
             Target::Peer => round.peer = Some(outcome),
             Target::Witness => round.witness = Some(outcome),
+            Target::Beyond => round.beyond = Some(outcome),
             Target::Overlay => {}
         }
         // An answer from the peer settles the round at once.
         let peer_answered = matches!(round.peer, Some(ProbeOutcome::Reply { .. }));
-        if peer_answered || (round.peer.is_some() && round.witness.is_some()) {
+        let complete = round.peer.is_some()
+            && round.witness.is_some()
+            && (!round.beyond_probed || round.beyond.is_some());
+        if peer_answered || complete {
             self.evaluate_round(now);
         }
     }
@@ -702,6 +741,20 @@ impl Monitor {
             let up = matches!(round.witness, Some(ProbeOutcome::Reply { .. }))
                 || matches!(round.peer, Some(ProbeOutcome::Reply { .. }));
             self.set_overlay_up(up);
+        }
+        // n-2's streak counts only in missed rounds where it was probed.
+        let beyond_silent = round.beyond_probed
+            && round.beyond == Some(ProbeOutcome::Silent)
+            && matches!(round.peer, Some(ProbeOutcome::Silent))
+            && matches!(round.witness, Some(ProbeOutcome::Reply { .. }));
+        if beyond_silent {
+            self.beyond_misses += 1;
+            if self.beyond_misses == 1 {
+                self.beyond_silent_since = Some(round.started);
+            }
+        } else {
+            self.beyond_misses = 0;
+            self.beyond_silent_since = None;
         }
         match (round.peer, round.witness) {
             (Some(ProbeOutcome::Reply { rtt }), _) => {
@@ -940,10 +993,20 @@ impl Monitor {
                     fenced_at: self.fenced_at.unwrap_or(now),
                     identity_up_at: now,
                 };
+                let carried = (self.beyond_misses, self.beyond_silent_since);
                 self.me = to;
                 self.events.push_back(Event::TookOver { from, to });
                 self.actions.push_back(Action::Announce(transition));
                 self.watch_predecessor(now);
+                // The new peer was n-2: its misses, seen with this node's
+                // witness while it took over, count. One more silent round
+                // declares it dead.
+                if carried.0 > 0 {
+                    self.misses = carried.0;
+                    self.silent_since = carried.1;
+                    self.peer_silent = true;
+                    self.peer_seen = true;
+                }
             }
             Err(error) => {
                 let retry_in = self.cfg.backoff(attempt);

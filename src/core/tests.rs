@@ -81,12 +81,24 @@ impl Harness {
         self.drain();
     }
 
-    /// One full round: `None` means silent (reported at the timeout).
+    /// One full round: `None` means silent (reported at the timeout); n-2,
+    /// when probed, answers.
     fn round(&mut self, peer: Option<Duration>, witness: Option<Duration>) {
+        self.round_beyond(peer, witness, Some(RTT));
+    }
+
+    /// One full round, with n-2's answer when it is probed.
+    fn round_beyond(
+        &mut self,
+        peer: Option<Duration>,
+        witness: Option<Duration>,
+        beyond: Option<Duration>,
+    ) {
         let probes = self.tick();
         assert!(
-            probes.len() == 2 || (probes.len() == 3 && probes[2].1 == Target::Overlay),
-            "one probe to the peer and one to the witness (and frontend1 when degraded): {probes:?}"
+            probes.len() == 2
+                || (probes.len() == 3 && matches!(probes[2].1, Target::Overlay | Target::Beyond)),
+            "one probe to the peer and one to the witness (and frontend1 when degraded, or n-2): {probes:?}"
         );
         let seq = probes[0].0;
         let started = self.now;
@@ -97,7 +109,11 @@ impl Harness {
         // Answers arrive after their RTT; silence is reported at the timeout.
         let mut reports = vec![(Target::Peer, peer), (Target::Witness, witness)];
         if probes.len() == 3 {
-            reports.push((Target::Overlay, witness));
+            if probes[2].1 == Target::Beyond {
+                reports.push((Target::Beyond, beyond));
+            } else {
+                reports.push((Target::Overlay, witness));
+            }
         }
         reports.sort_by_key(|(_, r)| r.unwrap_or(Duration::from_millis(800)));
         for (target, r) in reports {
@@ -332,7 +348,9 @@ fn fence_failure_means_no_takeover_and_bounded_backoff() {
         for (round, target, _) in probes {
             let outcome = match target {
                 Target::Peer => ProbeOutcome::Silent,
-                Target::Witness | Target::Overlay => ProbeOutcome::Reply { rtt: RTT },
+                Target::Witness | Target::Overlay | Target::Beyond => {
+                    ProbeOutcome::Reply { rtt: RTT }
+                }
             };
             h.input(
                 Duration::ZERO,
@@ -835,4 +853,82 @@ fn a_peer_never_seen_is_not_declared_dead_during_the_startup_grace() {
         h.round(None, Some(RTT));
     }
     assert_eq!(h.fences(), 1);
+}
+
+#[test]
+fn two_dead_in_a_row_take_one_detection_window_not_two() {
+    // frontend3 and frontend2 die together; frontend4 watches frontend3 and
+    // looks ahead at frontend2 while frontend3 is missing.
+    let mut h = Harness::new(fe(4));
+    h.round(Some(RTT), Some(RTT));
+    h.round_beyond(None, Some(RTT), None);
+    h.take_work();
+    for _ in 0..2 {
+        h.round_beyond(None, Some(RTT), None);
+        for a in h.take_work() {
+            if let Action::CheckHolder { slot } = a {
+                h.input(Duration::ZERO, holder(slot, Holder::Held));
+            } else {
+                h.work.push(a);
+            }
+        }
+    }
+    assert!(h.take_work().contains(&Action::Fence {
+        slot: fe(3),
+        attempt: 1
+    }));
+    let fence_at = h.elapsed();
+    h.input(
+        Duration::from_millis(200),
+        Input::FenceDone {
+            slot: fe(3),
+            result: Ok(Fenced::default()),
+        },
+    );
+    h.take_work();
+    h.input(
+        Duration::from_millis(300),
+        Input::TakeOverDone {
+            to: fe(3),
+            result: Ok(()),
+        },
+    );
+    h.take_work();
+    // Probed from the second missed round of frontend3 on: two misses.
+    assert_eq!(h.m.snapshot().misses, 2, "frontend2's misses carried over");
+    // One more silent round of frontend2 declares it dead.
+    h.round(None, Some(RTT));
+    assert!(h.take_work().contains(&Action::Fence {
+        slot: fe(2),
+        attempt: 1
+    }));
+    let second = h.elapsed() - fence_at;
+    assert!(second < Duration::from_secs(2), "{second:?}");
+}
+
+#[test]
+fn a_live_n_minus_2_carries_nothing() {
+    let mut h = Harness::new(fe(4));
+    dead(&mut h); // frontend3 silent, frontend2 answering the look-ahead
+    h.take_work();
+    h.input(
+        Duration::ZERO,
+        Input::FenceDone {
+            slot: fe(3),
+            result: Ok(Fenced::default()),
+        },
+    );
+    h.input(
+        Duration::ZERO,
+        Input::TakeOverDone {
+            to: fe(3),
+            result: Ok(()),
+        },
+    );
+    assert_eq!(h.m.snapshot().misses, 0);
+    // The hub is never probed as n-2 (frontend3 watching frontend2).
+    let mut h = Harness::new(fe(3));
+    h.round(None, Some(RTT));
+    let probes = h.tick();
+    assert_eq!(probes.len(), 2, "{probes:?}");
 }

@@ -888,3 +888,70 @@ impl Drop for Fleet {
         }
     }
 }
+
+impl Fleet {
+    /// Start every node (frontend1 first) and wait until each holds its
+    /// overlay address and every watcher sees its peer answer.
+    pub async fn start_all(&mut self) {
+        self.start(0);
+        for i in 1..self.nodes.len() {
+            self.start(i);
+        }
+        for i in 0..self.nodes.len() {
+            self.wait_overlay(i, self.nodes[i].boot, 90);
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].boot.id > 1 {
+                wait_for(
+                    "every watcher to see its peer",
+                    Duration::from_secs(30),
+                    || {
+                        self.status(i)
+                            .filter(|s| s["last_rtt_ms"].is_number() && s["misses"] == 0)
+                    },
+                );
+            }
+        }
+    }
+
+    /// Add nftables rules dropping `percent` % of the packets in and out of
+    /// node `i`'s namespace (`tc netem` is not in this kernel).
+    pub fn loss(&self, i: usize, percent: u32) {
+        let ns = &self.nodes[i].ns;
+        sh(&format!(
+            "ip netns exec {ns} nft -f - <<'EOF'\ntable inet cwloss {{\n  chain input {{ type filter hook input priority 0; numgen random mod 100 < {percent} drop; }}\n  chain output {{ type filter hook output priority 0; numgen random mod 100 < {percent} drop; }}\n}}\nEOF"
+        ));
+    }
+
+    /// Remove the loss rules of node `i`.
+    pub fn no_loss(&self, i: usize) {
+        sh_quiet(&format!(
+            "ip netns exec {} nft delete table inet cwloss",
+            self.nodes[i].ns
+        ));
+    }
+
+    /// Cut node `i` off from everything (its link down) or reconnect it.
+    pub fn link(&self, i: usize, up: bool) {
+        let n = &self.nodes[i];
+        sh(&format!(
+            "ip -n {} link set {} {}",
+            n.ns,
+            n.dev,
+            if up { "up" } else { "down" }
+        ));
+    }
+
+    /// Every "took over" line in the logs, as (node, message).
+    pub fn takeovers(&self) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for i in 0..self.nodes.len() {
+            for l in self.log(i).lines() {
+                if l.contains("\"message\":\"took over") || l.contains("\"message\":\"fencing ") {
+                    out.push((i, l.to_string()));
+                }
+            }
+        }
+        out
+    }
+}

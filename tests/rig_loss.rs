@@ -1,0 +1,53 @@
+//! Rig scenario: 20 % random packet loss (nftables `numgen random`, both
+//! directions) on frontend2's link for a while: frontend3 takes over nobody.
+//! CI runs it for 60 s (`CHAINWATCH_LOSS_SECS`); the benchmark runs longer.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chainwatch::layout::{Role, Slot};
+use common::fleet::{Fleet, Options};
+use common::{have, prerequisite, rig_ready};
+
+fn fe(id: u32) -> Slot {
+    Slot::new(Role::Frontend, id)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn random_loss_on_a_peer_link_causes_no_takeover() {
+    if !rig_ready(false) || !prerequisite(have("nft"), "nftables (nft)") {
+        return;
+    }
+    let secs: u64 = std::env::var("CHAINWATCH_LOSS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let mut f = Fleet::with(
+        &[fe(1), fe(2), fe(3)],
+        Options {
+            hypervisor: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    f.start_all().await;
+    f.loss(1, 20);
+    let start = Instant::now();
+    let mut max_misses = 0;
+    let mut rounds = 0;
+    while start.elapsed() < Duration::from_secs(secs) {
+        if let Some(s) = f.status(2) {
+            max_misses = max_misses.max(s["misses"].as_u64().unwrap_or(0));
+            rounds = s["rounds"].as_u64().unwrap_or(0);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    f.no_loss(1);
+    eprintln!(
+        "{secs} s of 20 % loss on frontend2: {rounds} rounds, at most {max_misses} consecutive misses, no takeover"
+    );
+    assert!(f.takeovers().is_empty(), "{:?}", f.takeovers());
+    assert_eq!(f.status(2).unwrap()["id"], 3);
+    assert_eq!(f.instance(1).await.0, "running");
+}

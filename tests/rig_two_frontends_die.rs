@@ -1,0 +1,77 @@
+//! Rig scenario: in a chain of five frontends, frontend2 and frontend3 die
+//! at once. Both IDs are filled, and the second one is declared dead within
+//! two rounds of the first takeover — not after a second detection window
+//! (frontend4 looked ahead at frontend2 while frontend3 was missing).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chainwatch::layout::{Role, Slot};
+use common::fleet::{Fleet, Options};
+use common::{rig_ready, wait_for};
+
+fn fe(id: u32) -> Slot {
+    Slot::new(Role::Frontend, id)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn two_consecutive_frontends_die_at_once() {
+    if !rig_ready(false) {
+        return;
+    }
+    let mut f = Fleet::with(
+        &[fe(1), fe(2), fe(3), fe(4), fe(5)],
+        Options {
+            hypervisor: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    f.start_all().await;
+    let t0 = Instant::now();
+    f.kill(1);
+    f.kill(2);
+    // frontend4 ends as frontend2, frontend5 as frontend3.
+    f.wait_overlay(3, fe(2), 60);
+    let both = t0.elapsed();
+    f.wait_overlay(4, fe(3), 60);
+    let s = wait_for("frontend4's status", Duration::from_secs(10), || {
+        f.status(3).filter(|s| s["id"] == 2)
+    });
+    let t = &s["last_transition"];
+    assert_eq!(
+        (t["from_id"].as_u64(), t["to_id"].as_u64()),
+        (Some(3), Some(2))
+    );
+    // The second death was declared at most two rounds after the first
+    // takeover was up: its misses were counted while frontend4 took over.
+    let first_up = f
+        .log(3)
+        .lines()
+        .find(|l| l.contains("took over frontend3"))
+        .map(|l| l[14..37].to_string())
+        .expect("frontend4 took over frontend3");
+    let detected = t["timings"]["detected_ms"].as_u64().unwrap();
+    let first_up_ms = humantime::parse_rfc3339(&format!("{first_up}Z"))
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let gap = detected.saturating_sub(first_up_ms);
+    assert!(
+        gap <= 2_000,
+        "frontend2 declared {gap} ms after the first takeover"
+    );
+    // Every address answers from frontend1.
+    for id in [2, 3] {
+        let addr = f.layout.overlay_addr(fe(id));
+        wait_for("the chain whole", Duration::from_secs(30), || {
+            f.ping(0, addr, 500).then_some(())
+        });
+    }
+    eprintln!(
+        "frontend2+3 killed -> frontend2's address held again: {:.2} s (second death declared {gap} ms after the first takeover)",
+        both.as_secs_f64()
+    );
+}
