@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The binary under test.
+/// The binary under test (for the demo example, the debug build).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_chainwatch"))
+    option_env!("CARGO_BIN_EXE_chainwatch")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/chainwatch"))
 }
 
 /// True when running under CI (`CI=true`): prerequisites must be there.

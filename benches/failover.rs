@@ -1,0 +1,404 @@
+//! Failover benchmarks in the rig (run as root: `cargo bench --bench
+//! failover`; `BENCH_RUNS` faults per contender, default 10;
+//! `BENCH_LOSS_SECS` of 20 % loss, default 300). The same fault — the peer's
+//! instance dies: processes killed, link down — many times, for:
+//!
+//! * chainwatch with its defaults (frontend3 watching frontend2);
+//! * keepalived, VRRP unicast between two namespaces, advert_int 1;
+//! * the original chain script's algorithm (bench/baseline_chain.sh).
+//!
+//! Reported: median and p95 of (a) death → death declared, (b) death → the
+//! new holder answering on the address, (c) → event confirmed (chainwatch
+//! only); resident memory and CPU while idle-probing; false takeovers under
+//! 20 % random loss on the peer's link.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chainwatch::layout::{Role, Slot};
+use common::fleet::{Fleet, Options};
+use common::{Proc, sh, sh_quiet, wait_for};
+
+fn fe(id: u32) -> Slot {
+    Slot::new(Role::Frontend, id)
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn stats(mut v: Vec<f64>) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let med = v[v.len() / 2];
+    let p95 = v[((v.len() as f64 * 0.95).ceil() as usize)
+        .saturating_sub(1)
+        .min(v.len() - 1)];
+    format!("{med:.2} s / {p95:.2} s")
+}
+
+/// RSS (kB) and CPU (% of one core) of `pid` over `secs`.
+fn footprint(pid: u32, secs: u64) -> (u64, f64) {
+    let cpu = || -> f64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let f: Vec<&str> = s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let t: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+        t / 100.0
+    };
+    let c0 = cpu();
+    std::thread::sleep(Duration::from_secs(secs));
+    let c1 = cpu();
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|x| x.parse().ok()))
+        .unwrap_or(0);
+    (rss, 100.0 * (c1 - c0) / secs as f64)
+}
+
+fn pid_of(ns: &str, comm: &str) -> Option<u32> {
+    let out = Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .map(|c| c.trim() == comm)
+                .unwrap_or(false)
+        })
+}
+
+struct Sample {
+    declared: f64,
+    holding: f64,
+    confirmed: Option<f64>,
+}
+
+async fn chainwatch_once() -> Sample {
+    let mut f = Fleet::with(
+        &[fe(1), fe(2), fe(3)],
+        Options {
+            rabbit: true,
+            hypervisor: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    f.start_all().await;
+    let addr = f.layout.overlay_addr(fe(2));
+    let t0 = Instant::now();
+    f.kill(1);
+    let (mut declared, mut holding, mut confirmed) = (None, None, None);
+    while t0.elapsed() < Duration::from_secs(60) && (holding.is_none() || confirmed.is_none()) {
+        if let Some(s) = f.status(2) {
+            if declared.is_none() && (s["phase"] != "watching" || s["id"] == 2) {
+                declared = Some(t0.elapsed().as_secs_f64());
+            }
+            if confirmed.is_none()
+                && s["id"] == 2
+                && s["pending_events"] == 0
+                && s["last_transition"].is_object()
+            {
+                confirmed = Some(t0.elapsed().as_secs_f64());
+            }
+        }
+        if holding.is_none() && declared.is_some() && f.ping(0, addr, 200) {
+            holding = Some(t0.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Sample {
+        declared: declared.unwrap_or(f64::NAN),
+        holding: holding.unwrap_or(f64::NAN),
+        confirmed,
+    }
+}
+
+/// Two namespaces on a bridge for keepalived or the baseline; a third for
+/// the witness. Removed on drop.
+struct Pair {
+    prefix: String,
+    net: u8,
+}
+
+impl Pair {
+    fn new(tag: &str, k: usize) -> Pair {
+        let prefix = format!("cb{}{tag}{k}", std::process::id() % 1000);
+        let net = 150 + (k as u8 % 50) + if tag == "k" { 0 } else { 50 };
+        sh_quiet(&format!("ip link del {prefix}br"));
+        sh(&format!(
+            "ip link add {prefix}br type bridge && ip link set {prefix}br up"
+        ));
+        for (x, host) in [("a", 1), ("b", 2), ("w", 3)] {
+            let ns = format!("{prefix}{x}");
+            sh_quiet(&format!("ip netns del {ns}"));
+            sh(&format!("ip netns add {ns}"));
+            sh(&format!("ip link add {ns}v type veth peer name {ns}h"));
+            sh(&format!(
+                "ip link set {ns}v netns {ns} && ip link set {ns}h master {prefix}br up"
+            ));
+            sh(&format!(
+                "ip -n {ns} addr add 10.88.{net}.{host}/24 dev {ns}v && ip -n {ns} link set {ns}v up && ip -n {ns} link set lo up"
+            ));
+        }
+        Pair { prefix, net }
+    }
+    fn ns(&self, x: &str) -> String {
+        format!("{}{x}", self.prefix)
+    }
+    fn ip(&self, host: u8) -> String {
+        format!("10.88.{}.{host}", self.net)
+    }
+    fn kill(&self, x: &str) {
+        let ns = self.ns(x);
+        sh_quiet(&format!("ip netns pids {ns} | xargs -r kill -9"));
+        sh_quiet(&format!("ip -n {ns} link set {ns}v down"));
+    }
+    fn holds(&self, x: &str, ip: &str) -> bool {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns(x), "-4", "-o", "addr", "show"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!(" {ip}/"))
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for x in ["a", "b", "w"] {
+            let ns = self.ns(x);
+            sh_quiet(&format!("ip netns pids {ns} | xargs -r kill -9"));
+            sh_quiet(&format!("ip netns del {ns}"));
+        }
+        sh_quiet(&format!("ip link del {}br", self.prefix));
+    }
+}
+
+fn keepalived(p: &Pair, x: &str, prio: u32, me: u8, peer: u8, dir: &std::path::Path) -> Proc {
+    let ns = p.ns(x);
+    let conf = dir.join(format!("{ns}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n  router_id {ns}\n}}\nvrrp_instance VI {{\n  state BACKUP\n  interface {ns}v\n  virtual_router_id 51\n  priority {prio}\n  advert_int 1\n  unicast_src_ip {}\n  unicast_peer {{\n    {}\n  }}\n  virtual_ipaddress {{\n    {}/24 dev {ns}v\n  }}\n}}\n",
+            p.ip(me),
+            p.ip(peer),
+            p.ip(100)
+        ),
+    )
+    .unwrap();
+    Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &ns, "keepalived", "-n", "-l", "-P", "-f"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.join(format!("{ns}.pid")))
+            .arg("-r")
+            .arg(dir.join(format!("{ns}.vrrp.pid")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn keepalived_once(k: usize) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pair::new("k", k);
+    let _a = keepalived(&p, "a", 150, 1, 2, dir.path());
+    let _b = keepalived(&p, "b", 100, 2, 1, dir.path());
+    let vip = p.ip(100);
+    wait_for("keepalived master", Duration::from_secs(30), || {
+        p.holds("a", &vip).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let t0 = Instant::now();
+    p.kill("a");
+    wait_for("keepalived backup", Duration::from_secs(30), || {
+        p.holds("b", &vip).then_some(())
+    });
+    t0.elapsed().as_secs_f64()
+}
+
+/// The baseline node "b" watches "a" with "w" as frontend1.
+fn baseline_once(k: usize) -> (f64, f64) {
+    let p = Pair::new("s", k);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/baseline_chain.sh");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &p.ns("b"), "sh"])
+        .arg(&script)
+        .args([&p.ip(1), &p.ip(3), &format!("{}v", p.ns("b"))])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(7));
+    let t0_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
+    p.kill("a");
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse::<f64>().ok()))
+            .map(|ms| (ms - t0_ms) / 1000.0)
+            .unwrap_or(f64::NAN)
+    };
+    (at("declared "), at("holding "))
+}
+
+fn main() {
+    if !common::rig_ready(true) || !common::have("keepalived") {
+        eprintln!("benchmarks need the rig's tools and keepalived (source .ci/deps.sh)");
+        std::process::exit(1);
+    }
+    let runs = env("BENCH_RUNS", 10) as usize;
+    let loss_secs = env("BENCH_LOSS_SECS", 300);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // Baseline runs take ~40 s each and do not compete for CPU: all at once.
+    let baseline = std::thread::spawn(move || {
+        let hs: Vec<_> = (0..runs)
+            .map(|k| std::thread::spawn(move || baseline_once(k)))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+
+    let mut cw = Vec::new();
+    for i in 0..runs {
+        let s = rt.block_on(chainwatch_once());
+        eprintln!(
+            "chainwatch run {}: declared {:.2} s, holding {:.2} s, confirmed {:?}",
+            i + 1,
+            s.declared,
+            s.holding,
+            s.confirmed
+        );
+        cw.push(s);
+    }
+    let mut ka = Vec::new();
+    for k in 0..runs {
+        let t = keepalived_once(k);
+        eprintln!(
+            "keepalived run {}: backup holds the address after {t:.2} s",
+            k + 1
+        );
+        ka.push(t);
+    }
+    let base = baseline.join().unwrap();
+    for (k, (d, h)) in base.iter().enumerate() {
+        eprintln!(
+            "baseline run {}: declared {d:.2} s, holding {h:.2} s",
+            k + 1
+        );
+    }
+
+    // Footprint while idle-probing, and false takeovers under 20 % loss.
+    let (cw_fp, cw_false, cw_rounds) = rt.block_on(async {
+        let mut f = Fleet::with(
+            &[fe(1), fe(2), fe(3)],
+            Options {
+                hypervisor: true,
+                ..Options::default()
+            },
+        )
+        .await;
+        f.start_all().await;
+        let pid = pid_of(&f.nodes[2].ns, "chainwatch").expect("frontend3's daemon");
+        let fp = footprint(pid, 30);
+        f.loss(1, 20);
+        std::thread::sleep(Duration::from_secs(loss_secs));
+        let rounds = f
+            .status(2)
+            .map(|s| s["rounds"].as_u64().unwrap_or(0))
+            .unwrap_or(0);
+        (fp, f.takeovers().len(), rounds)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pair::new("k", 49);
+    let _a = keepalived(&p, "a", 150, 1, 2, dir.path());
+    let _b = keepalived(&p, "b", 100, 2, 1, dir.path());
+    let vip = p.ip(100);
+    wait_for("keepalived master", Duration::from_secs(30), || {
+        p.holds("a", &vip).then_some(())
+    });
+    let ka_fp = footprint(pid_of(&p.ns("b"), "keepalived").expect("keepalived"), 30);
+    sh(&format!(
+        "ip netns exec {} nft -f - <<'EOF'\ntable inet cwloss {{\n  chain input {{ type filter hook input priority 0; numgen random mod 100 < 20 drop; }}\n  chain output {{ type filter hook output priority 0; numgen random mod 100 < 20 drop; }}\n}}\nEOF",
+        p.ns("a")
+    ));
+    let start = Instant::now();
+    let mut ka_false = 0;
+    let mut was = false;
+    while start.elapsed() < Duration::from_secs(loss_secs) {
+        let now = p.holds("b", &vip);
+        if now && !was {
+            ka_false += 1;
+        }
+        was = now;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    println!("\n## Results ({runs} faults per contender, median / p95)\n");
+    println!(
+        "| | (a) death → declared | (b) death → new holder answering | (c) → event confirmed |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| chainwatch (defaults: 1 s, 800 ms, 3 misses) | {} | {} | {} |",
+        stats(cw.iter().map(|s| s.declared).collect()),
+        stats(cw.iter().map(|s| s.holding).collect()),
+        stats(cw.iter().filter_map(|s| s.confirmed).collect())
+    );
+    println!(
+        "| keepalived (VRRP unicast, advert_int 1) | {} | {} | n/a |",
+        stats(ka.clone()),
+        stats(ka)
+    );
+    println!(
+        "| original chain script (5 s, 4 s, > 5 misses) | {} | {} | n/a |",
+        stats(base.iter().map(|b| b.0).collect()),
+        stats(base.iter().map(|b| b.1).collect())
+    );
+    println!("\n## Idle footprint (30 s)\n");
+    println!("| | resident memory | CPU |");
+    println!("|---|---|---|");
+    println!(
+        "| chainwatch (release build; probing 1/s) | {} kB | {:.2} % of one core |",
+        cw_fp.0, cw_fp.1
+    );
+    println!(
+        "| keepalived backup (advert_int 1) | {} kB | {:.2} % of one core |",
+        ka_fp.0, ka_fp.1
+    );
+    println!("\n## False takeovers under 20 % random loss on the peer's link ({loss_secs} s)\n");
+    println!("| | false takeovers |");
+    println!("|---|---|");
+    println!("| chainwatch | {cw_false} ({cw_rounds} rounds) |");
+    println!("| keepalived | {ka_false} |");
+}
