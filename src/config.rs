@@ -304,7 +304,7 @@ impl Default for ProbeConfig {
         ProbeConfig {
             interval_ms: 1000,
             timeout_ms: 800,
-            attempts: 4,
+            attempts: 8,
             misses: 3,
             hub_underlay: None,
             startup_grace_ms: 30_000,

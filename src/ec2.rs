@@ -105,10 +105,11 @@ pub struct Ec2Registry {
     underlay: Mutex<HashMap<Slot, (Ipv4Addr, Instant)>>,
 }
 
-/// How long an underlay address is cached: short, since a slot's holder
-/// changes at every takeover (frontend2 becoming frontend1 leaves its
-/// address behind).
-const UNDERLAY_TTL: Duration = Duration::from_secs(3);
+/// How long an underlay address is cached. A slot's holder changes at every
+/// takeover (frontend2 becoming frontend1 leaves its address behind), so not
+/// long; a vacancy found by a holder look-up drops the entry at once. The
+/// look-up itself runs inside the probe's time budget, so it must be rare.
+const UNDERLAY_TTL: Duration = Duration::from_secs(10);
 
 fn api<E: std::error::Error + 'static>(op: &'static str) -> impl FnOnce(E) -> Ec2Error {
     move |e| Ec2Error::Api {

@@ -237,7 +237,7 @@ impl World {
                 }
                 let after = match outcome {
                     ProbeOutcome::Reply { .. } => self.ms(1, 30),
-                    ProbeOutcome::Silent => timeout,
+                    ProbeOutcome::Silent | ProbeOutcome::NotSent => timeout,
                 };
                 self.schedule(
                     after,

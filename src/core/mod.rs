@@ -139,8 +139,12 @@ pub enum ProbeOutcome {
         /// Round-trip time.
         rtt: Duration,
     },
-    /// No answer within the timeout (or the target could not be resolved).
+    /// No answer within the timeout.
     Silent,
+    /// The probe could not be sent: the target's address is unknown (not in
+    /// the hosts file, or EC2 did not say in time). That is no evidence
+    /// against the target: the round counts as inconclusive.
+    NotSent,
 }
 
 /// Whether a running instance holds a slot.

@@ -932,3 +932,35 @@ fn a_live_n_minus_2_carries_nothing() {
     let probes = h.tick();
     assert_eq!(probes.len(), 2, "{probes:?}");
 }
+
+#[test]
+fn a_probe_that_could_not_be_sent_is_no_evidence() {
+    let mut h = Harness::new(fe(2));
+    for _ in 0..10 {
+        let probes = h.tick();
+        let seq = probes[0].0;
+        // The hub's underlay address could not be looked up in time; EC2
+        // answered the witness call.
+        h.input(
+            Duration::from_millis(100),
+            Input::Probed {
+                round: seq,
+                target: Target::Witness,
+                outcome: ProbeOutcome::Reply { rtt: RTT },
+            },
+        );
+        h.input(
+            Duration::from_millis(700),
+            Input::Probed {
+                round: seq,
+                target: Target::Peer,
+                outcome: ProbeOutcome::NotSent,
+            },
+        );
+        for a in h.take_work() {
+            assert!(matches!(a, Action::CheckHolder { .. }), "{a:?}");
+        }
+    }
+    assert_eq!(h.m.snapshot().misses, 0);
+    assert_eq!(h.fences(), 0);
+}

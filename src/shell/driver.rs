@@ -230,7 +230,7 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                                 ("underlay", registry.underlay_addr(*slot).await)
                             }
                             ProbeAddr::Ec2Api => {
-                                return registry
+                                return Ok(registry
                                     .witness()
                                     .await
                                     .map(|()| {
@@ -240,25 +240,32 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                                     .map_err(|e| {
                                         warnings.warn_once("witness", format!("EC2 witness: {e}"))
                                     })
-                                    .unwrap_or(None);
+                                    .unwrap_or(None));
                             }
                         };
                         match ip {
                             Ok(ip) => {
                                 warnings.clear(what);
-                                prober.probe(ip, timeout).await
+                                // What is left of the budget goes to the echoes;
+                                // too little left (a slow look-up) proves nothing.
+                                let left = timeout.saturating_sub(started.elapsed());
+                                if left < timeout / 2 {
+                                    return Err(());
+                                }
+                                Ok(prober.probe(ip, left).await)
                             }
                             Err(e) => {
                                 warnings.warn_once(what, e);
-                                None
+                                Err(())
                             }
                         }
                     };
-                    // Report by the deadline whatever happens.
-                    let rtt = tokio::time::timeout(timeout, work).await.ok().flatten();
-                    let outcome = match rtt {
-                        Some(rtt) => ProbeOutcome::Reply { rtt },
-                        None => ProbeOutcome::Silent,
+                    // Report by the deadline whatever happens. An address that
+                    // could not be found in time is no evidence of death.
+                    let outcome = match tokio::time::timeout(timeout, work).await {
+                        Ok(Ok(Some(rtt))) => ProbeOutcome::Reply { rtt },
+                        Ok(Ok(None)) => ProbeOutcome::Silent,
+                        Ok(Err(())) | Err(_) => ProbeOutcome::NotSent,
                     };
                     let _ = tx.send(Input::Probed {
                         round,

@@ -6,8 +6,9 @@
 //! it at start.
 //!
 //! One probe sends up to `attempts` echoes spread evenly over its timeout
-//! (every 200 ms with the defaults); the first reply answers the probe. A
-//! single lost packet therefore never makes a silent round.
+//! (every 100 ms with the defaults); the first reply answers the probe and
+//! the echoes not yet sent are cancelled. Lost packets rarely make a silent
+//! round, at no cost while the peer answers.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU16, Ordering};

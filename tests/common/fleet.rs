@@ -136,6 +136,7 @@ fn check_leftovers(ours: &str) {
                 && b[2..6].iter().all(u8::is_ascii_digit)
                 && b[6] == b'x'
                 && !n.starts_with(ours)
+                && !owner_alive(&n[2..6])
         })
         .collect();
     assert!(
@@ -146,6 +147,19 @@ fn check_leftovers(ours: &str) {
          and run again",
         stale.join(" ")
     );
+}
+
+/// The marker a running rig leaves, so a concurrent run is not taken for a
+/// crashed one: `/tmp/chainwatch-rig-<4 digits>.pid` holds the owner's pid.
+fn marker(digits: &str) -> PathBuf {
+    PathBuf::from(format!("/tmp/chainwatch-rig-{digits}.pid"))
+}
+
+fn owner_alive(digits: &str) -> bool {
+    std::fs::read_to_string(marker(digits))
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
 impl Fleet {
@@ -166,6 +180,7 @@ impl Fleet {
         let pid = std::process::id();
         let prefix = format!("cw{:04}x{seq}", pid % 10000);
         check_leftovers(&format!("cw{:04}x", pid % 10000));
+        std::fs::write(marker(&format!("{:04}", pid % 10000)), pid.to_string()).unwrap();
         let net = ((pid % 150) as u8).wrapping_add(seq as u8 * 7) % 200 + 20;
         let bridge = format!("{prefix}br");
         sh_quiet(&format!("ip link del {bridge}"));
