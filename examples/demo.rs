@@ -89,6 +89,12 @@ async fn main() {
     if !common::rig_ready(true) {
         std::process::exit(1);
     }
+    // From here on Ctrl-C (or SIGTERM) tears the fleet down instead of
+    // killing the demo on the spot.
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .expect("SIGINT handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     say(
         "building the fleet: 5 network namespaces on a bridge, moto as EC2, a test PKI, OpenVPN, RabbitMQ, MariaDB",
     );
@@ -103,12 +109,23 @@ async fn main() {
         },
     )
     .await;
+    tokio::select! {
+        _ = demo(&mut f) => {}
+        _ = int.recv() => say("interrupted"),
+        _ = term.recv() => say("terminated"),
+    }
+    say("tearing down");
+    drop(f);
+    println!("  done: namespaces, bridge, moto, MariaDB servers and the RabbitMQ vhost are gone");
+}
+
+async fn demo(f: &mut Fleet) {
     f.start_all().await;
     f.start_mysql_chain();
     f.sql(2, "CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY); INSERT INTO shop.orders VALUES (1)")
         .unwrap();
     say("the fleet (chainwatch status of every instance)");
-    table(&f);
+    table(f);
     println!(
         "\n  MariaDB: backend1 writable (read_only={}), backend2 read_only={}, backend3 read_only={}, replicating from backend1.internal",
         f.sql(2, "SELECT @@read_only").unwrap(),
@@ -183,7 +200,7 @@ async fn main() {
         std::io::stdout().flush().ok();
     }
     say("the fleet afterwards");
-    table(&f);
+    table(f);
     let (state, _) = f.instance(2).await;
     println!("\n  EC2: backend1's old instance is {state}");
     if let Some(t) = f.status(3).map(|s| s["last_transition"].clone()) {
@@ -216,7 +233,4 @@ async fn main() {
         "  kill -> new row replicated to backend3 {:>8}",
         show(replicated)
     );
-    say("tearing down");
-    drop(f);
-    println!("  done: namespaces, bridge, moto, MariaDB servers and the RabbitMQ vhost are gone");
 }
