@@ -217,6 +217,9 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                 let warnings = warnings.clone();
                 tasks.spawn(async move {
                     let started = Instant::now();
+                    // Set once the echoes go out: from then on, running out of
+                    // time means the target is silent.
+                    let sending = std::sync::atomic::AtomicBool::new(false);
                     let work = async {
                         let (what, ip) = match &addr {
                             ProbeAddr::Overlay(slot) => (
@@ -252,6 +255,7 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                                 if left < timeout / 2 {
                                     return Err(());
                                 }
+                                sending.store(true, std::sync::atomic::Ordering::SeqCst);
                                 Ok(prober.probe(ip, left).await)
                             }
                             Err(e) => {
@@ -262,9 +266,13 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                     };
                     // Report by the deadline whatever happens. An address that
                     // could not be found in time is no evidence of death.
-                    let outcome = match tokio::time::timeout(timeout, work).await {
+                    let deadline = timeout + std::time::Duration::from_millis(50);
+                    let outcome = match tokio::time::timeout(deadline, work).await {
                         Ok(Ok(Some(rtt))) => ProbeOutcome::Reply { rtt },
                         Ok(Ok(None)) => ProbeOutcome::Silent,
+                        Err(_) if sending.load(std::sync::atomic::Ordering::SeqCst) => {
+                            ProbeOutcome::Silent
+                        }
                         Ok(Err(())) | Err(_) => ProbeOutcome::NotSent,
                     };
                     let _ = tx.send(Input::Probed {

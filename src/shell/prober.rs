@@ -10,7 +10,9 @@
 //! the echoes not yet sent are cancelled. Lost packets rarely make a silent
 //! round, at no cost while the peer answers.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
@@ -44,8 +46,14 @@ impl SocketKind {
 pub struct ProbeError(String);
 
 /// Sends ICMP echoes.
+///
+/// Each target address gets its own socket: on Linux an ICMP error caused by
+/// one target (host unreachable while its neighbour entry fails) is reported
+/// on the socket's next operation, and must not fail the echo to another
+/// target — the witness must never go silent because the peer is gone.
 pub struct IcmpProber {
-    client: Client,
+    config: Config,
+    clients: Mutex<HashMap<Ipv4Addr, Client>>,
     kind: SocketKind,
     attempts: u32,
     seq: AtomicU16,
@@ -66,7 +74,8 @@ impl IcmpProber {
             SocketKind::Datagram
         };
         Ok(IcmpProber {
-            client,
+            config,
+            clients: Mutex::new(HashMap::new()),
             kind,
             attempts: attempts.max(1),
             seq: AtomicU16::new(0),
@@ -82,12 +91,23 @@ impl IcmpProber {
     /// Probe `addr`: the RTT of the first reply, or `None` when nothing
     /// answered within `timeout`.
     pub async fn probe(&self, addr: Ipv4Addr, timeout: Duration) -> Option<Duration> {
+        let client = {
+            let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            match clients.get(&addr) {
+                Some(c) => c.clone(),
+                None => {
+                    // Opening worked at start; if it fails now, the probe is silent.
+                    let c = Client::new(&self.config).ok()?;
+                    clients.insert(addr, c.clone());
+                    c
+                }
+            }
+        };
         let spacing = timeout / self.attempts;
         let mut set = JoinSet::new();
         for i in 0..self.attempts {
             let seq = PingSequence(self.seq.fetch_add(1, Ordering::Relaxed));
-            let mut pinger = self
-                .client
+            let mut pinger = client
                 .pinger(IpAddr::V4(addr), PingIdentifier(self.ident))
                 .await;
             let delay = spacing * i;
