@@ -149,7 +149,7 @@ async fn frontend2_dies_once() -> Duration {
     let t = &s["last_transition"];
     assert_eq!(t["from_id"], 3);
     assert_eq!(t["to_id"], 2);
-    assert_eq!(t["fenced"][0], f.nodes[1].instance.as_str());
+    assert_eq!(t["fenced_instances"][0], f.nodes[1].instance.as_str());
     // EC2 agrees: frontend2's instance is stopped and tagged fenced; the new
     // holder's tags say ID 2 with a higher epoch.
     let (state, tags) = f.instance(1).await;
