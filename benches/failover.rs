@@ -320,15 +320,7 @@ fn main() {
 
     // Footprint while idle-probing, and false takeovers under 20 % loss.
     let (cw_fp, cw_false, cw_rounds) = rt.block_on(async {
-        let mut f = Fleet::with(
-            &[fe(1), fe(2), fe(3)],
-            Options {
-                hypervisor: true,
-                ..Options::default()
-            },
-        )
-        .await;
-        f.start_all().await;
+        let f = Fleet::frontends(3).await;
         let pid = pid_of(&f.nodes[2].ns, "chainwatch").expect("frontend3's daemon");
         let fp = footprint(pid, 30);
         f.loss(1, 20);

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use chainwatch::layout::{Role, Slot};
-use common::fleet::{Fleet, Options};
+use common::fleet::Fleet;
 use common::{rig_ready, wait_for};
 
 fn fe(id: u32) -> Slot {
@@ -20,15 +20,7 @@ async fn a_cut_off_observer_takes_over_nobody() {
     if !rig_ready(false) {
         return;
     }
-    let mut f = Fleet::with(
-        &[fe(1), fe(2), fe(3)],
-        Options {
-            hypervisor: true,
-            ..Options::default()
-        },
-    )
-    .await;
-    f.start_all().await;
+    let f = Fleet::frontends(3).await;
     f.link(2, false);
     let before = f.status(2).unwrap()["rounds"].as_u64().unwrap();
     wait_for("20 rounds cut off", Duration::from_secs(40), || {

@@ -6,13 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chainwatch::layout::{Role, Slot};
-use common::fleet::{Fleet, Options};
+use common::fleet::Fleet;
 use common::{have, prerequisite, rig_ready};
-
-fn fe(id: u32) -> Slot {
-    Slot::new(Role::Frontend, id)
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn random_loss_on_a_peer_link_causes_no_takeover() {
@@ -23,15 +18,7 @@ async fn random_loss_on_a_peer_link_causes_no_takeover() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let mut f = Fleet::with(
-        &[fe(1), fe(2), fe(3)],
-        Options {
-            hypervisor: true,
-            ..Options::default()
-        },
-    )
-    .await;
-    f.start_all().await;
+    let f = Fleet::frontends(3).await;
     f.loss(1, 20);
     let start = Instant::now();
     let mut max_misses = 0;

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use chainwatch::layout::{Role, Slot};
-use common::fleet::{Fleet, Options};
+use common::fleet::Fleet;
 use common::{rig_ready, wait_for};
 
 fn fe(id: u32) -> Slot {
@@ -18,15 +18,7 @@ async fn a_fenced_instance_started_again_rejoins_at_the_tail() {
     if !rig_ready(false) {
         return;
     }
-    let mut f = Fleet::with(
-        &[fe(1), fe(2), fe(3)],
-        Options {
-            hypervisor: true,
-            ..Options::default()
-        },
-    )
-    .await;
-    f.start_all().await;
+    let f = Fleet::frontends(3).await;
     f.kill(1);
     f.wait_overlay(2, fe(2), 60);
     for _ in 0..150 {
@@ -41,6 +33,9 @@ async fn a_fenced_instance_started_again_rejoins_at_the_tail() {
         tags.contains(&("chainwatch:state".into(), "fenced".into())),
         "{tags:?}"
     );
+    // Let the hypervisor (polling every 200 ms) see the instance stopped
+    // before it is started again, or it takes the crash for still running.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     // The operator starts the fenced instance again; the hypervisor boots
     // it from its user-data (which still says frontend2).
     f.ec2

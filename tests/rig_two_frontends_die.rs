@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chainwatch::layout::{Role, Slot};
-use common::fleet::{Fleet, Options};
+use common::fleet::Fleet;
 use common::{rig_ready, wait_for};
 
 fn fe(id: u32) -> Slot {
@@ -20,15 +20,7 @@ async fn two_consecutive_frontends_die_at_once() {
     if !rig_ready(false) {
         return;
     }
-    let mut f = Fleet::with(
-        &[fe(1), fe(2), fe(3), fe(4), fe(5)],
-        Options {
-            hypervisor: true,
-            ..Options::default()
-        },
-    )
-    .await;
-    f.start_all().await;
+    let f = Fleet::frontends(5).await;
     let t0 = Instant::now();
     f.kill(1);
     f.kill(2);

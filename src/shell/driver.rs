@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use super::prober::IcmpProber;
 use super::resolve::HostsResolver;
 use super::{Announcer, Clock, Registry, StatusReport, Switcher, ms, unix_ms};
-use crate::core::{Action, Event, Input, Monitor, PhaseName, ProbeAddr, ProbeOutcome};
+use crate::core::{Action, Event, Input, Monitor, ProbeAddr, ProbeOutcome};
 use crate::event::TransitionEvent;
 use crate::identity::BootIdentity;
 use crate::layout::Layout;
@@ -413,9 +413,4 @@ fn log_event(event: &Event, observe: bool) {
             tracing::warn!(from = %from, to = %to, "took over {to} (was {from})")
         }
     }
-}
-
-/// Whether the phase means the peer was declared dead.
-pub fn peer_declared_dead(phase: PhaseName) -> bool {
-    matches!(phase, PhaseName::Fencing | PhaseName::TakingOver)
 }

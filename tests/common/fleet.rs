@@ -905,6 +905,42 @@ impl Drop for Fleet {
 }
 
 impl Fleet {
+    /// A started chain of frontend1..=n with the hypervisor (the shape of
+    /// most scenarios).
+    pub async fn frontends(n: u32) -> Fleet {
+        let slots: Vec<Slot> = (1..=n).map(|id| Slot::new(Role::Frontend, id)).collect();
+        let mut f = Fleet::with(
+            &slots,
+            Options {
+                hypervisor: true,
+                ..Options::default()
+            },
+        )
+        .await;
+        f.start_all().await;
+        f
+    }
+
+    /// Run SQL as the MariaDB admin from node `i`'s namespace against
+    /// `host` (e.g. `backend1.internal`, over the overlay).
+    pub fn client_sql(&self, i: usize, host: &str, stmt: &str) -> std::process::Output {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.nodes[i].ns,
+                "mariadb",
+                "--no-defaults",
+                "-h",
+                host,
+            ])
+            .arg(format!("-u{DB_ADMIN}"))
+            .arg(format!("-p{DB_PASSWORD}"))
+            .args(["-e", stmt])
+            .output()
+            .unwrap()
+    }
+
     /// Start every node (frontend1 first) and wait until each holds its
     /// overlay address and every watcher sees its peer answer.
     pub async fn start_all(&mut self) {
