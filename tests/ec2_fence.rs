@@ -242,6 +242,165 @@ async fn a_failing_or_hanging_api_means_no_fence_and_no_takeover() {
     }
 }
 
+/// Step `core` through rounds in which its peer is silent and its witness
+/// answers, with holder look-ups and fences against `reg`, until a fence
+/// has been tried `fences` times (or 30 rounds passed). Returns each
+/// fence's result and the number of takeovers asked for.
+async fn drive(
+    core: &mut Monitor,
+    reg: &Ec2Registry,
+    now: &mut Instant,
+    fences: usize,
+) -> (Vec<Result<Vec<String>, String>>, usize) {
+    let mut results = Vec::new();
+    let mut takeovers = 0;
+    for _ in 0..30 {
+        core.handle_timeout(*now);
+        while let Some(a) = core.poll_action() {
+            match a {
+                Action::Probe { round, target, .. } => {
+                    let outcome = match target {
+                        Target::Peer | Target::Beyond => ProbeOutcome::Silent,
+                        _ => ProbeOutcome::Reply {
+                            rtt: Duration::from_millis(1),
+                        },
+                    };
+                    core.handle_input(
+                        *now,
+                        Input::Probed {
+                            round,
+                            target,
+                            outcome,
+                        },
+                    );
+                }
+                Action::CheckHolder { slot } => {
+                    let result = reg.check_holder(slot).await;
+                    core.handle_input(*now, Input::HolderChecked { slot, result });
+                }
+                Action::Fence { slot, .. } => {
+                    let result = reg.fence(slot).await;
+                    results.push(result.clone().map(|f| f.instances));
+                    core.handle_input(*now, Input::FenceDone { slot, result });
+                }
+                Action::TakeOver { .. } => takeovers += 1,
+                Action::Announce(_) => {}
+            }
+        }
+        while core.poll_event().is_some() {}
+        if results.len() >= fences {
+            break;
+        }
+        *now += Duration::from_secs(1);
+    }
+    (results, takeovers)
+}
+
+/// The dangerous case: the stop is applied, but its reply is lost. That
+/// attempt fails (no takeover) although the instance is stopped; the retry
+/// finds the slot vacant in EC2, but still fences, tags and names the
+/// instance it stopped, and exactly one takeover follows.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stop_whose_reply_is_lost_is_confirmed_by_the_retry() {
+    let Some(moto) = moto() else { return };
+    let proxy = Ec2Proxy::start(&moto.endpoint);
+    let direct = ec2_client(&moto.endpoint).await;
+    let f = "fleet-l";
+    launch(&direct, f, fe(1), &[]).await;
+    let f2 = launch(&direct, f, fe(2), &[]).await;
+    let f3 = launch(&direct, f, fe(3), &[]).await;
+    let reg = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &aws_cfg(f), f3);
+    let t0 = Instant::now();
+    let cfg = CoreConfig {
+        startup_grace: Duration::ZERO,
+        ..CoreConfig::default()
+    };
+    let mut core = Monitor::new(cfg, fe(3), t0);
+    let mut now = t0;
+
+    proxy.mode("lose");
+    let (results, takeovers) = drive(&mut core, &reg, &mut now, 1).await;
+    assert_eq!(results.len(), 1, "one fence");
+    let err = results[0].clone().unwrap_err();
+    assert!(err.contains("StopInstances"), "{err}");
+    assert_eq!(takeovers, 0, "a lost reply is no confirmation");
+    assert_eq!(
+        state(&describe(&direct, &f2).await),
+        InstanceStateName::Stopped,
+        "the lost reply's stop was applied"
+    );
+    // The proxy passes again: the back-off runs out and the core retries.
+    let (results, takeovers) = drive(&mut core, &reg, &mut now, 1).await;
+    assert_eq!(
+        results,
+        vec![Ok(vec![f2.clone()])],
+        "the retry confirms the stop of the instance it stopped"
+    );
+    assert_eq!(
+        takeovers, 1,
+        "exactly one takeover after the confirmed fence"
+    );
+    let i = describe(&direct, &f2).await;
+    assert_eq!(tag_of(&i, tags::STATE).as_deref(), Some("fenced"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_fence_whose_tagging_failed_still_tags_and_names_the_instance() {
+    let Some(moto) = moto() else { return };
+    let proxy = Ec2Proxy::start(&moto.endpoint);
+    let direct = ec2_client(&moto.endpoint).await;
+    let f = "fleet-g";
+    let f2 = launch(&direct, f, fe(2), &[]).await;
+    let f3 = launch(&direct, f, fe(3), &[]).await;
+    let reg = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &aws_cfg(f), f3);
+    proxy.mode("failtags");
+    let err = reg.fence(fe(2)).await.unwrap_err();
+    assert!(err.contains("CreateTags"), "{err}");
+    proxy.mode("pass");
+    assert_eq!(
+        state(&describe(&direct, &f2).await),
+        InstanceStateName::Stopped
+    );
+    // EC2 no longer lists it as a holder; the retry still knows it.
+    assert_eq!(reg.check_holder(fe(2)).await, Ok(Holder::Vacant));
+    let fenced = reg.fence(fe(2)).await.unwrap();
+    assert_eq!(fenced.instances, vec![f2.clone()]);
+    let i = describe(&direct, &f2).await;
+    assert_eq!(tag_of(&i, tags::STATE).as_deref(), Some("fenced"));
+    // Confirmed: the next fence of the slot is a plain vacancy.
+    assert!(reg.fence(fe(2)).await.unwrap().instances.is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn stops_skip_the_os_shutdown_and_take_as_long_as_ec2_says() {
+    let Some(moto) = moto() else { return };
+    // A proxy with AWS-like stop times (short, to keep the test quick).
+    let proxy = Ec2Proxy::start_slow(&moto.endpoint, 20_000, 1_500);
+    let direct = ec2_client(&moto.endpoint).await;
+    let f = "fleet-k";
+    let f2 = launch(&direct, f, fe(2), &[]).await;
+    let f3 = launch(&direct, f, fe(3), &[]).await;
+    let cfg = AwsConfig {
+        fence_timeout_ms: 10_000,
+        ..aws_cfg(f)
+    };
+    let reg = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &cfg, f3);
+    let t = Instant::now();
+    let fenced = reg.fence(fe(2)).await.unwrap();
+    let took = t.elapsed();
+    assert_eq!(fenced.instances, vec![f2.clone()]);
+    // SkipOsShutdown: the short wait, not the graceful one.
+    assert!(
+        took >= Duration::from_millis(1_400) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    let stops = proxy.stops();
+    let last = stops.last().expect("a StopInstances went out");
+    assert_eq!(last["force"], true, "{stops:?}");
+    assert_eq!(last["skip_os_shutdown"], true, "{stops:?}");
+    assert_eq!(last["instances"][0], f2.as_str());
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn the_wait_for_stopped_is_bounded() {
     let Some(moto) = moto() else { return };
@@ -309,8 +468,18 @@ async fn rejoin_at_the_tail() {
     // IDs 1, 2 (fenced but still running), 3 are held by others.
     assert_eq!(slot, fe(4));
     assert!(reason.contains("held by another"), "{reason}");
-    // Once frontend2 is stopped, its ID no longer counts as held.
-    ec2.stop_instances().instance_ids(&f2).send().await.unwrap();
+    // A fenced instance that still runs holds its ID: with a fenced
+    // frontend4 still running, the tail is 5.
+    let f4 = launch(&ec2, f, fe(4), &[(tags::STATE, "fenced")]).await;
+    assert_eq!(
+        reg_dup.rejoin(&layout, fe(3)).await.unwrap(),
+        Rejoin::Tail {
+            slot: fe(5),
+            reason: "frontend3 is held by another running instance".into()
+        }
+    );
+    // Once it is stopped, its ID no longer counts as held: the tail is 4.
+    ec2.stop_instances().instance_ids(&f4).send().await.unwrap();
     assert_eq!(
         reg_dup.rejoin(&layout, fe(3)).await.unwrap(),
         Rejoin::Tail {

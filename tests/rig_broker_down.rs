@@ -83,4 +83,10 @@ async fn a_takeover_with_the_broker_down_is_announced_when_it_returns() {
     std::thread::sleep(Duration::from_secs(1));
     let applied = f.worker_log().matches(": applied").count();
     assert_eq!(applied, 1, "applied once: {}", f.worker_log());
+    // A second delivery would be logged as a duplicate, not as applied.
+    assert!(
+        !f.worker_log().contains("already applied"),
+        "delivered twice: {}",
+        f.worker_log()
+    );
 }

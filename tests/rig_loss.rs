@@ -19,10 +19,11 @@ async fn random_loss_on_a_peer_link_causes_no_takeover() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let f = Fleet::frontends(3).await;
+    let rounds_before = f.status(2).unwrap()["rounds"].as_u64().unwrap();
     f.loss(1, 20);
     let start = Instant::now();
     let mut max_misses = 0;
-    let mut rounds = 0;
+    let mut rounds = rounds_before;
     while start.elapsed() < Duration::from_secs(secs) {
         if let Some(s) = f.status(2) {
             max_misses = max_misses.max(s["misses"].as_u64().unwrap_or(0));
@@ -30,9 +31,18 @@ async fn random_loss_on_a_peer_link_causes_no_takeover() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let drops = f.loss_drops(1);
     f.no_loss(1);
+    let rounds = rounds - rounds_before;
     eprintln!(
-        "{secs} s of 20 % loss on frontend2: {rounds} rounds, at most {max_misses} consecutive misses, no takeover"
+        "{secs} s of 20 % loss on frontend2: {rounds} rounds, {drops} packets dropped, at most {max_misses} consecutive misses, no takeover"
+    );
+    // The loss was real, and the watcher kept judging through it (one
+    // round a second): a stalled watcher takes over nobody either.
+    assert!(drops > 0, "the nftables rules dropped nothing");
+    assert!(
+        rounds * 10 >= secs * 9,
+        "{rounds} rounds in {secs} s: the watcher stalled"
     );
     assert!(f.takeovers().is_empty(), "{:?}", f.takeovers());
     assert_eq!(f.status(2).unwrap()["id"], 3);

@@ -21,21 +21,20 @@ async fn a_fenced_instance_started_again_rejoins_at_the_tail() {
     let f = Fleet::frontends(3).await;
     f.kill(1);
     f.wait_overlay(2, fe(2), 60);
-    for _ in 0..150 {
-        if f.instance(1).await.0 == "stopped" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The hypervisor must have seen the stop (and powered the instance
+    // off) before it is started again, or it takes the crash for a still
+    // running instance and never boots it.
+    wait_for(
+        "the hypervisor to power frontend2 off",
+        Duration::from_secs(30),
+        || f.powered_off(1).then_some(()),
+    );
     let (state, tags) = f.instance(1).await;
     assert_eq!(state, "stopped");
     assert!(
         tags.contains(&("chainwatch:state".into(), "fenced".into())),
         "{tags:?}"
     );
-    // Let the hypervisor (polling every 200 ms) see the instance stopped
-    // before it is started again, or it takes the crash for still running.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     // The operator starts the fenced instance again; the hypervisor boots
     // it from its user-data (which still says frontend2).
     f.ec2

@@ -15,7 +15,17 @@
 //! * after healing, every dead ID is filled within a bound: each role's live
 //!   nodes hold exactly IDs 1..=k.
 //!
-//! `CHAINWATCH_SIM_SEEDS=n` runs n seeds (default 300);
+//! Faults: whole-instance crashes (EC2 still says running), daemon crashes
+//! behind a live kernel (the underlay still answers; systemd restarts the
+//! daemon 2-4 s later and it rejoins as its state file and the tags say),
+//! stops outside chainwatch, cut-off nodes, packet loss, EC2 outages and
+//! error rates, restarts of stopped instances.
+//!
+//! Broken worlds (a fence that reports success while stopping nothing, a
+//! witness that answers a cut-off node) must make the checks trip: those
+//! tests are `#[should_panic]`, so the checks are known to be able to fail.
+//!
+//! `CHAINWATCH_SIM_SEEDS=n` runs n seeds (default 300, at least 1);
 //! `CHAINWATCH_SIM_SEED=s` replays one. A failure prints its seed.
 
 use std::cmp::Reverse;
@@ -31,13 +41,27 @@ use rand::{RngExt, SeedableRng};
 
 const NODES_PER_ROLE: u32 = 5;
 
+/// A deliberately broken world, to prove the checks can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broken {
+    /// The world as it is.
+    No,
+    /// EC2 reports a fence confirmed while stopping nothing.
+    FenceStopsNothing,
+    /// A cut-off node's witness probe is answered anyway.
+    WitnessLies,
+}
+
 #[derive(Debug)]
 struct Node {
     name: String,
     role: Role,
     core: Monitor,
-    /// The process runs.
+    /// The daemon (and its OpenVPN) runs.
     alive: bool,
+    /// The instance's kernel runs: its underlay address answers ICMP even
+    /// when the daemon is dead.
+    kernel: bool,
     /// EC2 has stopped the instance (fenced or stopped): it may be restarted.
     stopped: bool,
     /// The EC2 tag: the slot this instance claims.
@@ -65,6 +89,10 @@ enum Ev {
         by: usize,
         slot: Slot,
     },
+    /// systemd restarts a crashed daemon whose instance still runs.
+    Restart {
+        node: usize,
+    },
 }
 
 struct World {
@@ -82,6 +110,7 @@ struct World {
     ec2_fail_rate: f64,
     takeovers: u32,
     log: Vec<String>,
+    broken: Broken,
 }
 
 impl World {
@@ -97,6 +126,7 @@ impl World {
                     role,
                     core: Monitor::new(cfg.clone(), slot, start),
                     alive: true,
+                    kernel: true,
                     stopped: false,
                     tag: slot,
                     answering: Some(slot),
@@ -122,6 +152,7 @@ impl World {
             ec2_fail_rate: 0.0,
             takeovers: 0,
             log: Vec::new(),
+            broken: Broken::No,
         }
     }
 
@@ -206,7 +237,7 @@ impl World {
                 let target = self
                     .nodes
                     .iter()
-                    .position(|n| !n.stopped && n.tag == *slot && n.alive && !n.cut);
+                    .position(|n| !n.stopped && n.tag == *slot && n.kernel && !n.cut);
                 match target {
                     Some(to) => self.echo_survives(from, to),
                     None => false,
@@ -231,9 +262,15 @@ impl World {
                 addr,
                 timeout,
             } => {
-                let outcome = self.probe(i, &addr);
+                let mut outcome = self.probe(i, &addr);
+                // The checks use the truth, whatever the node is told.
                 if target == Target::Witness && matches!(outcome, ProbeOutcome::Reply { .. }) {
                     self.nodes[i].witness_ok_at = Some(self.now);
+                }
+                if self.broken == Broken::WitnessLies && target == Target::Witness {
+                    outcome = ProbeOutcome::Reply {
+                        rtt: Duration::from_millis(2),
+                    };
                 }
                 let after = match outcome {
                     ProbeOutcome::Reply { .. } => self.ms(1, 30),
@@ -380,8 +417,11 @@ impl World {
                 let mut stopped = Vec::new();
                 for (j, n) in self.nodes.iter_mut().enumerate() {
                     if j != by && !n.stopped && n.tag == slot {
-                        n.alive = false;
-                        n.stopped = true;
+                        if self.broken != Broken::FenceStopsNothing {
+                            n.alive = false;
+                            n.kernel = false;
+                            n.stopped = true;
+                        }
                         stopped.push(n.name.clone());
                     }
                 }
@@ -398,7 +438,47 @@ impl World {
                     },
                 );
             }
+            Ev::Restart { node } => self.restart_daemon(node),
         }
+    }
+
+    /// systemd starts the daemon again on a running instance. It boots as
+    /// its state file says (the tag it last wrote), unless another running
+    /// instance holds that slot: then it rejoins at the tail.
+    fn restart_daemon(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        if n.stopped || n.alive || !n.kernel {
+            return;
+        }
+        let (role, mut slot) = (n.role, n.tag);
+        let taken = self
+            .nodes
+            .iter()
+            .enumerate()
+            .any(|(j, m)| j != i && !m.stopped && m.tag == slot);
+        if taken {
+            let held: Vec<u32> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(j, m)| *j != i && !m.stopped && m.role == role)
+                .map(|(_, m)| m.tag.id)
+                .collect();
+            let Some(id) = self.layout.tail_id(role, &held) else {
+                return;
+            };
+            slot = Slot::new(role, id);
+        }
+        let n = &mut self.nodes[i];
+        n.alive = true;
+        n.tag = slot;
+        n.answering = Some(slot);
+        n.witness_ok_at = None;
+        n.ec2_ok_at = None;
+        n.core = Monitor::new(self.cfg.clone(), slot, self.now);
+        let name = n.name.clone();
+        self.note(format!("{name}'s daemon restarted by systemd as {slot}"));
+        self.drain(i);
     }
 
     fn check_safety(&self) {
@@ -470,14 +550,25 @@ impl World {
         let kind = self.rng.random_range(0..100);
         let name = self.nodes[i].name.clone();
         match kind {
-            0..=29 if self.nodes[i].alive => {
-                // Crash: the process dies, EC2 still shows the instance running.
+            0..=19 if self.nodes[i].alive => {
+                // The instance dies whole (kernel too); EC2 still shows it
+                // running.
                 self.nodes[i].alive = false;
+                self.nodes[i].kernel = false;
                 self.note(format!("FAULT {name} crashes"));
+            }
+            20..=29 if self.nodes[i].alive => {
+                // Only the daemon dies (its OpenVPN with it): the kernel
+                // still answers on the underlay. systemd restarts it.
+                self.nodes[i].alive = false;
+                self.note(format!("FAULT {name}'s daemon crashes, its kernel lives"));
+                let after = self.ms(2000, 4000);
+                self.schedule(after, Ev::Restart { node: i });
             }
             30..=39 if self.nodes[i].alive => {
                 // The instance is stopped outside chainwatch (vacancy).
                 self.nodes[i].alive = false;
+                self.nodes[i].kernel = false;
                 self.nodes[i].stopped = true;
                 self.note(format!("FAULT {name} stopped in EC2"));
             }
@@ -520,6 +611,7 @@ impl World {
         let slot = Slot::new(role, id);
         let n = &mut self.nodes[i];
         n.alive = true;
+        n.kernel = true;
         n.stopped = false;
         n.cut = false;
         n.loss = 0.0;
@@ -586,7 +678,12 @@ impl World {
 }
 
 fn simulate(seed: u64) -> (u32, Duration) {
+    simulate_in(seed, Broken::No)
+}
+
+fn simulate_in(seed: u64, broken: Broken) -> (u32, Duration) {
     let mut w = World::new(seed);
+    w.broken = broken;
     let epochs = w.rng.random_range(3..8);
     for _ in 0..epochs {
         let faults = w.rng.random_range(1..4);
@@ -618,6 +715,7 @@ fn chains_stay_safe_and_whole_under_random_faults() {
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(300);
+            assert!(n > 0, "CHAINWATCH_SIM_SEEDS=0 would check nothing");
             (1..=n).collect()
         }
     };
@@ -650,6 +748,7 @@ fn a_dead_head_compacts_the_chain_quickly() {
     // frontend1 and frontend2 are stopped in EC2 at once.
     for i in 0..2 {
         w.nodes[i].alive = false;
+        w.nodes[i].kernel = false;
         w.nodes[i].stopped = true;
     }
     let died = w.now;
@@ -665,12 +764,68 @@ fn a_dead_head_compacts_the_chain_quickly() {
         ]
     );
     // Both vacant: found after one missed round each, not three.
-    let filled = w
+    let filled: Vec<&String> = w
         .log
         .iter()
         .filter(|l| l.contains("is now") && l.contains("vacant: true"))
-        .count();
-    assert!(filled >= 3, "{:#?}", w.log);
+        .collect();
+    assert!(filled.len() >= 3, "{:#?}", w.log);
+    // Nobody was fenced: every hop was a vacancy.
+    assert!(
+        !w.log.iter().any(|l| l.contains(" fences ")),
+        "{:#?}",
+        w.log
+    );
+    // The last hop landed within about three detection windows of the
+    // deaths, not one window per hop (frontend3, 4 and 5 move: 3 hops).
+    let window = w.cfg.interval * w.cfg.misses + w.cfg.probe_timeout;
+    let last = filled
+        .last()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|t| t.trim_end_matches('s').parse::<f64>().ok())
+        .expect("a time stamp");
+    let took = Duration::from_secs_f64(last) - (died - w.start);
+    assert!(
+        took <= window * 3,
+        "the chain compacted in {took:?}, more than three detection windows ({:?})\n{:#?}",
+        window * 3,
+        w.log
+    );
+}
+
+/// A daemon that crashes behind a live kernel and is back within a
+/// detection window keeps its ID: its successor saw a short silence only.
+#[test]
+fn a_daemon_back_within_a_window_keeps_its_id() {
+    let mut w = World::new(11);
+    w.run_until(w.start + Duration::from_secs(40));
+    let i = 7; // backend3
+    w.nodes[i].alive = false;
+    w.schedule(Duration::from_millis(1200), Ev::Restart { node: i });
+    w.run_until(w.now + Duration::from_secs(60));
+    assert!(!w.nodes[i].stopped, "{:#?}", w.log);
+    assert_eq!(w.nodes[i].answering, Some(Slot::new(Role::Backend, 3)));
+    w.check_whole();
+}
+
+/// Mutation check: a fence that reports success while stopping nothing
+/// must trip the safety checks (two live holders of one slot).
+#[test]
+#[should_panic(expected = "simulation seed")]
+fn a_fence_that_stops_nothing_is_caught() {
+    for seed in 1..=200 {
+        simulate_in(seed, Broken::FenceStopsNothing);
+    }
+}
+
+/// Mutation check: a witness that answers a cut-off node must trip the
+/// checks (a node fences although it cannot see the fleet).
+#[test]
+#[should_panic(expected = "simulation seed")]
+fn a_lying_witness_is_caught() {
+    for seed in 1..=200 {
+        simulate_in(seed, Broken::WitnessLies);
+    }
 }
 
 /// A node that is cut off from everything takes over nobody, for as long as

@@ -525,6 +525,11 @@ impl Monitor {
         self.me
     }
 
+    /// Rounds evaluated since start.
+    pub fn rounds(&self) -> u64 {
+        self.rounds
+    }
+
     /// The watched peer, if any.
     pub fn peer(&self) -> Option<Slot> {
         self.me.predecessor()

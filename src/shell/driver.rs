@@ -177,13 +177,13 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         warnings: &Arc<LastWarning>,
     ) {
         while let Some(event) = self.core.poll_event() {
-            log_event(&event, self.observe);
+            log_event(&event, self.observe, self.core.rounds());
         }
         while let Some(action) = self.core.poll_action() {
             self.perform(action, tx, tasks, clock, warnings).await;
         }
         while let Some(event) = self.core.poll_event() {
-            log_event(&event, self.observe);
+            log_event(&event, self.observe, self.core.rounds());
         }
         let core = &self.core;
         let layout = &self.layout;
@@ -351,7 +351,9 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
     }
 }
 
-fn log_event(event: &Event, observe: bool) {
+/// Log one core event. `rounds` (rounds evaluated so far) lets a reader
+/// measure gaps in probe rounds rather than in wall-clock stamps.
+fn log_event(event: &Event, observe: bool, rounds: u64) {
     match event {
         Event::Watching { me, peer } => match peer {
             Some(p) => tracing::info!(me = %me, peer = %p, "watching {p}"),
@@ -376,7 +378,7 @@ fn log_event(event: &Event, observe: bool) {
             tracing::info!(peer = %peer, after, "{peer} answers again after {after} misses")
         }
         Event::PeerDead { peer, misses } => {
-            tracing::warn!(peer = %peer, misses, observe, "peer declared dead: {peer} missed {misses} rounds while the witness answered")
+            tracing::warn!(peer = %peer, misses, observe, rounds, "peer declared dead: {peer} missed {misses} rounds while the witness answered")
         }
         Event::Vacant { peer } => {
             tracing::warn!(peer = %peer, "{peer} is vacant: no running instance holds it")
@@ -410,7 +412,7 @@ fn log_event(event: &Event, observe: bool) {
             }
         }
         Event::TookOver { from, to } => {
-            tracing::warn!(from = %from, to = %to, "took over {to} (was {from})")
+            tracing::warn!(from = %from, to = %to, rounds, "took over {to} (was {from})")
         }
     }
 }

@@ -11,9 +11,21 @@
 //! loopback. The Elastic IP of frontend1 is the address `.1`, moved to
 //! whichever namespace EC2 associates the allocation with.
 //!
-//! A small hypervisor makes EC2 real for the rig: when an emulated instance
-//! is stopped, its namespace's processes die and its link goes down; when it
-//! is started, it boots again from its user-data.
+//! EC2 is as slow as AWS's: the daemons reach moto through
+//! `tests/support/ec2_proxy.py`, which keeps a stopped instance `stopping`,
+//! its namespace and processes still running, for `CHAINWATCH_RIG_STOP_MS`
+//! (default 60000, a graceful OS shutdown first) or
+//! `CHAINWATCH_RIG_STOP_SKIP_OS_MS` (default 4000, with `SkipOsShutdown`)
+//! before the stop is applied in moto.
+//!
+//! A small hypervisor makes EC2 real for the rig: when moto reports an
+//! emulated instance stopped, its namespace's processes die and its link
+//! goes down (power off); when it is started, it boots again from its
+//! user-data.
+//!
+//! [`Fleet::watch_holders`] starts a watchdog that samples every
+//! namespace's overlay address and records any address held by two
+//! namespaces whose links are up (two reachable holders).
 //!
 //! Everything is removed on drop (also after a failed assertion). Leftovers
 //! of a crashed run (namespaces named `cw*`) make [`Fleet::new`] refuse to
@@ -32,7 +44,7 @@ use chainwatch::ec2::tags;
 use chainwatch::layout::{Layout, Role, Slot};
 
 use super::rabbit::Rabbit;
-use super::{Moto, Proc, bin, ec2_client, sh, sh_quiet, wait_for};
+use super::{Ec2Proxy, Moto, Proc, bin, ec2_client, sh, sh_quiet, wait_for};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -93,7 +105,10 @@ struct Procs {
 struct Shared {
     nodes: Vec<Node>,
     procs: Mutex<Vec<Procs>>,
+    /// moto itself: the hypervisor's view (the true power state).
     moto_endpoint: String,
+    /// The EC2 the daemons and the test see: the slow-stop proxy.
+    api_endpoint: String,
     mariadb: bool,
     eip_holder: Mutex<Option<usize>>,
     net: u8,
@@ -107,6 +122,9 @@ pub struct Fleet {
     pub dir: tempfile::TempDir,
     pub pki: PathBuf,
     pub moto: Moto,
+    /// The slow-stop EC2 proxy in front of moto.
+    pub proxy: Ec2Proxy,
+    /// EC2 as the daemons see it (through the proxy).
     pub ec2: Client,
     pub fleet: String,
     pub eip_alloc: String,
@@ -119,6 +137,28 @@ pub struct Fleet {
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     hypervisor: Option<std::thread::JoinHandle<()>>,
+    watchdog: Option<std::thread::JoinHandle<()>>,
+    doubles: Arc<Mutex<Vec<String>>>,
+}
+
+/// How long the rig's EC2 keeps a stopped instance `stopping`: (without
+/// SkipOsShutdown, with it), from `CHAINWATCH_RIG_STOP_MS` and
+/// `CHAINWATCH_RIG_STOP_SKIP_OS_MS` (defaults 60000 and 4000, AWS's order
+/// of magnitude for a hung instance and for a forced stop).
+pub fn stop_times() -> (u64, u64) {
+    let var = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{k}={v:?} is not a number of milliseconds"))
+            })
+            .unwrap_or(d)
+    };
+    (
+        var("CHAINWATCH_RIG_STOP_MS", 60_000),
+        var("CHAINWATCH_RIG_STOP_SKIP_OS_MS", 4_000),
+    )
 }
 
 /// Refuse to start over a crashed run's leftovers (rig namespaces of
@@ -196,7 +236,14 @@ impl Fleet {
             pki.display()
         ));
         let moto = Moto::start(&format!("10.77.{net}.254"));
-        let ec2 = ec2_client(&moto.endpoint).await;
+        let (stop_ms, skip_os_ms) = stop_times();
+        let proxy = Ec2Proxy::start_on(
+            &moto.endpoint,
+            &format!("10.77.{net}.254"),
+            stop_ms,
+            skip_os_ms,
+        );
+        let ec2 = ec2_client(&proxy.endpoint).await;
         let vpc = ec2
             .create_vpc()
             .cidr_block("10.77.0.0/16")
@@ -267,6 +314,7 @@ impl Fleet {
             procs: Mutex::new(nodes.iter().map(|_| Procs::default()).collect()),
             nodes: nodes.clone(),
             moto_endpoint: moto.endpoint.clone(),
+            api_endpoint: proxy.endpoint.clone(),
             mariadb: opts.mariadb,
             eip_holder: Mutex::new(None),
             net,
@@ -278,6 +326,7 @@ impl Fleet {
             dir,
             pki,
             moto,
+            proxy,
             ec2,
             fleet: fleet_name,
             eip_alloc,
@@ -289,6 +338,8 @@ impl Fleet {
             shared,
             stop: Arc::new(AtomicBool::new(false)),
             hypervisor: None,
+            watchdog: None,
+            doubles: Arc::new(Mutex::new(Vec::new())),
         };
         if opts.mariadb {
             for i in 0..fleet.nodes.len() {
@@ -315,6 +366,82 @@ impl Fleet {
     /// and its link goes down. EC2 still shows it running.
     pub fn kill(&self, i: usize) {
         shutdown(&self.shared, i, Power::Crashed);
+    }
+
+    /// Whether the hypervisor has powered node `i` off because EC2 stopped
+    /// it (not merely crashed by the test).
+    pub fn powered_off(&self, i: usize) -> bool {
+        self.shared.procs.lock().unwrap()[i].power == Power::Stopped
+    }
+
+    /// Whether node `i`'s namespace runs any process.
+    pub fn has_processes(&self, i: usize) -> bool {
+        !sh(&format!("ip netns pids {}", self.nodes[i].ns))
+            .trim()
+            .is_empty()
+    }
+
+    /// Start the double-holder watchdog: every 50 ms, each overlay address
+    /// held by two namespaces whose underlay links are up is recorded.
+    pub fn watch_holders(&mut self) {
+        let stop = self.stop.clone();
+        let doubles = self.doubles.clone();
+        let nss: Vec<String> = self.nodes.iter().map(|n| n.ns.clone()).collect();
+        let devs: Vec<String> = self.nodes.iter().map(|n| n.dev.clone()).collect();
+        self.watchdog = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let mut held: std::collections::HashMap<Ipv4Addr, Vec<String>> = Default::default();
+                for (ns, dev) in nss.iter().zip(&devs) {
+                    let out = Command::new("ip")
+                        .args(["-n", ns, "-4", "-o", "addr", "show", "up"])
+                        .output();
+                    let Ok(out) = out else { continue };
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    if !text.lines().any(|l| l.contains(&format!(" {dev} "))) {
+                        continue; // link down: unreachable
+                    }
+                    for l in text.lines().filter(|l| l.contains(" cwvpn ")) {
+                        if let Some(a) = l
+                            .split_whitespace()
+                            .skip_while(|w| *w != "inet")
+                            .nth(1)
+                            .and_then(|a| a.split('/').next())
+                            .and_then(|a| a.parse().ok())
+                        {
+                            held.entry(a).or_default().push(ns.clone());
+                        }
+                    }
+                }
+                for (addr, who) in held {
+                    if who.len() > 1 {
+                        doubles
+                            .lock()
+                            .unwrap()
+                            .push(format!("{addr} held by {who:?}"));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }));
+    }
+
+    /// What the double-holder watchdog recorded.
+    pub fn double_holders(&self) -> Vec<String> {
+        self.doubles.lock().unwrap().clone()
+    }
+
+    /// Packets dropped so far by node `i`'s loss rules.
+    pub fn loss_drops(&self, i: usize) -> u64 {
+        let out = sh(&format!(
+            "ip netns exec {} nft list table inet cwloss",
+            self.nodes[i].ns
+        ));
+        out.split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "packets")
+            .filter_map(|w| w[1].parse::<u64>().ok())
+            .sum()
     }
 
     /// The daemon's status report.
@@ -737,7 +864,7 @@ fn boot(shared: &Shared, i: usize) {
         .arg("--config")
         .arg(n.dir.join("chainwatch.toml"))
         .args(["--log-format", "json", "run"])
-        .env("AWS_ENDPOINT_URL", &shared.moto_endpoint)
+        .env("AWS_ENDPOINT_URL", &shared.api_endpoint)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
@@ -871,7 +998,7 @@ fn hypervisor(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
             {
                 move_eip(&shared, &holder);
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
 }
@@ -880,6 +1007,9 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.hypervisor.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.watchdog.take() {
             let _ = h.join();
         }
         self.worker = None;
@@ -970,7 +1100,7 @@ impl Fleet {
     pub fn loss(&self, i: usize, percent: u32) {
         let ns = &self.nodes[i].ns;
         sh(&format!(
-            "ip netns exec {ns} nft -f - <<'EOF'\ntable inet cwloss {{\n  chain input {{ type filter hook input priority 0; numgen random mod 100 < {percent} drop; }}\n  chain output {{ type filter hook output priority 0; numgen random mod 100 < {percent} drop; }}\n}}\nEOF"
+            "ip netns exec {ns} nft -f - <<'EOF'\ntable inet cwloss {{\n  chain input {{ type filter hook input priority 0; numgen random mod 100 < {percent} counter drop; }}\n  chain output {{ type filter hook output priority 0; numgen random mod 100 < {percent} counter drop; }}\n}}\nEOF"
         ));
     }
 

@@ -229,15 +229,51 @@ pub struct Ec2Proxy {
 }
 
 impl Ec2Proxy {
+    /// A proxy whose stops are applied at once.
     pub fn start(upstream: &str) -> Ec2Proxy {
+        Self::start_on(upstream, "127.0.0.1", 0, 0)
+    }
+
+    /// A proxy whose stops take `stop_ms` (graceful OS shutdown) or
+    /// `skip_os_ms` (with `SkipOsShutdown`), as on AWS.
+    pub fn start_slow(upstream: &str, stop_ms: u64, skip_os_ms: u64) -> Ec2Proxy {
+        Self::start_on(upstream, "127.0.0.1", stop_ms, skip_os_ms)
+    }
+
+    /// The same, listening on `bind`.
+    pub fn start_on(upstream: &str, bind: &str, stop_ms: u64, skip_os_ms: u64) -> Ec2Proxy {
         let mut cmd = python(None);
-        cmd.arg(support("ec2_proxy.py"))
-            .args(["--upstream", upstream, "--port", "0"]);
+        cmd.arg(support("ec2_proxy.py")).args([
+            "--upstream",
+            upstream,
+            "--bind",
+            bind,
+            "--port",
+            "0",
+            "--stop-ms",
+            &stop_ms.to_string(),
+            "--stop-skip-os-ms",
+            &skip_os_ms.to_string(),
+        ]);
         let (proc, endpoint) = spawn_listening(cmd);
         Ec2Proxy { proc, endpoint }
     }
 
-    /// Switch mode: pass, fail, hang, stall.
+    /// Every StopInstances the proxy saw: instances, force, skip_os_shutdown.
+    pub fn stops(&self) -> Vec<serde_json::Value> {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import urllib.request,sys;sys.stdout.write(urllib.request.urlopen('{}/_stops').read().decode())",
+                self.endpoint
+            ))
+            .output()
+            .expect("python3 runs");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stops are JSON");
+        v["stops"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Switch mode: pass, fail, hang, lose, failtags, stall, denystop.
     pub fn mode(&self, mode: &str) {
         let out = Command::new("python3")
             .arg("-c")
