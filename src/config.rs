@@ -565,7 +565,7 @@ impl Config {
                     "announce.rabbitmq_urls",
                     format!(
                         "must be amqp:// or amqps:// URLs, got {:?}",
-                        crate::announce::redact(url)
+                        crate::config::redact(url)
                     ),
                 ));
             }
@@ -619,9 +619,48 @@ impl Config {
     }
 }
 
+/// Replace the password of a URL with `***`, for logs and errors. Parsed
+/// with a URL parser, so passwords holding `/`, `@` or `:` are found; text
+/// that is not a URL with credentials comes back as it was, and one that
+/// does not parse is withheld whole.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                // Only fails for URLs that cannot have credentials.
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) if url.contains('@') => "<unparsable URL withheld>".to_string(),
+        Err(_) => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("amqp://cw:s3cret@mq:5672/vh"),
+            "amqp://cw:***@mq:5672/vh"
+        );
+        assert_eq!(
+            redact("amqps://cw:p%40ss@mq.internal/%2f"),
+            "amqps://cw:***@mq.internal/%2f"
+        );
+        // A raw `@` in the password: the last `@` ends the credentials.
+        let r = redact("amqp://cw:p@ss@mq/vh");
+        assert!(!r.contains("p@ss") && !r.contains("p%40ss"), "{r}");
+        // A raw `/` in the password makes no URL: withheld whole.
+        let r = redact("amqp://cw:pa/ss@mq/vh");
+        assert!(!r.contains("pa/ss") && !r.contains("ss@"), "{r}");
+        assert_eq!(redact("amqp://mq:5672"), "amqp://mq:5672");
+        assert_eq!(redact("amqp://user@mq"), "amqp://user@mq");
+        assert_eq!(redact("nonsense"), "nonsense");
+    }
 
     fn parse(text: &str) -> Result<Layout, ConfigError> {
         Config::parse(text, Path::new("test.toml"))?.validate()

@@ -31,9 +31,9 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::core::Transition;
 use crate::layout::{Layout, Role, Slot};
-use crate::shell::Clock;
 
 /// The schema version this build writes and reads.
 pub const SCHEMA: u32 = 1;

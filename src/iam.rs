@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::ec2::tags;
+use crate::shell::aws::ec2::tags;
 
 /// Every action chainwatch (daemon, worker, history) calls.
 pub const ACTIONS: [&str; 9] = [

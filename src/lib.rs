@@ -9,27 +9,25 @@
 //!   host names and overlay addresses.
 //! * [`core`] — the watchdog as a pure state machine: inputs with `now` in,
 //!   actions out. No tokio, no clock, no I/O.
-//! * [`config`], [`userdata`], [`state`], [`identity`] — what a node reads at
-//!   start: its config file, its EC2 user-data, its persisted state.
-//! * [`shell`] — the async shell that performs the core's actions (ICMP
-//!   probes, name resolution, the status socket).
-//! * [`cmd`] — one module per subcommand.
+//! * [`config`], [`userdata`], [`state`] — what a node reads at start: its
+//!   config file, its EC2 user-data, its persisted state.
+//! * [`event`] — the transition event as it travels (schema, validation).
+//! * [`shell`] — every adapter to the outside world, and the driver that
+//!   performs the core's actions with them: ICMP, EC2 and CloudWatch,
+//!   OpenVPN, IMDS, the outbox, RabbitMQ, the MySQL worker.
+//! * [`cmd`] — one module per subcommand; `run` only wires.
+//!
+//! See ARCHITECTURE.md for the code map and the invariants.
 
-pub mod announce;
+pub mod clock;
 pub mod cloudinit;
 pub mod cmd;
 pub mod config;
 pub mod core;
-pub mod ec2;
 pub mod event;
 pub mod iam;
-pub mod identity;
 pub mod layout;
-pub mod outbox;
 pub mod shell;
 pub mod state;
-pub mod takeover;
 pub mod template;
 pub mod userdata;
-pub mod vpn;
-pub mod worker;

@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use chainwatch::announce::rabbitmq::RabbitSink;
 use chainwatch::event::TransitionEvent;
 use chainwatch::layout::Role;
+use chainwatch::shell::broker::RabbitSink;
 use common::rabbit::Rabbit;
 use common::{announce_config, event, prerequisite};
 use lapin::types::FieldTable;

@@ -4,8 +4,8 @@
 mod common;
 
 use chainwatch::config::{Config, Settings};
-use chainwatch::identity::{self, IdentityError, Source};
 use chainwatch::layout::{Role, Slot};
+use chainwatch::shell::identity::{self, IdentityError, Source};
 use chainwatch::state::{self, PersistedState};
 use chainwatch::userdata::UserDataError;
 use common::{Imds, have, prerequisite};

@@ -8,12 +8,12 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chainwatch::announce::rabbitmq::RabbitSink;
-use chainwatch::announce::{OutboxAnnouncer, Sink, deliver_pass};
 use chainwatch::event::TransitionEvent;
 use chainwatch::layout::Role;
-use chainwatch::outbox::Outbox;
 use chainwatch::shell::Announcer;
+use chainwatch::shell::announce::{OutboxAnnouncer, Sink, deliver_pass};
+use chainwatch::shell::broker::RabbitSink;
+use chainwatch::shell::outbox::Outbox;
 use common::rabbit::Rabbit;
 use common::{announce_config, event, prerequisite, sh};
 

@@ -4,9 +4,9 @@
 
 mod common;
 
-use chainwatch::announce::cloudwatch::{CloudWatchSink, EVENT_KEY};
 use chainwatch::event::TransitionEvent;
 use chainwatch::layout::Role;
+use chainwatch::shell::aws::cloudwatch::{CloudWatchSink, EVENT_KEY};
 use common::{Moto, bin, event, prerequisite};
 use std::process::Command;
 

@@ -10,9 +10,9 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{InstanceStateName, ResourceType, Tag, TagSpecification};
 use chainwatch::config::AwsConfig;
 use chainwatch::core::{Action, CoreConfig, Event, Holder, Input, Monitor, ProbeOutcome, Target};
-use chainwatch::ec2::{Ec2Error, Ec2Registry, Rejoin, tags};
 use chainwatch::layout::{Layout, Role, Slot};
 use chainwatch::shell::Registry;
+use chainwatch::shell::aws::ec2::{Ec2Error, Ec2Registry, Rejoin, tags};
 use common::{Ec2Proxy, Moto, ec2_client, prerequisite};
 
 fn fe(id: u32) -> Slot {

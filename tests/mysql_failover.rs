@@ -17,8 +17,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use chainwatch::announce::rabbitmq::RabbitSink;
 use chainwatch::layout::Role;
+use chainwatch::shell::broker::RabbitSink;
 use common::mariadb::Mariadb;
 use common::rabbit::Rabbit;
 use common::{Proc, announce_config, bin, event, have, prerequisite, wait_for};

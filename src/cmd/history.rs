@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{CmdError, settings};
-use crate::announce::cloudwatch;
 use crate::layout::Role;
+use crate::shell::aws::cloudwatch;
 
 /// Arguments of `history`.
 #[derive(Debug, clap::Args)]

@@ -13,23 +13,22 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
 
 use super::{CmdError, settings};
-use crate::announce::cloudwatch::{self, CloudWatchSink};
-use crate::announce::rabbitmq::RabbitSink;
-use crate::announce::{Backoff, OutboxAnnouncer, Sink, deliver_forever};
+use crate::clock::unix_ms;
 use crate::config::{DEFAULT_PATH, Settings};
 use crate::core::Monitor;
-use crate::ec2::{self, Ec2Registry, Rejoin};
-use crate::identity::{self, BootIdentity};
-use crate::outbox::Outbox;
+use crate::shell::announce::{Backoff, OutboxAnnouncer, Sink, deliver_forever};
+use crate::shell::aws::cloudwatch::{self, CloudWatchSink};
+use crate::shell::aws::ec2::{self, Ec2Registry, Rejoin};
+use crate::shell::broker::RabbitSink;
 use crate::shell::driver::Driver;
+use crate::shell::identity::{self, BootIdentity};
+use crate::shell::openvpn::{self, Vpn, VpnSettings};
+use crate::shell::outbox::Outbox;
 use crate::shell::prober::{IcmpProber, SocketKind};
 use crate::shell::resolve::HostsResolver;
-use crate::shell::{
-    Announcer, LogAnnouncer, NoSwitch, Registry, StaticRegistry, Switcher, status, unix_ms,
-};
+use crate::shell::takeover::Takeover;
+use crate::shell::{Announcer, LogAnnouncer, NoSwitch, Registry, StaticRegistry, Switcher, status};
 use crate::state::{self, PersistedState};
-use crate::takeover::Takeover;
-use crate::vpn::{self, Vpn, VpnSettings};
 
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
@@ -107,8 +106,8 @@ async fn active(
         )
     })?;
     let vpn_settings = vpn_settings(s);
-    vpn::check_pki(&vpn_settings, boot.slot.role).map_err(other)?;
-    vpn::render(&vpn_settings, boot.slot).map_err(other)?;
+    openvpn::check_pki(&vpn_settings, boot.slot.role).map_err(other)?;
+    openvpn::render(&vpn_settings, boot.slot).map_err(other)?;
     let registry = Arc::new(Ec2Registry::new(
         ec2::client(&s.config.aws).await,
         &s.config.aws,

@@ -19,11 +19,11 @@ use lapin::types::FieldTable;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{CmdError, settings};
-use crate::announce::rabbitmq::{Topology, connect};
 use crate::config::Settings;
 use crate::event::TransitionEvent;
 use crate::layout::Role;
-use crate::worker::{AppliedStore, Decision, run_playbook};
+use crate::shell::broker::{Topology, connect};
+use crate::shell::worker::{AppliedStore, Decision, run_playbook};
 
 /// Arguments of `worker`.
 #[derive(Debug, clap::Args)]

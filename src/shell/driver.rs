@@ -10,11 +10,12 @@ use tokio::task::JoinSet;
 
 use super::prober::IcmpProber;
 use super::resolve::HostsResolver;
-use super::{Announcer, Clock, Registry, StatusReport, Switcher, ms, unix_ms};
+use super::{Announcer, Registry, StatusReport, Switcher};
+use crate::clock::{Clock, ms, unix_ms};
 use crate::core::{Action, Event, Input, Monitor, ProbeAddr, ProbeOutcome};
 use crate::event::TransitionEvent;
-use crate::identity::BootIdentity;
 use crate::layout::Layout;
+use crate::shell::identity::BootIdentity;
 
 /// Everything the driver needs, handed in so tests can build it.
 pub struct Driver<R, S, A> {

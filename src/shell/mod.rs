@@ -12,14 +12,22 @@
 //! This version ships the observe-only implementations: the daemon probes,
 //! decides and logs what it would do, and never acts.
 
+pub mod announce;
+pub mod aws;
+pub mod broker;
 pub mod driver;
+pub mod identity;
+pub mod openvpn;
+pub mod outbox;
 pub mod prober;
 pub mod resolve;
 pub mod status;
+pub mod takeover;
+pub mod worker;
 
 use std::future::Future;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -112,40 +120,6 @@ impl Announcer for LogAnnouncer {
         let json = String::from_utf8_lossy(&event.to_json()).into_owned();
         tracing::info!(transition = %json, "transition");
     }
-}
-
-/// Converts the core's monotonic instants into wall-clock milliseconds.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    instant: Instant,
-    unix_ms: u64,
-}
-
-impl Clock {
-    /// Anchor now.
-    pub fn now() -> Self {
-        Clock {
-            instant: Instant::now(),
-            unix_ms: unix_ms(SystemTime::now()),
-        }
-    }
-
-    /// Milliseconds since the Unix epoch of `at`.
-    pub fn unix_ms(&self, at: Instant) -> u64 {
-        if at >= self.instant {
-            self.unix_ms + (at - self.instant).as_millis() as u64
-        } else {
-            self.unix_ms
-                .saturating_sub((self.instant - at).as_millis() as u64)
-        }
-    }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Everything `chainwatch status` shows; served as JSON on the status socket.
@@ -289,9 +263,4 @@ impl StatusReport {
         }
         out
     }
-}
-
-/// Round a duration to fractional milliseconds.
-pub fn ms(d: Duration) -> f64 {
-    (d.as_micros() as f64) / 1000.0
 }

@@ -40,8 +40,8 @@ use std::time::Duration;
 
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
-use chainwatch::ec2::tags;
 use chainwatch::layout::{Layout, Role, Slot};
+use chainwatch::shell::aws::ec2::tags;
 
 use super::rabbit::Rabbit;
 use super::{Ec2Proxy, Moto, Proc, bin, ec2_client, sh, sh_quiet, wait_for};

@@ -2,44 +2,21 @@
 //! the delivery task that drains the outbox into every sink (RabbitMQ,
 //! CloudWatch Logs), retrying forever with bounded back-off.
 
-pub mod cloudwatch;
-pub mod rabbitmq;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use crate::event::TransitionEvent;
-use crate::outbox::Outbox;
 use crate::shell::Announcer;
-
-/// Replace the password of a URL with `***`, for logs and errors.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
-            } else {
-                format!("{scheme}://{user}@{host}{path}")
-            }
-        }
-        None => url.to_string(),
-    }
-}
+use crate::shell::outbox::Outbox;
 
 /// A place transitions are delivered to.
 pub enum Sink {
     /// RabbitMQ, publisher confirms.
-    Rabbit(Box<rabbitmq::RabbitSink>),
+    Rabbit(Box<super::broker::RabbitSink>),
     /// CloudWatch Logs, Embedded Metric Format.
-    CloudWatch(cloudwatch::CloudWatchSink),
+    CloudWatch(super::aws::cloudwatch::CloudWatchSink),
 }
 
 impl Sink {
@@ -171,24 +148,4 @@ pub async fn deliver_pass(outbox: &Outbox, sinks: &[Sink]) -> bool {
         }
     }
     failed.is_empty()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("amqp://cw:s3cret@mq:5672/vh"),
-            "amqp://cw:***@mq:5672/vh"
-        );
-        assert_eq!(
-            redact("amqps://cw:p%40ss@mq.internal/%2f"),
-            "amqps://cw:***@mq.internal/%2f"
-        );
-        assert_eq!(redact("amqp://mq:5672"), "amqp://mq:5672");
-        assert_eq!(redact("amqp://user@mq"), "amqp://user@mq");
-        assert_eq!(redact("nonsense"), "nonsense");
-    }
 }

@@ -22,8 +22,8 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
 
-use super::redact;
 use crate::config::AnnounceConfig;
+use crate::config::redact;
 use crate::event::TransitionEvent;
 
 /// Exchange and queue names.

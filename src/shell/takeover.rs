@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::ec2::Ec2Registry;
+use crate::clock::unix_ms;
 use crate::layout::Slot;
-use crate::shell::{Switcher, unix_ms};
+use crate::shell::Switcher;
+use crate::shell::aws::ec2::Ec2Registry;
+use crate::shell::openvpn::Vpn;
 use crate::state::{self, PersistedState};
-use crate::vpn::Vpn;
 
 /// The switcher of an active node.
 pub struct Takeover {

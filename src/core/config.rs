@@ -1,0 +1,48 @@
+//! The core's tunables.
+
+use std::time::Duration;
+
+/// Tunables of the core. The shell builds it from the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreConfig {
+    /// Time between the starts of two probe rounds.
+    pub interval: Duration,
+    /// How long one probe may take; must be shorter than `interval`.
+    pub probe_timeout: Duration,
+    /// Consecutive missed rounds that declare the peer dead.
+    pub misses: u32,
+    /// First retry delay after a failed fence or takeover.
+    pub backoff_initial: Duration,
+    /// Upper bound of the retry delay.
+    pub backoff_max: Duration,
+    /// After start, a peer that has never answered is not declared dead
+    /// before this much time has passed (it may still be booting).
+    pub startup_grace: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            interval: Duration::from_millis(1000),
+            probe_timeout: Duration::from_millis(800),
+            misses: 3,
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            startup_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl CoreConfig {
+    /// The retry delay after `attempt` failures (1-based): doubling from
+    /// `backoff_initial`, never above `backoff_max`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.backoff_initial
+            .checked_mul(factor)
+            .unwrap_or(self.backoff_max)
+            .min(self.backoff_max)
+    }
+}

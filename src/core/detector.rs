@@ -1,0 +1,238 @@
+//! The failure detector: probe rounds (peer, witness, the overlay and the
+//! peer's own predecessor), their evaluation into misses, inconclusive
+//! rounds and answers, and the degraded mode when the overlay is down.
+
+use std::time::Instant;
+
+use super::{Action, Event, Monitor, Phase, ProbeAddr, ProbeOutcome, Target};
+use crate::layout::{Role, Slot};
+
+#[derive(Debug, Clone)]
+pub(super) struct Round {
+    seq: u64,
+    started: Instant,
+    peer: Option<ProbeOutcome>,
+    witness: Option<ProbeOutcome>,
+    /// Probed on the underlay with EC2 as witness (the overlay is down).
+    degraded: bool,
+    /// n-2 was probed too.
+    beyond_probed: bool,
+    /// What it found.
+    beyond: Option<ProbeOutcome>,
+}
+
+impl Monitor {
+    pub(super) fn start_round(&mut self, now: Instant, scheduled: Instant) {
+        let Some(peer) = self.peer() else {
+            return;
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.round = Some(Round {
+            seq,
+            started: now,
+            peer: None,
+            witness: None,
+            degraded: false,
+            beyond_probed: false,
+            beyond: None,
+        });
+        // Keep a steady cadence, but after a stall start afresh instead of
+        // firing a burst of overdue rounds.
+        let next = scheduled + self.cfg.interval;
+        self.next_round_at = Some(if next > now {
+            next
+        } else {
+            now + self.cfg.interval
+        });
+        let hub = Slot::new(Role::Frontend, 1);
+        let degraded = !peer.is_hub() && !self.overlay_up;
+        if let Some(round) = self.round.as_mut() {
+            round.degraded = degraded;
+        }
+        let mut probes = if peer.is_hub() || degraded {
+            vec![
+                (Target::Peer, ProbeAddr::Underlay(peer)),
+                (Target::Witness, ProbeAddr::Ec2Api),
+            ]
+        } else {
+            vec![
+                (Target::Peer, ProbeAddr::Overlay(peer)),
+                (Target::Witness, ProbeAddr::Overlay(hub)),
+            ]
+        };
+        if degraded {
+            probes.push((Target::Overlay, ProbeAddr::Overlay(hub)));
+        }
+        // Look ahead while the peer is missing: its predecessor may have died
+        // with it (never the hub, whose overlay probe is the witness itself).
+        if let Some(beyond) = peer.predecessor()
+            && self.misses > 0
+            && !degraded
+            && !peer.is_hub()
+            && !beyond.is_hub()
+        {
+            probes.push((Target::Beyond, ProbeAddr::Overlay(beyond)));
+            if let Some(round) = self.round.as_mut() {
+                round.beyond_probed = true;
+            }
+        }
+        for (target, addr) in probes {
+            self.actions.push_back(Action::Probe {
+                round: seq,
+                target,
+                addr,
+                timeout: self.cfg.probe_timeout,
+            });
+        }
+    }
+
+    pub(super) fn on_probed(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        target: Target,
+        outcome: ProbeOutcome,
+    ) {
+        if target == Target::Overlay {
+            // Only tells whether the overlay is back; accepted for the
+            // current round and the one just evaluated.
+            if seq + 1 >= self.next_seq && matches!(outcome, ProbeOutcome::Reply { .. }) {
+                self.set_overlay_up(true);
+            }
+            return;
+        }
+        let Some(round) = self.round.as_mut() else {
+            return;
+        };
+        if round.seq != seq {
+            return; // a late result of an earlier round
+        }
+        match target {
+            Target::Peer => round.peer = Some(outcome),
+            Target::Witness => round.witness = Some(outcome),
+            Target::Beyond => round.beyond = Some(outcome),
+            Target::Overlay => {}
+        }
+        // An answer from the peer settles the round at once.
+        let peer_answered = matches!(round.peer, Some(ProbeOutcome::Reply { .. }));
+        let complete = round.peer.is_some()
+            && round.witness.is_some()
+            && (!round.beyond_probed || round.beyond.is_some());
+        if peer_answered || complete {
+            self.evaluate_round(now);
+        }
+    }
+
+    pub(super) fn evaluate_round(&mut self, now: Instant) {
+        let Some(round) = self.round.take() else {
+            return;
+        };
+        let Some(peer) = self.peer() else {
+            return;
+        };
+        self.rounds += 1;
+        if !round.degraded && !peer.is_hub() {
+            // In a normal round the witness is frontend1 on the overlay.
+            let up = matches!(round.witness, Some(ProbeOutcome::Reply { .. }))
+                || matches!(round.peer, Some(ProbeOutcome::Reply { .. }));
+            self.set_overlay_up(up);
+        }
+        // n-2's streak counts only in missed rounds where it was probed.
+        let beyond_silent = round.beyond_probed
+            && round.beyond == Some(ProbeOutcome::Silent)
+            && matches!(round.peer, Some(ProbeOutcome::Silent))
+            && matches!(round.witness, Some(ProbeOutcome::Reply { .. }));
+        if beyond_silent {
+            self.beyond_misses += 1;
+            if self.beyond_misses == 1 {
+                self.beyond_silent_since = Some(round.started);
+            }
+        } else {
+            self.beyond_misses = 0;
+            self.beyond_silent_since = None;
+        }
+        match (round.peer, round.witness) {
+            (Some(ProbeOutcome::Reply { rtt }), _) => {
+                self.last_rtt = Some(rtt);
+                self.cut_off = false;
+                self.peer_silent = false;
+                self.peer_seen = true;
+                if self.misses > 0 {
+                    self.events.push_back(Event::Recovered {
+                        peer,
+                        after: self.misses,
+                    });
+                }
+                self.misses = 0;
+                self.silent_since = None;
+                self.peer_alive();
+            }
+            (Some(ProbeOutcome::Silent), Some(ProbeOutcome::Reply { .. })) => {
+                self.cut_off = false;
+                self.peer_silent = true;
+                self.misses += 1;
+                if self.misses == 1 {
+                    self.silent_since = Some(round.started);
+                }
+                self.events.push_back(Event::Miss {
+                    peer,
+                    misses: self.misses,
+                    of: self.cfg.misses,
+                });
+                let in_grace = !self.peer_seen && now < self.grace_until;
+                if self.phase == Phase::Watching {
+                    if self.misses >= self.cfg.misses && !in_grace {
+                        self.declare_dead(now, peer);
+                    } else {
+                        self.check_holder(peer);
+                    }
+                }
+            }
+            _ => {
+                // Logged once per streak of inconclusive rounds.
+                if !self.cut_off || self.misses > 0 {
+                    self.events.push_back(Event::Inconclusive {
+                        peer,
+                        discarded: self.misses,
+                    });
+                }
+                self.cut_off = true;
+                self.peer_silent = true;
+                self.misses = 0;
+                self.silent_since = None;
+                // A node that can no longer see the witness cannot vouch for
+                // its verdict any more: a pending fence is called off.
+                self.call_off_fence();
+                // Still, a slot nobody holds can be taken: EC2's answer is
+                // the witness there, and there is no holder to wrong. This
+                // lets a chain heal when frontend1 and frontend2 are gone
+                // together (the overlay witness is down for everyone).
+                if self.phase == Phase::Watching {
+                    self.check_holder(peer);
+                }
+            }
+        }
+    }
+
+    pub(super) fn set_overlay_up(&mut self, up: bool) {
+        if up == self.overlay_up {
+            return;
+        }
+        self.overlay_up = up;
+        if let Some(peer) = self.peer() {
+            self.events.push_back(if up {
+                Event::OverlayBack { peer }
+            } else {
+                Event::Degraded { peer }
+            });
+        }
+    }
+
+    pub(super) fn check_holder(&mut self, peer: Slot) {
+        if !self.holder_check_in_flight {
+            self.holder_check_in_flight = true;
+            self.actions.push_back(Action::CheckHolder { slot: peer });
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! What goes into the core and what comes out of it: probe targets and
+//! outcomes, the inputs the shell reports, the actions it must perform.
+
+use std::time::Duration;
+
+use super::Transition;
+use crate::layout::Slot;
+
+/// Which of the two probes of a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// The watched peer (ID n-1).
+    Peer,
+    /// The witness that tells whether this node can see the fleet at all.
+    Witness,
+    /// frontend1 on the overlay, probed in degraded rounds (see
+    /// [`Monitor`]) only to learn when the overlay is back.
+    Overlay,
+    /// The peer's own predecessor (n-2), probed while the peer is missing
+    /// rounds: if both died together, its misses are already counted when
+    /// this node has taken over n-1.
+    Beyond,
+}
+
+/// Where a probe goes; the shell turns it into an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeAddr {
+    /// ICMP echo to the slot's host name on the overlay.
+    Overlay(Slot),
+    /// ICMP echo to the slot's underlay (VPC) address, as EC2 reports it.
+    /// Used for frontend1, the VPN hub, whose overlay is the thing in doubt.
+    Underlay(Slot),
+    /// A cheap EC2 API call; success is an answer. The witness for the hub.
+    Ec2Api,
+}
+
+/// What a probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// An answer, with its round-trip time.
+    Reply {
+        /// Round-trip time.
+        rtt: Duration,
+    },
+    /// No answer within the timeout.
+    Silent,
+    /// The probe could not be sent: the target's address is unknown (not in
+    /// the hosts file, or EC2 did not say in time). That is no evidence
+    /// against the target: the round counts as inconclusive.
+    NotSent,
+}
+
+/// Whether a running instance holds a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// No instance that is not stopped carries the slot's tags.
+    Vacant,
+    /// Some running (or pending, or stopping) instance carries them.
+    Held,
+}
+
+/// A confirmed fence.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fenced {
+    /// Instances that were stopped; empty if the slot was vacant.
+    pub instances: Vec<String>,
+}
+
+/// Inputs to the core. Each is handled with the time it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Result of an [`Action::Probe`].
+    Probed {
+        /// The round the probe belonged to.
+        round: u64,
+        /// Which probe.
+        target: Target,
+        /// What it found.
+        outcome: ProbeOutcome,
+    },
+    /// Result of an [`Action::CheckHolder`].
+    HolderChecked {
+        /// The slot that was looked up.
+        slot: Slot,
+        /// The answer, or why there is none.
+        result: Result<Holder, String>,
+    },
+    /// Result of an [`Action::Fence`]. `Ok` only when every holder is
+    /// confirmed stopped.
+    FenceDone {
+        /// The slot that was fenced.
+        slot: Slot,
+        /// What was stopped, or why the fence failed.
+        result: Result<Fenced, String>,
+    },
+    /// Result of an [`Action::TakeOver`]. `Ok` only when the new identity is
+    /// up (state persisted, tags updated, VPN connected with the address).
+    TakeOverDone {
+        /// The slot taken.
+        to: Slot,
+        /// Success, or why not.
+        result: Result<(), String>,
+    },
+}
+
+/// Work the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send one probe and report an [`Input::Probed`] within `timeout`.
+    Probe {
+        /// Round number to echo back.
+        round: u64,
+        /// Which probe of the round.
+        target: Target,
+        /// Where to send it.
+        addr: ProbeAddr,
+        /// How long to wait for an answer.
+        timeout: Duration,
+    },
+    /// Look up whether a running instance holds `slot`; report
+    /// [`Input::HolderChecked`].
+    CheckHolder {
+        /// The slot to look up.
+        slot: Slot,
+    },
+    /// Stop every instance holding `slot` and wait until it is stopped;
+    /// report [`Input::FenceDone`].
+    Fence {
+        /// The dead peer's slot.
+        slot: Slot,
+        /// 1 for the first try.
+        attempt: u32,
+    },
+    /// Move this node from `from` to `to`; report [`Input::TakeOverDone`].
+    TakeOver {
+        /// This node's current slot.
+        from: Slot,
+        /// The slot to take.
+        to: Slot,
+        /// 1 for the first try.
+        attempt: u32,
+    },
+    /// Announce a completed takeover (outbox, broker, CloudWatch).
+    Announce(Transition),
+}

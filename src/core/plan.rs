@@ -1,0 +1,267 @@
+//! From a declared death to a new identity: the fence (retried with back-off,
+//! called off when the peer answers or the witness is lost), the vacancy
+//! fast path, and the takeover (retried until the identity is up).
+
+use std::time::Instant;
+
+use super::{Action, Event, Fenced, Holder, Monitor, Transition};
+use crate::layout::Slot;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Phase {
+    Idle,
+    Watching,
+    Fencing {
+        attempt: u32,
+        in_flight: bool,
+        retry_at: Option<Instant>,
+        /// The peer answered while a fence was in flight: if that fence
+        /// fails, go back to watching instead of retrying.
+        cancel: bool,
+    },
+    TakingOver {
+        attempt: u32,
+        in_flight: bool,
+        retry_at: Option<Instant>,
+        fenced: Fenced,
+        vacant: bool,
+    },
+}
+
+impl Monitor {
+    /// The peer answered: a fence that is not yet confirmed is called off.
+    pub(super) fn peer_alive(&mut self) {
+        self.call_off_fence();
+    }
+
+    /// Call off a fence that is not confirmed: at once when none is in
+    /// flight, otherwise when the one in flight reports a failure (a
+    /// confirmed fence still leads to a takeover: the peer is stopped).
+    pub(super) fn call_off_fence(&mut self) {
+        let Some(peer) = self.peer() else {
+            return;
+        };
+        if let Phase::Fencing {
+            in_flight, cancel, ..
+        } = &mut self.phase
+        {
+            if *in_flight {
+                *cancel = true;
+            } else {
+                self.phase = Phase::Watching;
+                self.declared_at = None;
+                self.events.push_back(Event::FenceCancelled { peer });
+            }
+        }
+    }
+
+    pub(super) fn declare_dead(&mut self, now: Instant, peer: Slot) {
+        self.declared_at = Some(now);
+        self.events.push_back(Event::PeerDead {
+            peer,
+            misses: self.misses,
+        });
+        self.phase = Phase::Fencing {
+            attempt: 1,
+            in_flight: true,
+            retry_at: None,
+            cancel: false,
+        };
+        self.actions.push_back(Action::Fence {
+            slot: peer,
+            attempt: 1,
+        });
+    }
+
+    pub(super) fn on_holder(&mut self, now: Instant, slot: Slot, result: Result<Holder, String>) {
+        if Some(slot) != self.peer() {
+            return;
+        }
+        self.holder_check_in_flight = false;
+        // Only act while the peer is silent: a slot whose holder answers is
+        // not vacant, whatever a stale look-up says.
+        if result == Ok(Holder::Vacant) && self.phase == Phase::Watching && self.peer_silent {
+            self.events.push_back(Event::Vacant { peer: slot });
+            self.declared_at = Some(now);
+            self.begin_takeover(now, Fenced::default(), true);
+        }
+    }
+
+    pub(super) fn on_fence_done(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        result: Result<Fenced, String>,
+    ) {
+        if Some(slot) != self.peer() {
+            return;
+        }
+        let Phase::Fencing {
+            attempt,
+            in_flight: true,
+            cancel,
+            ..
+        } = self.phase
+        else {
+            return;
+        };
+        match result {
+            Ok(fenced) => {
+                self.events.push_back(Event::FenceConfirmed {
+                    peer: slot,
+                    instances: fenced.instances.clone(),
+                });
+                self.begin_takeover(now, fenced, false);
+            }
+            Err(error) if cancel => {
+                self.last_error = Some(error);
+                self.phase = Phase::Watching;
+                self.declared_at = None;
+                self.events.push_back(Event::FenceCancelled { peer: slot });
+            }
+            Err(error) => {
+                let retry_in = self.cfg.backoff(attempt);
+                self.last_error = Some(error.clone());
+                self.events.push_back(Event::FenceFailed {
+                    peer: slot,
+                    attempt,
+                    error,
+                    retry_in,
+                });
+                self.phase = Phase::Fencing {
+                    attempt: attempt + 1,
+                    in_flight: false,
+                    retry_at: Some(now + retry_in),
+                    cancel: false,
+                };
+            }
+        }
+    }
+
+    pub(super) fn begin_takeover(&mut self, now: Instant, fenced: Fenced, vacant: bool) {
+        let Some(peer) = self.peer() else {
+            return;
+        };
+        self.fenced_at = Some(now);
+        self.round = None;
+        self.next_round_at = None;
+        self.phase = Phase::TakingOver {
+            attempt: 1,
+            in_flight: true,
+            retry_at: None,
+            fenced,
+            vacant,
+        };
+        self.actions.push_back(Action::TakeOver {
+            from: self.me,
+            to: peer,
+            attempt: 1,
+        });
+    }
+
+    pub(super) fn on_takeover_done(&mut self, now: Instant, to: Slot, result: Result<(), String>) {
+        if Some(to) != self.peer() {
+            return;
+        }
+        let Phase::TakingOver {
+            attempt,
+            in_flight: true,
+            fenced,
+            vacant,
+            ..
+        } = &self.phase
+        else {
+            return;
+        };
+        let (attempt, fenced, vacant) = (*attempt, fenced.clone(), *vacant);
+        match result {
+            Ok(()) => {
+                let from = self.me;
+                let transition = Transition {
+                    from,
+                    to,
+                    fenced: fenced.instances,
+                    vacant,
+                    silent_since: self.silent_since,
+                    declared_at: self.declared_at.unwrap_or(now),
+                    fenced_at: self.fenced_at.unwrap_or(now),
+                    identity_up_at: now,
+                };
+                let carried = (self.beyond_misses, self.beyond_silent_since);
+                self.me = to;
+                self.events.push_back(Event::TookOver { from, to });
+                self.actions.push_back(Action::Announce(transition));
+                self.watch_predecessor(now);
+                // The new peer was n-2: its misses, seen with this node's
+                // witness while it took over, count. One more silent round
+                // declares it dead.
+                if carried.0 > 0 {
+                    self.misses = carried.0;
+                    self.silent_since = carried.1;
+                    self.peer_silent = true;
+                    self.peer_seen = true;
+                }
+            }
+            Err(error) => {
+                let retry_in = self.cfg.backoff(attempt);
+                self.last_error = Some(error.clone());
+                self.events.push_back(Event::TakeOverFailed {
+                    to,
+                    attempt,
+                    error,
+                    retry_in,
+                });
+                self.phase = Phase::TakingOver {
+                    attempt: attempt + 1,
+                    in_flight: false,
+                    retry_at: Some(now + retry_in),
+                    fenced,
+                    vacant,
+                };
+            }
+        }
+    }
+
+    pub(super) fn handle_retry(&mut self, now: Instant) {
+        let Some(peer) = self.peer() else {
+            return;
+        };
+        match &mut self.phase {
+            Phase::Fencing {
+                attempt,
+                in_flight,
+                retry_at: Some(at),
+                ..
+            } if now >= *at => {
+                *in_flight = true;
+                let attempt = *attempt;
+                self.phase = Phase::Fencing {
+                    attempt,
+                    in_flight: true,
+                    retry_at: None,
+                    cancel: false,
+                };
+                self.actions.push_back(Action::Fence {
+                    slot: peer,
+                    attempt,
+                });
+            }
+            Phase::TakingOver {
+                attempt,
+                in_flight,
+                retry_at,
+                ..
+            } if retry_at.is_some_and(|at| now >= at) => {
+                *in_flight = true;
+                *retry_at = None;
+                let attempt = *attempt;
+                self.actions.push_back(Action::TakeOver {
+                    from: self.me,
+                    to: peer,
+                    attempt,
+                });
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! What the core tells the outside: completed transitions, log events, and
+//! snapshots for `chainwatch status`.
+
+use std::time::{Duration, Instant};
+
+use crate::layout::Slot;
+
+/// A completed takeover, with the instants of each step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The slot this node held before.
+    pub from: Slot,
+    /// The slot it holds now (the peer's).
+    pub to: Slot,
+    /// Instances that were fenced; empty when the slot was vacant.
+    pub fenced: Vec<String>,
+    /// True when the slot had no running holder (no fence needed).
+    pub vacant: bool,
+    /// Start of the first missed round of the streak, if there was one.
+    pub silent_since: Option<Instant>,
+    /// When the peer was declared dead (or found vacant).
+    pub declared_at: Instant,
+    /// When the fence was confirmed.
+    pub fenced_at: Instant,
+    /// When the new identity was up.
+    pub identity_up_at: Instant,
+}
+
+/// Things worth a log line; they change nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The node now watches `peer` (or nobody).
+    Watching {
+        /// This node's slot.
+        me: Slot,
+        /// The watched peer.
+        peer: Option<Slot>,
+    },
+    /// frontend1 is silent on the overlay: the next rounds probe the peer on
+    /// its underlay with EC2 as the witness.
+    Degraded {
+        /// The peer.
+        peer: Slot,
+    },
+    /// frontend1 answers on the overlay again: back to normal rounds.
+    OverlayBack {
+        /// The peer.
+        peer: Slot,
+    },
+    /// A missed round: peer silent, witness answered.
+    Miss {
+        /// The peer.
+        peer: Slot,
+        /// Consecutive misses so far.
+        misses: u32,
+        /// Misses that declare death.
+        of: u32,
+    },
+    /// Peer and witness both silent (or results missing): this node may be
+    /// cut off, so it counts nothing and the streak restarts. Emitted for
+    /// the first such round of a streak.
+    Inconclusive {
+        /// The peer.
+        peer: Slot,
+        /// Misses discarded.
+        discarded: u32,
+    },
+    /// The peer answered after missed rounds.
+    Recovered {
+        /// The peer.
+        peer: Slot,
+        /// Misses before the answer.
+        after: u32,
+    },
+    /// The peer is declared dead after `misses` missed rounds.
+    PeerDead {
+        /// The peer.
+        peer: Slot,
+        /// Missed rounds.
+        misses: u32,
+    },
+    /// Nobody holds the peer's slot: take it without a fence.
+    Vacant {
+        /// The peer's slot.
+        peer: Slot,
+    },
+    /// The fence failed; it is retried after `retry_in`.
+    FenceFailed {
+        /// The peer.
+        peer: Slot,
+        /// Failed attempt number.
+        attempt: u32,
+        /// Why.
+        error: String,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+    /// The peer answered before a fence was confirmed: no takeover.
+    FenceCancelled {
+        /// The peer.
+        peer: Slot,
+    },
+    /// The fence is confirmed.
+    FenceConfirmed {
+        /// The peer.
+        peer: Slot,
+        /// Stopped instances.
+        instances: Vec<String>,
+    },
+    /// The takeover failed; it is retried after `retry_in`.
+    TakeOverFailed {
+        /// The slot being taken.
+        to: Slot,
+        /// Failed attempt number.
+        attempt: u32,
+        /// Why.
+        error: String,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+    /// The takeover completed.
+    TookOver {
+        /// Former slot.
+        from: Slot,
+        /// New slot.
+        to: Slot,
+    },
+}
+
+/// What the node is doing, for `chainwatch status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseName {
+    /// ID 1: nothing to watch.
+    Idle,
+    /// Probing the peer.
+    Watching,
+    /// The peer is declared dead; fencing it (or waiting to retry).
+    Fencing,
+    /// The fence is confirmed; taking over the peer's slot.
+    TakingOver,
+}
+
+impl PhaseName {
+    /// Lowercase name for tables and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseName::Idle => "idle",
+            PhaseName::Watching => "watching",
+            PhaseName::Fencing => "fencing",
+            PhaseName::TakingOver => "taking-over",
+        }
+    }
+}
+
+/// A snapshot of the core for status reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// This node's slot.
+    pub me: Slot,
+    /// The watched peer.
+    pub peer: Option<Slot>,
+    /// Current phase.
+    pub phase: PhaseName,
+    /// Consecutive missed rounds.
+    pub misses: u32,
+    /// Misses that declare death.
+    pub misses_to_declare: u32,
+    /// RTT of the last peer answer.
+    pub last_rtt: Option<Duration>,
+    /// Whether the last round was inconclusive (witness silent too).
+    pub cut_off: bool,
+    /// Whether rounds are degraded: frontend1 is silent on the overlay, so
+    /// the peer is probed on its underlay with EC2 as witness.
+    pub degraded: bool,
+    /// Rounds evaluated since start.
+    pub rounds: u64,
+    /// Current fence/takeover attempt (0 when none).
+    pub attempt: u32,
+    /// Last fence/takeover error.
+    pub last_error: Option<String>,
+}

@@ -1,0 +1,174 @@
+//! Unit tests of the core, by concern; the harness drives one monitor
+//! through rounds in simulated time.
+
+mod degraded;
+mod detector;
+mod plan;
+
+use std::time::{Duration, Instant};
+
+use crate::core::*;
+use crate::layout::{Role, Slot};
+
+pub(super) fn fe(id: u32) -> Slot {
+    Slot::new(Role::Frontend, id)
+}
+pub(super) fn be(id: u32) -> Slot {
+    Slot::new(Role::Backend, id)
+}
+
+pub(super) const RTT: Duration = Duration::from_millis(3);
+
+/// The defaults without the startup grace (tested on its own).
+pub(super) fn cfg() -> CoreConfig {
+    CoreConfig {
+        startup_grace: Duration::ZERO,
+        ..CoreConfig::default()
+    }
+}
+
+/// Drives one monitor through rounds in simulated time.
+pub(super) struct Harness {
+    m: Monitor,
+    now: Instant,
+    start: Instant,
+    /// Every non-probe action seen, in order.
+    work: Vec<Action>,
+    events: Vec<Event>,
+}
+
+impl Harness {
+    pub(super) fn new(me: Slot) -> Self {
+        let start = Instant::now();
+        Harness {
+            m: Monitor::new(cfg(), me, start),
+            now: start,
+            start,
+            work: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    pub(super) fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Advance to the next timer and fire it; return the probes it asked for.
+    pub(super) fn tick(&mut self) -> Vec<(u64, Target, ProbeAddr)> {
+        let at = self.m.poll_timeout().expect("a timer is armed");
+        // A timer that came due while a round's answers were pending fires
+        // late, as in the real shell.
+        self.now = self.now.max(at);
+        self.m.handle_timeout(self.now);
+        self.drain()
+    }
+
+    pub(super) fn drain(&mut self) -> Vec<(u64, Target, ProbeAddr)> {
+        let mut probes = Vec::new();
+        while let Some(a) = self.m.poll_action() {
+            match a {
+                Action::Probe {
+                    round,
+                    target,
+                    addr,
+                    timeout,
+                } => {
+                    assert_eq!(timeout, Duration::from_millis(800));
+                    probes.push((round, target, addr));
+                }
+                other => self.work.push(other),
+            }
+        }
+        while let Some(e) = self.m.poll_event() {
+            self.events.push(e);
+        }
+        probes
+    }
+
+    pub(super) fn input(&mut self, after: Duration, input: Input) {
+        self.now += after;
+        self.m.handle_input(self.now, input);
+        self.drain();
+    }
+
+    /// One full round: `None` means silent (reported at the timeout); n-2,
+    /// when probed, answers.
+    pub(super) fn round(&mut self, peer: Option<Duration>, witness: Option<Duration>) {
+        self.round_beyond(peer, witness, Some(RTT));
+    }
+
+    /// One full round, with n-2's answer when it is probed.
+    pub(super) fn round_beyond(
+        &mut self,
+        peer: Option<Duration>,
+        witness: Option<Duration>,
+        beyond: Option<Duration>,
+    ) {
+        let probes = self.tick();
+        assert!(
+            probes.len() == 2
+                || (probes.len() == 3 && matches!(probes[2].1, Target::Overlay | Target::Beyond)),
+            "one probe to the peer and one to the witness (and frontend1 when degraded, or n-2): {probes:?}"
+        );
+        let seq = probes[0].0;
+        let started = self.now;
+        let outcome = |r: Option<Duration>| match r {
+            Some(rtt) => ProbeOutcome::Reply { rtt },
+            None => ProbeOutcome::Silent,
+        };
+        // Answers arrive after their RTT; silence is reported at the timeout.
+        let mut reports = vec![(Target::Peer, peer), (Target::Witness, witness)];
+        if probes.len() == 3 {
+            if probes[2].1 == Target::Beyond {
+                reports.push((Target::Beyond, beyond));
+            } else {
+                reports.push((Target::Overlay, witness));
+            }
+        }
+        reports.sort_by_key(|(_, r)| r.unwrap_or(Duration::from_millis(800)));
+        for (target, r) in reports {
+            let at = started + r.unwrap_or(Duration::from_millis(800));
+            let after = at.saturating_duration_since(self.now);
+            self.input(
+                after,
+                Input::Probed {
+                    round: seq,
+                    target,
+                    outcome: outcome(r),
+                },
+            );
+        }
+    }
+
+    pub(super) fn take_work(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.work)
+    }
+
+    pub(super) fn fences(&self) -> usize {
+        self.work
+            .iter()
+            .filter(|a| matches!(a, Action::Fence { .. }))
+            .count()
+    }
+}
+
+pub(super) fn holder(slot: Slot, h: Holder) -> Input {
+    Input::HolderChecked {
+        slot,
+        result: Ok(h),
+    }
+}
+
+/// Three missed rounds: the peer is declared dead.
+pub(super) fn dead(h: &mut Harness) {
+    for _ in 0..3 {
+        h.round(None, Some(RTT));
+        for a in h.take_work() {
+            if let Action::CheckHolder { slot } = a {
+                h.input(Duration::ZERO, holder(slot, Holder::Held));
+            } else {
+                h.work.push(a);
+            }
+        }
+    }
+}

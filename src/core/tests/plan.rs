@@ -1,0 +1,322 @@
+use std::time::Duration;
+
+use super::*;
+use crate::core::*;
+
+#[test]
+fn fence_failure_means_no_takeover_and_bounded_backoff() {
+    let mut h = Harness::new(be(3));
+    dead(&mut h);
+    assert_eq!(h.take_work().len(), 1);
+    let mut delays = Vec::new();
+    for attempt in 1..=10u32 {
+        h.input(
+            Duration::from_millis(50),
+            Input::FenceDone {
+                slot: be(2),
+                result: Err("ec2 unreachable".into()),
+            },
+        );
+        let Some(Event::FenceFailed {
+            retry_in,
+            attempt: a,
+            ..
+        }) = h.events.last().cloned()
+        else {
+            panic!("no FenceFailed event: {:?}", h.events);
+        };
+        assert_eq!(a, attempt);
+        delays.push(retry_in);
+        // Rounds go on during the back-off (the peer stays silent), and the
+        // retry comes when it is due; never a takeover.
+        let due = h.now + retry_in;
+        loop {
+            let at = h.m.poll_timeout().unwrap();
+            if at >= due {
+                break;
+            }
+            h.round(None, Some(RTT));
+        }
+        let probes = h.tick();
+        // If a round started at the same instant, answer it too.
+        for (round, target, _) in probes {
+            let outcome = match target {
+                Target::Peer => ProbeOutcome::Silent,
+                Target::Witness | Target::Overlay | Target::Beyond => {
+                    ProbeOutcome::Reply { rtt: RTT }
+                }
+            };
+            h.input(
+                Duration::ZERO,
+                Input::Probed {
+                    round,
+                    target,
+                    outcome,
+                },
+            );
+        }
+        let work = h.take_work();
+        assert!(
+            work.contains(&Action::Fence {
+                slot: be(2),
+                attempt: attempt + 1
+            }),
+            "{work:?} {:?}",
+            h.events
+        );
+        assert!(!work.iter().any(|a| matches!(a, Action::TakeOver { .. })));
+    }
+    let ms: Vec<u128> = delays.iter().map(|d| d.as_millis()).collect();
+    assert_eq!(
+        ms,
+        vec![
+            500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000
+        ]
+    );
+    assert_eq!(
+        h.m.snapshot().last_error.as_deref(),
+        Some("ec2 unreachable")
+    );
+    // Finally the fence is confirmed: take over.
+    h.input(
+        Duration::from_millis(50),
+        Input::FenceDone {
+            slot: be(2),
+            result: Ok(Fenced {
+                instances: vec!["i-0abc".into()],
+            }),
+        },
+    );
+    assert_eq!(
+        h.take_work(),
+        vec![Action::TakeOver {
+            from: be(3),
+            to: be(2),
+            attempt: 1
+        }]
+    );
+}
+
+#[test]
+fn a_peer_that_answers_during_fence_backoff_is_not_taken_over() {
+    let mut h = Harness::new(be(3));
+    dead(&mut h);
+    h.take_work();
+    h.input(
+        Duration::ZERO,
+        Input::FenceDone {
+            slot: be(2),
+            result: Err("throttled".into()),
+        },
+    );
+    h.round(Some(RTT), Some(RTT));
+    assert!(h.events.contains(&Event::FenceCancelled { peer: be(2) }));
+    assert_eq!(h.m.snapshot().phase, PhaseName::Watching);
+    for _ in 0..10 {
+        h.round(Some(RTT), Some(RTT));
+    }
+    assert!(h.take_work().is_empty());
+}
+
+#[test]
+fn a_node_cut_off_during_fence_backoff_calls_the_fence_off() {
+    let mut h = Harness::new(be(3));
+    dead(&mut h);
+    h.take_work();
+    h.input(
+        Duration::ZERO,
+        Input::FenceDone {
+            slot: be(2),
+            result: Err("timeout".into()),
+        },
+    );
+    h.round(None, None);
+    assert_eq!(h.m.snapshot().phase, PhaseName::Watching);
+    for _ in 0..5 {
+        h.round(None, None);
+    }
+    let work = h.take_work();
+    assert!(
+        work.iter().all(|a| matches!(a, Action::CheckHolder { .. })),
+        "{work:?}"
+    );
+}
+
+#[test]
+fn a_fence_confirmed_after_the_peer_answered_still_leads_to_takeover() {
+    // The stop was sent and EC2 confirms it: the peer is down now, its ID
+    // must be filled.
+    let mut h = Harness::new(be(3));
+    dead(&mut h);
+    h.take_work();
+    h.round(Some(RTT), Some(RTT)); // answers while the fence is in flight
+    h.input(
+        Duration::ZERO,
+        Input::FenceDone {
+            slot: be(2),
+            result: Ok(Fenced::default()),
+        },
+    );
+    assert!(matches!(h.take_work()[..], [Action::TakeOver { .. }]));
+    // ...whereas a failing one then returns to watching without a retry.
+    let mut h = Harness::new(be(3));
+    dead(&mut h);
+    h.take_work();
+    h.round(Some(RTT), Some(RTT));
+    h.input(
+        Duration::ZERO,
+        Input::FenceDone {
+            slot: be(2),
+            result: Err("api error".into()),
+        },
+    );
+    assert_eq!(h.m.snapshot().phase, PhaseName::Watching);
+    assert_eq!(h.m.poll_timeout(), Some(h.start + Duration::from_secs(4)));
+}
+
+#[test]
+fn takeover_announces_and_watches_the_new_predecessor() {
+    let mut h = Harness::new(fe(4));
+    dead(&mut h);
+    h.take_work();
+    h.input(
+        Duration::from_millis(300),
+        Input::FenceDone {
+            slot: fe(3),
+            result: Ok(Fenced {
+                instances: vec!["i-1".into()],
+            }),
+        },
+    );
+    h.take_work();
+    h.input(
+        Duration::from_millis(200),
+        Input::TakeOverDone {
+            to: fe(3),
+            result: Err("AUTH_FAILED".into()),
+        },
+    );
+    assert!(h.take_work().is_empty());
+    assert_eq!(h.m.snapshot().phase, PhaseName::TakingOver);
+    h.tick(); // retry after 500 ms
+    assert_eq!(
+        h.take_work(),
+        vec![Action::TakeOver {
+            from: fe(4),
+            to: fe(3),
+            attempt: 2
+        }]
+    );
+    h.input(
+        Duration::from_millis(700),
+        Input::TakeOverDone {
+            to: fe(3),
+            result: Ok(()),
+        },
+    );
+    let work = h.take_work();
+    let [Action::Announce(t)] = &work[..] else {
+        panic!("{work:?}");
+    };
+    assert_eq!((t.from, t.to), (fe(4), fe(3)));
+    assert_eq!(t.fenced, vec!["i-1".to_string()]);
+    assert!(!t.vacant);
+    let silent = t.silent_since.unwrap();
+    assert!(silent < t.declared_at && t.declared_at < t.fenced_at);
+    assert!(t.fenced_at < t.identity_up_at);
+    assert_eq!(
+        t.identity_up_at - t.declared_at,
+        Duration::from_millis(1700)
+    );
+    assert_eq!(h.m.me(), fe(3));
+    assert_eq!(h.m.peer(), Some(fe(2)));
+    // The new predecessor is probed at once.
+    let probes = h.tick();
+    assert_eq!(probes[0].2, ProbeAddr::Overlay(fe(2)));
+    assert_eq!(h.m.snapshot().misses, 0);
+}
+
+#[test]
+fn a_vacant_predecessor_is_taken_after_one_missed_round() {
+    let mut h = Harness::new(fe(3));
+    h.round(None, Some(RTT));
+    assert_eq!(h.take_work(), vec![Action::CheckHolder { slot: fe(2) }]);
+    h.input(Duration::from_millis(20), holder(fe(2), Holder::Vacant));
+    assert_eq!(
+        h.take_work(),
+        vec![Action::TakeOver {
+            from: fe(3),
+            to: fe(2),
+            attempt: 1
+        }]
+    );
+    assert!(h.events.contains(&Event::Vacant { peer: fe(2) }));
+    h.input(
+        Duration::from_millis(100),
+        Input::TakeOverDone {
+            to: fe(2),
+            result: Ok(()),
+        },
+    );
+    let work = h.take_work();
+    let [Action::Announce(t)] = &work[..] else {
+        panic!("{work:?}");
+    };
+    assert!(t.vacant && t.fenced.is_empty());
+    // Well inside one detection window.
+    assert!(h.elapsed() < Duration::from_secs(1));
+    // Now frontend2 watches the hub.
+    let probes = h.tick();
+    assert_eq!(probes[0].2, ProbeAddr::Underlay(fe(1)));
+}
+
+#[test]
+fn vacancy_is_ignored_once_the_peer_answers() {
+    // The look-up answers after the peer came back: ignore it.
+    let mut h = Harness::new(fe(3));
+    h.round(None, Some(RTT));
+    h.take_work();
+    h.round(Some(RTT), Some(RTT));
+    h.input(Duration::ZERO, holder(fe(2), Holder::Vacant));
+    assert!(h.take_work().is_empty());
+    // Nor on an error, nor on an answer about another slot, nor before any
+    // round was evaluated.
+    let mut h = Harness::new(fe(3));
+    h.input(Duration::ZERO, holder(fe(2), Holder::Vacant));
+    assert!(h.take_work().is_empty());
+    h.round(None, Some(RTT));
+    h.take_work();
+    h.input(
+        Duration::ZERO,
+        Input::HolderChecked {
+            slot: fe(2),
+            result: Err("no registry".into()),
+        },
+    );
+    h.input(Duration::ZERO, holder(fe(1), Holder::Vacant));
+    assert!(h.take_work().is_empty());
+}
+
+#[test]
+fn a_vacant_slot_is_taken_even_while_the_overlay_witness_is_down() {
+    // frontend1 and frontend2 gone together: frontend3 sees neither, but EC2
+    // says nobody holds frontend2, so it takes it and then watches the hub.
+    let mut h = Harness::new(fe(3));
+    h.round(None, None);
+    assert_eq!(h.take_work(), vec![Action::CheckHolder { slot: fe(2) }]);
+    h.input(Duration::ZERO, holder(fe(2), Holder::Held));
+    h.round(None, None);
+    assert_eq!(h.take_work(), vec![Action::CheckHolder { slot: fe(2) }]);
+    h.input(Duration::ZERO, holder(fe(2), Holder::Vacant));
+    assert!(matches!(h.take_work()[..], [Action::TakeOver { .. }]));
+    // A held slot is never fenced without the witness, however long.
+    let mut h = Harness::new(be(3));
+    for _ in 0..20 {
+        h.round(None, None);
+        for a in h.take_work() {
+            assert_eq!(a, Action::CheckHolder { slot: be(2) });
+            h.input(Duration::ZERO, holder(be(2), Holder::Held));
+        }
+    }
+    assert_eq!(h.fences(), 0);
+}

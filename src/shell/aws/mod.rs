@@ -1,0 +1,5 @@
+//! Amazon Web Services: EC2 (the registry and the fence) and CloudWatch Logs
+//! (the transition log).
+
+pub mod cloudwatch;
+pub mod ec2;
