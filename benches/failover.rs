@@ -1,9 +1,14 @@
 //! Failover benchmarks in the rig (run as root: `cargo bench --bench
 //! failover`; `BENCH_RUNS` faults per contender, default 10;
-//! `BENCH_LOSS_SECS` of 20 % loss, default 300). The same fault — the peer's
-//! instance dies: processes killed, link down — many times, for:
+//! `BENCH_OLD_RUNS` faults for the old fence, default 3; `BENCH_LOSS_SECS`
+//! of 20 % loss, default 300). The rig's EC2 stops as slowly as AWS's
+//! (`CHAINWATCH_RIG_STOP_MS`, `CHAINWATCH_RIG_STOP_SKIP_OS_MS`). The same
+//! fault — the peer's instance dies: processes killed, link down — many
+//! times, each at a uniformly random phase of the probe cycle, for:
 //!
 //! * chainwatch with its defaults (frontend3 watching frontend2);
+//! * chainwatch with the fence of 0.1.0 (`Force` without `SkipOsShutdown`,
+//!   so EC2 first tries a graceful shutdown), for comparison;
 //! * keepalived, VRRP unicast between two namespaces, advert_int 1;
 //! * the original chain script's algorithm (bench/baseline_chain.sh).
 //!
@@ -92,7 +97,7 @@ struct Sample {
     confirmed: Option<f64>,
 }
 
-async fn chainwatch_once() -> Sample {
+async fn chainwatch_once(old_fence: bool) -> Sample {
     let mut f = Fleet::with(
         &[fe(1), fe(2), fe(3)],
         Options {
@@ -103,11 +108,16 @@ async fn chainwatch_once() -> Sample {
     )
     .await;
     f.start_all().await;
+    if old_fence {
+        f.proxy.mode("graceful");
+    }
     let addr = f.layout.overlay_addr(fe(2));
+    // A uniformly random phase of the 1 s probe cycle.
+    std::thread::sleep(Duration::from_millis(rand::random_range(0..1000)));
     let t0 = Instant::now();
     f.kill(1);
     let (mut declared, mut holding, mut confirmed) = (None, None, None);
-    while t0.elapsed() < Duration::from_secs(60) && (holding.is_none() || confirmed.is_none()) {
+    while t0.elapsed() < Duration::from_secs(150) && (holding.is_none() || confirmed.is_none()) {
         if let Some(s) = f.status(2) {
             if declared.is_none() && (s["phase"] != "watching" || s["id"] == 2) {
                 declared = Some(t0.elapsed().as_secs_f64());
@@ -289,9 +299,22 @@ fn main() {
             .collect::<Vec<_>>()
     });
 
+    let old_runs = env("BENCH_OLD_RUNS", 3) as usize;
+    let mut old = Vec::new();
+    for i in 0..old_runs {
+        let s = rt.block_on(chainwatch_once(true));
+        eprintln!(
+            "chainwatch, old fence, run {}: declared {:.2} s, holding {:.2} s, confirmed {:?}",
+            i + 1,
+            s.declared,
+            s.holding,
+            s.confirmed
+        );
+        old.push(s);
+    }
     let mut cw = Vec::new();
     for i in 0..runs {
-        let s = rt.block_on(chainwatch_once());
+        let s = rt.block_on(chainwatch_once(false));
         eprintln!(
             "chainwatch run {}: declared {:.2} s, holding {:.2} s, confirmed {:?}",
             i + 1,
@@ -366,6 +389,12 @@ fn main() {
         stats(cw.iter().map(|s| s.declared).collect()),
         stats(cw.iter().map(|s| s.holding).collect()),
         stats(cw.iter().filter_map(|s| s.confirmed).collect())
+    );
+    println!(
+        "| chainwatch, fence of 0.1.0 (Force only, {old_runs} faults) | {} | {} | {} |",
+        stats(old.iter().map(|s| s.declared).collect()),
+        stats(old.iter().map(|s| s.holding).collect()),
+        stats(old.iter().filter_map(|s| s.confirmed).collect())
     );
     println!(
         "| keepalived (VRRP unicast, advert_int 1) | {} | {} | n/a |",

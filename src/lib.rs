@@ -25,6 +25,7 @@ pub mod cmd;
 pub mod config;
 pub mod core;
 pub mod event;
+pub mod fsio;
 pub mod iam;
 pub mod layout;
 pub mod shell;

@@ -6,9 +6,9 @@
 //! over the old one, and the directory is fsync'd. A crash leaves either the
 //! old or the new file, never a torn one.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -124,27 +124,12 @@ pub fn store(dir: &Path, state: &PersistedState) -> Result<(), StateError> {
         .create(dir)
         .map_err(io(dir))?;
     let final_path = path(dir);
-    let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
     let mut body = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
         path: final_path.clone(),
         reason: e.to_string(),
     })?;
     body.push(b'\n');
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(&body).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
-    Ok(())
+    crate::fsio::write_atomic(&final_path, &body).map_err(io(&final_path))
 }
 
 #[cfg(test)]

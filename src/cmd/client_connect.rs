@@ -11,7 +11,7 @@
 //! It runs without an async runtime or a logger: OpenVPN blocks on it.
 
 use std::ffi::OsStr;
-use std::io::Write;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -52,38 +52,9 @@ pub fn answer(config: Option<&Path>, name: Option<&OsStr>, file: &Path) -> Resul
         .layout
         .parse_client_common_name(name)
         .map_err(|e| e.to_string())?;
-    write_atomically(file, settings.layout.ifconfig_push(slot).as_bytes())
+    // Written whole or not at all: OpenVPN never reads a half answer.
+    crate::fsio::write_atomic(file, settings.layout.ifconfig_push(slot).as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", file.display()))
-}
-
-/// Write `body` to a temporary file beside `file`, then rename it over
-/// `file`: OpenVPN never reads a half-written answer.
-fn write_atomically(file: &Path, body: &[u8]) -> std::io::Result<()> {
-    let dir = match file.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let base = file
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"))?;
-    let tmp = dir.join(format!(
-        ".{}.chainwatch-{}",
-        base.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(body)?;
-        drop(f);
-        std::fs::rename(&tmp, file)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

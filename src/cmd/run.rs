@@ -180,7 +180,9 @@ async fn active(
         shutdown,
     )
     .await;
-    vpn.stop().await;
+    // A daemon that stops is not a death: the identity stays up for the
+    // next daemon (an upgrade, a restart) to adopt.
+    vpn.detach().await;
     Ok(())
 }
 

@@ -4,10 +4,20 @@
 //! the config for the current identity from the templates in `openvpn/`
 //! (the server for frontend1, whose `client-connect` is `chainwatch
 //! client-connect`; a client with the certificate of its common name
-//! otherwise), restarts it when it exits, and sends its log to chainwatch's.
-//! It reads OpenVPN's state from the management interface (a unix socket):
-//! an identity is up only when OpenVPN reports `CONNECTED` with the overlay
-//! address the layout gives that identity.
+//! otherwise) and restarts it when it exits. It reads OpenVPN's state from
+//! the management interface (a unix socket): an identity is up only when
+//! OpenVPN reports `CONNECTED` with the overlay address the layout gives
+//! that identity.
+//!
+//! OpenVPN outlives the daemon: a restart, an upgrade or a crash of
+//! chainwatch is not a death, so the overlay address must stay up through
+//! it. OpenVPN runs in its own process group, writes its log to
+//! `openvpn.log` in the run directory (not to a pipe that would break with
+//! the daemon), and its pid and identity are recorded in `openvpn.pid`. A
+//! daemon that starts finds it there and *adopts* it when it runs the
+//! config this daemon would render for its slot and is `CONNECTED` with the
+//! slot's address; anything else is stopped and started afresh. Shutting
+//! the daemon down detaches from OpenVPN instead of stopping it.
 //!
 //! PKI layout (`vpn.pki_dir`): `ca.crt`, `issued/<cn>.crt`,
 //! `private/<cn>.key`, and optionally `ta.key` (tls-crypt). A node needs the
@@ -20,6 +30,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
@@ -90,6 +102,20 @@ pub struct VpnSettings {
 impl VpnSettings {
     fn mgmt(&self) -> PathBuf {
         self.run_dir.join("mgmt.sock")
+    }
+
+    fn conf(&self, slot: Slot) -> PathBuf {
+        self.run_dir.join(format!("{}.conf", slot.common_name()))
+    }
+
+    /// `<pid> <common name>` of the OpenVPN this node runs.
+    fn pid_file(&self) -> PathBuf {
+        self.run_dir.join("openvpn.pid")
+    }
+
+    /// OpenVPN's own log (it outlives the daemon, so not a pipe).
+    pub fn log_file(&self) -> PathBuf {
+        self.run_dir.join("openvpn.log")
     }
 
     fn pki(&self, rel: &str) -> PathBuf {
@@ -228,6 +254,9 @@ enum Cmd {
     Stop {
         reply: oneshot::Sender<()>,
     },
+    Detach {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Handle to the supervisor task.
@@ -263,11 +292,119 @@ impl Vpn {
             let _ = rx.await;
         }
     }
+
+    /// Stop the supervisor and leave OpenVPN running (daemon shutdown: the
+    /// identity stays up for the next daemon to adopt).
+    pub async fn detach(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Detach { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// A running OpenVPN: started by this daemon, or adopted from a previous one.
+enum Handle {
+    Child(Child),
+    Adopted(Pid),
 }
 
 struct Running {
     slot: Slot,
-    child: Child,
+    handle: Handle,
+}
+
+impl Running {
+    fn pid(&self) -> Option<Pid> {
+        match &self.handle {
+            Handle::Child(c) => c
+                .id()
+                .and_then(|p| i32::try_from(p).ok())
+                .map(Pid::from_raw),
+            Handle::Adopted(p) => Some(*p),
+        }
+    }
+
+    /// `Some(reason)` once the process has exited.
+    fn try_exited(&mut self) -> Option<String> {
+        match &mut self.handle {
+            Handle::Child(c) => c.try_wait().ok().flatten().map(|s| s.to_string()),
+            Handle::Adopted(p) => (!alive(*p)).then(|| "exited".to_string()),
+        }
+    }
+
+    /// Wait until the process exits.
+    async fn wait(&mut self) -> String {
+        match &mut self.handle {
+            Handle::Child(c) => match c.wait().await {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            },
+            Handle::Adopted(p) => {
+                // Not our child: poll. Its parent (init) reaps it.
+                while alive(*p) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                "exited".to_string()
+            }
+        }
+    }
+}
+
+/// Whether `pid` runs (and is not a zombie).
+fn alive(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // `pid (comm) S ...`: the state follows the last `)`.
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st != "Z"))
+        })
+        .unwrap_or(false)
+}
+
+/// The OpenVPN a previous daemon left running for `slot`, if it runs the
+/// config this daemon renders for `slot` and is connected with its address.
+/// A recorded OpenVPN that does not qualify is stopped.
+async fn adopt(s: &VpnSettings, slot: Slot) -> Option<Running> {
+    let recorded = std::fs::read_to_string(s.pid_file()).ok()?;
+    let mut f = recorded.split_whitespace();
+    let pid = Pid::from_raw(f.next()?.parse().ok()?);
+    let cn = f.next().unwrap_or("");
+    // The pid must still be that OpenVPN (pids are reused).
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let conf = s.conf(slot);
+    let same_process = alive(pid)
+        && cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == conf.as_os_str().as_encoded_bytes());
+    if !same_process {
+        let _ = std::fs::remove_file(s.pid_file());
+        return None;
+    }
+    let want = s.layout.overlay_addr(slot);
+    let same_config = std::fs::read_to_string(&conf)
+        .ok()
+        .zip(render(s, slot).ok())
+        .is_some_and(|(on_disk, now)| on_disk == now);
+    let state = query_state(&s.mgmt()).await;
+    let connected = state
+        .as_ref()
+        .is_some_and(|st| st.name == "CONNECTED" && st.local == Some(want));
+    let mut run = Some(Running {
+        slot,
+        handle: Handle::Adopted(pid),
+    });
+    if cn == slot.common_name() && same_config && connected {
+        tracing::info!(identity = %slot, %pid, address = %want, "adopted the running OpenVPN: the identity stayed up through the restart");
+        return run;
+    }
+    tracing::warn!(
+        identity = %slot, %pid, recorded = cn, same_config, state = ?state.map(|s| s.name),
+        "the running OpenVPN is not this slot's, or not connected: restarting it"
+    );
+    stop_openvpn(&mut run).await;
+    None
 }
 
 async fn spawn_openvpn(s: &VpnSettings, slot: Slot) -> Result<Child, VpnError> {
@@ -276,62 +413,50 @@ async fn spawn_openvpn(s: &VpnSettings, slot: Slot) -> Result<Child, VpnError> {
         reason,
     };
     std::fs::create_dir_all(&s.run_dir).map_err(|e| spawn_err(e.to_string()))?;
-    let conf = s.run_dir.join(format!("{}.conf", slot.common_name()));
+    let conf = s.conf(slot);
     std::fs::write(&conf, render(s, slot)?).map_err(|e| spawn_err(e.to_string()))?;
     let _ = std::fs::remove_file(s.mgmt());
-    let mut child = Command::new(&s.cfg.openvpn)
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(s.log_file())
+        .map_err(|e| spawn_err(format!("{}: {e}", s.log_file().display())))?;
+    let err_log = log.try_clone().map_err(|e| spawn_err(e.to_string()))?;
+    // Its own process group, its output in a file, not killed with this
+    // process: it must outlive a restart of the daemon.
+    let child = Command::new(&s.cfg.openvpn)
         .arg("--config")
         .arg(&conf)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
+        .stdout(log)
+        .stderr(err_log)
+        .process_group(0)
+        .kill_on_drop(false)
         .spawn()
         .map_err(|e| spawn_err(e.to_string()))?;
-    let cn = slot.common_name();
-    for out in [
-        child
-            .stdout
-            .take()
-            .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        child
-            .stderr
-            .take()
-            .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let cn = cn.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(out).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                // chainwatch's own management queries would drown the rest.
-                if line.contains("MANAGEMENT:") {
-                    tracing::debug!(target: "openvpn", identity = %cn, "{line}");
-                } else {
-                    tracing::info!(target: "openvpn", identity = %cn, "{line}");
-                }
-            }
-        });
+    if let Some(pid) = child.id() {
+        let record = format!("{pid} {}\n", slot.common_name());
+        if let Err(e) = crate::fsio::write_atomic(&s.pid_file(), record.as_bytes()) {
+            tracing::warn!(file = %s.pid_file().display(), "cannot record the OpenVPN pid ({e}): a restarted daemon will not adopt it");
+        }
     }
-    tracing::info!(identity = %cn, config = %conf.display(), "openvpn started");
+    tracing::info!(identity = %slot, config = %conf.display(), log = %s.log_file().display(), "openvpn started");
     Ok(child)
 }
 
 async fn stop_openvpn(run: &mut Option<Running>) {
     if let Some(mut r) = run.take() {
         // No explicit-exit-notify in the configs: SIGTERM ends it at once.
-        if let Some(pid) = r.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
+        if let Some(pid) = r.pid() {
+            let _ = kill(pid, Signal::SIGTERM);
         }
-        if tokio::time::timeout(Duration::from_millis(1500), r.child.wait())
+        if tokio::time::timeout(Duration::from_millis(1500), r.wait())
             .await
             .is_err()
+            && let Some(pid) = r.pid()
         {
-            let _ = r.child.kill().await;
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = tokio::time::timeout(Duration::from_millis(1000), r.wait()).await;
         }
         tracing::info!(identity = %r.slot, "openvpn stopped");
     }
@@ -347,16 +472,27 @@ async fn bring_up(
     let start = Instant::now();
     let mut last = "not started".to_string();
     let mut backoff = Duration::from_millis(250);
+    if run.is_none()
+        && let Some(adopted) = adopt(s, slot).await
+    {
+        *run = Some(adopted);
+        return Ok(want);
+    }
     loop {
         if run.is_none() {
             match spawn_openvpn(s, slot).await {
-                Ok(child) => *run = Some(Running { slot, child }),
+                Ok(child) => {
+                    *run = Some(Running {
+                        slot,
+                        handle: Handle::Child(child),
+                    })
+                }
                 Err(e @ (VpnError::Template { .. } | VpnError::Spawn { .. })) => return Err(e),
                 Err(e) => last = e.to_string(),
             }
         }
         if let Some(r) = run.as_mut()
-            && let Ok(Some(status)) = r.child.try_wait()
+            && let Some(status) = r.try_exited()
         {
             tracing::warn!(identity = %slot, %status, "openvpn exited while coming up (AUTH_FAILED or error); restarting");
             last = format!("exited ({status})");
@@ -394,7 +530,7 @@ async fn supervise(s: VpnSettings, mut rx: mpsc::Receiver<Cmd>) {
     loop {
         let exited = async {
             match run.as_mut() {
-                Some(r) => r.child.wait().await.ok(),
+                Some(r) => r.wait().await,
                 None => std::future::pending().await,
             }
         };
@@ -410,19 +546,23 @@ async fn supervise(s: VpnSettings, mut rx: mpsc::Receiver<Cmd>) {
                     let _ = reply.send(());
                     return;
                 }
-                None => {
-                    stop_openvpn(&mut run).await;
+                Some(Cmd::Detach { reply }) => {
+                    if let Some(r) = &run {
+                        tracing::info!(identity = %r.slot, "leaving OpenVPN running for the next daemon");
+                    }
+                    let _ = reply.send(());
                     return;
                 }
+                None => return,
             },
             status = exited => {
                 let slot = run.as_ref().map(|r| r.slot);
                 run = None;
                 if let Some(slot) = slot {
-                    tracing::warn!(identity = %slot, status = ?status, "openvpn exited; restarting in 1 s");
+                    tracing::warn!(identity = %slot, status = %status, "openvpn exited; restarting in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     match spawn_openvpn(&s, slot).await {
-                        Ok(child) => run = Some(Running { slot, child }),
+                        Ok(child) => run = Some(Running { slot, handle: Handle::Child(child) }),
                         Err(e) => tracing::error!(identity = %slot, "cannot restart openvpn: {e}"),
                     }
                 }

@@ -8,9 +8,9 @@
 //! again: at least once, with its event ID for consumers to drop
 //! duplicates) or nothing left to do.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::event::TransitionEvent;
@@ -58,20 +58,8 @@ fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
 }
 
 fn write_durably(dir: &Path, name: &str, body: &[u8]) -> Result<(), OutboxError> {
-    let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(body).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    sync_dir(dir)
+    crate::fsio::write_atomic(&path, body).map_err(io(&path))
 }
 
 impl Outbox {

@@ -103,20 +103,7 @@ impl AppliedStore {
             reason,
         };
         let body = serde_json::to_vec_pretty(&self.applied).map_err(|e| err(e.to_string()))?;
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
-            f.write_all(&body).map_err(|e| err(e.to_string()))?;
-            f.sync_all().map_err(|e| err(e.to_string()))?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(|e| err(e.to_string()))?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| err(e.to_string()))?;
-        }
-        Ok(())
+        crate::fsio::write_atomic(&self.path, &body).map_err(|e| err(e.to_string()))
     }
 }
 

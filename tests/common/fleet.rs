@@ -444,6 +444,22 @@ impl Fleet {
             .sum()
     }
 
+    /// Kill node `i`'s chainwatch daemon alone with SIGKILL (a crash or an
+    /// upgrade): its OpenVPN, MariaDB and kernel go on.
+    pub fn kill_daemon(&self, i: usize) {
+        let mut procs = self.shared.procs.lock().unwrap();
+        if let Some(mut d) = procs[i].daemon.take() {
+            let _ = d.0.kill(); // SIGKILL
+            let _ = d.0.wait();
+        }
+    }
+
+    /// Start node `i`'s daemon again (as systemd's Restart= would).
+    pub fn restart_daemon(&self, i: usize) {
+        let d = spawn_daemon(&self.shared, i);
+        self.shared.procs.lock().unwrap()[i].daemon = Some(d);
+    }
+
     /// The daemon's status report.
     pub fn status(&self, i: usize) -> Option<serde_json::Value> {
         let out = Command::new(bin())
@@ -853,6 +869,18 @@ fn boot(shared: &Shared, i: usize) {
     let n = &shared.nodes[i];
     sh_quiet(&format!("ip -n {} link set {} up", n.ns, n.dev));
     let db = (shared.mariadb && n.boot.role == Role::Backend).then(|| start_db(shared, i));
+    let daemon = spawn_daemon(shared, i);
+    let mut procs = shared.procs.lock().unwrap();
+    procs[i] = Procs {
+        daemon: Some(daemon),
+        db,
+        power: Power::Up,
+    };
+}
+
+/// `chainwatch run` in node `i`'s namespace, logging to its `log`.
+fn spawn_daemon(shared: &Shared, i: usize) -> Proc {
+    let n = &shared.nodes[i];
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -874,12 +902,7 @@ fn boot(shared: &Shared, i: usize) {
         .stderr(log)
         .spawn()
         .unwrap();
-    let mut procs = shared.procs.lock().unwrap();
-    procs[i] = Procs {
-        daemon: Some(Proc(child)),
-        db,
-        power: Power::Up,
-    };
+    Proc(child)
 }
 
 fn shutdown(shared: &Shared, i: usize, power: Power) {

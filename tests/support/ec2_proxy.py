@@ -27,6 +27,8 @@ Modes, set with POST /_mode?m=<mode> (answers 200):
          out), once; then the proxy behaves as in `pass`
   stall  StopInstances goes through, but DescribeInstances reports every
          stopped instance as still `stopping` (a stop that never completes)
+  graceful StopInstances is handled as without SkipOsShutdown (the fence
+           of chainwatch 0.1.0, for comparison)
   failtags CreateTags answers 503 (the client's own retries fail too)
   denystop StopInstances answers 403 UnauthorizedOperation (IAM denies it)
 
@@ -230,7 +232,8 @@ def main():
                 if mode == "hang":
                     time.sleep(120)
                     return
-                wait_ms = args.stop_skip_os_ms if skip else args.stop_ms
+                # `graceful`: the old fence, as if SkipOsShutdown were not set.
+                wait_ms = args.stop_skip_os_ms if skip and mode != "graceful" else args.stop_ms
                 if wait_ms > 0:
                     deadline = time.monotonic() + wait_ms / 1000.0
                     now_states = states(self.headers, ids)
