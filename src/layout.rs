@@ -16,8 +16,21 @@ use serde::{Deserialize, Serialize};
 pub const MAX_COMMON_NAME_LEN: usize = 16;
 
 /// The two chains chainwatch keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lowercase")]
 pub enum Role {
     /// OpenVPN server (ID 1) and clients; frontend1 owns the public address.
     Frontend,
@@ -161,43 +174,35 @@ pub enum LayoutError {
     NoIds(Role),
 }
 
-/// An IPv4 network, parsed from `a.b.c.d/len`.
+/// An IPv4 network, parsed from `a.b.c.d/len` (ipnet), with the rules a
+/// chain needs: a prefix from /8 to /30 and no host bits set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Subnet {
-    network: Ipv4Addr,
-    prefix: u8,
-}
+pub struct Subnet(ipnet::Ipv4Net);
 
 impl Subnet {
     /// The network address (host bits cleared).
     pub fn network(&self) -> Ipv4Addr {
-        self.network
+        self.0.network()
     }
 
     /// The prefix length.
     pub fn prefix(&self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 
     /// The dotted netmask, as OpenVPN's `ifconfig-push` wants it.
     pub fn netmask(&self) -> Ipv4Addr {
-        let bits = if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix))
-        };
-        Ipv4Addr::from(bits)
+        self.0.netmask()
     }
 
     /// Highest usable host number (excludes network and broadcast).
     pub fn max_host(&self) -> u64 {
-        let size = 1u64 << (32 - u32::from(self.prefix));
-        size.saturating_sub(2)
+        u64::from(u32::from(self.0.broadcast()) - u32::from(self.0.network())).saturating_sub(1)
     }
 
     /// Whether `addr` lies in this network.
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        u32::from(addr) & u32::from(self.netmask()) == u32::from(self.network)
+        self.0.contains(&addr)
     }
 }
 
@@ -206,28 +211,19 @@ impl FromStr for Subnet {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || LayoutError::BadSubnet(printable(s));
-        let (addr, len) = s.split_once('/').ok_or_else(bad)?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
-        let prefix: u8 = len.parse().map_err(|_| bad())?;
+        let net: ipnet::Ipv4Net = s.parse().map_err(|_| bad())?;
         // A chain needs at least a handful of addresses; /30 is the smallest
-        // network with two usable hosts.
-        if !(8..=30).contains(&prefix) {
+        // network with two usable hosts. Host bits set are a typo.
+        if !(8..=30).contains(&net.prefix_len()) || net.trunc() != net {
             return Err(bad());
         }
-        let mask = u32::MAX << (32 - u32::from(prefix));
-        if u32::from(addr) & !mask != 0 {
-            return Err(bad());
-        }
-        Ok(Subnet {
-            network: addr,
-            prefix,
-        })
+        Ok(Subnet(net))
     }
 }
 
 impl fmt::Display for Subnet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
+        self.0.fmt(f)
     }
 }
 
@@ -409,7 +405,7 @@ impl Layout {
 
     fn addr_of_host(&self, host: u64) -> Ipv4Addr {
         // host <= max_host < 2^32 after validation; the sum stays in range.
-        Ipv4Addr::from(u32::from(self.subnet.network).wrapping_add(host as u32))
+        Ipv4Addr::from(u32::from(self.subnet.network()).wrapping_add(host as u32))
     }
 
     /// Parse a common name strictly against this layout: exactly

@@ -28,15 +28,6 @@ pub struct Args {
     pub log_group: Option<String>,
 }
 
-impl clap::ValueEnum for Role {
-    fn value_variants<'a>() -> &'a [Self] {
-        &Role::ALL
-    }
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(self.as_str()))
-    }
-}
-
 /// Parse `90m` (ago) or an RFC 3339 time into ms since the Unix epoch.
 pub fn parse_time(text: &str, now: SystemTime) -> Result<i64, CmdError> {
     let t = if let Ok(d) = humantime::parse_duration(text) {

@@ -241,7 +241,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ec2::Ec2Error>>,
 {
-    let mut delay = Duration::from_millis(500);
+    let mut delays = crate::backoff::delays(Duration::from_millis(500), Duration::from_secs(8));
     for attempt in 1..=5 {
         match f().await {
             Ok(v) => return Ok(v),
@@ -249,9 +249,9 @@ where
                 return Err(CmdError::Other(format!("{what}: {e}")));
             }
             Err(e) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(8));
                 tracing::warn!(attempt, "{what}: {e}; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
-                delay *= 2;
             }
         }
     }

@@ -42,18 +42,18 @@ pub async fn main(config: Option<&Path>, _args: &Args) -> Result<(), CmdError> {
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| CmdError::Other(e.to_string()))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| CmdError::Other(e.to_string()))?;
-    let mut delay = Duration::from_millis(500);
+    let mut delays = crate::backoff::delays(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM received"); return Ok(()); }
             _ = sigint.recv() => { tracing::info!("SIGINT received"); return Ok(()); }
             result = consume(&s, &mut store) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(30));
                 match result {
-                    Ok(()) => tracing::warn!("the broker closed the consumer; reconnecting"),
+                    Ok(()) => tracing::warn!("the broker closed the consumer; reconnecting in {delay:?}"),
                     Err(e) => tracing::warn!("RabbitMQ: {e}; reconnecting in {delay:?}"),
                 }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
     }
@@ -137,7 +137,8 @@ async fn handle(s: &Settings, store: &mut AppliedStore, d: Delivery) -> Result<(
         store.record(&ev).map_err(|e| e.to_string())?;
         return ack(&d).await.map_err(|e| e.to_string());
     };
-    let mut backoff = Duration::from_millis(w.retry_backoff_ms);
+    let first = Duration::from_millis(w.retry_backoff_ms);
+    let mut delays = crate::backoff::delays(first, first * 16);
     for attempt in 1..=w.attempts {
         tracing::info!(event_id = %ev.event_id, attempt, playbook = %playbook.display(), "{span}: running the playbook");
         match run_playbook(w, &playbook, &ev).await {
@@ -147,9 +148,9 @@ async fn handle(s: &Settings, store: &mut AppliedStore, d: Delivery) -> Result<(
                 return ack(&d).await.map_err(|e| e.to_string());
             }
             Err(e) if attempt < w.attempts => {
-                tracing::warn!(event_id = %ev.event_id, attempt, "{span}: playbook failed ({e}); retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
+                let delay = delays.next().unwrap_or(first);
+                tracing::warn!(event_id = %ev.event_id, attempt, "{span}: playbook failed ({e}); retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
             }
             Err(e) => {
                 tracing::error!(event_id = %ev.event_id, attempt, "{span}: playbook failed {attempt} times ({e}); dead-lettering the event");

@@ -93,16 +93,15 @@ pub async fn deliver_forever(
     notify: Arc<Notify>,
     backoff: Backoff,
 ) {
-    let mut delay = backoff.initial;
+    let fresh = || crate::backoff::delays(backoff.initial, backoff.max);
+    let mut delays = fresh();
     loop {
         let ok = deliver_pass(&outbox, &sinks).await;
         let wait = if ok {
-            delay = backoff.initial;
+            delays = fresh();
             Duration::from_secs(30)
         } else {
-            let d = delay;
-            delay = (delay * 2).min(backoff.max);
-            d
+            delays.next().unwrap_or(backoff.max)
         };
         tokio::select! {
             _ = notify.notified() => {}

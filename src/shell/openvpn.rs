@@ -471,7 +471,7 @@ async fn bring_up(
     let timeout = Duration::from_millis(s.cfg.up_timeout_ms);
     let start = Instant::now();
     let mut last = "not started".to_string();
-    let mut backoff = Duration::from_millis(250);
+    let mut delays = crate::backoff::delays(Duration::from_millis(250), Duration::from_secs(2));
     if run.is_none()
         && let Some(adopted) = adopt(s, slot).await
     {
@@ -497,8 +497,7 @@ async fn bring_up(
             tracing::warn!(identity = %slot, %status, "openvpn exited while coming up (AUTH_FAILED or error); restarting");
             last = format!("exited ({status})");
             *run = None;
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(2))).await;
             continue;
         }
         match query_state(&s.mgmt()).await {

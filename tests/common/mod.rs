@@ -214,11 +214,51 @@ impl Moto {
         wait_for("moto to listen", Duration::from_secs(30), || {
             std::net::TcpStream::connect((bind, port)).ok()
         });
+        // The first EC2 call loads moto's EC2 backend, which takes seconds on
+        // a busy machine: make it here, patiently, so the tests' clients
+        // (3 s per call, to bound the fence) meet a warm emulator.
+        warm_up(bind, port);
         Moto {
             proc,
             endpoint: format!("http://{bind}:{port}"),
         }
     }
+}
+
+/// Warm moto's EC2 backend: its first `RunInstances` loads AMI and
+/// instance-type data, which takes seconds on a busy machine. One throwaway
+/// instance (untagged, so no fleet sees it), terminated at once; each call
+/// waits up to 60 s.
+fn warm_up(bind: &str, port: u16) {
+    use std::io::{Read, Write};
+    let call = |body: &str| -> String {
+        let req = format!(
+            // moto routes by the credential scope's service name.
+            "POST / HTTP/1.1\r\nHost: {bind}:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut stream = std::net::TcpStream::connect((bind, port)).expect("moto listens");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("a read time-out");
+        stream
+            .write_all(req.as_bytes())
+            .expect("moto takes a request");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let run = call(
+        "Action=RunInstances&Version=2016-11-15&ImageId=ami-12c6146b&MinCount=1&MaxCount=1&InstanceType=t3.micro",
+    );
+    let id = run
+        .split("<instanceId>")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap_or_else(|| panic!("moto did not launch its warm-up instance: {run}"));
+    call(&format!(
+        "Action=TerminateInstances&Version=2016-11-15&InstanceId.1={id}"
+    ));
 }
 
 /// The misbehaving EC2 proxy (`tests/support/ec2_proxy.py`) in front of

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_sdk_cloudwatchlogs::Client;
-use aws_sdk_cloudwatchlogs::error::DisplayErrorContext;
+use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use serde_json::{Value, json};
 
@@ -77,39 +77,21 @@ impl CloudWatchSink {
         if self.ready.load(Ordering::SeqCst) {
             return Ok(());
         }
-        if let Err(e) = self
+        let group = self
             .client
             .create_log_group()
             .log_group_name(&self.group)
             .send()
-            .await
-            && !e
-                .as_service_error()
-                .is_some_and(|s| s.is_resource_already_exists_exception())
-        {
-            return Err(format!(
-                "CreateLogGroup {}: {}",
-                self.group,
-                DisplayErrorContext(&e)
-            ));
-        }
-        if let Err(e) = self
+            .await;
+        created(format!("CreateLogGroup {}", self.group), group)?;
+        let stream = self
             .client
             .create_log_stream()
             .log_group_name(&self.group)
             .log_stream_name(&self.stream)
             .send()
-            .await
-            && !e
-                .as_service_error()
-                .is_some_and(|s| s.is_resource_already_exists_exception())
-        {
-            return Err(format!(
-                "CreateLogStream {}: {}",
-                self.stream,
-                DisplayErrorContext(&e)
-            ));
-        }
+            .await;
+        created(format!("CreateLogStream {}", self.stream), stream)?;
         self.ready.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -138,6 +120,24 @@ impl CloudWatchSink {
     }
 }
 
+/// `Ok` when a Create call succeeded or found its resource there already.
+fn created<O, E, R>(what: String, result: Result<O, SdkError<E, R>>) -> Result<(), String>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error().and_then(|s| s.code())
+                == Some("ResourceAlreadyExistsException") =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(format!("{what}: {}", DisplayErrorContext(&e))),
+    }
+}
+
 /// Read transitions back: every stream of `group` between `start_ms` and
 /// `end_ms`, oldest first. Records that are not chainwatch events are
 /// skipped.
@@ -147,32 +147,26 @@ pub async fn history(
     start_ms: Option<i64>,
     end_ms: Option<i64>,
 ) -> Result<Vec<TransitionEvent>, String> {
+    let pages = client
+        .filter_log_events()
+        .log_group_name(group)
+        .set_start_time(start_ms)
+        .set_end_time(end_ms)
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| format!("FilterLogEvents {group}: {}", DisplayErrorContext(&e)))?;
     let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let resp = client
-            .filter_log_events()
-            .log_group_name(group)
-            .set_start_time(start_ms)
-            .set_end_time(end_ms)
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| format!("FilterLogEvents {group}: {}", DisplayErrorContext(&e)))?;
-        for e in resp.events() {
-            let Some(msg) = e.message() else { continue };
-            let Ok(v) = serde_json::from_str::<Value>(msg) else {
-                continue;
-            };
-            let Some(ev) = v.get(EVENT_KEY) else { continue };
-            match TransitionEvent::parse(ev.to_string().as_bytes()) {
-                Ok(ev) => out.push(ev),
-                Err(err) => tracing::warn!("skipping a log record: {err}"),
-            }
-        }
-        match resp.next_token() {
-            Some(t) if !t.is_empty() => token = Some(t.to_string()),
-            _ => break,
+    for e in pages.iter().flat_map(|p| p.events()) {
+        let Some(msg) = e.message() else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(msg) else {
+            continue;
+        };
+        let Some(ev) = v.get(EVENT_KEY) else { continue };
+        match TransitionEvent::parse(ev.to_string().as_bytes()) {
+            Ok(ev) => out.push(ev),
+            Err(err) => tracing::warn!("skipping a log record: {err}"),
         }
     }
     out.sort_by_key(|e| (e.timings.identity_up_ms, e.epoch));

@@ -198,26 +198,21 @@ impl Ec2Registry {
         filters: Vec<Filter>,
         ids: Vec<String>,
     ) -> Result<Vec<Instance>, Ec2Error> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let resp = self
-                .client
-                .describe_instances()
-                .set_filters((!filters.is_empty()).then(|| filters.clone()))
-                .set_instance_ids((!ids.is_empty()).then(|| ids.clone()))
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(api("DescribeInstances"))?;
-            for r in resp.reservations() {
-                out.extend(r.instances().iter().cloned());
-            }
-            match resp.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => return Ok(out),
-            }
-        }
+        let reservations = self
+            .client
+            .describe_instances()
+            .set_filters((!filters.is_empty()).then_some(filters))
+            .set_instance_ids((!ids.is_empty()).then_some(ids))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(api("DescribeInstances"))?;
+        Ok(reservations
+            .into_iter()
+            .flat_map(|r| r.instances.unwrap_or_default())
+            .collect())
     }
 
     /// Instances other than this one that hold `slot`.
