@@ -530,6 +530,13 @@ async fn own_tags_epochs_and_the_elastic_ip() {
     assert_eq!(tag_of(&i, tags::EPOCH).as_deref(), Some("8"));
     assert_eq!(tag_of(&i, tags::STATE).as_deref(), Some("active"));
     assert_eq!(reg3.next_epoch(Role::Frontend).await.unwrap(), 9);
+    // A poisoned epoch tag is an error, not a wrap-around (or a panic).
+    let poisoned = launch(&ec2, f, fe(4), &[(tags::EPOCH, "18446744073709551615")]).await;
+    let err = reg3.next_epoch(Role::Frontend).await.unwrap_err();
+    assert!(
+        matches!(&err, Ec2Error::EpochExhausted { instance, epoch: u64::MAX } if *instance == poisoned),
+        "{err}"
+    );
 
     let holder = |ec2: Client, alloc: String| async move {
         ec2.describe_addresses()

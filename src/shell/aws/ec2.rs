@@ -73,6 +73,17 @@ pub enum Ec2Error {
     /// This instance's own record is missing.
     #[error("this instance ({0}) is not known to EC2; check identity.instance_id / IMDS")]
     SelfUnknown(String),
+    /// An epoch tag is at the top of its range: no later epoch exists, so
+    /// no transition can be ordered after it.
+    #[error(
+        "instance {instance} carries chainwatch:epoch={epoch}, the largest possible value: no takeover can be ordered after it; check who wrote that tag and reset the role's epoch tags"
+    )]
+    EpochExhausted {
+        /// The instance with the tag.
+        instance: String,
+        /// Its epoch.
+        epoch: u64,
+    },
 }
 
 /// What a node should do at boot about its ID.
@@ -355,14 +366,22 @@ impl Ec2Registry {
     /// The next epoch of `role`: one more than the highest epoch tag of any
     /// instance of the role (stopped ones included, so it only grows).
     pub async fn next_epoch(&self, role: Role) -> Result<u64, Ec2Error> {
-        let top = self
-            .fleet_instances(Some(role))
-            .await?
+        let instances = self.fleet_instances(Some(role)).await?;
+        let top = instances
             .iter()
-            .filter_map(|i| tag(i, tags::EPOCH).and_then(|e| e.parse::<u64>().ok()))
-            .max()
-            .unwrap_or(0);
-        Ok(top + 1)
+            .filter_map(|i| {
+                tag(i, tags::EPOCH)
+                    .and_then(|e| e.parse::<u64>().ok())
+                    .map(|e| (e, i))
+            })
+            .max_by_key(|(e, _)| *e);
+        match top {
+            None => Ok(1),
+            Some((e, i)) => e.checked_add(1).ok_or_else(|| Ec2Error::EpochExhausted {
+                instance: i.instance_id().unwrap_or("?").to_string(),
+                epoch: e,
+            }),
+        }
     }
 
     /// The epoch tag of this instance (0 when it has none).
