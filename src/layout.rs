@@ -497,6 +497,21 @@ impl Layout {
     }
 }
 
+/// Make a value from outside safe for a terminal, whole: control
+/// characters (terminal escapes, newlines, C1 controls) are shown escaped,
+/// everything else as it is.
+pub fn escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Make a value safe to print on one log line: control characters and
 /// non-ASCII are escaped, and the result is cut to 64 characters.
 pub fn printable(s: &str) -> String {
@@ -512,6 +527,14 @@ pub fn printable(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaped_keeps_text_and_defuses_controls() {
+        assert_eq!(escaped("i-0abc frontend2 ü"), "i-0abc frontend2 ü");
+        let e = escaped("x\u{1b}[2J\ny\u{9b}31m");
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+        assert_eq!(e, "x\\u{1b}[2J\\ny\\u{9b}31m");
+    }
 
     fn fe(id: u32) -> Slot {
         Slot::new(Role::Frontend, id)

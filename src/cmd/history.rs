@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{CmdError, settings};
-use crate::layout::Role;
+use crate::layout::{Role, escaped};
 use crate::shell::aws::cloudwatch;
 
 /// Arguments of `history`.
@@ -86,10 +86,12 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
         let when = humantime::format_rfc3339_millis(
             UNIX_EPOCH + Duration::from_millis(e.timings.identity_up_ms),
         );
+        // Records come from CloudWatch: escape anything that could drive
+        // the terminal.
         let fenced = if e.vacant {
             "(vacant)".to_string()
         } else {
-            e.fenced_instances.join(",")
+            escaped(&e.fenced_instances.join(","))
         };
         println!(
             "{:<24} {:<8} {:>4} {:>4} {:>6} {:>8} ms {:<20} {}",
@@ -99,7 +101,7 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
             e.to_id,
             e.epoch,
             e.failover_ms(),
-            e.instance_id,
+            escaped(&e.instance_id),
             fenced
         );
     }

@@ -258,8 +258,10 @@ impl StatusReport {
             ("pid", self.pid.to_string()),
         ];
         let mut out = String::new();
+        // Errors and events carry text from outside (EC2, the broker):
+        // never let it drive the terminal.
         for (k, v) in rows {
-            out.push_str(&format!("{k:<16} {v}\n"));
+            out.push_str(&format!("{k:<16} {}\n", crate::layout::escaped(&v)));
         }
         out
     }
