@@ -360,10 +360,28 @@ impl Settings {
 
 impl Config {
     /// Parse TOML text (no environment overrides, no validation).
+    ///
+    /// Errors give the line and column and the parser's reason, never the
+    /// text of the line (it may hold a password), and URLs with credentials
+    /// quoted in the reason are redacted.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', " | "),
+        toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    match key_at(text, line) {
+                        Some(key) => format!("line {line}, column {column} (`{key}`): "),
+                        None => format!("line {line}, column {column}: "),
+                    }
+                })
+                .unwrap_or_default();
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!("{at}{}", redact_text(e.message().trim_end())),
+            }
         })
     }
 
@@ -619,6 +637,51 @@ impl Config {
     }
 }
 
+/// The dotted key assigned on line `line` (1-based) of a TOML text: the
+/// table header above it and the left-hand side of its `=`, if both look
+/// like keys. Never the value.
+fn key_at(text: &str, line: usize) -> Option<String> {
+    let is_key = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let here = lines.get(line.checked_sub(1)?)?;
+    let (lhs, _) = here.split_once('=')?;
+    let key = lhs.trim();
+    if !is_key(key) {
+        return None;
+    }
+    let table = lines[..line - 1].iter().rev().find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix('[')
+            .and_then(|l| l.strip_suffix(']'))
+            .map(str::trim)
+    });
+    Some(match table {
+        Some(t) if is_key(t) => format!("{t}.{key}"),
+        _ => key.to_string(),
+    })
+}
+
+/// Redact every URL with credentials inside free text (an error message),
+/// word by word; quotes and backticks around a URL are kept.
+fn redact_text(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            let inner = word.trim_matches(|c| matches!(c, '"' | '`' | '\'' | ',' | '[' | ']'));
+            if inner.contains("://") && inner.contains('@') {
+                word.replace(inner, &redact(inner))
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('\n', " | ")
+}
+
 /// Replace the password of a URL with `***`, for logs and errors. Parsed
 /// with a URL parser, so passwords holding `/`, `@` or `:` are found; text
 /// that is not a URL with credentials comes back as it was, and one that
@@ -640,6 +703,22 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_errors_never_echo_a_password() {
+        let p = Path::new("/etc/chainwatch/chainwatch.toml");
+        for text in [
+            // A syntax error on the line that holds the password.
+            "[announce]\nrabbitmq_urls = [\"amqp://cw:hunter2@mq/vh\" oops]\n",
+            // A type error that quotes the value.
+            "[announce]\nrabbitmq_urls = \"amqp://cw:hunter2@mq/vh\"\n",
+        ] {
+            let err = Config::parse(text, p).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("line 2"), "{err}");
+            assert!(err.contains("announce.rabbitmq_urls"), "{err}");
+        }
+    }
 
     #[test]
     fn passwords_are_redacted() {
