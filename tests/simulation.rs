@@ -15,6 +15,9 @@
 //! * after healing, every dead ID is filled within a bound: each role's live
 //!   nodes hold exactly IDs 1..=k.
 //!
+//! EC2 stops take 1.5-6 s after the request reaches it (the instance keeps
+//! running meanwhile), as a forced stop without OS shutdown does.
+//!
 //! Faults: whole-instance crashes (EC2 still says running), daemon crashes
 //! behind a live kernel (the underlay still answers; systemd restarts the
 //! daemon 2-4 s later and it rejoins as its state file and the tags say),
@@ -312,8 +315,11 @@ impl World {
                     self.nodes[i].name
                 ));
                 if self.ec2_reachable(i) && !self.rng.random_bool(self.ec2_fail_rate) {
-                    // The stop takes effect, then EC2 reports it stopped.
-                    let reach = self.ms(10, 200);
+                    // The request reaches EC2; the instance stays `stopping`,
+                    // still running (and answering, if it can) for as long as
+                    // a forced stop without OS shutdown takes; then it is off
+                    // and EC2 reports it stopped.
+                    let reach = self.ms(10, 200) + self.ms(1500, 6000);
                     self.schedule(reach, Ev::StopHolders { by: i, slot });
                 } else {
                     let after = self.ms(100, 3000);
@@ -643,7 +649,7 @@ impl World {
         // A node restarted just before healing may still be in its grace.
         let grace = c.startup_grace;
         let detect = c.interval * (c.misses + 1) + c.probe_timeout;
-        let fence = Duration::from_millis(200 + 2000 + 3000);
+        let fence = Duration::from_millis(200 + 6000 + 2000 + 3000);
         let takeover = Duration::from_millis(1500) * 3;
         grace + c.backoff_max + (detect + fence + takeover) * NODES_PER_ROLE
     }
