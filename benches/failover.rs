@@ -300,30 +300,20 @@ fn main() {
     });
 
     let old_runs = env("BENCH_OLD_RUNS", 3) as usize;
-    let mut old = Vec::new();
-    for i in 0..old_runs {
-        let s = rt.block_on(chainwatch_once(true));
-        eprintln!(
-            "chainwatch, old fence, run {}: declared {:.2} s, holding {:.2} s, confirmed {:?}",
-            i + 1,
-            s.declared,
-            s.holding,
-            s.confirmed
-        );
-        old.push(s);
-    }
-    let mut cw = Vec::new();
-    for i in 0..runs {
-        let s = rt.block_on(chainwatch_once(false));
-        eprintln!(
-            "chainwatch run {}: declared {:.2} s, holding {:.2} s, confirmed {:?}",
-            i + 1,
-            s.declared,
-            s.holding,
-            s.confirmed
-        );
-        cw.push(s);
-    }
+    let chainwatch = |label: &str, old_fence: bool, n: usize| -> Vec<Sample> {
+        (1..=n)
+            .map(|i| {
+                let s = rt.block_on(chainwatch_once(old_fence));
+                eprintln!(
+                    "{label} run {i}: declared {:.2} s, holding {:.2} s, confirmed {:?}",
+                    s.declared, s.holding, s.confirmed
+                );
+                s
+            })
+            .collect()
+    };
+    let old = chainwatch("chainwatch, old fence,", true, old_runs);
+    let cw = chainwatch("chainwatch", false, runs);
     let mut ka = Vec::new();
     for k in 0..runs {
         let t = keepalived_once(k);

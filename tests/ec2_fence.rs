@@ -344,15 +344,21 @@ async fn a_stop_whose_reply_is_lost_is_confirmed_by_the_retry() {
     assert_eq!(tag_of(&i, tags::STATE).as_deref(), Some("fenced"));
 }
 
+/// frontend2 and frontend3 of `fleet`, and frontend3's registry through a
+/// fresh misbehaving proxy: (proxy, direct client, frontend2's ID, registry).
+async fn two_through_a_proxy(moto: &Moto, fleet: &str) -> (Ec2Proxy, Client, String, Ec2Registry) {
+    let proxy = Ec2Proxy::start(&moto.endpoint);
+    let direct = ec2_client(&moto.endpoint).await;
+    let f2 = launch(&direct, fleet, fe(2), &[]).await;
+    let f3 = launch(&direct, fleet, fe(3), &[]).await;
+    let reg = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &aws_cfg(fleet), f3);
+    (proxy, direct, f2, reg)
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_fence_whose_tagging_failed_still_tags_and_names_the_instance() {
     let Some(moto) = moto() else { return };
-    let proxy = Ec2Proxy::start(&moto.endpoint);
-    let direct = ec2_client(&moto.endpoint).await;
-    let f = "fleet-g";
-    let f2 = launch(&direct, f, fe(2), &[]).await;
-    let f3 = launch(&direct, f, fe(3), &[]).await;
-    let reg = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &aws_cfg(f), f3);
+    let (proxy, direct, f2, reg) = two_through_a_proxy(&moto, "fleet-g").await;
     proxy.mode("failtags");
     let err = reg.fence(fe(2)).await.unwrap_err();
     assert!(err.contains("CreateTags"), "{err}");
@@ -404,12 +410,7 @@ async fn stops_skip_the_os_shutdown_and_take_as_long_as_ec2_says() {
 #[tokio::test(flavor = "current_thread")]
 async fn the_wait_for_stopped_is_bounded() {
     let Some(moto) = moto() else { return };
-    let proxy = Ec2Proxy::start(&moto.endpoint);
-    let direct = ec2_client(&moto.endpoint).await;
-    let f = "fleet-s";
-    let f2 = launch(&direct, f, fe(2), &[]).await;
-    let f3 = launch(&direct, f, fe(3), &[]).await;
-    let reg = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &aws_cfg(f), f3);
+    let (proxy, direct, f2, reg) = two_through_a_proxy(&moto, "fleet-s").await;
     proxy.mode("stall");
     let started = Instant::now();
     let err = reg.fence_slot(fe(2)).await.unwrap_err();

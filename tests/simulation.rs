@@ -475,6 +475,11 @@ impl World {
             };
             slot = Slot::new(role, id);
         }
+        self.boot_as(i, slot, "'s daemon restarted by systemd as");
+    }
+
+    /// Node `i`'s daemon starts (again) holding `slot`.
+    fn boot_as(&mut self, i: usize, slot: Slot, how: &str) {
         let n = &mut self.nodes[i];
         n.alive = true;
         n.tag = slot;
@@ -483,7 +488,7 @@ impl World {
         n.ec2_ok_at = None;
         n.core = Monitor::new(self.cfg.clone(), slot, self.now);
         let name = n.name.clone();
-        self.note(format!("{name}'s daemon restarted by systemd as {slot}"));
+        self.note(format!("{name}{how} {slot}"));
         self.drain(i);
     }
 
@@ -621,14 +626,8 @@ impl World {
         n.stopped = false;
         n.cut = false;
         n.loss = 0.0;
-        n.tag = slot;
-        n.answering = Some(slot);
-        n.witness_ok_at = None;
-        n.ec2_ok_at = None;
-        n.core = Monitor::new(self.cfg.clone(), slot, self.now);
-        let name = n.name.clone();
-        self.note(format!("FAULT {name} restarted, rejoins as {slot}"));
-        self.drain(i);
+        self.note(format!("FAULT {} restarted", self.nodes[i].name));
+        self.boot_as(i, slot, " rejoins as");
     }
 
     fn heal(&mut self) {
