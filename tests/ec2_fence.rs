@@ -176,20 +176,7 @@ async fn a_failing_or_hanging_api_means_no_fence_and_no_takeover() {
         while let Some(a) = core.poll_action() {
             match a {
                 Action::Probe { round, target, .. } => {
-                    let outcome = match target {
-                        Target::Peer => ProbeOutcome::Silent,
-                        _ => ProbeOutcome::Reply {
-                            rtt: Duration::from_millis(1),
-                        },
-                    };
-                    core.handle_input(
-                        now,
-                        Input::Probed {
-                            round,
-                            target,
-                            outcome,
-                        },
-                    );
+                    core.handle_input(now, peer_silent(round, target));
                 }
                 Action::CheckHolder { slot } => {
                     let result = reg.check_holder(slot).await;
@@ -242,6 +229,22 @@ async fn a_failing_or_hanging_api_means_no_fence_and_no_takeover() {
     }
 }
 
+/// A world where the peer (and n-2) are silent and everything else
+/// answers: the result of one probe.
+fn peer_silent(round: u64, target: Target) -> Input {
+    let outcome = match target {
+        Target::Peer | Target::Beyond => ProbeOutcome::Silent,
+        _ => ProbeOutcome::Reply {
+            rtt: Duration::from_millis(1),
+        },
+    };
+    Input::Probed {
+        round,
+        target,
+        outcome,
+    }
+}
+
 /// Step `core` through rounds in which its peer is silent and its witness
 /// answers, with holder look-ups and fences against `reg`, until a fence
 /// has been tried `fences` times (or 30 rounds passed). Returns each
@@ -259,20 +262,7 @@ async fn drive(
         while let Some(a) = core.poll_action() {
             match a {
                 Action::Probe { round, target, .. } => {
-                    let outcome = match target {
-                        Target::Peer | Target::Beyond => ProbeOutcome::Silent,
-                        _ => ProbeOutcome::Reply {
-                            rtt: Duration::from_millis(1),
-                        },
-                    };
-                    core.handle_input(
-                        *now,
-                        Input::Probed {
-                            round,
-                            target,
-                            outcome,
-                        },
-                    );
+                    core.handle_input(*now, peer_silent(round, target));
                 }
                 Action::CheckHolder { slot } => {
                     let result = reg.check_holder(slot).await;

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chainwatch::layout::{Role, Slot};
@@ -20,35 +19,6 @@ fn fe(id: u32) -> Slot {
 }
 fn be(id: u32) -> Slot {
     Slot::new(Role::Backend, id)
-}
-
-/// `ping -i 0.05` from node `from` to `addr` while `during` runs; returns
-/// (sent, received).
-fn pinged(f: &Fleet, from: usize, addr: std::net::Ipv4Addr, during: impl FnOnce()) -> (u32, u32) {
-    let child = Command::new("ip")
-        .args(["netns", "exec", &f.nodes[from].ns, "ping", "-n", "-q"])
-        .args(["-i", "0.05", "-W", "1"])
-        .arg(addr.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    during();
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "N packets transmitted, M received, ..."
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("no ping summary in {text:?}"));
-    let nums: Vec<u32> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (nums[0], nums[1])
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -69,7 +39,7 @@ async fn a_killed_and_restarted_daemon_is_not_a_death() {
     for (victim, from) in [(1usize, 2usize), (3, 4), (0, 3)] {
         let slot = f.nodes[victim].boot;
         let addr = f.layout.overlay_addr(slot);
-        let (sent, got) = pinged(&f, from, addr, || {
+        let (sent, got) = f.ping_during(from, addr, || {
             std::thread::sleep(Duration::from_millis(500));
             f.kill_daemon(victim);
             std::thread::sleep(Duration::from_secs(1));

@@ -401,13 +401,7 @@ impl Fleet {
                         continue; // link down: unreachable
                     }
                     for l in text.lines().filter(|l| l.contains(" cwvpn ")) {
-                        if let Some(a) = l
-                            .split_whitespace()
-                            .skip_while(|w| *w != "inet")
-                            .nth(1)
-                            .and_then(|a| a.split('/').next())
-                            .and_then(|a| a.parse().ok())
-                        {
+                        if let Some(a) = inet(l) {
                             held.entry(a).or_default().push(ns.clone());
                         }
                     }
@@ -497,6 +491,36 @@ impl Fleet {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
+    }
+
+    /// `ping -i 0.05` from node `from` to `addr` while `during` runs;
+    /// returns (echoes sent, answered).
+    pub fn ping_during(&self, from: usize, addr: Ipv4Addr, during: impl FnOnce()) -> (u32, u32) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.nodes[from].ns, "ping", "-n", "-q"])
+            .args(["-i", "0.05", "-W", "1"])
+            .arg(addr.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        during();
+        // SIGINT: ping prints its summary and exits.
+        if let Ok(pid) = i32::try_from(child.id()) {
+            sh_quiet(&format!("kill -INT {pid}"));
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "N packets transmitted, M received, ..."
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("no ping summary in {text:?}"));
+        let nums: Vec<u32> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (nums[0], nums[1])
     }
 
     /// The overlay (tun) address of node `i`, if its VPN is up.
@@ -776,7 +800,11 @@ fn tun_addr(ns: &str) -> Option<Ipv4Addr> {
         .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "cwvpn"])
         .output()
         .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    inet(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The address after `inet` in `ip -o addr` output.
+fn inet(text: &str) -> Option<Ipv4Addr> {
     text.split_whitespace()
         .skip_while(|w| *w != "inet")
         .nth(1)
