@@ -222,6 +222,14 @@ pub struct WorkerConfig {
     pub attempts: u32,
     /// Milliseconds between two runs (doubling).
     pub retry_backoff_ms: u64,
+    /// Broker users allowed to publish events (the broker-validated
+    /// `user_id` of each message). Empty: any user of the vhost (logged as
+    /// a warning at start).
+    pub publishers: Vec<String>,
+    /// Check every event against EC2 before applying it: the instance it
+    /// names is running and tagged as the holder of the ID at the event's
+    /// epoch. Only for fleets without EC2 (tests) may this be off.
+    pub verify_registry: bool,
 }
 
 impl Default for WorkerConfig {
@@ -235,6 +243,8 @@ impl Default for WorkerConfig {
             timeout_ms: 600_000,
             attempts: 3,
             retry_backoff_ms: 5_000,
+            publishers: Vec::new(),
+            verify_registry: true,
         }
     }
 }

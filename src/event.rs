@@ -101,7 +101,58 @@ pub struct TransitionEvent {
     pub timings: Timings,
 }
 
+/// Whether `s` is an EC2 instance ID: `i-` and 8 to 17 lower-case hex
+/// digits.
+pub fn is_instance_id(s: &str) -> bool {
+    s.strip_prefix("i-").is_some_and(|hex| {
+        (8..=17).contains(&hex.len())
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 impl TransitionEvent {
+    /// Check the event against this deployment, before anything acts on it:
+    /// its fleet is `fleet`, its instance IDs are instance IDs, its IDs lie
+    /// within `layout` and its overlay address is the layout's for the ID
+    /// taken.
+    pub fn check(&self, fleet: &str, layout: &Layout) -> Result<(), EventError> {
+        let invalid = |m: String| Err(EventError::Invalid(m));
+        if self.fleet != fleet {
+            return invalid(format!(
+                "fleet {:?} is not this worker's fleet {fleet:?}",
+                self.fleet
+            ));
+        }
+        for id in std::iter::once(&self.instance_id).chain(&self.fenced_instances) {
+            if !is_instance_id(id) {
+                return invalid(format!(
+                    "{:?} is not an EC2 instance ID (i- and 8 to 17 hex digits)",
+                    id
+                ));
+            }
+        }
+        let max = layout.max_id(self.role);
+        for id in [self.from_id, self.to_id] {
+            if id > max {
+                return invalid(format!(
+                    "{}{id} lies outside the layout ({} IDs)",
+                    self.role, max
+                ));
+            }
+        }
+        let want = layout.overlay_addr(self.to_slot());
+        if self.overlay_addr != want {
+            return invalid(format!(
+                "overlay address {} is not {}'s ({want})",
+                self.overlay_addr,
+                self.to_slot().common_name()
+            ));
+        }
+        Ok(())
+    }
+
     /// Build the event for a core transition.
     pub fn new(
         t: &Transition,
@@ -281,5 +332,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("upgrade"), "{err}");
+    }
+
+    #[test]
+    fn events_are_checked_against_the_deployment() {
+        let layout = Layout::default();
+        assert_eq!(sample().check("chainwatch", &layout), Ok(()));
+        let refused = |ev: TransitionEvent, what: &str| {
+            let err = ev.check("chainwatch", &layout).unwrap_err().to_string();
+            assert!(err.contains(what), "{err} lacks {what}");
+        };
+        let mut ev = sample();
+        ev.fleet = "other".into();
+        refused(ev, "not this worker's fleet");
+        for bad in [
+            "{{ lookup('pipe', 'touch /tmp/x') }}",
+            "i-1",
+            "i-0B22A222",
+            "i-0b22a22222222222b0",
+            "x-0b22a22222222222b",
+        ] {
+            let mut ev = sample();
+            ev.instance_id = bad.into();
+            refused(ev, "not an EC2 instance ID");
+            let mut ev = sample();
+            ev.fenced_instances.push(bad.into());
+            refused(ev, "not an EC2 instance ID");
+        }
+        assert!(is_instance_id("i-0123abcd"));
+        let mut ev = sample();
+        ev.from_id = 6;
+        refused(ev, "outside the layout");
+        let mut ev = sample();
+        ev.overlay_addr = Ipv4Addr::new(192, 168, 21, 101);
+        refused(ev, "overlay address");
     }
 }

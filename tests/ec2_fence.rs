@@ -7,50 +7,16 @@ mod common;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::types::{InstanceStateName, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{InstanceStateName, Tag};
 use chainwatch::config::AwsConfig;
 use chainwatch::core::{Action, CoreConfig, Event, Holder, Input, Monitor, ProbeOutcome, Target};
 use chainwatch::layout::{Layout, Role, Slot};
 use chainwatch::shell::Registry;
 use chainwatch::shell::aws::ec2::{Ec2Error, Ec2Registry, Rejoin, tags};
-use common::{Ec2Proxy, Moto, ec2_client, prerequisite};
+use common::{Ec2Proxy, Moto, ec2_client, launch, prerequisite};
 
 fn fe(id: u32) -> Slot {
     Slot::new(Role::Frontend, id)
-}
-
-/// Launch an instance tagged as `slot` of `fleet`; returns its ID.
-async fn launch(ec2: &Client, fleet: &str, slot: Slot, extra: &[(&str, &str)]) -> String {
-    let mut spec = TagSpecification::builder()
-        .resource_type(ResourceType::Instance)
-        .tags(Tag::builder().key(tags::FLEET).value(fleet).build())
-        .tags(
-            Tag::builder()
-                .key(tags::ROLE)
-                .value(slot.role.as_str())
-                .build(),
-        )
-        .tags(
-            Tag::builder()
-                .key(tags::ID)
-                .value(slot.id.to_string())
-                .build(),
-        )
-        .tags(Tag::builder().key(tags::STATE).value("active").build());
-    for (k, v) in extra {
-        spec = spec.tags(Tag::builder().key(*k).value(*v).build());
-    }
-    let out = ec2
-        .run_instances()
-        .image_id("ami-12c6146b")
-        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .tag_specifications(spec.build())
-        .send()
-        .await
-        .expect("moto launches an instance");
-    out.instances()[0].instance_id().unwrap().to_string()
 }
 
 async fn describe(ec2: &Client, id: &str) -> aws_sdk_ec2::types::Instance {

@@ -56,6 +56,9 @@ fn the_package_installs_runs_and_removes_cleanly() {
         "./usr/share/chainwatch/cloud-init/user-data.yaml.tmpl",
         "./usr/share/chainwatch/ansible/failover.yml",
         "./usr/share/chainwatch/ansible/tasks/follow.yml",
+        "./usr/share/chainwatch/ansible/tasks/drain.yml",
+        "./usr/share/chainwatch/ansible/filter_plugins/chainwatch_gtid.py",
+        "./usr/share/chainwatch/ansible/files/chainwatch-mysql-role",
         "./usr/share/chainwatch/ansible/inventory/aws_ec2.yml",
         "./usr/share/chainwatch/iam/chainwatch-policy.json",
     ] {

@@ -56,9 +56,12 @@ fn start_worker(mq: &Rabbit, playbook: &str, attempts: u32) -> Worker {
     std::fs::write(
         d.join("chainwatch.toml"),
         format!(
-            "[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{d}/state\"\ninventory = \"{d}/inventory.ini\"\nplaybook = \"{}\"\nattempts = {attempts}\nretry_backoff_ms = 100\ntimeout_ms = 60000\n",
+            // The queue handling without EC2 (tests/worker_trust.rs checks
+            // events against it).
+            "[aws]\nfleet = \"test\"\n[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{d}/state\"\ninventory = \"{d}/inventory.ini\"\nplaybook = \"{}\"\nattempts = {attempts}\nretry_backoff_ms = 100\ntimeout_ms = 60000\npublishers = [\"{}\"]\nverify_registry = false\n",
             mq.url(),
             playbook.display(),
+            mq.user,
             d = d.display()
         ),
     )
@@ -89,15 +92,15 @@ async fn each_event_is_applied_once_and_stale_epochs_are_skipped() {
     let w = start_worker(&mq, "record.yml", 3);
     let cfg = announce_config(vec![mq.url()]);
     let sink = RabbitSink::new(&cfg);
-    let e5 = event(Role::Backend, 2, 1, 5, "i-b2", &["i-b1"]);
+    let e5 = event(Role::Backend, 2, 1, 5, "i-000000b2", &["i-000000b1"]);
     // Delivered twice (at-least-once delivery after a lost confirm).
     sink.deliver(&e5).await.unwrap();
     sink.deliver(&e5).await.unwrap();
     // An older transition arriving late.
-    let e3 = event(Role::Backend, 3, 2, 3, "i-b3", &[]);
+    let e3 = event(Role::Backend, 3, 2, 3, "i-000000b3", &[]);
     sink.deliver(&e3).await.unwrap();
     // A newer one.
-    let e6 = event(Role::Backend, 3, 2, 6, "i-b3", &[]);
+    let e6 = event(Role::Backend, 3, 2, 6, "i-000000b3", &[]);
     sink.deliver(&e6).await.unwrap();
     wait_for(
         "both applicable events applied",
@@ -116,7 +119,15 @@ async fn each_event_is_applied_once_and_stale_epochs_are_skipped() {
         vec![format!("{} 5", e5.event_id), format!("{} 6", e6.event_id)]
     );
     assert_eq!(mq.count(&cfg.queue).await, 0, "everything acked");
-    assert_eq!(mq.count(&cfg.dead_letter_queue).await, 0);
+    // The second copy is dead-lettered as a replay, with the reason.
+    let dead = mq
+        .drain(&cfg.dead_letter_queue, 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        chainwatch::event::TransitionEvent::parse(&dead[0].data).unwrap(),
+        e5
+    );
     // The applied set is durable.
     let applied = std::fs::read_to_string(w.dir.path().join("state/applied.json")).unwrap();
     assert!(applied.contains(&e5.event_id) && applied.contains(&e6.event_id));
@@ -131,7 +142,7 @@ async fn a_failing_playbook_ends_in_the_dead_letter_queue() {
     let mq = Rabbit::new("worker-fail", "127.0.0.1");
     let w = start_worker(&mq, "fail.yml", 3);
     let cfg = announce_config(vec![mq.url()]);
-    let ev = event(Role::Backend, 2, 1, 1, "i-b2", &["i-b1"]);
+    let ev = event(Role::Backend, 2, 1, 1, "i-000000b2", &["i-000000b1"]);
     RabbitSink::new(&cfg).deliver(&ev).await.unwrap();
     let dead = mq
         .drain(&cfg.dead_letter_queue, 1, Duration::from_secs(120))
@@ -142,7 +153,11 @@ async fn a_failing_playbook_ends_in_the_dead_letter_queue() {
         ev
     );
     assert_eq!(w.record().len(), 3, "three runs before giving up");
-    assert!(w.log().contains("dead-lettering"), "{}", w.log());
+    assert!(
+        w.log().contains("dead-lettered") && w.log().contains("playbook failed 3 times"),
+        "{}",
+        w.log()
+    );
     assert_eq!(mq.count(&cfg.queue).await, 0);
     let applied =
         std::fs::read_to_string(w.dir.path().join("state/applied.json")).unwrap_or_default();
@@ -180,7 +195,7 @@ async fn malformed_messages_are_dead_lettered_and_frontend_events_logged() {
     assert_eq!(dead.len(), 2, "{}", w.log());
     assert!(w.log().contains("schema version 2"), "{}", w.log());
     // A frontend event needs no playbook (none configured): logged, acked.
-    let fe = event(Role::Frontend, 2, 1, 1, "i-f2", &["i-f1"]);
+    let fe = event(Role::Frontend, 2, 1, 1, "i-000000f2", &["i-000000f1"]);
     RabbitSink::new(&cfg).deliver(&fe).await.unwrap();
     wait_for("the frontend event", Duration::from_secs(30), || {
         w.log().contains("frontend transition").then_some(())

@@ -111,9 +111,20 @@ impl Topology {
     }
 }
 
-/// Connect to the first broker that answers; errors name every URL tried,
-/// without passwords.
-pub async fn connect(urls: &[String], timeout: Duration) -> Result<Connection, String> {
+/// The (percent-decoded) user name of a broker URL: the `user_id` the
+/// broker validates on what this connection publishes.
+pub fn broker_user(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let name = percent_encoding::percent_decode_str(u.username())
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+/// Connect to the first broker that answers, returning the connection and
+/// the URL it used; errors name every URL tried, without passwords.
+pub async fn connect(urls: &[String], timeout: Duration) -> Result<(Connection, String), String> {
     let mut errors = Vec::new();
     for url in urls {
         match tokio::time::timeout(
@@ -124,7 +135,7 @@ pub async fn connect(urls: &[String], timeout: Duration) -> Result<Connection, S
         {
             Ok(Ok(conn)) => {
                 tracing::info!(broker = %redact(url), "connected to RabbitMQ");
-                return Ok(conn);
+                return Ok((conn, url.clone()));
             }
             Ok(Err(e)) => errors.push(format!("{}: {e}", redact(url))),
             Err(_) => errors.push(format!("{}: no answer within {timeout:?}", redact(url))),
@@ -146,7 +157,7 @@ pub struct RabbitSink {
     urls: Vec<String>,
     topology: Topology,
     timeout: Duration,
-    channel: Mutex<Option<(Connection, Channel)>>,
+    channel: Mutex<Option<(Connection, Channel, Option<String>)>>,
 }
 
 impl RabbitSink {
@@ -160,8 +171,8 @@ impl RabbitSink {
         }
     }
 
-    async fn open(&self) -> Result<(Connection, Channel), String> {
-        let conn = connect(&self.urls, self.timeout).await?;
+    async fn open(&self) -> Result<(Connection, Channel, Option<String>), String> {
+        let (conn, url) = connect(&self.urls, self.timeout).await?;
         let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
@@ -170,17 +181,27 @@ impl RabbitSink {
             .declare(&ch)
             .await
             .map_err(|e| format!("declaring the topology: {e}"))?;
-        Ok((conn, ch))
+        Ok((conn, ch, broker_user(&url)))
     }
 
-    async fn publish(&self, ch: &Channel, ev: &TransitionEvent) -> Result<(), String> {
-        let props = BasicProperties::default()
+    async fn publish(
+        &self,
+        ch: &Channel,
+        user: Option<&str>,
+        ev: &TransitionEvent,
+    ) -> Result<(), String> {
+        let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(ev.event_id.as_str().into())
             .with_timestamp(ev.timings.announced_ms / 1000)
             .with_type("chainwatch.takeover".into())
             .with_app_id("chainwatch".into());
+        // The broker checks that `user_id` is the connection's user: the
+        // worker can trust it to name the publisher.
+        if let Some(user) = user {
+            props = props.with_user_id(user.into());
+        }
         let confirm = ch
             .basic_publish(
                 self.topology.exchange.as_str().into(),
@@ -217,12 +238,12 @@ impl RabbitSink {
         let work = async {
             if guard
                 .as_ref()
-                .is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected())
+                .is_none_or(|(c, ch, _)| !c.status().connected() || !ch.status().connected())
             {
                 *guard = Some(self.open().await?);
             }
-            let (_, ch) = guard.as_ref().ok_or("no channel")?;
-            self.publish(ch, ev).await
+            let (_, ch, user) = guard.as_ref().ok_or("no channel")?;
+            self.publish(ch, user.as_deref(), ev).await
         };
         let result = match tokio::time::timeout(self.timeout, work).await {
             Ok(r) => r,

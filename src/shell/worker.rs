@@ -42,6 +42,12 @@ pub enum Decision {
         /// The highest epoch applied for the role.
         applied: u64,
     },
+    /// Another event was applied at the same epoch of the role: one of the
+    /// two is forged (epochs are unique per role).
+    Conflict {
+        /// The event applied at that epoch.
+        applied_event: String,
+    },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -50,6 +56,13 @@ struct Applied {
     version: u32,
     epochs: BTreeMap<Role, u64>,
     events: VecDeque<String>,
+    /// `<role>/<epoch>` → the event applied at it (as many as `events`).
+    #[serde(default)]
+    at_epoch: BTreeMap<String, String>,
+}
+
+fn epoch_key(ev: &TransitionEvent) -> String {
+    format!("{}/{}", ev.role, ev.epoch)
 }
 
 /// The durable record of applied events (`<state_dir>/applied.json`).
@@ -83,6 +96,11 @@ impl AppliedStore {
         if self.applied.events.iter().any(|id| *id == ev.event_id) {
             return Decision::Duplicate;
         }
+        if let Some(other) = self.applied.at_epoch.get(&epoch_key(ev)) {
+            return Decision::Conflict {
+                applied_event: other.clone(),
+            };
+        }
         let applied = self.applied.epochs.get(&ev.role).copied().unwrap_or(0);
         if ev.epoch < applied {
             return Decision::Stale { applied };
@@ -93,8 +111,13 @@ impl AppliedStore {
     /// Record `ev` as applied, durably (temporary file, fsync, rename).
     pub fn record(&mut self, ev: &TransitionEvent) -> Result<(), WorkerError> {
         self.applied.events.push_back(ev.event_id.clone());
+        self.applied
+            .at_epoch
+            .insert(epoch_key(ev), ev.event_id.clone());
         while self.applied.events.len() > REMEMBER {
-            self.applied.events.pop_front();
+            if let Some(old) = self.applied.events.pop_front() {
+                self.applied.at_epoch.retain(|_, id| *id != old);
+            }
         }
         let e = self.applied.epochs.entry(ev.role).or_insert(0);
         *e = (*e).max(ev.epoch);
@@ -107,16 +130,59 @@ impl AppliedStore {
     }
 }
 
+/// The event as Ansible extra-vars (`chainwatch_event`), in YAML whose every
+/// string is tagged `!unsafe`: Ansible treats them as data and never
+/// renders a template in them, whatever an event carries.
+pub fn vars_yaml(ev: &TransitionEvent) -> String {
+    fn render(v: &serde_json::Value, out: &mut String) {
+        use serde_json::Value;
+        match v {
+            // A JSON string is a valid YAML double-quoted scalar.
+            Value::String(s) => {
+                out.push_str("!unsafe ");
+                out.push_str(&Value::String(s.clone()).to_string());
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    render(item, out);
+                }
+                out.push(']');
+            }
+            Value::Object(map) => {
+                out.push('{');
+                for (i, (k, item)) in map.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push_str(": ");
+                    render(item, out);
+                }
+                out.push('}');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::from("chainwatch_event: ");
+    render(&serde_json::to_value(ev).unwrap_or_default(), &mut out);
+    out.push('\n');
+    out
+}
+
 /// Run `playbook` for `ev`: `ansible-playbook -i <inventory> <playbook> -e
-/// @<event vars>`, bounded by `worker.timeout_ms`, its output in the log.
+/// @<event vars>` (see [`vars_yaml`]), bounded by `worker.timeout_ms`, its
+/// output in the log.
 pub async fn run_playbook(
     cfg: &WorkerConfig,
     playbook: &Path,
     ev: &TransitionEvent,
 ) -> Result<(), String> {
-    let vars = cfg.state_dir.join(format!("event-{}.json", ev.event_id));
-    let body = serde_json::json!({ "chainwatch_event": ev });
-    std::fs::write(&vars, body.to_string()).map_err(|e| format!("{}: {e}", vars.display()))?;
+    let vars = cfg.state_dir.join(format!("event-{}.yml", ev.event_id));
+    std::fs::write(&vars, vars_yaml(ev)).map_err(|e| format!("{}: {e}", vars.display()))?;
     let mut child = Command::new(&cfg.ansible_playbook)
         .arg("-i")
         .arg(&cfg.inventory)
@@ -226,6 +292,21 @@ mod tests {
     }
 
     #[test]
+    fn every_string_of_the_vars_is_unsafe() {
+        let mut e = ev(Role::Backend, 3);
+        e.fleet = "{{ lookup('pipe', 'id') }}\"\n".into();
+        e.fenced_instances = vec!["i-2".into()];
+        let y = vars_yaml(&e);
+        assert!(
+            y.contains(r#"fleet": !unsafe "{{ lookup('pipe', 'id') }}\"\n""#),
+            "{y}"
+        );
+        assert!(y.contains(r#""fenced_instances": [!unsafe "i-2"]"#), "{y}");
+        assert!(y.contains(r#""epoch": 3"#), "{y}");
+        assert_eq!(y.matches("!unsafe").count(), 6, "{y}");
+    }
+
+    #[test]
     fn events_are_applied_once_and_in_epoch_order_per_role() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = AppliedStore::open(dir.path()).unwrap();
@@ -237,8 +318,14 @@ mod tests {
             store.decide(&ev(Role::Backend, 4)),
             Decision::Stale { applied: 5 }
         );
-        assert_eq!(store.decide(&ev(Role::Backend, 5)), Decision::Apply);
-        assert_eq!(store.decide(&ev(Role::Frontend, 1)), Decision::Apply);
+        assert_eq!(
+            store.decide(&ev(Role::Backend, 5)),
+            Decision::Conflict {
+                applied_event: a.event_id.clone()
+            }
+        );
+        assert_eq!(store.decide(&ev(Role::Backend, 6)), Decision::Apply);
+        assert_eq!(store.decide(&ev(Role::Frontend, 5)), Decision::Apply);
         // Durable: a new worker remembers.
         let store = AppliedStore::open(dir.path()).unwrap();
         assert_eq!(store.decide(&a), Decision::Duplicate);

@@ -605,11 +605,13 @@ impl Fleet {
         std::fs::write(
             d.join("worker.toml"),
             format!(
-                "[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{}/worker\"\ninventory = \"{}\"\nplaybook = \"{}/ansible/failover.yml\"\nattempts = 3\nretry_backoff_ms = 1000\n",
+                "[aws]\nfleet = \"{}\"\n[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{}/worker\"\ninventory = \"{}\"\nplaybook = \"{}/ansible/failover.yml\"\nattempts = 3\nretry_backoff_ms = 1000\npublishers = [\"{}\"]\n",
+                self.fleet,
                 rabbit.url(),
                 d.display(),
                 inv.display(),
                 env!("CARGO_MANIFEST_DIR"),
+                rabbit.user,
             ),
         )
         .unwrap();
@@ -617,6 +619,11 @@ impl Fleet {
             .arg("--config")
             .arg(d.join("worker.toml"))
             .args(["--log-format", "json", "worker"])
+            .env("AWS_ENDPOINT_URL", &self.shared.api_endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(d.join("worker.log")).unwrap())
             .spawn()
@@ -636,14 +643,16 @@ impl Fleet {
         let mut text = String::from("[chainwatch_backend]\n");
         for n in self.nodes.iter().filter(|n| n.boot.role == Role::Backend) {
             text.push_str(&format!(
-                "{} ansible_connection=local ansible_python_interpreter=/usr/bin/python3 mysql_login_host={} mysql_login_user={DB_ADMIN} mysql_login_password={DB_PASSWORD} instance_id={} chainwatch_id={}\n",
+                "{} ansible_connection=local ansible_python_interpreter=/usr/bin/python3 mysql_login_host={u} chainwatch_mysql_address={u} mysql_login_user={DB_ADMIN} mysql_login_password={DB_PASSWORD} instance_id={} chainwatch_id={} chainwatch_role_cnf={} chainwatch_boot_id_file={}\n",
                 n.boot.common_name(),
-                n.underlay,
                 n.instance,
-                n.boot.id
+                n.boot.id,
+                super::mariadb::role_cnf(&db_dir(n)).display(),
+                super::mariadb::boot_id_file(&db_dir(n)).display(),
+                u = n.underlay,
             ));
         }
-        text.push_str("[chainwatch_backend:vars]\nchainwatch_repl_password=repl-secret\n");
+        text.push_str("[chainwatch_backend:vars]\nchainwatch_repl_password=repl-secret\nchainwatch_become=false\n");
         let path = self.dir.path().join("inventory.ini");
         std::fs::write(&path, text).unwrap();
         path
@@ -817,80 +826,30 @@ fn db_dir(n: &Node) -> PathBuf {
 }
 
 fn install_db(n: &Node) {
-    let data = db_dir(n).join("data");
-    let out = Command::new("mariadb-install-db")
-        .args([
-            "--no-defaults",
-            "--user=root",
-            "--auth-root-authentication-method=normal",
-            "--skip-test-db",
-        ])
-        .arg(format!("--datadir={}", data.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::mariadb::install(&db_dir(n), 100 + n.boot.id, 3306, "0.0.0.0");
 }
 
 fn start_db(shared: &Shared, i: usize) -> Proc {
     let n = &shared.nodes[i];
-    let d = db_dir(n);
-    let child = Command::new("ip")
-        .args(["netns", "exec", &n.ns, "mariadbd", "--no-defaults"])
-        .arg(format!("--datadir={}", d.join("data").display()))
-        .arg(format!("--socket={}", d.join("sock").display()))
-        .arg(format!("--pid-file={}", d.join("pid").display()))
-        .arg(format!("--server-id={}", 100 + n.boot.id))
-        .arg(format!("--log-bin={}", d.join("data/binlog").display()))
-        .args([
-            "--user=root",
-            "--port=3306",
-            "--bind-address=0.0.0.0",
-            "--binlog-format=ROW",
-            "--log-slave-updates",
-            "--skip-name-resolve",
-            "--innodb-buffer-pool-size=32M",
-        ])
-        .arg(if n.boot.id == 1 {
-            "--read-only=0"
-        } else {
-            "--read-only=1"
-        })
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("error.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let proc = Proc(child);
-    wait_for(
-        &format!("MariaDB in {}", n.ns),
-        Duration::from_secs(60),
-        || db_sql(n, "SELECT 1").ok(),
-    );
+    // Every boot of the node is a new boot of its host.
+    super::mariadb::new_boot(&db_dir(n));
+    let proc = super::mariadb::spawn(&db_dir(n), &["ip", "netns", "exec", &n.ns], || {
+        db_sql(n, "SELECT 1").is_ok()
+    });
+    // Not in the binary log: a local transaction on a replica would break
+    // GTID strict mode.
     let _ = db_sql(
         n,
         &format!(
-            "CREATE USER IF NOT EXISTS {DB_ADMIN}@'%' IDENTIFIED BY '{DB_PASSWORD}'; GRANT ALL ON *.* TO {DB_ADMIN}@'%' WITH GRANT OPTION"
+            "SET sql_log_bin = 0; CREATE USER IF NOT EXISTS {DB_ADMIN}@'%' IDENTIFIED BY '{DB_PASSWORD}'; GRANT ALL ON *.* TO {DB_ADMIN}@'%' WITH GRANT OPTION"
         ),
     );
     proc
 }
 
 fn db_sql(n: &Node, stmt: &str) -> Result<String, String> {
-    let out = Command::new("mariadb")
-        .args(["--no-defaults", "-uroot", "-N", "-B"])
-        .arg(format!("--socket={}", db_dir(n).join("sock").display()))
-        .arg("-e")
-        .arg(stmt)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).to_string())
-    }
+    let socket = format!("--socket={}", db_dir(n).join("sock").display());
+    super::mariadb::query(&["-uroot", &socket], stmt)
 }
 
 fn boot(shared: &Shared, i: usize) {

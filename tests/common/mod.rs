@@ -345,6 +345,47 @@ pub async fn ec2_client(endpoint: &str) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&config)
 }
 
+/// Launch an instance tagged as `slot` of `fleet`; returns its ID.
+pub async fn launch(
+    ec2: &aws_sdk_ec2::Client,
+    fleet: &str,
+    slot: chainwatch::layout::Slot,
+    extra: &[(&str, &str)],
+) -> String {
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    use chainwatch::shell::aws::ec2::tags;
+    let mut spec = TagSpecification::builder()
+        .resource_type(ResourceType::Instance)
+        .tags(Tag::builder().key(tags::FLEET).value(fleet).build())
+        .tags(
+            Tag::builder()
+                .key(tags::ROLE)
+                .value(slot.role.as_str())
+                .build(),
+        )
+        .tags(
+            Tag::builder()
+                .key(tags::ID)
+                .value(slot.id.to_string())
+                .build(),
+        )
+        .tags(Tag::builder().key(tags::STATE).value("active").build());
+    for (k, v) in extra {
+        spec = spec.tags(Tag::builder().key(*k).value(*v).build());
+    }
+    let out = ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(spec.build())
+        .send()
+        .await
+        .expect("moto launches an instance");
+    out.instances()[0].instance_id().unwrap().to_string()
+}
+
 /// Poll `f` until it returns `Some`, or panic after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

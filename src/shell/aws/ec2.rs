@@ -496,3 +496,75 @@ impl Registry for Ec2Registry {
         Ok(addr)
     }
 }
+
+/// What EC2 says about the instance an event names as the new holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HolderCheck {
+    /// Running, tagged with the event's role, ID and epoch, not fenced.
+    Holder,
+    /// Tagged at a later epoch: a later transition supersedes the event.
+    Superseded {
+        /// The epoch tag.
+        epoch: u64,
+    },
+    /// Not the holder the event claims; why.
+    NotHolder(String),
+}
+
+/// Check `ev` against EC2: is its `instance_id` an instance of `fleet`,
+/// running, tagged as the holder of the ID it took, at the event's epoch?
+pub async fn check_holder(
+    client: &Client,
+    fleet: &str,
+    ev: &crate::event::TransitionEvent,
+) -> Result<HolderCheck, Ec2Error> {
+    let found: Vec<Instance> = client
+        .describe_instances()
+        .filters(filter("instance-id", &ev.instance_id))
+        .filters(filter(&format!("tag:{}", tags::FLEET), fleet))
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(api("DescribeInstances"))?
+        .into_iter()
+        .flat_map(|r| r.instances.unwrap_or_default())
+        .collect();
+    let Some(i) = found.first() else {
+        return Ok(HolderCheck::NotHolder(format!(
+            "{} is not an instance of fleet {fleet}",
+            ev.instance_id
+        )));
+    };
+    let not = |why: String| Ok(HolderCheck::NotHolder(format!("{}: {why}", ev.instance_id)));
+    if i.state().and_then(|s| s.name()) != Some(&InstanceStateName::Running) {
+        return not(format!("{}, not running", state_name(i)));
+    }
+    if tag(i, tags::ROLE) != Some(ev.role.as_str()) {
+        return not(format!("its role tag is {:?}", tag(i, tags::ROLE)));
+    }
+    let epoch = tag(i, tags::EPOCH).and_then(|e| e.parse::<u64>().ok());
+    match epoch {
+        Some(e) if e > ev.epoch => return Ok(HolderCheck::Superseded { epoch: e }),
+        Some(e) if e == ev.epoch => {}
+        other => {
+            return not(format!(
+                "tagged at epoch {}, the event claims {}",
+                other.map_or("none".to_string(), |e| e.to_string()),
+                ev.epoch
+            ));
+        }
+    }
+    if tag(i, tags::ID) != Some(ev.to_id.to_string().as_str()) {
+        return not(format!(
+            "tagged with ID {:?}, the event claims {}",
+            tag(i, tags::ID),
+            ev.to_id
+        ));
+    }
+    if tag(i, tags::STATE) == Some("fenced") {
+        return not("tagged fenced".into());
+    }
+    Ok(HolderCheck::Holder)
+}
