@@ -61,6 +61,11 @@ pub struct PersistedState {
     pub epoch: u64,
     /// Seconds since the Unix epoch of the last write.
     pub updated_unix: u64,
+    /// The event of a takeover to this slot that is not yet in the outbox:
+    /// written with the slot, so that a daemon killed mid-takeover and
+    /// restarted completes it and announces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<crate::event::TransitionEvent>,
 }
 
 impl PersistedState {
@@ -72,6 +77,7 @@ impl PersistedState {
             id: slot.id,
             epoch,
             updated_unix,
+            pending: None,
         }
     }
 
@@ -109,6 +115,17 @@ pub fn load(dir: &Path, layout: &Layout) -> Result<Option<PersistedState>, State
     layout
         .slot(state.role, state.id)
         .map_err(|e| corrupt(e.to_string()))?;
+    if let Some(p) = &state.pending
+        && (p.to_slot() != state.slot() || p.epoch != state.epoch)
+    {
+        return Err(corrupt(format!(
+            "its pending event is for {} at epoch {}, the file for {} at epoch {}",
+            p.to_slot(),
+            p.epoch,
+            state.slot(),
+            state.epoch
+        )));
+    }
     Ok(Some(state))
 }
 

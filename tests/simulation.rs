@@ -69,6 +69,10 @@ struct Node {
     stopped: bool,
     /// The EC2 tag: the slot this instance claims.
     tag: Slot,
+    /// The state file's slot: what a restarted daemon boots as.
+    state: Slot,
+    /// The state file holds the event of a takeover not yet in the outbox.
+    pending: bool,
     /// The slot it answers probes for (its VPN identity), if any.
     answering: Option<Slot>,
     /// Cut off from every network (overlay, underlay, EC2).
@@ -112,6 +116,10 @@ struct World {
     ec2_down: bool,
     ec2_fail_rate: f64,
     takeovers: u32,
+    /// Chance that a daemon is killed mid-takeover.
+    crash_mid_takeover: f64,
+    /// Kill the daemon of the next takeover after this step.
+    forced_crash: Option<&'static str>,
     log: Vec<String>,
     broken: Broken,
 }
@@ -132,6 +140,8 @@ impl World {
                     kernel: true,
                     stopped: false,
                     tag: slot,
+                    state: slot,
+                    pending: false,
                     answering: Some(slot),
                     cut: false,
                     loss: 0.0,
@@ -154,6 +164,8 @@ impl World {
             ec2_down: false,
             ec2_fail_rate: 0.0,
             takeovers: 0,
+            crash_mid_takeover: 0.1,
+            forced_crash: None,
             log: Vec::new(),
             broken: Broken::No,
         }
@@ -335,7 +347,9 @@ impl World {
                     );
                 }
             }
-            Action::TakeOver { from, to, attempt } => {
+            Action::TakeOver {
+                from, to, attempt, ..
+            } => {
                 if attempt == 1 {
                     // Right after a confirmed fence (EC2 answered) or a
                     // look-up that found the slot vacant (EC2 answered: for
@@ -356,7 +370,20 @@ impl World {
                     "{} takes over {to} from {from} (attempt {attempt})",
                     self.nodes[i].name
                 ));
-                // Persist and retag first, and drop the old VPN identity at once.
+                // Persist (the slot with the event), retag, and drop the old
+                // VPN identity at once.
+                if let Some(step) = self.forced_crash.take() {
+                    self.crash_in_takeover(i, to, step);
+                    return;
+                }
+                if !self.nodes[i].cut && self.rng.random_bool(self.crash_mid_takeover) {
+                    let steps = ["epoch", "state", "tags", "vpn"];
+                    let step = steps[self.rng.random_range(0..steps.len())];
+                    self.crash_in_takeover(i, to, step);
+                    return;
+                }
+                self.nodes[i].state = to;
+                self.nodes[i].pending = true;
                 self.nodes[i].tag = to;
                 self.nodes[i].answering = None;
                 let ok = !self.nodes[i].cut && !self.rng.random_bool(0.1);
@@ -378,6 +405,7 @@ impl World {
             }
             Action::Announce(t) => {
                 self.takeovers += 1;
+                self.nodes[i].pending = false;
                 self.nodes[i].answering = Some(t.to);
                 self.note(format!(
                     "{} is now {} (vacant: {})",
@@ -385,6 +413,27 @@ impl World {
                 ));
             }
         }
+    }
+
+    /// The daemon of node `i` is killed -9 after `step` of its takeover of
+    /// `to` (its kernel lives); systemd restarts it about 2 s later.
+    fn crash_in_takeover(&mut self, i: usize, to: Slot, step: &str) {
+        let n = &mut self.nodes[i];
+        if step != "epoch" {
+            n.state = to;
+            n.pending = true;
+        }
+        if step == "tags" || step == "vpn" {
+            n.tag = to;
+        }
+        n.alive = false;
+        n.answering = None;
+        let name = n.name.clone();
+        self.note(format!(
+            "FAULT {name}'s daemon killed after the {step} step of its takeover of {to}"
+        ));
+        let after = self.ms(1500, 2500);
+        self.schedule(after, Ev::Restart { node: i });
     }
 
     fn check_witness(&self, i: usize, what: &str, within: Duration) {
@@ -449,14 +498,16 @@ impl World {
     }
 
     /// systemd starts the daemon again on a running instance. It boots as
-    /// its state file says (the tag it last wrote), unless another running
-    /// instance holds that slot: then it rejoins at the tail.
+    /// its state file says, unless another running instance is tagged with
+    /// that slot: then it rejoins at the tail. A takeover the state file
+    /// holds the event of is completed and announced, or released when
+    /// the node goes to the tail.
     fn restart_daemon(&mut self, i: usize) {
         let n = &self.nodes[i];
         if n.stopped || n.alive || !n.kernel {
             return;
         }
-        let (role, mut slot) = (n.role, n.tag);
+        let (role, mut slot) = (n.role, n.state);
         let taken = self
             .nodes
             .iter()
@@ -475,6 +526,21 @@ impl World {
             };
             slot = Slot::new(role, id);
         }
+        if self.nodes[i].pending {
+            self.nodes[i].pending = false;
+            if slot == self.nodes[i].state {
+                self.takeovers += 1;
+                self.note(format!(
+                    "{} completes and announces its interrupted takeover of {slot}",
+                    self.nodes[i].name
+                ));
+            } else {
+                self.note(format!(
+                    "{} releases its interrupted takeover of {}",
+                    self.nodes[i].name, self.nodes[i].state
+                ));
+            }
+        }
         self.boot_as(i, slot, "'s daemon restarted by systemd as");
     }
 
@@ -483,6 +549,7 @@ impl World {
         let n = &mut self.nodes[i];
         n.alive = true;
         n.tag = slot;
+        n.state = slot;
         n.answering = Some(slot);
         n.witness_ok_at = None;
         n.ec2_ok_at = None;
@@ -626,6 +693,8 @@ impl World {
         n.stopped = false;
         n.cut = false;
         n.loss = 0.0;
+        // A takeover it was stopped in is released: it rejoins at the tail.
+        n.pending = false;
         self.note(format!("FAULT {} restarted", self.nodes[i].name));
         self.boot_as(i, slot, " rejoins as");
     }
@@ -673,6 +742,12 @@ impl World {
                 ));
             }
             for n in self.nodes.iter().filter(|n| n.alive && n.role == role) {
+                if n.pending {
+                    self.fail(&format!(
+                        "{} still holds the unannounced event of its takeover of {}",
+                        n.name, n.state
+                    ));
+                }
                 let phase = n.core.snapshot().phase;
                 if !matches!(phase, PhaseName::Watching | PhaseName::Idle) {
                     self.fail(&format!("{} still {phase:?} after healing", n.name));
@@ -749,6 +824,8 @@ fn chains_stay_safe_and_whole_under_random_faults() {
 #[test]
 fn a_dead_head_compacts_the_chain_quickly() {
     let mut w = World::new(0);
+    // A measure of speed: no daemon is killed on the way.
+    w.crash_mid_takeover = 0.0;
     w.run_until(w.start + Duration::from_secs(5));
     // frontend1 and frontend2 are stopped in EC2 at once.
     for i in 0..2 {
@@ -846,4 +923,52 @@ fn a_cut_off_node_takes_over_nobody() {
     // frontend5 watches it: it is fenced (EC2 stops it) and replaced.
     assert!(w.nodes[i].stopped, "{:#?}", w.log);
     assert_eq!(w.nodes[4].answering, Some(Slot::new(Role::Frontend, 4)));
+}
+
+/// The taker's daemon is killed -9 after each step of a takeover and
+/// restarted about 2 s later: the ID is filled, one event announced, and
+/// no node keeps an unannounced takeover.
+#[test]
+fn a_takeover_killed_at_each_step_completes_after_the_restart() {
+    for step in ["epoch", "state", "tags", "vpn"] {
+        let mut w = World::new(7);
+        w.crash_mid_takeover = 0.0;
+        w.run_until(w.start + Duration::from_secs(5));
+        // frontend2 dies whole; frontend3 takes it over and is killed.
+        w.nodes[1].alive = false;
+        w.nodes[1].kernel = false;
+        w.forced_crash = Some(step);
+        let died = w.now;
+        w.run_until(died + Duration::from_secs(40));
+        assert!(w.forced_crash.is_none(), "{step}: no takeover happened");
+        w.check_whole();
+        assert!(
+            w.log.iter().any(|l| l.contains("killed after the")),
+            "{step}: {:#?}",
+            w.log
+        );
+        let at = |what: &str| -> f64 {
+            w.log
+                .iter()
+                .find(|l| l.contains(what))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|t| t.trim_end_matches('s').parse().ok())
+                .unwrap_or_else(|| panic!("{step}: no {what:?} in {:#?}", w.log))
+        };
+        let killed = at("killed after the");
+        // Killed after the epoch, nothing was persisted: it takes over
+        // again. Killed later, the restart completes and announces it.
+        let done = if step == "epoch" {
+            at("is now frontend2")
+        } else {
+            at("completes and announces its interrupted takeover of frontend2")
+        };
+        assert!(
+            done > killed && done - killed <= 10.0,
+            "{step}: filled {:.1} s after the kill\n{:#?}",
+            done - killed,
+            w.log
+        );
+        assert!(w.takeovers >= 1, "{step}: no event announced");
+    }
 }

@@ -114,6 +114,12 @@ async fn active(
         instance_id,
     ));
 
+    // A takeover the last run did not finish: its event, persisted with the
+    // new slot.
+    let interrupted = state::load(&s.config.node.state_dir, &s.layout)
+        .map_err(other)?
+        .and_then(|st| st.pending);
+
     // Rejoin: a fenced instance, or one whose ID someone else holds, goes to
     // the tail. EC2 must answer before anything else happens.
     let decision = retry("rejoin check", || registry.rejoin(&s.layout, boot.slot)).await?;
@@ -152,9 +158,19 @@ async fn active(
 
     let common = start_common(s, boot)?;
     let vpn = Vpn::spawn(vpn_settings);
-    match vpn.switch(slot).await {
-        Ok(addr) => tracing::info!(%slot, %addr, "VPN identity up"),
-        Err(e) => tracing::error!(%slot, "VPN identity not up yet ({e}); OpenVPN keeps retrying"),
+    // The loop does not wait for the identity: with the hub dead, a client
+    // cannot come up, and this node must still watch and take over. A
+    // takeover's switch replaces this one if it is still coming up.
+    {
+        let vpn = vpn.clone();
+        tokio::spawn(async move {
+            match vpn.switch(slot).await {
+                Ok(addr) => tracing::info!(%slot, %addr, "VPN identity up"),
+                Err(e) => {
+                    tracing::error!(%slot, "VPN identity not up ({e}); OpenVPN keeps retrying")
+                }
+            }
+        });
     }
     if slot.is_hub() {
         match registry.take_elastic_ip().await {
@@ -170,6 +186,23 @@ async fn active(
         epoch,
     );
     let announcer = start_announcer(s, registry.instance_id()).await?;
+    if let Some(mut ev) = interrupted {
+        let now = unix_ms(std::time::SystemTime::now());
+        if ev.to_slot() == slot && ev.epoch == epoch {
+            // The steps above (tags, VPN identity, Elastic IP) completed it.
+            ev.timings.identity_up_ms = now;
+            ev.timings.announced_ms = now;
+            tracing::warn!(event_id = %ev.event_id, to = %slot, epoch, "completed the takeover of {slot} that the last run was killed in: announcing it");
+            announcer.announce(&ev).await;
+        } else {
+            tracing::warn!(event_id = %ev.event_id, to = %ev.to_slot(), "the takeover of {} that the last run was killed in is released: this node is {slot} now; its event is dropped", ev.to_slot());
+        }
+        state::store(
+            &s.config.node.state_dir,
+            &PersistedState::new(slot, epoch, now / 1000),
+        )
+        .map_err(other)?;
+    }
     run_loop(
         s,
         common,

@@ -139,6 +139,9 @@ pub enum Action {
         to: Slot,
         /// 1 for the first try.
         attempt: u32,
+        /// The transition it makes, to be persisted with the new slot so
+        /// that a restart mid-way still announces it.
+        planned: Transition,
     },
     /// Announce a completed takeover (outbox, broker, CloudWatch).
     Announce(Transition),

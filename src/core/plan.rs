@@ -152,11 +152,32 @@ impl Monitor {
             fenced,
             vacant,
         };
+        let planned = self.planned(now, peer);
         self.actions.push_back(Action::TakeOver {
             from: self.me,
             to: peer,
             attempt: 1,
+            planned,
         });
+    }
+
+    /// The transition a takeover of `to` in progress will make, as known
+    /// now (the identity is not up yet: `identity_up_at` is `now`).
+    fn planned(&self, now: Instant, to: Slot) -> Transition {
+        let (fenced, vacant) = match &self.phase {
+            Phase::TakingOver { fenced, vacant, .. } => (fenced.instances.clone(), *vacant),
+            _ => (Vec::new(), false),
+        };
+        Transition {
+            from: self.me,
+            to,
+            fenced,
+            vacant,
+            silent_since: self.silent_since,
+            declared_at: self.declared_at.unwrap_or(now),
+            fenced_at: self.fenced_at.unwrap_or(now),
+            identity_up_at: now,
+        }
     }
 
     pub(super) fn on_takeover_done(&mut self, now: Instant, to: Slot, result: Result<(), String>) {
@@ -255,10 +276,12 @@ impl Monitor {
                 *in_flight = true;
                 *retry_at = None;
                 let attempt = *attempt;
+                let planned = self.planned(now, peer);
                 self.actions.push_back(Action::TakeOver {
                     from: self.me,
                     to: peer,
                     attempt,
+                    planned,
                 });
             }
             _ => {}

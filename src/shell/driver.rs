@@ -313,7 +313,12 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                     let _ = tx.send(Input::FenceDone { slot, result });
                 });
             }
-            Action::TakeOver { from, to, attempt } => {
+            Action::TakeOver {
+                from,
+                to,
+                attempt,
+                planned,
+            } => {
                 if self.observe {
                     tracing::warn!(
                         from = %from,
@@ -329,26 +334,44 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                 }
                 tracing::warn!(from = %from, to = %to, attempt, "taking over {to}");
                 let switcher = self.switcher.clone();
+                let planned = self.event(&planned, clock, 0);
                 tasks.spawn(async move {
-                    let result = switcher.take_over(from, to).await;
+                    let result = switcher.take_over(from, to, planned).await;
                     let _ = tx.send(Input::TakeOverDone { to, result });
                 });
             }
             Action::Announce(transition) => {
-                let event = TransitionEvent::new(
-                    &transition,
-                    &self.layout,
-                    clock,
-                    &self.fleet,
-                    self.boot.instance_id.as_deref().unwrap_or("unknown"),
-                    self.switcher.epoch(),
-                    unix_ms(std::time::SystemTime::now()),
-                );
+                let mut event = self.event(&transition, clock, self.switcher.epoch());
+                // The same event as the one persisted with the state: a
+                // restart that announced it already is a duplicate by ID.
+                if let Some(p) = self.switcher.pending()
+                    && p.to_slot() == event.to_slot()
+                {
+                    event.event_id = p.event_id;
+                }
                 self.status
                     .send_modify(|r| r.last_transition = Some(event.clone()));
                 self.announcer.announce(&event).await;
+                self.switcher.announced(&event).await;
             }
         }
+    }
+
+    fn event(
+        &self,
+        transition: &crate::core::Transition,
+        clock: &Clock,
+        epoch: u64,
+    ) -> TransitionEvent {
+        TransitionEvent::new(
+            transition,
+            &self.layout,
+            clock,
+            &self.fleet,
+            self.boot.instance_id.as_deref().unwrap_or("unknown"),
+            epoch,
+            unix_ms(std::time::SystemTime::now()),
+        )
     }
 }
 

@@ -50,9 +50,23 @@ pub trait Registry: Send + Sync + 'static {
 
 /// Moves this node to another slot.
 pub trait Switcher: Send + Sync + 'static {
-    /// Persist the new slot, retag, switch the VPN identity; `Ok` once the
+    /// Persist the new slot together with `planned`, the transition's event
+    /// (its epoch filled in), retag, switch the VPN identity; `Ok` once the
     /// identity is up.
-    fn take_over(&self, from: Slot, to: Slot) -> impl Future<Output = Result<(), String>> + Send;
+    fn take_over(
+        &self,
+        from: Slot,
+        to: Slot,
+        planned: TransitionEvent,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// The event persisted by the last `take_over`, until `announced`.
+    fn pending(&self) -> Option<TransitionEvent> {
+        None
+    }
+    /// The event is in the outbox: forget the pending copy.
+    fn announced(&self, _event: &TransitionEvent) -> impl Future<Output = ()> + Send {
+        async {}
+    }
     /// The per-role epoch of the slot this node holds (0: unknown).
     fn epoch(&self) -> u64 {
         0
@@ -106,7 +120,7 @@ impl Registry for StaticRegistry {
 pub struct NoSwitch;
 
 impl Switcher for NoSwitch {
-    async fn take_over(&self, from: Slot, to: Slot) -> Result<(), String> {
+    async fn take_over(&self, from: Slot, to: Slot, _: TransitionEvent) -> Result<(), String> {
         Err(format!("observe mode: {from} does not take over {to}"))
     }
 }

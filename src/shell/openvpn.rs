@@ -82,6 +82,14 @@ pub enum VpnError {
     /// The supervisor is gone (shutting down).
     #[error("the OpenVPN supervisor has stopped")]
     Gone,
+    /// A switch to another identity came while this one was coming up.
+    #[error("{slot} was still coming up when a switch to {by} replaced it")]
+    Superseded {
+        /// The identity that was coming up.
+        slot: Slot,
+        /// The identity that replaced it.
+        by: Slot,
+    },
 }
 
 /// What the supervisor needs.
@@ -536,9 +544,37 @@ async fn supervise(s: VpnSettings, mut rx: mpsc::Receiver<Cmd>) {
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 Some(Cmd::Switch { slot, reply }) => {
-                    stop_openvpn(&mut run).await;
-                    let result = bring_up(&s, slot, &mut run).await;
-                    let _ = reply.send(result);
+                    // A switch that comes while an identity is still coming
+                    // up (the boot's, with its server dead, say) replaces it
+                    // rather than waiting for it to time out.
+                    let mut next = Some((slot, reply));
+                    while let Some((slot, reply)) = next.take() {
+                        stop_openvpn(&mut run).await;
+                        tokio::select! {
+                            result = bring_up(&s, slot, &mut run) => {
+                                let _ = reply.send(result);
+                            }
+                            cmd = rx.recv() => match cmd {
+                                Some(Cmd::Switch { slot: by, reply: newer }) => {
+                                    tracing::info!(identity = %slot, replaced_by = %by, "switching to {by} before {slot} came up");
+                                    let _ = reply.send(Err(VpnError::Superseded { slot, by }));
+                                    next = Some((by, newer));
+                                }
+                                Some(Cmd::Stop { reply: stopped }) => {
+                                    let _ = reply.send(Err(VpnError::Gone));
+                                    stop_openvpn(&mut run).await;
+                                    let _ = stopped.send(());
+                                    return;
+                                }
+                                Some(Cmd::Detach { reply: detached }) => {
+                                    let _ = reply.send(Err(VpnError::Gone));
+                                    let _ = detached.send(());
+                                    return;
+                                }
+                                None => return,
+                            },
+                        }
+                    }
                 }
                 Some(Cmd::Stop { reply }) => {
                     stop_openvpn(&mut run).await;

@@ -2,10 +2,11 @@
 //! frontend1 the Elastic IP.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::clock::unix_ms;
+use crate::event::TransitionEvent;
 use crate::layout::Slot;
 use crate::shell::Switcher;
 use crate::shell::aws::ec2::Ec2Registry;
@@ -18,6 +19,7 @@ pub struct Takeover {
     vpn: Vpn,
     state_dir: PathBuf,
     epoch: AtomicU64,
+    pending: Mutex<Option<TransitionEvent>>,
 }
 
 impl Takeover {
@@ -28,32 +30,66 @@ impl Takeover {
             vpn,
             state_dir,
             epoch: AtomicU64::new(epoch),
+            pending: Mutex::new(None),
         }
     }
 }
 
+/// Crash injection for the rig's kill -9 tests. With
+/// `CHAINWATCH_TEST_CRASH_FILE` naming a file that holds a step name, the
+/// daemon removes the file and aborts (as if killed -9) right after that
+/// step of its next takeover. Steps: `epoch`, `state`, `tags`, `vpn`,
+/// `eip`. Without the variable (as in production) this does nothing.
+fn crash_point(step: &str) {
+    let Some(file) = std::env::var_os("CHAINWATCH_TEST_CRASH_FILE") else {
+        return;
+    };
+    if std::fs::read_to_string(&file).is_ok_and(|s| s.trim() == step) {
+        let _ = std::fs::remove_file(&file);
+        tracing::error!(
+            step,
+            "CHAINWATCH_TEST_CRASH_FILE: aborting after this takeover step"
+        );
+        std::process::abort();
+    }
+}
+
 impl Switcher for Takeover {
-    /// In this order: a new per-role epoch; the state file (so a crash from
-    /// here on restarts as `to`); this instance's tags; the VPN identity
-    /// (the old client is stopped at once, the new one must come up with
-    /// its layout address); for frontend1, the Elastic IP.
-    async fn take_over(&self, from: Slot, to: Slot) -> Result<(), String> {
+    /// In this order: a new per-role epoch; the state file with the
+    /// transition's event (so a crash from here on restarts as `to`, and
+    /// the restart finishes the steps below and announces the event); this
+    /// instance's tags; the VPN identity (the old client is stopped at
+    /// once, the new one must come up with its layout address); for
+    /// frontend1, the Elastic IP.
+    async fn take_over(
+        &self,
+        from: Slot,
+        to: Slot,
+        mut planned: TransitionEvent,
+    ) -> Result<(), String> {
         let epoch = self
             .registry
             .next_epoch(to.role)
             .await
             .map_err(|e| e.to_string())?;
+        crash_point("epoch");
+        planned.epoch = epoch;
         let now = unix_ms(std::time::SystemTime::now()) / 1000;
-        state::store(&self.state_dir, &PersistedState::new(to, epoch, now))
-            .map_err(|e| e.to_string())?;
+        let mut st = PersistedState::new(to, epoch, now);
+        st.pending = Some(planned.clone());
+        state::store(&self.state_dir, &st).map_err(|e| e.to_string())?;
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(planned);
         tracing::info!(%from, %to, epoch, "state persisted");
+        crash_point("state");
         self.registry
             .tag_self(to, epoch)
             .await
             .map_err(|e| e.to_string())?;
         self.epoch.store(epoch, Ordering::SeqCst);
+        crash_point("tags");
         let addr = self.vpn.switch(to).await.map_err(|e| e.to_string())?;
         tracing::info!(%to, %addr, "VPN identity up");
+        crash_point("vpn");
         if to.is_hub()
             && self
                 .registry
@@ -63,7 +99,28 @@ impl Switcher for Takeover {
         {
             tracing::warn!(%to, "Elastic IP moved to this instance");
         }
+        crash_point("eip");
         Ok(())
+    }
+
+    fn pending(&self) -> Option<TransitionEvent> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn announced(&self, event: &TransitionEvent) {
+        let now = unix_ms(std::time::SystemTime::now()) / 1000;
+        let st = PersistedState::new(event.to_slot(), event.epoch, now);
+        match state::store(&self.state_dir, &st) {
+            Ok(()) => {
+                *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+            // The pending copy stays: a restart announces it again, and the
+            // worker drops the duplicate by its ID.
+            Err(e) => tracing::error!("clearing the pending event from the state file: {e}"),
+        }
     }
 
     fn epoch(&self) -> u64 {

@@ -454,6 +454,21 @@ impl Fleet {
         self.shared.procs.lock().unwrap()[i].daemon = Some(d);
     }
 
+    /// Node `i`'s daemon aborts (as if killed -9) right after `step` of its
+    /// next takeover (`CHAINWATCH_TEST_CRASH_FILE`).
+    pub fn arm_crash(&self, i: usize, step: &str) {
+        std::fs::write(self.nodes[i].dir.join("crash-after"), step).unwrap();
+    }
+
+    /// Whether node `i`'s daemon process has ended by itself.
+    pub fn daemon_exited(&self, i: usize) -> bool {
+        let mut procs = self.shared.procs.lock().unwrap();
+        procs[i]
+            .daemon
+            .as_mut()
+            .is_some_and(|d| d.0.try_wait().ok().flatten().is_some())
+    }
+
     /// The daemon's status report.
     pub fn status(&self, i: usize) -> Option<serde_json::Value> {
         let out = Command::new(bin())
@@ -885,6 +900,7 @@ fn spawn_daemon(shared: &Shared, i: usize) -> Proc {
         .env("AWS_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("CHAINWATCH_LOG", "info")
+        .env("CHAINWATCH_TEST_CRASH_FILE", n.dir.join("crash-after"))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

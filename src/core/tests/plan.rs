@@ -87,14 +87,30 @@ fn fence_failure_means_no_takeover_and_bounded_backoff() {
             }),
         },
     );
-    assert_eq!(
-        h.take_work(),
-        vec![Action::TakeOver {
-            from: be(3),
-            to: be(2),
-            attempt: 1
-        }]
-    );
+    let planned = one_takeover(h.take_work(), be(3), be(2), 1);
+    // The planned transition (persisted with the state) names the fenced
+    // instance.
+    assert_eq!(planned.fenced, vec!["i-0abc".to_string()]);
+    assert!(!planned.vacant);
+}
+
+/// The only piece of work is a takeover of `to` from `from` at `attempt`;
+/// its planned transition.
+fn one_takeover(work: Vec<Action>, from: Slot, to: Slot, attempt: u32) -> Transition {
+    match &work[..] {
+        [
+            Action::TakeOver {
+                from: f,
+                to: t,
+                attempt: a,
+                planned,
+            },
+        ] if (*f, *t, *a) == (from, to, attempt) => {
+            assert_eq!((planned.from, planned.to), (from, to));
+            planned.clone()
+        }
+        _ => panic!("want one takeover {from}->{to} attempt {attempt}, got {work:?}"),
+    }
 }
 
 #[test]
@@ -199,14 +215,7 @@ fn takeover_announces_and_watches_the_new_predecessor() {
     assert!(h.take_work().is_empty());
     assert_eq!(h.m.snapshot().phase, PhaseName::TakingOver);
     h.tick(); // retry after 500 ms
-    assert_eq!(
-        h.take_work(),
-        vec![Action::TakeOver {
-            from: fe(4),
-            to: fe(3),
-            attempt: 2
-        }]
-    );
+    one_takeover(h.take_work(), fe(4), fe(3), 2);
     h.input(
         Duration::from_millis(700),
         Input::TakeOverDone {
@@ -242,14 +251,8 @@ fn a_vacant_predecessor_is_taken_after_one_missed_round() {
     h.round(None, Some(RTT));
     assert_eq!(h.take_work(), vec![Action::CheckHolder { slot: fe(2) }]);
     h.input(Duration::from_millis(20), holder(fe(2), Holder::Vacant));
-    assert_eq!(
-        h.take_work(),
-        vec![Action::TakeOver {
-            from: fe(3),
-            to: fe(2),
-            attempt: 1
-        }]
-    );
+    let planned = one_takeover(h.take_work(), fe(3), fe(2), 1);
+    assert!(planned.vacant && planned.fenced.is_empty());
     assert!(h.events.contains(&Event::Vacant { peer: fe(2) }));
     h.input(
         Duration::from_millis(100),
