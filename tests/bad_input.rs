@@ -117,3 +117,39 @@ fn hosts_prints_the_layout_block() {
     assert_eq!(lines[6], "192.168.21.100\tbackend1.internal");
     assert_eq!(lines[11], "203.0.113.10\tfrontend1");
 }
+
+#[test]
+fn openvpn_without_the_tls_crypt_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // A complete PKI for the backends, except ta.key.
+    let pki = dir.path().join("pki");
+    for sub in ["issued", "private"] {
+        std::fs::create_dir_all(pki.join(sub)).unwrap();
+    }
+    std::fs::write(pki.join("ca.crt"), "x").unwrap();
+    for id in 1..=5 {
+        std::fs::write(pki.join(format!("issued/backend{id}.crt")), "x").unwrap();
+        std::fs::write(pki.join(format!("private/backend{id}.key")), "x").unwrap();
+    }
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "instance_id = \"i-0123abcd\"\n[vpn]\npki_dir = \"{}\"\n",
+            pki.display()
+        ),
+    );
+    std::fs::write(
+        dir.path().join("user-data"),
+        "#cloud-config\n# chainwatch: role=backend id=2\n",
+    )
+    .unwrap();
+    let out = run(&config, &["run"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ta.key") && stderr.contains("openvpn --genkey secret ta.key"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("status.sock").exists());
+    assert!(!dir.path().join("state").exists());
+}

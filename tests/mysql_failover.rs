@@ -202,20 +202,29 @@ impl Backends {
     /// worker applied it.
     async fn fail_over(&self) -> chainwatch::event::TransitionEvent {
         let ev = event(Role::Backend, 2, 1, 1, &instance(2), &[&instance(1)]);
-        RabbitSink::new(&announce_config(vec![self.mq.url()]))
-            .deliver(&ev)
-            .await
-            .unwrap();
+        self.deliver(&[&ev]).await;
+        ev
+    }
+
+    /// Deliver `events` in this order and wait until the worker applied
+    /// the last one.
+    async fn deliver(&self, events: &[&chainwatch::event::TransitionEvent]) {
+        let sink = RabbitSink::new(&announce_config(vec![self.mq.url()]));
+        for ev in events {
+            sink.deliver(ev).await.unwrap();
+        }
+        let last = &events[events.len() - 1].event_id;
         wait_for(
             "the worker to apply the event",
             Duration::from_secs(180),
             || {
                 let l = self.log();
                 assert!(!l.contains("dead-lettered"), "{l}");
-                l.contains(": applied").then_some(())
+                l.lines()
+                    .any(|line| line.contains(last.as_str()) && line.contains(": applied"))
+                    .then_some(())
             },
         );
-        ev
     }
 }
 
@@ -225,9 +234,18 @@ async fn a_backend_takeover_promotes_the_new_backend1_and_repoints_the_replicas(
         return;
     };
 
-    // backend1 dies; backend2 took over its ID and announces it.
+    // backend1 dies; backend2 took over its ID (epoch 1), then backend3
+    // moved down into backend2 (epoch 2). The worker gets the compaction
+    // first: the promotion is still applied.
     b.dbs[0].kill();
-    let ev = b.fail_over().await;
+    let ev = event(Role::Backend, 2, 1, 1, &instance(2), &[&instance(1)]);
+    let compaction = event(Role::Backend, 3, 2, 2, &instance(3), &[]);
+    let delivered = std::time::Instant::now();
+    b.deliver(&[&compaction, &ev]).await;
+    eprintln!(
+        "compaction then promotion delivered: promoted {:?} later",
+        delivered.elapsed()
+    );
     let [_, db2, db3] = &b.dbs[..] else {
         unreachable!()
     };

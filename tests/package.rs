@@ -60,7 +60,8 @@ fn the_package_installs_runs_and_removes_cleanly() {
         "./usr/share/chainwatch/ansible/filter_plugins/chainwatch_gtid.py",
         "./usr/share/chainwatch/ansible/files/chainwatch-mysql-role",
         "./usr/share/chainwatch/ansible/inventory/aws_ec2.yml",
-        "./usr/share/chainwatch/iam/chainwatch-policy.json",
+        "./usr/share/chainwatch/iam/chainwatch-frontend-policy.json",
+        "./usr/share/chainwatch/iam/chainwatch-backend-policy.json",
     ] {
         assert!(
             contents.lines().any(|l| l.ends_with(f)),

@@ -96,12 +96,12 @@ async fn each_event_is_applied_once_and_stale_epochs_are_skipped() {
     // Delivered twice (at-least-once delivery after a lost confirm).
     sink.deliver(&e5).await.unwrap();
     sink.deliver(&e5).await.unwrap();
-    // An older transition arriving late.
-    let e3 = event(Role::Backend, 3, 2, 3, "i-000000b3", &[]);
-    sink.deliver(&e3).await.unwrap();
-    // A newer one.
+    // A transition of backend2 ...
     let e6 = event(Role::Backend, 3, 2, 6, "i-000000b3", &[]);
     sink.deliver(&e6).await.unwrap();
+    // ... and an older one of the same slot, arriving late.
+    let e3 = event(Role::Backend, 3, 2, 3, "i-000000b3", &[]);
+    sink.deliver(&e3).await.unwrap();
     wait_for(
         "both applicable events applied",
         Duration::from_secs(120),

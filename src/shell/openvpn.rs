@@ -20,7 +20,9 @@
 //! the daemon down detaches from OpenVPN instead of stopping it.
 //!
 //! PKI layout (`vpn.pki_dir`): `ca.crt`, `issued/<cn>.crt`,
-//! `private/<cn>.key`, and optionally `ta.key` (tls-crypt). A node needs the
+//! `private/<cn>.key`, `ta.key` (tls-crypt: mandatory, so that the
+//! internet-facing server answers nobody without the key), and optionally
+//! `crl.pem` (checked by the server when present). A node needs the
 //! pair of every common name of its role, since it may take over any of
 //! them; frontends also need frontend1's (the server's). Missing or
 //! unreadable files stop the daemon at start, not at takeover.
@@ -133,7 +135,14 @@ impl VpnSettings {
 
 /// Check that every PKI file a node of `role` may need is readable.
 pub fn check_pki(s: &VpnSettings, role: Role) -> Result<(), VpnError> {
-    let mut files = vec![s.pki("ca.crt")];
+    let ta = s.pki("ta.key");
+    if std::fs::metadata(&ta).is_err() {
+        return Err(VpnError::Pki {
+            path: ta,
+            reason: "the tls-crypt key is mandatory; generate it once with `openvpn --genkey secret ta.key` and give every node the same file".into(),
+        });
+    }
+    let mut files = vec![s.pki("ca.crt"), s.pki("ta.key")];
     // Every ID of the role, frontend1 (the server) included for frontends.
     for slot in (1..=s.layout.max_id(role)).map(|id| Slot::new(role, id)) {
         let cn = slot.common_name();
@@ -167,11 +176,12 @@ pub fn render(s: &VpnSettings, slot: Slot) -> Result<String, VpnError> {
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    let ta = s.pki("ta.key");
-    let tls_crypt = if ta.exists() {
-        format!("tls-crypt {}", ta.display())
+    let tls_crypt = format!("tls-crypt {}", s.pki("ta.key").display());
+    let crl = s.pki("crl.pem");
+    let crl_verify = if crl.exists() {
+        format!("crl-verify {}", crl.display())
     } else {
-        String::new()
+        "# no crl.pem in vpn.pki_dir: no revocation list".to_string()
     };
     let vars: Vec<(&str, String)> = vec![
         ("common_name", slot.common_name()),
@@ -183,6 +193,7 @@ pub fn render(s: &VpnSettings, slot: Slot) -> Result<String, VpnError> {
         ("netmask", s.layout.subnet().netmask().to_string()),
         ("pki_dir", s.cfg.pki_dir.display().to_string()),
         ("tls_crypt", tls_crypt),
+        ("crl_verify", crl_verify),
         ("client_connect", s.client_connect.clone()),
         ("management", s.mgmt().display().to_string()),
     ];
@@ -643,13 +654,17 @@ mod tests {
             "management {}/run/mgmt.sock unix",
             dir.path().display()
         )));
-        assert!(!client.contains("tls-crypt"));
+        assert!(client.contains("\ntls-crypt "));
+        assert!(client.contains("\nremote-cert-tls server\n"));
+        assert!(server.contains("\ntls-crypt "));
+        assert!(server.contains("\nremote-cert-tls client\n"));
+        assert!(!server.contains("crl-verify"));
         std::fs::create_dir_all(dir.path().join("pki")).unwrap();
-        std::fs::write(dir.path().join("pki/ta.key"), "k").unwrap();
+        std::fs::write(dir.path().join("pki/crl.pem"), "c").unwrap();
         assert!(
-            render(&s, Slot::new(Role::Backend, 2))
+            render(&s, Slot::new(Role::Frontend, 1))
                 .unwrap()
-                .contains("tls-crypt ")
+                .contains("\ncrl-verify ")
         );
     }
 
@@ -673,6 +688,12 @@ mod tests {
         std::fs::create_dir_all(pki.join("issued")).unwrap();
         std::fs::create_dir_all(pki.join("private")).unwrap();
         std::fs::write(pki.join("ca.crt"), "x").unwrap();
+        let err = check_pki(&s, Role::Backend).unwrap_err().to_string();
+        assert!(
+            err.contains("ta.key") && err.contains("openvpn --genkey secret ta.key"),
+            "{err}"
+        );
+        std::fs::write(pki.join("ta.key"), "x").unwrap();
         for id in 1..=5 {
             std::fs::write(pki.join(format!("issued/backend{id}.crt")), "x").unwrap();
             std::fs::write(pki.join(format!("private/backend{id}.key")), "x").unwrap();

@@ -37,9 +37,12 @@ pub enum Decision {
     Apply,
     /// Already applied: acknowledge and drop.
     Duplicate,
-    /// Older than what was applied for its role: acknowledge and skip.
+    /// Older than what was applied for the ID it takes: a later transition
+    /// of that slot superseded it; acknowledge and skip. (Per slot, not per
+    /// role: a compaction, backend3 to backend2, delivered before the
+    /// promotion, backend2 to backend1, leaves the promotion applicable.)
     Stale {
-        /// The highest epoch applied for the role.
+        /// The highest epoch applied for the slot.
         applied: u64,
     },
     /// Another event was applied at the same epoch of the role: one of the
@@ -54,7 +57,12 @@ pub enum Decision {
 #[serde(deny_unknown_fields)]
 struct Applied {
     version: u32,
-    epochs: BTreeMap<Role, u64>,
+    /// Version 1's per-role epochs: read, never used, not written again.
+    #[serde(default, skip_serializing, rename = "epochs")]
+    _v1_epochs: BTreeMap<Role, u64>,
+    /// The highest epoch applied per slot (`backend1`, ...).
+    #[serde(default)]
+    slots: BTreeMap<String, u64>,
     events: VecDeque<String>,
     /// `<role>/<epoch>` → the event applied at it (as many as `events`).
     #[serde(default)]
@@ -83,11 +91,13 @@ impl AppliedStore {
         let applied = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| err(e.to_string()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Applied {
-                version: 1,
+                version: 2,
                 ..Applied::default()
             },
             Err(e) => return Err(err(e.to_string())),
         };
+        let mut applied: Applied = applied;
+        applied.version = 2;
         Ok(AppliedStore { path, applied })
     }
 
@@ -101,7 +111,12 @@ impl AppliedStore {
                 applied_event: other.clone(),
             };
         }
-        let applied = self.applied.epochs.get(&ev.role).copied().unwrap_or(0);
+        let applied = self
+            .applied
+            .slots
+            .get(&ev.to_slot().common_name())
+            .copied()
+            .unwrap_or(0);
         if ev.epoch < applied {
             return Decision::Stale { applied };
         }
@@ -119,7 +134,11 @@ impl AppliedStore {
                 self.applied.at_epoch.retain(|_, id| *id != old);
             }
         }
-        let e = self.applied.epochs.entry(ev.role).or_insert(0);
+        let e = self
+            .applied
+            .slots
+            .entry(ev.to_slot().common_name())
+            .or_insert(0);
         *e = (*e).max(ev.epoch);
         let err = |reason: String| WorkerError::State {
             path: self.path.clone(),
@@ -269,13 +288,17 @@ mod tests {
     use crate::event::{SCHEMA, Timings};
 
     fn ev(role: Role, epoch: u64) -> TransitionEvent {
+        to(role, 1, epoch)
+    }
+
+    fn to(role: Role, to_id: u32, epoch: u64) -> TransitionEvent {
         TransitionEvent {
             schema: SCHEMA,
             event_id: uuid::Uuid::new_v4().to_string(),
             fleet: "f".into(),
             role,
-            from_id: 2,
-            to_id: 1,
+            from_id: to_id + 1,
+            to_id,
             instance_id: "i-1".into(),
             fenced_instances: vec![],
             vacant: false,
@@ -307,7 +330,40 @@ mod tests {
     }
 
     #[test]
-    fn events_are_applied_once_and_in_epoch_order_per_role() {
+    fn order_matters_per_slot_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = AppliedStore::open(dir.path()).unwrap();
+        // The compaction (backend3 -> backend2, epoch 6) arrives before the
+        // promotion (backend2 -> backend1, epoch 5).
+        let compaction = to(Role::Backend, 2, 6);
+        store.record(&compaction).unwrap();
+        assert_eq!(store.decide(&to(Role::Backend, 1, 5)), Decision::Apply);
+        assert_eq!(
+            store.decide(&to(Role::Backend, 2, 4)),
+            Decision::Stale { applied: 6 }
+        );
+    }
+
+    #[test]
+    fn a_version_1_record_is_read_and_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("applied.json"),
+            r#"{"version":1,"epochs":{"backend":5},"events":["e1"]}"#,
+        )
+        .unwrap();
+        let mut store = AppliedStore::open(dir.path()).unwrap();
+        let mut dup = ev(Role::Backend, 9);
+        dup.event_id = "e1".into();
+        assert_eq!(store.decide(&dup), Decision::Duplicate);
+        store.record(&ev(Role::Backend, 7)).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("applied.json")).unwrap();
+        assert!(text.contains("\"version\": 2"), "{text}");
+        assert!(!text.contains("\"epochs\""), "{text}");
+    }
+
+    #[test]
+    fn events_are_applied_once_and_in_epoch_order_per_slot() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = AppliedStore::open(dir.path()).unwrap();
         let a = ev(Role::Backend, 5);

@@ -348,13 +348,13 @@ impl Ec2Registry {
         Ok(())
     }
 
-    /// Tag this instance as the active holder of `slot` at `epoch`.
+    /// Tag this instance as the active holder of `slot` at `epoch`. Its
+    /// fleet and role tags are set at launch and never written here (IAM
+    /// allows them only at RunInstances).
     pub async fn tag_self(&self, slot: Slot, epoch: u64) -> Result<(), Ec2Error> {
         self.create_tags(
             std::slice::from_ref(&self.me),
             &[
-                (tags::FLEET, self.fleet.clone()),
-                (tags::ROLE, slot.role.to_string()),
                 (tags::ID, slot.id.to_string()),
                 (tags::STATE, "active".to_string()),
                 (tags::EPOCH, epoch.to_string()),
