@@ -91,6 +91,14 @@ fn the_package_installs_runs_and_removes_cleanly() {
             !out.contains("chainwatch.service:") && !out.contains("chainwatch-worker.service:"),
             "systemd-analyze complains about the units:\n{out}"
         );
+        // Sandboxing: each unit's exposure is at most 3.0 (the README
+        // reports the figures).
+        for unit in ["chainwatch.service", "chainwatch-worker.service"] {
+            let (ok, out) = run(&format!(
+                "systemd-analyze security --offline=true --threshold=30 /lib/systemd/system/{unit}"
+            ));
+            assert!(ok, "{unit} is exposed above 3.0:\n{out}");
+        }
     });
     // Remove and purge whatever happened above.
     let (ok_r, out_r) = run("dpkg -r chainwatch");
