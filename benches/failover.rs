@@ -1,14 +1,20 @@
 //! Failover benchmarks in the rig (run as root: `cargo bench --bench
 //! failover`; `BENCH_RUNS` faults per contender, default 10;
-//! `BENCH_OLD_RUNS` faults for the old fence, default 3; `BENCH_LOSS_SECS`
+//! `BENCH_OLD_RUNS` faults for the power fence and for the old fence,
+//! default 3; `BENCH_LOSS_SECS`
 //! of 20 % loss, default 300). The rig's EC2 stops as slowly as AWS's
 //! (`CHAINWATCH_RIG_STOP_MS`, `CHAINWATCH_RIG_STOP_SKIP_OS_MS`). The same
 //! fault — the peer's instance dies: processes killed, link down — many
 //! times, each at a uniformly random phase of the probe cycle, for:
 //!
-//! * chainwatch with its defaults (frontend3 watching frontend2);
+//! * chainwatch with its defaults (frontend3 watching frontend2; the fabric
+//!   fence: takeover once the old holder is tagged `fenced`, EC2 stopping
+//!   it in the background);
+//! * chainwatch with the power fence only (`aws.fabric_fence = false`:
+//!   `SkipOsShutdown`, takeover once EC2 reports `stopped`);
 //! * chainwatch with the fence of 0.1.0 (`Force` without `SkipOsShutdown`,
-//!   so EC2 first tries a graceful shutdown), for comparison;
+//!   so EC2 first tries a graceful shutdown, and waiting for `stopped`),
+//!   for comparison;
 //! * keepalived, VRRP unicast between two namespaces, advert_int 1;
 //! * the original chain script's algorithm (bench/baseline_chain.sh).
 //!
@@ -97,18 +103,30 @@ struct Sample {
     confirmed: Option<f64>,
 }
 
-async fn chainwatch_once(old_fence: bool) -> Sample {
+/// How the contender fences.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fence {
+    /// The defaults: the fabric fence.
+    Fabric,
+    /// `aws.fabric_fence = false`: wait for `stopped`.
+    Power,
+    /// 0.1.0's: no `SkipOsShutdown`, wait for `stopped`.
+    Old,
+}
+
+async fn chainwatch_once(fence: Fence) -> Sample {
     let mut f = Fleet::with(
         &[fe(1), fe(2), fe(3)],
         Options {
             rabbit: true,
             hypervisor: true,
+            power_fence_only: fence != Fence::Fabric,
             ..Options::default()
         },
     )
     .await;
     f.start_all().await;
-    if old_fence {
+    if fence == Fence::Old {
         f.proxy.mode("graceful");
     }
     let addr = f.layout.overlay_addr(fe(2));
@@ -300,10 +318,10 @@ fn main() {
     });
 
     let old_runs = env("BENCH_OLD_RUNS", 3) as usize;
-    let chainwatch = |label: &str, old_fence: bool, n: usize| -> Vec<Sample> {
+    let chainwatch = |label: &str, fence: Fence, n: usize| -> Vec<Sample> {
         (1..=n)
             .map(|i| {
-                let s = rt.block_on(chainwatch_once(old_fence));
+                let s = rt.block_on(chainwatch_once(fence));
                 eprintln!(
                     "{label} run {i}: declared {:.2} s, holding {:.2} s, confirmed {:?}",
                     s.declared, s.holding, s.confirmed
@@ -312,8 +330,9 @@ fn main() {
             })
             .collect()
     };
-    let old = chainwatch("chainwatch, old fence,", true, old_runs);
-    let cw = chainwatch("chainwatch", false, runs);
+    let old = chainwatch("chainwatch, old fence,", Fence::Old, old_runs);
+    let power = chainwatch("chainwatch, power fence only,", Fence::Power, old_runs);
+    let cw = chainwatch("chainwatch", Fence::Fabric, runs);
     let mut ka = Vec::new();
     for k in 0..runs {
         let t = keepalived_once(k);
@@ -379,6 +398,12 @@ fn main() {
         stats(cw.iter().map(|s| s.declared).collect()),
         stats(cw.iter().map(|s| s.holding).collect()),
         stats(cw.iter().filter_map(|s| s.confirmed).collect())
+    );
+    println!(
+        "| chainwatch, power fence only (SkipOsShutdown, waits for stopped; {old_runs} faults) | {} | {} | {} |",
+        stats(power.iter().map(|s| s.declared).collect()),
+        stats(power.iter().map(|s| s.holding).collect()),
+        stats(power.iter().filter_map(|s| s.confirmed).collect())
     );
     println!(
         "| chainwatch, fence of 0.1.0 (Force only, {old_runs} faults) | {} | {} | {} |",

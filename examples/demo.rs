@@ -106,6 +106,7 @@ async fn main() {
             mariadb: true,
             worker: true,
             hypervisor: true,
+            ..Options::default()
         },
     )
     .await;

@@ -142,6 +142,11 @@ pub struct AwsConfig {
     pub fence_poll_ms: u64,
     /// Milliseconds one API call may take, retries included.
     pub api_timeout_ms: u64,
+    /// Take over once the fabric fence holds (the old holder tagged
+    /// `fenced`, so the hub refuses and drops it; for frontend1, the
+    /// Elastic IP moved), while EC2 finishes stopping it in the
+    /// background. Off: every takeover waits until EC2 reports `stopped`.
+    pub fabric_fence: bool,
 }
 
 impl Default for AwsConfig {
@@ -153,6 +158,7 @@ impl Default for AwsConfig {
             fence_timeout_ms: 120_000,
             fence_poll_ms: 500,
             api_timeout_ms: 5_000,
+            fabric_fence: true,
         }
     }
 }
@@ -256,7 +262,7 @@ pub struct VpnConfig {
     /// The `openvpn` binary.
     pub openvpn: PathBuf,
     /// PKI directory: `ca.crt`, `issued/<cn>.crt`, `private/<cn>.key`,
-    /// optional `ta.key` (tls-crypt).
+    /// `ta.key` (tls-crypt), optional `crl.pem`.
     pub pki_dir: PathBuf,
     /// Directory with `server.conf.tmpl` and `client.conf.tmpl`.
     pub template_dir: PathBuf,
@@ -271,6 +277,10 @@ pub struct VpnConfig {
     pub up_timeout_ms: u64,
     /// The `chainwatch` binary the server runs as its client-connect hook.
     pub hook_binary: PathBuf,
+    /// The hook admits a client only from the address of its slot's
+    /// holder, by the hub's admission list (the fabric fence). Off: any
+    /// client of the layout (only for a hub without EC2, in tests).
+    pub verify_holder: bool,
 }
 
 impl Default for VpnConfig {
@@ -284,6 +294,7 @@ impl Default for VpnConfig {
             proto: "udp".into(),
             up_timeout_ms: 30_000,
             hook_binary: "/usr/bin/chainwatch".into(),
+            verify_holder: true,
         }
     }
 }

@@ -19,6 +19,7 @@
 //!
 //! See ARCHITECTURE.md for the code map and the invariants.
 
+pub mod admission;
 pub mod backoff;
 pub mod clock;
 pub mod cloudinit;

@@ -1,5 +1,7 @@
-//! `chainwatch client-connect FILE` as OpenVPN runs it: the common name in
-//! the environment, the answer file as the last argument.
+//! `chainwatch client-connect FILE` as OpenVPN runs it: the common name and
+//! the client's address in the environment, the answer file as the last
+//! argument. Most cases check the layout alone (`vpn.verify_holder = false`);
+//! the last checks the hub's admission list (the fabric fence).
 
 mod common;
 
@@ -9,6 +11,10 @@ use std::process::{Command, Output};
 use common::bin;
 
 fn hook(config: &Path, common_name: Option<&[u8]>, file: &Path) -> Output {
+    hook_from(config, common_name, None, file)
+}
+
+fn hook_from(config: &Path, common_name: Option<&[u8]>, ip: Option<&str>, file: &Path) -> Output {
     use std::os::unix::ffi::OsStrExt;
     let mut cmd = Command::new(bin());
     cmd.env_clear()
@@ -19,14 +25,19 @@ fn hook(config: &Path, common_name: Option<&[u8]>, file: &Path) -> Output {
     if let Some(cn) = common_name {
         cmd.env("common_name", std::ffi::OsStr::from_bytes(cn));
     }
+    if let Some(ip) = ip {
+        cmd.env("trusted_ip", ip);
+    }
     cmd.output().expect("binary runs")
 }
+
+const LAYOUT_ONLY: &str = "[vpn]\nverify_holder = false\n";
 
 #[test]
 fn known_clients_get_their_layout_address() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("chainwatch.toml");
-    std::fs::write(&config, "").unwrap();
+    std::fs::write(&config, LAYOUT_ONLY).unwrap();
     let cases = [
         ("frontend2", "192.168.21.11"),
         ("frontend5", "192.168.21.14"),
@@ -59,7 +70,9 @@ fn the_layout_comes_from_the_config() {
     let config = dir.path().join("chainwatch.toml");
     std::fs::write(
         &config,
-        "[layout]\nsubnet = \"10.8.0.0/24\"\nbackend_base = 50\nmax_backends = 2\n",
+        format!(
+            "{LAYOUT_ONLY}[layout]\nsubnet = \"10.8.0.0/24\"\nbackend_base = 50\nmax_backends = 2\n"
+        ),
     )
     .unwrap();
     let file = dir.path().join("ccd");
@@ -76,7 +89,7 @@ fn the_layout_comes_from_the_config() {
 fn anything_else_is_refused_and_the_file_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("chainwatch.toml");
-    std::fs::write(&config, "").unwrap();
+    std::fs::write(&config, LAYOUT_ONLY).unwrap();
     let long = "frontend".repeat(40);
     let bad: Vec<(&str, Option<&[u8]>)> = vec![
         ("unset", None),
@@ -149,4 +162,90 @@ fn a_bad_config_refuses_every_client() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("subnett"), "{stderr}");
     assert!(!file.exists());
+}
+
+#[test]
+fn only_the_holder_is_admitted_from_its_own_address() {
+    use chainwatch::admission::{Admission, Candidate};
+    use chainwatch::layout::{Role, Slot};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("chainwatch.toml");
+    std::fs::write(
+        &config,
+        format!("[node]\nstate_dir = \"{}\"\n", dir.path().display()),
+    )
+    .unwrap();
+    let file = dir.path().join("ccd");
+    // No list yet (the hub has not read EC2): nobody.
+    let out = hook_from(&config, Some(b"backend2"), Some("10.0.1.12"), &file);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not read EC2"));
+    let be2 = |instance: &str, ip: [u8; 4], epoch, fenced| Candidate {
+        instance: instance.into(),
+        slot: Slot::new(Role::Backend, 2),
+        up: true,
+        fenced,
+        epoch,
+        addrs: vec![ip.into()],
+    };
+    // The old holder (fenced, still running) and the new one.
+    let list = Admission::from_candidates(
+        &[
+            be2("i-0old0000", [10, 0, 1, 12], 3, true),
+            be2("i-0new0000", [10, 0, 1, 13], 4, false),
+        ],
+        1,
+    );
+    std::fs::create_dir_all(dir.path().join("openvpn")).unwrap();
+    list.store(&dir.path().join("openvpn/admission.json"))
+        .unwrap();
+    let out = hook_from(&config, Some(b"backend2"), Some("10.0.1.13"), &file);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "ifconfig-push 192.168.21.101 255.255.255.0\n"
+    );
+    for (cn, ip, why) in [
+        // The fenced old holder, with the old ID's certificate.
+        (
+            &b"backend2"[..],
+            Some("10.0.1.12"),
+            "not the address of backend2's holder",
+        ),
+        // The new holder with another ID's certificate.
+        (b"backend3", Some("10.0.1.13"), "no running instance"),
+        // No address, or a bad one.
+        (b"backend2", None, "is not an IPv4 address"),
+        (b"backend2", Some("10.0.1.13\n"), "is not an IPv4 address"),
+    ] {
+        let refused = dir.path().join("refused");
+        let out = hook_from(&config, Some(cn), ip, &refused);
+        assert_eq!(out.status.code(), Some(1), "{ip:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{ip:?}: {err}");
+        assert!(!refused.exists());
+    }
+    // The same decision during the TLS handshake (tls-verify), where a
+    // refusal keeps the stale client from displacing the holder's session.
+    let tls = |cn: &str, ip: &str, depth: &str| {
+        Command::new(bin())
+            .env_clear()
+            .env("X509_0_CN", cn)
+            .env("untrusted_ip", ip)
+            .arg("--config")
+            .arg(&config)
+            .args(["tls-verify", depth, &format!("CN={cn}")])
+            .output()
+            .expect("binary runs")
+    };
+    assert!(tls("backend2", "10.0.1.13", "0").status.success());
+    let out = tls("backend2", "10.0.1.12", "0");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("tls-verify: refused: backend2 from 10.0.1.12"),
+        "{out:?}"
+    );
+    // The CA's certificate (depth 1) is OpenVPN's to verify.
+    assert!(tls("backend2", "10.0.1.12", "1").status.success());
 }

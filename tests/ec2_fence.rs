@@ -41,11 +41,14 @@ fn state(i: &aws_sdk_ec2::types::Instance) -> InstanceStateName {
     i.state().unwrap().name().unwrap().clone()
 }
 
+/// The power fence: these tests wait for EC2's `stopped` (the fabric
+/// fence, which does not, has its own test below).
 fn aws_cfg(fleet: &str) -> AwsConfig {
     AwsConfig {
         fleet: fleet.into(),
         fence_timeout_ms: 1500,
         fence_poll_ms: 100,
+        fabric_fence: false,
         ..AwsConfig::default()
     }
 }
@@ -361,6 +364,62 @@ async fn stops_skip_the_os_shutdown_and_take_as_long_as_ec2_says() {
     assert_eq!(last["force"], true, "{stops:?}");
     assert_eq!(last["skip_os_shutdown"], true, "{stops:?}");
     assert_eq!(last["instances"][0], f2.as_str());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_fabric_fence_is_confirmed_before_ec2_has_stopped_the_instance() {
+    let Some(moto) = moto() else { return };
+    let proxy = Ec2Proxy::start_slow(&moto.endpoint, 20_000, 3_000);
+    let direct = ec2_client(&moto.endpoint).await;
+    let f = "fleet-fab";
+    let f2 = launch(&direct, f, fe(2), &[]).await;
+    let f1 = launch(&direct, f, fe(1), &[]).await;
+    let f3 = launch(&direct, f, fe(3), &[]).await;
+    let cfg = AwsConfig {
+        fence_timeout_ms: 10_000,
+        fabric_fence: true,
+        ..aws_cfg(f)
+    };
+    let reg = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &cfg, f3.clone());
+    let t = Instant::now();
+    let fenced = reg.fence(fe(2)).await.unwrap();
+    let took = t.elapsed();
+    assert_eq!(fenced.instances, vec![f2.clone()]);
+    // Confirmed while EC2 still stops it: tagged fenced, `stopping` (as
+    // EC2, the proxy, shows it; moto applies the stop when it is due).
+    assert!(took < Duration::from_millis(2_500), "{took:?}");
+    let i = describe(&ec2_client(&proxy.endpoint).await, &f2).await;
+    assert_eq!(tag_of(&i, tags::STATE).as_deref(), Some("fenced"));
+    assert_eq!(state(&i), InstanceStateName::Stopping);
+    // The hub's admission list no longer names it for frontend2.
+    let list = reg.admission(&Layout::default()).await.unwrap();
+    assert!(!list.slots.contains_key("frontend2"), "{list:?}");
+    assert_eq!(list.slots["frontend3"].instance, f3);
+    // The power fence completes in the background.
+    let mut stopped = false;
+    for _ in 0..100 {
+        if state(&describe(&direct, &f2).await) == InstanceStateName::Stopped {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stopped, "EC2 never stopped the fenced instance");
+    // frontend1 without an Elastic IP to move has no fabric fence: its
+    // fence waits for `stopped`.
+    let reg2 = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &cfg, f2);
+    let t = Instant::now();
+    let fenced = reg2.fence(fe(1)).await.unwrap();
+    assert_eq!(fenced.instances, vec![f1.clone()]);
+    assert!(
+        t.elapsed() >= Duration::from_millis(2_900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        state(&describe(&direct, &f1).await),
+        InstanceStateName::Stopped
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -31,6 +31,7 @@ async fn backend1_dies_and_mysql_follows() {
             mariadb: true,
             worker: true,
             hypervisor: true,
+            ..Options::default()
         },
     )
     .await;

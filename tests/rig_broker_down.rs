@@ -37,6 +37,7 @@ async fn a_takeover_with_the_broker_down_is_announced_when_it_returns() {
             mariadb: true,
             worker: true,
             hypervisor: true,
+            ..Options::default()
         },
     )
     .await;

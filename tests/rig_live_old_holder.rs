@@ -6,13 +6,17 @@
 //! double-holder watchdog sampling every 50 ms never sees frontend2's
 //! address held by two reachable namespaces, and the address is not
 //! reclaimed by the old instance afterwards.
+//!
+//! This is the power fence (`aws.fabric_fence = false`, as for a fleet
+//! whose hub cannot enforce admission): the successor waits for `stopped`.
+//! tests/rig_fenced_comes_back.rs is the same fault with the fabric fence.
 
 mod common;
 
 use std::time::Duration;
 
 use chainwatch::layout::{Role, Slot};
-use common::fleet::Fleet;
+use common::fleet::{Fleet, Options};
 use common::{rig_ready, wait_for};
 
 fn fe(id: u32) -> Slot {
@@ -24,7 +28,16 @@ async fn a_partitioned_live_holder_is_fenced_before_its_successor_takes_over() {
     if !rig_ready(false) {
         return;
     }
-    let mut f = Fleet::frontends(3).await;
+    let mut f = Fleet::with(
+        &[fe(1), fe(2), fe(3)],
+        Options {
+            hypervisor: true,
+            power_fence_only: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    f.start_all().await;
     f.watch_holders();
     let addr = f.layout.overlay_addr(fe(2));
     f.link(1, false);

@@ -96,14 +96,16 @@ async fn a_takeover_killed_at_each_step_completes_after_the_restart() {
             filled <= Duration::from_secs(10),
             "{step}: {filled:?} after the restart"
         );
-        // Exactly one holder: one running instance tagged frontend1, one
-        // namespace with its address.
+        // Exactly one holder: one running instance tagged frontend1 and not
+        // fenced (the old one may still be stopping, fenced), one namespace
+        // with its address.
         let mut tagged = 0;
         for i in 0..f.nodes.len() {
             let (state, tags) = f.instance(i).await;
             if state != "stopped"
                 && state != "terminated"
                 && tags.contains(&("chainwatch:id".into(), "1".into()))
+                && !tags.contains(&("chainwatch:state".into(), "fenced".into()))
             {
                 tagged += 1;
             }

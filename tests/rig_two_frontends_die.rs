@@ -59,8 +59,7 @@ async fn two_consecutive_frontends_die_at_once() {
         wait_for("the victim stopped in EC2", Duration::from_secs(30), || {
             f.powered_off(i).then_some(())
         });
-        let (state, tags) = f.instance(i).await;
-        assert_eq!(state, "stopped", "{}", f.nodes[i].ns);
+        let tags = f.stopped_instance(i).await;
         assert!(
             tags.contains(&("chainwatch:state".into(), "fenced".into())),
             "{}: {tags:?}",

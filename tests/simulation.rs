@@ -73,6 +73,8 @@ struct Node {
     state: Slot,
     /// The state file holds the event of a takeover not yet in the outbox.
     pending: bool,
+    /// Tagged `chainwatch:state=fenced`: the hub admits it nowhere.
+    fenced: bool,
     /// The slot it answers probes for (its VPN identity), if any.
     answering: Option<Slot>,
     /// Cut off from every network (overlay, underlay, EC2).
@@ -93,6 +95,18 @@ enum Ev {
     },
     /// The fence of `slot` by `by` reaches EC2 and takes effect.
     StopHolders {
+        by: usize,
+        slot: Slot,
+    },
+    /// The fabric fence: `by` has tagged the holders of `slot` fenced and
+    /// read the tag back; the hub drops them from the overlay.
+    FabricFence {
+        by: usize,
+        slot: Slot,
+    },
+    /// EC2 finishes stopping the holders of `slot` fenced by `by` (the power
+    /// fence, in the background of a fabric fence).
+    PowerOff {
         by: usize,
         slot: Slot,
     },
@@ -120,6 +134,9 @@ struct World {
     crash_mid_takeover: f64,
     /// Kill the daemon of the next takeover after this step.
     forced_crash: Option<&'static str>,
+    /// Fences are confirmed by the fabric (hub admission, Elastic IP),
+    /// not by EC2's `stopped`.
+    fabric: bool,
     log: Vec<String>,
     broken: Broken,
 }
@@ -142,6 +159,7 @@ impl World {
                     tag: slot,
                     state: slot,
                     pending: false,
+                    fenced: false,
                     answering: Some(slot),
                     cut: false,
                     loss: 0.0,
@@ -166,6 +184,7 @@ impl World {
             takeovers: 0,
             crash_mid_takeover: 0.1,
             forced_crash: None,
+            fabric: true,
             log: Vec::new(),
             broken: Broken::No,
         }
@@ -331,8 +350,17 @@ impl World {
                     // still running (and answering, if it can) for as long as
                     // a forced stop without OS shutdown takes; then it is off
                     // and EC2 reports it stopped.
-                    let reach = self.ms(10, 200) + self.ms(1500, 6000);
-                    self.schedule(reach, Ev::StopHolders { by: i, slot });
+                    let reach = self.ms(10, 200);
+                    let stop = self.ms(1500, 6000);
+                    if self.fabric {
+                        // Tagged fenced and read back at once; EC2 stops it
+                        // later.
+                        let tagged = reach + self.ms(50, 300);
+                        self.schedule(tagged, Ev::FabricFence { by: i, slot });
+                        self.schedule(reach + stop, Ev::PowerOff { by: i, slot });
+                    } else {
+                        self.schedule(reach + stop, Ev::StopHolders { by: i, slot });
+                    }
                 } else {
                     let after = self.ms(100, 3000);
                     self.schedule(
@@ -370,6 +398,22 @@ impl World {
                     "{} takes over {to} from {from} (attempt {attempt})",
                     self.nodes[i].name
                 ));
+                // A fenced instance refuses to take anything over (it reads
+                // its own tags first).
+                if self.nodes[i].fenced {
+                    let after = self.ms(20, 300);
+                    self.schedule(
+                        after,
+                        Ev::Deliver {
+                            node: i,
+                            input: Input::TakeOverDone {
+                                to,
+                                result: Err("this instance is fenced".into()),
+                            },
+                        },
+                    );
+                    return;
+                }
                 // Persist (the slot with the event), retag, and drop the old
                 // VPN identity at once.
                 if let Some(step) = self.forced_crash.take() {
@@ -406,6 +450,17 @@ impl World {
             Action::Announce(t) => {
                 self.takeovers += 1;
                 self.nodes[i].pending = false;
+                self.take_elastic_ip(i, t.to);
+                if self.nodes[i].fenced && !t.to.is_hub() {
+                    // Fenced while its takeover was under way: the hub's
+                    // admission list refuses it (or drops it within 1 s).
+                    self.nodes[i].answering = None;
+                    self.note(format!(
+                        "{} is fenced: the hub refuses it as {}",
+                        self.nodes[i].name, t.to
+                    ));
+                    return;
+                }
                 self.nodes[i].answering = Some(t.to);
                 self.note(format!(
                     "{} is now {} (vacant: {})",
@@ -493,6 +548,51 @@ impl World {
                     },
                 );
             }
+            Ev::FabricFence { by, slot } => {
+                let mut fenced = Vec::new();
+                for (j, n) in self.nodes.iter_mut().enumerate() {
+                    if j != by && !n.stopped && n.tag == slot {
+                        n.fenced = true;
+                        // The hub's list drops it and its session is killed
+                        // (frontend1's own fabric, the Elastic IP, moves at
+                        // the takeover).
+                        if !slot.is_hub()
+                            && n.answering == Some(slot)
+                            && self.broken != Broken::FenceStopsNothing
+                        {
+                            n.answering = None;
+                        }
+                        fenced.push(n.name.clone());
+                    }
+                }
+                self.note(format!("fabric fence: {fenced:?} tagged fenced for {slot}"));
+                self.nodes[by].ec2_ok_at = Some(self.now);
+                let after = self.ms(10, 100);
+                self.schedule(
+                    after,
+                    Ev::Deliver {
+                        node: by,
+                        input: Input::FenceDone {
+                            slot,
+                            result: Ok(Fenced { instances: fenced }),
+                        },
+                    },
+                );
+            }
+            Ev::PowerOff { by, slot } => {
+                let mut stopped = Vec::new();
+                for (j, n) in self.nodes.iter_mut().enumerate() {
+                    if j != by && !n.stopped && n.fenced && n.tag == slot {
+                        if self.broken != Broken::FenceStopsNothing {
+                            n.alive = false;
+                            n.kernel = false;
+                            n.stopped = true;
+                        }
+                        stopped.push(n.name.clone());
+                    }
+                }
+                self.note(format!("EC2 stopped {stopped:?} (power fence of {slot})"));
+            }
             Ev::Restart { node } => self.restart_daemon(node),
         }
     }
@@ -508,11 +608,14 @@ impl World {
             return;
         }
         let (role, mut slot) = (n.role, n.state);
-        let taken = self
-            .nodes
-            .iter()
-            .enumerate()
-            .any(|(j, m)| j != i && !m.stopped && m.tag == slot);
+        // Fenced, or its slot claimed by another running instance: to the
+        // tail.
+        let taken = n.fenced
+            || self
+                .nodes
+                .iter()
+                .enumerate()
+                .any(|(j, m)| j != i && !m.stopped && !m.fenced && m.tag == slot);
         if taken {
             let held: Vec<u32> = self
                 .nodes
@@ -544,12 +647,26 @@ impl World {
         self.boot_as(i, slot, "'s daemon restarted by systemd as");
     }
 
+    /// Node `i` now holds `slot`; for frontend1 it moves the Elastic IP to
+    /// itself, so the old hub, if it still runs, is off the overlay.
+    fn take_elastic_ip(&mut self, i: usize, slot: Slot) {
+        if slot.is_hub() && self.broken != Broken::FenceStopsNothing {
+            for (j, n) in self.nodes.iter_mut().enumerate() {
+                if j != i && n.answering == Some(slot) {
+                    n.answering = None;
+                }
+            }
+        }
+    }
+
     /// Node `i`'s daemon starts (again) holding `slot`.
     fn boot_as(&mut self, i: usize, slot: Slot, how: &str) {
+        self.take_elastic_ip(i, slot);
         let n = &mut self.nodes[i];
         n.alive = true;
         n.tag = slot;
         n.state = slot;
+        n.fenced = false;
         n.answering = Some(slot);
         n.witness_ok_at = None;
         n.ec2_ok_at = None;
@@ -572,7 +689,7 @@ impl World {
             let tagged = self
                 .nodes
                 .iter()
-                .filter(|n| !n.stopped && n.tag == slot)
+                .filter(|n| !n.stopped && !n.fenced && n.tag == slot)
                 .count();
             if tagged > 1 {
                 self.fail(&format!("{tagged} running instances are tagged {slot}"));
@@ -693,8 +810,10 @@ impl World {
         n.stopped = false;
         n.cut = false;
         n.loss = 0.0;
-        // A takeover it was stopped in is released: it rejoins at the tail.
+        // A takeover it was stopped in is released: it rejoins at the tail,
+        // tagged active again.
         n.pending = false;
+        n.fenced = false;
         self.note(format!("FAULT {} restarted", self.nodes[i].name));
         self.boot_as(i, slot, " rejoins as");
     }

@@ -48,6 +48,8 @@ pub enum Command {
     Run(run::Args),
     /// OpenVPN client-connect hook: write the client's address to FILE.
     ClientConnect(client_connect::Args),
+    /// OpenVPN tls-verify hook: refuse a client the hub does not admit.
+    TlsVerify(client_connect::TlsVerifyArgs),
     /// Show what the local daemon is doing now.
     Status(status::Args),
     /// Print the /etc/hosts block of the layout.
@@ -85,6 +87,7 @@ pub fn main() -> ExitCode {
         // The hook runs synchronously, without a runtime or a logger: OpenVPN
         // blocks on it.
         Command::ClientConnect(args) => client_connect::main(cli.config.as_deref(), &args),
+        Command::TlsVerify(args) => client_connect::tls_verify_main(cli.config.as_deref(), &args),
         Command::Hosts(args) => report(hosts::main(cli.config.as_deref(), &args)),
         Command::IamPolicy(args) => report(iam_policy::main(cli.config.as_deref(), &args)),
         Command::RenderUserData(args) => {

@@ -7,12 +7,14 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
 
 use super::{CmdError, settings};
+use crate::admission;
 use crate::clock::unix_ms;
 use crate::config::{DEFAULT_PATH, Settings};
 use crate::core::Monitor;
@@ -21,6 +23,7 @@ use crate::shell::aws::cloudwatch::{self, CloudWatchSink};
 use crate::shell::aws::ec2::{self, Ec2Registry, Rejoin};
 use crate::shell::broker::RabbitSink;
 use crate::shell::driver::Driver;
+use crate::shell::fabric::Fabric;
 use crate::shell::identity::{self, BootIdentity};
 use crate::shell::openvpn::{self, Vpn, VpnSettings};
 use crate::shell::outbox::Outbox;
@@ -157,6 +160,27 @@ async fn active(
     retry("tagging this instance", || registry.tag_self(slot, epoch)).await?;
 
     let common = start_common(s, boot)?;
+    if slot.is_hub() {
+        // The server's clients are admitted by this list: have one before
+        // the server starts (the fabric loop keeps it fresh).
+        let list = admission::path(&openvpn::run_dir(&s.config.node.state_dir));
+        match registry
+            .admission(&s.layout)
+            .await
+            .map_err(|e| e.to_string())
+        {
+            Ok(a) => {
+                if let Err(e) = std::fs::create_dir_all(openvpn::run_dir(&s.config.node.state_dir))
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| a.store(&list))
+                {
+                    tracing::warn!("cannot write the admission list yet: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("no admission list yet ({e}); the fabric loop retries"),
+        }
+    }
+    let vpn_mgmt = vpn_settings.mgmt();
     let vpn = Vpn::spawn(vpn_settings);
     // The loop does not wait for the identity: with the hub dead, a client
     // cannot come up, and this node must still watch and take over. A
@@ -179,11 +203,23 @@ async fn active(
             Err(e) => tracing::error!("cannot take the Elastic IP: {e}"),
         }
     }
+    let hub = Arc::new(AtomicBool::new(slot.is_hub()));
+    tokio::spawn(
+        Fabric {
+            registry: registry.clone(),
+            layout: s.layout.clone(),
+            list: admission::path(&openvpn::run_dir(&s.config.node.state_dir)),
+            mgmt: vpn_mgmt,
+            hub: hub.clone(),
+        }
+        .run(),
+    );
     let switcher = Takeover::new(
         registry.clone(),
         vpn.clone(),
         s.config.node.state_dir.clone(),
         epoch,
+        hub,
     );
     let announcer = start_announcer(s, registry.instance_id()).await?;
     if let Some(mut ev) = interrupted {
@@ -296,20 +332,23 @@ fn vpn_settings(s: &Settings) -> VpnSettings {
         .source
         .clone()
         .unwrap_or_else(|| std::path::PathBuf::from(DEFAULT_PATH));
-    let client_connect = if s.source.is_some() {
-        format!(
-            "{} --config {} client-connect",
-            s.config.vpn.hook_binary.display(),
-            config.display()
-        )
-    } else {
-        format!("{} client-connect", s.config.vpn.hook_binary.display())
+    let hook = |name: &str| {
+        if s.source.is_some() {
+            format!(
+                "{} --config {} {name}",
+                s.config.vpn.hook_binary.display(),
+                config.display()
+            )
+        } else {
+            format!("{} {name}", s.config.vpn.hook_binary.display())
+        }
     };
     VpnSettings {
         cfg: s.config.vpn.clone(),
         layout: s.layout.clone(),
-        run_dir: s.config.node.state_dir.join("openvpn"),
-        client_connect,
+        run_dir: openvpn::run_dir(&s.config.node.state_dir),
+        client_connect: hook("client-connect"),
+        tls_verify: hook("tls-verify"),
         dev: "cwvpn".into(),
     }
 }

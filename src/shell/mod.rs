@@ -16,6 +16,7 @@ pub mod announce;
 pub mod aws;
 pub mod broker;
 pub mod driver;
+pub mod fabric;
 pub mod identity;
 pub mod openvpn;
 pub mod outbox;

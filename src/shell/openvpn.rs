@@ -94,6 +94,12 @@ pub enum VpnError {
     },
 }
 
+/// Where the rendered configs, the management socket, OpenVPN's log and
+/// the hub's admission list live: `<state_dir>/openvpn`.
+pub fn run_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("openvpn")
+}
+
 /// What the supervisor needs.
 #[derive(Debug, Clone)]
 pub struct VpnSettings {
@@ -105,12 +111,15 @@ pub struct VpnSettings {
     pub run_dir: PathBuf,
     /// The client-connect command line the server runs.
     pub client_connect: String,
+    /// The tls-verify command line the server runs.
+    pub tls_verify: String,
     /// The tun device name.
     pub dev: String,
 }
 
 impl VpnSettings {
-    fn mgmt(&self) -> PathBuf {
+    /// The management socket.
+    pub fn mgmt(&self) -> PathBuf {
         self.run_dir.join("mgmt.sock")
     }
 
@@ -195,6 +204,7 @@ pub fn render(s: &VpnSettings, slot: Slot) -> Result<String, VpnError> {
         ("tls_crypt", tls_crypt),
         ("crl_verify", crl_verify),
         ("client_connect", s.client_connect.clone()),
+        ("tls_verify", s.tls_verify.clone()),
         ("management", s.mgmt().display().to_string()),
     ];
     crate::template::render(&text, &vars, &[]).map_err(|e| VpnError::Template {
@@ -228,6 +238,97 @@ pub fn parse_state(line: &str) -> Option<MgmtState> {
         detail,
         local,
     })
+}
+
+/// One client session of the server, from `status 3`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Its certificate's common name.
+    pub common_name: String,
+    /// Where it connects from.
+    pub real_ip: Option<Ipv4Addr>,
+    /// The management interface's client ID (for `client-kill`).
+    pub client_id: u64,
+}
+
+/// Parse `status 3` output: the `CLIENT_LIST` rows, by the `HEADER`'s
+/// column names.
+pub fn parse_sessions(text: &str) -> Vec<Session> {
+    let mut cols: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        match f.first() {
+            Some(&"HEADER") if f.get(1) == Some(&"CLIENT_LIST") => cols = f[1..].to_vec(),
+            Some(&"CLIENT_LIST") => {
+                let col = |name: &str| cols.iter().position(|c| *c == name).and_then(|i| f.get(i));
+                let (Some(cn), Some(real), Some(cid)) =
+                    (col("Common Name"), col("Real Address"), col("Client ID"))
+                else {
+                    continue;
+                };
+                let Ok(client_id) = cid.parse() else { continue };
+                let ip = real.rsplit_once(':').map_or(*real, |(ip, _)| ip);
+                out.push(Session {
+                    common_name: cn.to_string(),
+                    real_ip: ip.parse().ok(),
+                    client_id,
+                });
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Send one command to the management interface and return its answer:
+/// the lines up to `END`, or the `SUCCESS:`/`ERROR:` line.
+async fn mgmt_command(mgmt: &Path, cmd: &str) -> Option<String> {
+    let work = async {
+        let mut stream = UnixStream::connect(mgmt).await.ok()?;
+        stream.write_all(format!("{cmd}\n").as_bytes()).await.ok()?;
+        let mut reader = BufReader::new(&mut stream);
+        let mut out = String::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).await.ok()? == 0 {
+                break;
+            }
+            let l = line.trim_end();
+            if l.starts_with('>') {
+                continue;
+            }
+            if l == "END" || l.starts_with("SUCCESS:") || l.starts_with("ERROR:") {
+                out.push_str(l);
+                break;
+            }
+            out.push_str(l);
+            out.push('\n');
+        }
+        let _ = stream.write_all(b"quit\n").await;
+        Some(out)
+    };
+    tokio::time::timeout(Duration::from_secs(2), work)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The server's client sessions (`None`: the interface did not answer).
+pub async fn sessions(mgmt: &Path) -> Option<Vec<Session>> {
+    mgmt_command(mgmt, "status 3")
+        .await
+        .map(|t| parse_sessions(&t))
+}
+
+/// Disconnect one client session.
+pub async fn kill_session(mgmt: &Path, client_id: u64) -> Result<(), String> {
+    match mgmt_command(mgmt, &format!("client-kill {client_id}")).await {
+        Some(a) if a.starts_with("SUCCESS:") => Ok(()),
+        Some(a) => Err(a),
+        None => Err("the management interface did not answer".into()),
+    }
 }
 
 /// Ask the management interface for the current state.
@@ -632,6 +733,8 @@ mod tests {
             run_dir: dir.join("run"),
             client_connect:
                 "/usr/bin/chainwatch --config /etc/chainwatch/chainwatch.toml client-connect".into(),
+            tls_verify: "/usr/bin/chainwatch --config /etc/chainwatch/chainwatch.toml tls-verify"
+                .into(),
             dev: "cwvpn".into(),
         }
     }
@@ -704,6 +807,26 @@ mod tests {
         assert!(err.contains("private/backend4.key"), "{err}");
         let err = check_pki(&s, Role::Frontend).unwrap_err().to_string();
         assert!(err.contains("issued/frontend1.crt"), "{err}");
+    }
+
+    #[test]
+    fn status_3_client_rows_are_parsed_by_their_header() {
+        let text = "TITLE\tOpenVPN 2.6.3\nTIME\t2026-11-25 19:00:00\t1795000000\nHEADER\tCLIENT_LIST\tCommon Name\tReal Address\tVirtual Address\tVirtual IPv6 Address\tBytes Received\tBytes Sent\tConnected Since\tConnected Since (time_t)\tUsername\tClient ID\tPeer ID\tData Channel Cipher\nCLIENT_LIST\tbackend2\t10.0.1.12:41234\t192.168.21.101\t\t100\t200\t2026-11-25 18:59:00\t1795000000\tUNDEF\t7\t0\tAES-256-GCM\nCLIENT_LIST\tfrontend3\tbogus\t192.168.21.12\t\t1\t2\tx\t1\tUNDEF\t9\t1\tAES-256-GCM\nHEADER\tROUTING_TABLE\tVirtual Address\tCommon Name\nROUTING_TABLE\t192.168.21.101\tbackend2\nEND";
+        assert_eq!(
+            parse_sessions(text),
+            vec![
+                Session {
+                    common_name: "backend2".into(),
+                    real_ip: Some(Ipv4Addr::new(10, 0, 1, 12)),
+                    client_id: 7
+                },
+                Session {
+                    common_name: "frontend3".into(),
+                    real_ip: None,
+                    client_id: 9
+                }
+            ]
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! frontend1 the Elastic IP.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::clock::unix_ms;
@@ -20,17 +20,26 @@ pub struct Takeover {
     state_dir: PathBuf,
     epoch: AtomicU64,
     pending: Mutex<Option<TransitionEvent>>,
+    hub: Arc<AtomicBool>,
 }
 
 impl Takeover {
-    /// A switcher for a node that holds its slot at `epoch`.
-    pub fn new(registry: Arc<Ec2Registry>, vpn: Vpn, state_dir: PathBuf, epoch: u64) -> Self {
+    /// A switcher for a node that holds its slot at `epoch`; `hub` is set
+    /// once it runs the OpenVPN server (frontend1).
+    pub fn new(
+        registry: Arc<Ec2Registry>,
+        vpn: Vpn,
+        state_dir: PathBuf,
+        epoch: u64,
+        hub: Arc<AtomicBool>,
+    ) -> Self {
         Takeover {
             registry,
             vpn,
             state_dir,
             epoch: AtomicU64::new(epoch),
             pending: Mutex::new(None),
+            hub,
         }
     }
 }
@@ -55,10 +64,11 @@ fn crash_point(step: &str) {
 }
 
 impl Switcher for Takeover {
-    /// In this order: a new per-role epoch; the state file with the
+    /// In this order: a check that this instance is not fenced; a new
+    /// per-role epoch; the state file with the
     /// transition's event (so a crash from here on restarts as `to`, and
     /// the restart finishes the steps below and announces the event); this
-    /// instance's tags; the VPN identity (the old client is stopped at
+    /// instance's tags, read back; the VPN identity (the old client is stopped at
     /// once, the new one must come up with its layout address); for
     /// frontend1, the Elastic IP.
     async fn take_over(
@@ -67,6 +77,14 @@ impl Switcher for Takeover {
         to: Slot,
         mut planned: TransitionEvent,
     ) -> Result<(), String> {
+        // A fenced instance (another node took its slot while it was cut
+        // off) takes nothing over: EC2 is stopping it.
+        let (fenced, _, _) = self.registry.own_tags().await.map_err(|e| e.to_string())?;
+        if fenced {
+            return Err(
+                "this instance is tagged fenced: EC2 is stopping it; it takes nothing over".into(),
+            );
+        }
         let epoch = self
             .registry
             .next_epoch(to.role)
@@ -82,11 +100,18 @@ impl Switcher for Takeover {
         tracing::info!(%from, %to, epoch, "state persisted");
         crash_point("state");
         self.registry
-            .tag_self(to, epoch)
+            .tag_self_confirmed(to, epoch)
             .await
             .map_err(|e| e.to_string())?;
         self.epoch.store(epoch, Ordering::SeqCst);
         crash_point("tags");
+        // The hub's admission list must name the new server's clients
+        // before they reconnect: it starts keeping it with the server. A
+        // client gives the hub one refresh of its list to see the new tags.
+        self.hub.store(to.is_hub(), Ordering::SeqCst);
+        if !to.is_hub() {
+            tokio::time::sleep(crate::admission::SETTLE).await;
+        }
         let addr = self.vpn.switch(to).await.map_err(|e| e.to_string())?;
         tracing::info!(%to, %addr, "VPN identity up");
         crash_point("vpn");

@@ -64,6 +64,13 @@ pub struct Options {
     pub worker: bool,
     /// The hypervisor thread (EC2 stop/start kill and boot namespaces).
     pub hypervisor: bool,
+    /// How long a stop with SkipOsShutdown keeps an instance `stopping`,
+    /// instead of `CHAINWATCH_RIG_STOP_SKIP_OS_MS` (a test that must watch
+    /// the old instance while it stops says why it sets this).
+    pub skip_os_ms: Option<u64>,
+    /// No fabric fence (`aws.fabric_fence = false`): takeovers wait until
+    /// EC2 reports the old holder stopped.
+    pub power_fence_only: bool,
 }
 
 /// One emulated instance.
@@ -237,6 +244,7 @@ impl Fleet {
         ));
         let moto = Moto::start(&format!("10.77.{net}.254"));
         let (stop_ms, skip_os_ms) = stop_times();
+        let skip_os_ms = opts.skip_os_ms.unwrap_or(skip_os_ms);
         let proxy = Ec2Proxy::start_on(
             &moto.endpoint,
             &format!("10.77.{net}.254"),
@@ -307,7 +315,15 @@ impl Fleet {
                 &layout,
             )
             .await;
-            write_config(&node, &fleet_name, &eip_alloc, &pki, net, rabbit.as_ref());
+            write_config(
+                &node,
+                &fleet_name,
+                &eip_alloc,
+                &pki,
+                net,
+                rabbit.as_ref(),
+                &opts,
+            );
             nodes.push(node);
         }
         let shared = Arc::new(Shared {
@@ -561,6 +577,24 @@ impl Fleet {
     }
 
     /// EC2's view of an instance: (state, tags).
+    /// Node `i`'s instance once EC2 reports it `stopped` (the power fence
+    /// completes in the background of a fabric fence); panics after 30 s.
+    pub async fn stopped_instance(&self, i: usize) -> Vec<(String, String)> {
+        let start = std::time::Instant::now();
+        loop {
+            let (state, tags) = self.instance(i).await;
+            if state == "stopped" {
+                return tags;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{} still {state} 30 s on",
+                self.nodes[i].ns
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn instance(&self, i: usize) -> (String, Vec<(String, String)>) {
         let out = self
             .ec2
@@ -780,6 +814,7 @@ fn write_config(
     pki: &Path,
     net: u8,
     rabbit: Option<&Rabbit>,
+    opts: &Options,
 ) {
     let announce = match rabbit {
         Some(r) => format!(
@@ -802,6 +837,7 @@ instance_id = "{instance}"
 fleet = "{fleet}"
 elastic_ip_allocation = "{alloc}"
 fence_timeout_ms = 20000
+fabric_fence = {fabric}
 [vpn]
 pki_dir = "{pki}"
 template_dir = "{repo}/openvpn"
@@ -814,6 +850,7 @@ up_timeout_ms = 20000
             pki = pki.display(),
             repo = env!("CARGO_MANIFEST_DIR"),
             bin = bin().display(),
+            fabric = !opts.power_fence_only,
         ),
     )
     .unwrap();

@@ -248,9 +248,18 @@ fn warm_up(bind: &str, port: u16) {
         let _ = stream.read_to_end(&mut answer);
         String::from_utf8_lossy(&answer).into_owned()
     };
-    let run = call(
-        "Action=RunInstances&Version=2016-11-15&ImageId=ami-12c6146b&MinCount=1&MaxCount=1&InstanceType=t3.micro",
-    );
+    // A busy machine (many emulators starting at once) can drop the first
+    // connections: try a few times.
+    let mut run = String::new();
+    for _ in 0..5 {
+        run = call(
+            "Action=RunInstances&Version=2016-11-15&ImageId=ami-12c6146b&MinCount=1&MaxCount=1&InstanceType=t3.micro",
+        );
+        if run.contains("<instanceId>") {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let id = run
         .split("<instanceId>")
         .nth(1)

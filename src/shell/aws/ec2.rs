@@ -113,6 +113,7 @@ pub struct Ec2Registry {
     fence_timeout: Duration,
     fence_poll: Duration,
     eip_allocation: Option<String>,
+    fabric_fence: bool,
     underlay: Mutex<HashMap<Slot, (Ipv4Addr, Instant)>>,
     /// The instances a fence of a slot has sent a stop to, kept until that
     /// fence is confirmed. A stopped instance no longer holds its slot, so
@@ -160,6 +161,43 @@ fn filter(name: &str, value: impl Into<String>) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
 
+/// Poll until every instance is `stopped` (or `terminated`), bounded by
+/// `timeout`.
+async fn wait_down(
+    client: &Client,
+    ids: &[String],
+    timeout: Duration,
+    poll: Duration,
+) -> Result<(), Ec2Error> {
+    let start = Instant::now();
+    loop {
+        let instances: Vec<Instance> = client
+            .describe_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(api("DescribeInstances"))?
+            .into_iter()
+            .flat_map(|r| r.instances.unwrap_or_default())
+            .collect();
+        let states: Vec<String> = instances.iter().map(state_name).collect();
+        if instances.len() == ids.len() && instances.iter().all(is_down) {
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            return Err(Ec2Error::NotStopped {
+                instances: ids.to_vec(),
+                after: start.elapsed(),
+                states,
+            });
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
 /// Build an EC2 client from the SDK's default chain, with the config's
 /// region and per-call time-out.
 pub async fn client(cfg: &AwsConfig) -> Client {
@@ -185,6 +223,7 @@ impl Ec2Registry {
             fence_timeout: Duration::from_millis(cfg.fence_timeout_ms),
             fence_poll: Duration::from_millis(cfg.fence_poll_ms),
             eip_allocation: cfg.elastic_ip_allocation.clone(),
+            fabric_fence: cfg.fabric_fence,
             underlay: Mutex::new(HashMap::new()),
             fence_targets: Mutex::new(HashMap::new()),
         }
@@ -243,8 +282,13 @@ impl Ec2Registry {
 
     /// Stop every holder of `slot` with force and without an OS shutdown
     /// (`SkipOsShutdown`: a hung instance would otherwise take minutes to
-    /// shut down gracefully), wait until EC2 reports them stopped, tag them
-    /// fenced. Never this instance.
+    /// shut down gracefully) and tag them fenced. Never this instance.
+    ///
+    /// With `aws.fabric_fence` (and for frontend1, an Elastic IP to move)
+    /// the fence is confirmed once the `fenced` tag reads back: the hub's
+    /// admission list then refuses the old holder on the overlay, and EC2
+    /// finishes stopping it in the background (logged when it has).
+    /// Otherwise it waits until EC2 reports them stopped, then tags them.
     ///
     /// Idempotent: the targets of a fence that was not confirmed are kept
     /// and fenced again by the next call for the slot, even when EC2 no
@@ -302,9 +346,33 @@ impl Ec2Registry {
             .send()
             .await
             .map_err(api("StopInstances"))?;
-        self.wait_stopped(&ids).await?;
+        // The fabric fence: for a client slot, the hub's admission list
+        // drops an instance tagged `fenced`; for frontend1, the Elastic IP
+        // moves at the takeover. Without either, wait for the power fence.
+        let fabric = self.fabric_fence && (!slot.is_hub() || self.eip_allocation.is_some());
+        if !fabric {
+            self.wait_stopped(&ids).await?;
+        }
         self.create_tags(&ids, &[(tags::STATE, "fenced".to_string())])
             .await?;
+        if fabric {
+            // Read our write back: the hub must see it before the taker's
+            // session as the slot can be admitted.
+            self.wait_tagged_fenced(&ids).await?;
+            tracing::warn!(%slot, instances = ?ids, "fabric fence of {slot} in place (tagged fenced); EC2 finishes stopping it in the background");
+            let client = self.client.clone();
+            let (targets, timeout, poll) = (ids.clone(), self.fence_timeout, self.fence_poll);
+            tokio::spawn(async move {
+                match wait_down(&client, &targets, timeout, poll).await {
+                    Ok(()) => {
+                        tracing::warn!(%slot, instances = ?targets, "power fence of {slot} confirmed: EC2 reports it stopped")
+                    }
+                    Err(e) => {
+                        tracing::error!(%slot, "POWER FENCE NOT CONFIRMED: {e}; it is off the overlay (fenced), check it in EC2")
+                    }
+                }
+            });
+        }
         self.fence_targets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -312,25 +380,78 @@ impl Ec2Registry {
         Ok(Fenced { instances: ids })
     }
 
-    /// Poll until every instance is `stopped` (or `terminated`), bounded by
-    /// `aws.fence_timeout_ms`.
-    pub async fn wait_stopped(&self, ids: &[String]) -> Result<(), Ec2Error> {
+    /// Poll until every instance shows `chainwatch:state=fenced`, bounded
+    /// by one API time-out.
+    async fn wait_tagged_fenced(&self, ids: &[String]) -> Result<(), Ec2Error> {
         let start = Instant::now();
         loop {
             let instances = self.describe(Vec::new(), ids.to_vec()).await?;
-            let states: Vec<String> = instances.iter().map(state_name).collect();
-            if instances.len() == ids.len() && instances.iter().all(is_down) {
+            if instances.len() == ids.len()
+                && instances
+                    .iter()
+                    .all(|i| tag(i, tags::STATE) == Some("fenced"))
+            {
                 return Ok(());
             }
-            if start.elapsed() >= self.fence_timeout {
-                return Err(Ec2Error::NotStopped {
-                    instances: ids.to_vec(),
-                    after: start.elapsed(),
-                    states,
+            if start.elapsed() >= self.fence_timeout.min(Duration::from_secs(10)) {
+                return Err(Ec2Error::Api {
+                    op: "CreateTags",
+                    message: format!(
+                        "the fenced tag on {ids:?} did not show within {:?}",
+                        start.elapsed()
+                    ),
                 });
             }
-            tokio::time::sleep(self.fence_poll).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Compute the hub's admission list (see [`crate::admission`]) from
+    /// the fleet's instances.
+    pub async fn admission(
+        &self,
+        layout: &Layout,
+    ) -> Result<crate::admission::Admission, Ec2Error> {
+        let mut candidates = Vec::new();
+        for i in self.fleet_instances(None).await? {
+            let slot = tag(&i, tags::ROLE)
+                .and_then(|r| r.parse::<Role>().ok())
+                .zip(tag(&i, tags::ID))
+                .and_then(|(role, id)| {
+                    layout.parse_id(role, id).ok().map(|id| Slot::new(role, id))
+                });
+            let (Some(slot), Some(id)) = (slot, i.instance_id()) else {
+                continue;
+            };
+            let addrs = [i.private_ip_address(), i.public_ip_address()]
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.parse().ok())
+                .collect();
+            candidates.push(crate::admission::Candidate {
+                instance: id.to_string(),
+                slot,
+                up: matches!(
+                    i.state().and_then(|s| s.name()),
+                    Some(InstanceStateName::Running | InstanceStateName::Pending)
+                ),
+                fenced: tag(&i, tags::STATE) == Some("fenced"),
+                epoch: tag(&i, tags::EPOCH)
+                    .and_then(|e| e.parse().ok())
+                    .unwrap_or(0),
+                addrs,
+            });
+        }
+        Ok(crate::admission::Admission::from_candidates(
+            &candidates,
+            crate::clock::unix_ms(std::time::SystemTime::now()),
+        ))
+    }
+
+    /// Poll until every instance is `stopped` (or `terminated`), bounded by
+    /// `aws.fence_timeout_ms`.
+    pub async fn wait_stopped(&self, ids: &[String]) -> Result<(), Ec2Error> {
+        wait_down(&self.client, ids, self.fence_timeout, self.fence_poll).await
     }
 
     async fn create_tags(&self, ids: &[String], kv: &[(&str, String)]) -> Result<(), Ec2Error> {
@@ -384,6 +505,46 @@ impl Ec2Registry {
         }
     }
 
+    /// This instance's tags as EC2 shows them now: whether it is tagged
+    /// `fenced`, and the slot ID and epoch it is tagged with.
+    pub async fn own_tags(&self) -> Result<(bool, Option<u32>, u64), Ec2Error> {
+        let me = self.describe(Vec::new(), vec![self.me.clone()]).await?;
+        let me = me
+            .first()
+            .ok_or_else(|| Ec2Error::SelfUnknown(self.me.clone()))?;
+        Ok((
+            tag(me, tags::STATE) == Some("fenced"),
+            tag(me, tags::ID).and_then(|i| i.parse().ok()),
+            tag(me, tags::EPOCH)
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(0),
+        ))
+    }
+
+    /// Tag this instance as the holder of `slot` at `epoch` and read it
+    /// back: the write counts once EC2 shows it (the hub's admission list
+    /// is read from EC2 too). Bounded by 10 s.
+    pub async fn tag_self_confirmed(&self, slot: Slot, epoch: u64) -> Result<(), Ec2Error> {
+        self.tag_self(slot, epoch).await?;
+        let start = Instant::now();
+        loop {
+            let (_, id, e) = self.own_tags().await?;
+            if id == Some(slot.id) && e == epoch {
+                return Ok(());
+            }
+            if start.elapsed() >= Duration::from_secs(10) {
+                return Err(Ec2Error::Api {
+                    op: "CreateTags",
+                    message: format!(
+                        "this instance's tags do not show {slot} at epoch {epoch} after {:?}",
+                        start.elapsed()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The epoch tag of this instance (0 when it has none).
     pub async fn own_epoch(&self) -> Result<u64, Ec2Error> {
         let me = self.describe(Vec::new(), vec![self.me.clone()]).await?;
@@ -424,9 +585,13 @@ impl Ec2Registry {
             .iter()
             .filter(|i| i.instance_id() != Some(self.me.as_str()) && !is_down(i))
             .collect();
-        let taken = others
-            .iter()
-            .any(|i| tag(i, tags::ID) == Some(booted.id.to_string().as_str()));
+        // Another instance tagged `fenced` does not hold this node's slot:
+        // EC2 is stopping it and the hub admits it nowhere. (For the tail
+        // below its ID still counts: its successor may be taking it over.)
+        let taken = others.iter().any(|i| {
+            tag(i, tags::ID) == Some(booted.id.to_string().as_str())
+                && tag(i, tags::STATE) != Some("fenced")
+        });
         let reason = match (fenced, taken) {
             (true, _) => format!("this instance was fenced as {booted}"),
             (false, true) => format!("{booted} is held by another running instance"),
