@@ -63,6 +63,7 @@ pub use config::CoreConfig;
 use detector::Round;
 pub use io::{Action, Fenced, Holder, Input, ProbeAddr, ProbeOutcome, Target};
 use plan::Phase;
+pub use plan::VACANCY_CONFIRM;
 pub use report::{Event, PhaseName, Snapshot, Transition};
 
 use crate::layout::Slot;
@@ -87,6 +88,10 @@ pub struct Monitor {
     cut_off: bool,
     rounds: u64,
     holder_check_in_flight: bool,
+    /// When EC2 first said the silent peer's slot is vacant (a vacancy is
+    /// acted on only once a later look-up agrees: see
+    /// [`VACANCY_CONFIRM`]).
+    vacant_since: Option<Instant>,
     /// The last evaluated round had no answer from the peer.
     peer_silent: bool,
     /// The peer answered at least once since this monitor started.
@@ -125,6 +130,7 @@ impl Monitor {
             cut_off: false,
             rounds: 0,
             holder_check_in_flight: false,
+            vacant_since: None,
             peer_silent: false,
             peer_seen: false,
             beyond_misses: 0,
@@ -244,6 +250,7 @@ impl Monitor {
         self.last_rtt = None;
         self.cut_off = false;
         self.holder_check_in_flight = false;
+        self.vacant_since = None;
         self.peer_silent = false;
         self.beyond_misses = 0;
         self.beyond_silent_since = None;

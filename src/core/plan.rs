@@ -5,6 +5,13 @@
 use std::time::Instant;
 
 use super::{Action, Event, Fenced, Holder, Monitor, Transition};
+
+/// How far apart two look-ups must be that both find a slot vacant before
+/// it is taken (in practice those of two consecutive silent rounds): one
+/// read of EC2, which is eventually consistent, may miss a tag written a
+/// moment before; two reads in different rounds rarely both do, and the
+/// hub's admission list settles what they miss (the higher epoch wins).
+pub const VACANCY_CONFIRM: std::time::Duration = std::time::Duration::from_millis(500);
 use crate::layout::Slot;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,9 +88,22 @@ impl Monitor {
         // Only act while the peer is silent: a slot whose holder answers is
         // not vacant, whatever a stale look-up says.
         if result == Ok(Holder::Vacant) && self.phase == Phase::Watching && self.peer_silent {
-            self.events.push_back(Event::Vacant { peer: slot });
-            self.declared_at = Some(now);
-            self.begin_takeover(now, Fenced::default(), true);
+            // EC2's reads are eventually consistent: a look-up may miss a
+            // node that tagged itself with the slot a moment ago. Believe a
+            // vacancy only when a look-up at least VACANCY_CONFIRM after
+            // the first still finds it.
+            match self.vacant_since {
+                Some(first) if now.saturating_duration_since(first) >= VACANCY_CONFIRM => {
+                    self.vacant_since = None;
+                    self.events.push_back(Event::Vacant { peer: slot });
+                    self.declared_at = Some(now);
+                    self.begin_takeover(now, Fenced::default(), true);
+                }
+                Some(_) => {}
+                None => self.vacant_since = Some(now),
+            }
+        } else {
+            self.vacant_since = None;
         }
     }
 
