@@ -50,21 +50,7 @@ pub fn tls_verify_main(config: Option<&Path>, args: &TlsVerifyArgs) -> ExitCode 
     }
     let name = std::env::var_os("X509_0_CN");
     let from = std::env::var_os("untrusted_ip");
-    let verdict = (|| {
-        let name = name.ok_or("X509_0_CN is not set; this hook is meant to be run by OpenVPN")?;
-        let name = name.to_str().ok_or_else(|| {
-            format!(
-                "common name {:?} is not valid UTF-8",
-                printable(&name.to_string_lossy())
-            )
-        })?;
-        let settings = settings(config).map_err(|e| e.to_string())?;
-        let slot = settings
-            .layout
-            .parse_client_common_name(name)
-            .map_err(|e| e.to_string())?;
-        admitted(&settings, name, slot, from.as_deref())
-    })();
+    let verdict = checked_client(config, "X509_0_CN", name.as_deref(), from.as_deref()).map(|_| ());
     match verdict {
         Ok(()) => ExitCode::SUCCESS,
         Err(reason) => {
@@ -72,6 +58,32 @@ pub fn tls_verify_main(config: Option<&Path>, args: &TlsVerifyArgs) -> ExitCode 
             ExitCode::FAILURE
         }
     }
+}
+
+/// The settings and the client's slot, once its common name (from the
+/// environment variable `var`) is one of the layout's and the admission
+/// list admits it from `from`; `Err` is the one-line reason for refusing.
+fn checked_client(
+    config: Option<&Path>,
+    var: &str,
+    name: Option<&OsStr>,
+    from: Option<&OsStr>,
+) -> Result<(crate::config::Settings, crate::layout::Slot), String> {
+    let name =
+        name.ok_or_else(|| format!("{var} is not set; this hook is meant to be run by OpenVPN"))?;
+    let name = name.to_str().ok_or_else(|| {
+        format!(
+            "{var} {:?} is not valid UTF-8",
+            printable(&name.to_string_lossy())
+        )
+    })?;
+    let settings = settings(config).map_err(|e| e.to_string())?;
+    let slot = settings
+        .layout
+        .parse_client_common_name(name)
+        .map_err(|e| e.to_string())?;
+    admitted(&settings, name, slot, from)?;
+    Ok((settings, slot))
 }
 
 /// Whether the admission list admits `slot` (common name `name`) from
@@ -123,19 +135,7 @@ pub fn answer(
     from: Option<&OsStr>,
     file: &Path,
 ) -> Result<(), String> {
-    let name = name.ok_or("common_name is not set; this hook is meant to be run by OpenVPN")?;
-    let name = name.to_str().ok_or_else(|| {
-        format!(
-            "common_name {:?} is not valid UTF-8",
-            printable(&name.to_string_lossy())
-        )
-    })?;
-    let settings = settings(config).map_err(|e| e.to_string())?;
-    let slot = settings
-        .layout
-        .parse_client_common_name(name)
-        .map_err(|e| e.to_string())?;
-    admitted(&settings, name, slot, from)?;
+    let (settings, slot) = checked_client(config, "common_name", name, from)?;
     // Written whole or not at all: OpenVPN never reads a half answer.
     crate::fsio::write_atomic(file, settings.layout.ifconfig_push(slot).as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", file.display()))

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
@@ -333,37 +333,11 @@ pub async fn kill_session(mgmt: &Path, client_id: u64) -> Result<(), String> {
 
 /// Ask the management interface for the current state.
 pub async fn query_state(mgmt: &Path) -> Option<MgmtState> {
-    let work = async {
-        let mut stream = UnixStream::connect(mgmt).await.ok()?;
-        stream.write_all(b"state\n").await.ok()?;
-        let mut reader = BufReader::new(&mut stream);
-        let mut last = None;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).await.ok()? == 0 {
-                break;
-            }
-            let l = line.trim_end();
-            if l == "END" {
-                break;
-            }
-            if !l.starts_with('>')
-                && let Some(s) = parse_state(l)
-            {
-                last = Some(s);
-            }
-        }
-        let _ = stream.write_all(b"quit\n").await;
-        let mut sink = Vec::new();
-        let _ =
-            tokio::time::timeout(Duration::from_millis(50), stream.read_to_end(&mut sink)).await;
-        last
-    };
-    tokio::time::timeout(Duration::from_secs(1), work)
-        .await
-        .ok()
-        .flatten()
+    mgmt_command(mgmt, "state")
+        .await?
+        .lines()
+        .rev()
+        .find_map(parse_state)
 }
 
 enum Cmd {

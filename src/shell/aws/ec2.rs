@@ -161,6 +161,29 @@ fn filter(name: &str, value: impl Into<String>) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
 
+/// `DescribeInstances` with `filters` and `ids` (either may be empty), every
+/// page.
+async fn describe(
+    client: &Client,
+    filters: Vec<Filter>,
+    ids: Vec<String>,
+) -> Result<Vec<Instance>, Ec2Error> {
+    let reservations = client
+        .describe_instances()
+        .set_filters((!filters.is_empty()).then_some(filters))
+        .set_instance_ids((!ids.is_empty()).then_some(ids))
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(api("DescribeInstances"))?;
+    Ok(reservations
+        .into_iter()
+        .flat_map(|r| r.instances.unwrap_or_default())
+        .collect())
+}
+
 /// Poll until every instance is `stopped` (or `terminated`), bounded by
 /// `timeout`.
 async fn wait_down(
@@ -171,18 +194,7 @@ async fn wait_down(
 ) -> Result<(), Ec2Error> {
     let start = Instant::now();
     loop {
-        let instances: Vec<Instance> = client
-            .describe_instances()
-            .set_instance_ids(Some(ids.to_vec()))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(api("DescribeInstances"))?
-            .into_iter()
-            .flat_map(|r| r.instances.unwrap_or_default())
-            .collect();
+        let instances = describe(client, Vec::new(), ids.to_vec()).await?;
         let states: Vec<String> = instances.iter().map(state_name).collect();
         if instances.len() == ids.len() && instances.iter().all(is_down) {
             return Ok(());
@@ -248,21 +260,7 @@ impl Ec2Registry {
         filters: Vec<Filter>,
         ids: Vec<String>,
     ) -> Result<Vec<Instance>, Ec2Error> {
-        let reservations = self
-            .client
-            .describe_instances()
-            .set_filters((!filters.is_empty()).then_some(filters))
-            .set_instance_ids((!ids.is_empty()).then_some(ids))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(api("DescribeInstances"))?;
-        Ok(reservations
-            .into_iter()
-            .flat_map(|r| r.instances.unwrap_or_default())
-            .collect())
+        describe(&self.client, filters, ids).await
     }
 
     /// Instances other than this one that hold `slot`.
@@ -683,19 +681,15 @@ pub async fn check_holder(
     fleet: &str,
     ev: &crate::event::TransitionEvent,
 ) -> Result<HolderCheck, Ec2Error> {
-    let found: Vec<Instance> = client
-        .describe_instances()
-        .filters(filter("instance-id", &ev.instance_id))
-        .filters(filter(&format!("tag:{}", tags::FLEET), fleet))
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(api("DescribeInstances"))?
-        .into_iter()
-        .flat_map(|r| r.instances.unwrap_or_default())
-        .collect();
+    let found = describe(
+        client,
+        vec![
+            filter("instance-id", &ev.instance_id),
+            filter(&format!("tag:{}", tags::FLEET), fleet),
+        ],
+        Vec::new(),
+    )
+    .await?;
     let Some(i) = found.first() else {
         return Ok(HolderCheck::NotHolder(format!(
             "{} is not an instance of fleet {fleet}",
