@@ -46,7 +46,7 @@ fn inventory(dir: &Path, dbs: &[&Mariadb]) -> std::path::PathBuf {
         ));
     }
     text.push_str(
-        "[chainwatch_backend:vars]\nchainwatch_primary_address=127.0.0.1\nchainwatch_repl_password=repl-secret\nchainwatch_become=false\n",
+        "[chainwatch_backend:vars]\nchainwatch_primary_address=127.0.0.1\nchainwatch_repl_password=repl-secret\nchainwatch_become=false\nchainwatch_semi_sync=true\n",
     );
     text.push_str(
         "[local]\nlocalhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n",
