@@ -39,9 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use chainwatch::layout::{Layout, Role, Slot};
-use chainwatch::shell::aws::ec2::tags;
 
 use super::rabbit::Rabbit;
 use super::{Ec2Proxy, Moto, Proc, bin, ec2_client, sh, sh_quiet, wait_for};
@@ -746,23 +744,7 @@ async fn add_node(
         format!("127.0.0.1 localhost\n{}", layout.hosts_block()),
     )
     .unwrap();
-    let spec = TagSpecification::builder()
-        .resource_type(ResourceType::Instance)
-        .tags(Tag::builder().key(tags::FLEET).value(fleet).build())
-        .tags(
-            Tag::builder()
-                .key(tags::ROLE)
-                .value(slot.role.as_str())
-                .build(),
-        )
-        .tags(
-            Tag::builder()
-                .key(tags::ID)
-                .value(slot.id.to_string())
-                .build(),
-        )
-        .tags(Tag::builder().key(tags::STATE).value("active").build())
-        .build();
+    let spec = super::fleet_tags(fleet, slot, &[]);
     let instance = ec2
         .run_instances()
         .image_id("ami-12c6146b")

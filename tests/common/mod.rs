@@ -354,6 +354,31 @@ pub async fn ec2_client(endpoint: &str) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&config)
 }
 
+/// The tags an instance of `fleet` holding `slot` is launched with (the
+/// only time fleet and role are written), plus `extra`.
+pub fn fleet_tags(
+    fleet: &str,
+    slot: chainwatch::layout::Slot,
+    extra: &[(&str, &str)],
+) -> aws_sdk_ec2::types::TagSpecification {
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    use chainwatch::shell::aws::ec2::tags;
+    let id = slot.id.to_string();
+    let mut spec = TagSpecification::builder().resource_type(ResourceType::Instance);
+    for (k, v) in [
+        (tags::FLEET, fleet),
+        (tags::ROLE, slot.role.as_str()),
+        (tags::ID, id.as_str()),
+        (tags::STATE, "active"),
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    {
+        spec = spec.tags(Tag::builder().key(k).value(v).build());
+    }
+    spec.build()
+}
+
 /// Launch an instance tagged as `slot` of `fleet`; returns its ID.
 pub async fn launch(
     ec2: &aws_sdk_ec2::Client,
@@ -361,34 +386,14 @@ pub async fn launch(
     slot: chainwatch::layout::Slot,
     extra: &[(&str, &str)],
 ) -> String {
-    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
-    use chainwatch::shell::aws::ec2::tags;
-    let mut spec = TagSpecification::builder()
-        .resource_type(ResourceType::Instance)
-        .tags(Tag::builder().key(tags::FLEET).value(fleet).build())
-        .tags(
-            Tag::builder()
-                .key(tags::ROLE)
-                .value(slot.role.as_str())
-                .build(),
-        )
-        .tags(
-            Tag::builder()
-                .key(tags::ID)
-                .value(slot.id.to_string())
-                .build(),
-        )
-        .tags(Tag::builder().key(tags::STATE).value("active").build());
-    for (k, v) in extra {
-        spec = spec.tags(Tag::builder().key(*k).value(*v).build());
-    }
+    let spec = fleet_tags(fleet, slot, extra);
     let out = ec2
         .run_instances()
         .image_id("ami-12c6146b")
         .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
         .min_count(1)
         .max_count(1)
-        .tag_specifications(spec.build())
+        .tag_specifications(spec)
         .send()
         .await
         .expect("moto launches an instance");
