@@ -101,6 +101,17 @@ struct Sample {
     declared: f64,
     holding: f64,
     confirmed: Option<f64>,
+    /// The fence's StopInstances → EC2 (as the daemons see it) reports the
+    /// old holder `stopped`, and whether it was seen `stopping` in between.
+    fence_to_stopped: Option<f64>,
+    saw_stopping: bool,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// How the contender fences.
@@ -135,7 +146,17 @@ async fn chainwatch_once(fence: Fence) -> Sample {
     let t0 = Instant::now();
     f.kill(1);
     let (mut declared, mut holding, mut confirmed) = (None, None, None);
-    while t0.elapsed() < Duration::from_secs(150) && (holding.is_none() || confirmed.is_none()) {
+    let (mut stopped_ms, mut saw_stopping) = (None, false);
+    while t0.elapsed() < Duration::from_secs(150)
+        && (holding.is_none() || confirmed.is_none() || stopped_ms.is_none())
+    {
+        if stopped_ms.is_none() {
+            match f.instance(1).await.0.as_str() {
+                "stopping" => saw_stopping = true,
+                "stopped" => stopped_ms = Some(unix_ms()),
+                _ => {}
+            }
+        }
         if let Some(s) = f.status(2) {
             if declared.is_none() && (s["phase"] != "watching" || s["id"] == 2) {
                 declared = Some(t0.elapsed().as_secs_f64());
@@ -153,10 +174,20 @@ async fn chainwatch_once(fence: Fence) -> Sample {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let fence_ms = f
+        .proxy
+        .stops()
+        .iter()
+        .find(|s| s["instances"][0] == f.nodes[1].instance.as_str())
+        .and_then(|s| s["at_ms"].as_u64());
     Sample {
         declared: declared.unwrap_or(f64::NAN),
         holding: holding.unwrap_or(f64::NAN),
         confirmed,
+        fence_to_stopped: fence_ms
+            .zip(stopped_ms)
+            .map(|(a, b)| b.saturating_sub(a) as f64 / 1000.0),
+        saw_stopping,
     }
 }
 
@@ -323,8 +354,8 @@ fn main() {
             .map(|i| {
                 let s = rt.block_on(chainwatch_once(fence));
                 eprintln!(
-                    "{label} run {i}: declared {:.2} s, holding {:.2} s, confirmed {:?}",
-                    s.declared, s.holding, s.confirmed
+                    "{label} run {i}: declared {:.2} s, holding {:.2} s, confirmed {:?}, fence -> stopped {:?} (stopping seen: {})",
+                    s.declared, s.holding, s.confirmed, s.fence_to_stopped, s.saw_stopping
                 );
                 s
             })
@@ -420,6 +451,19 @@ fn main() {
         "| original chain script (5 s, 4 s, > 5 misses) | {} | {} | n/a |",
         stats(base.iter().map(|b| b.0).collect()),
         stats(base.iter().map(|b| b.1).collect())
+    );
+    println!("\n## The power fence behind the fabric fence ({runs} faults)\n");
+    println!(
+        "| | StopInstances → EC2 reports the old holder `stopped` | seen `stopping` in between |"
+    );
+    println!("|---|---|---|");
+    let fenced: Vec<f64> = cw.iter().filter_map(|s| s.fence_to_stopped).collect();
+    println!(
+        "| chainwatch (rig stop with SkipOsShutdown: {} ms) | {} | {} of {} |",
+        common::fleet::stop_times().1,
+        stats(fenced.clone()),
+        cw.iter().filter(|s| s.saw_stopping).count(),
+        cw.len()
     );
     println!("\n## Idle footprint (30 s)\n");
     println!("| | resident memory | CPU |");

@@ -11,8 +11,8 @@ use aws_sdk_ec2::types::{InstanceStateName, Tag};
 use chainwatch::config::AwsConfig;
 use chainwatch::core::{Action, CoreConfig, Event, Holder, Input, Monitor, ProbeOutcome, Target};
 use chainwatch::layout::{Layout, Role, Slot};
-use chainwatch::shell::Registry;
 use chainwatch::shell::aws::ec2::{Ec2Error, Ec2Registry, Rejoin, tags};
+use chainwatch::shell::{PowerFenceState, Registry};
 use common::{Ec2Proxy, Moto, ec2_client, launch, prerequisite};
 
 fn fe(id: u32) -> Slot {
@@ -395,7 +395,14 @@ async fn the_fabric_fence_is_confirmed_before_ec2_has_stopped_the_instance() {
     let list = reg.admission(&Layout::default()).await.unwrap();
     assert!(!list.slots.contains_key("frontend2"), "{list:?}");
     assert_eq!(list.slots["frontend3"].instance, f3);
-    // The power fence completes in the background.
+    // `chainwatch status` shows the power fence still going ...
+    let shown = reg.power_fences();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0].slot, "frontend2");
+    assert_eq!(shown[0].instances, vec![f2.clone()]);
+    assert_eq!(shown[0].state, PowerFenceState::Stopping);
+    assert_eq!(shown[0].done_ms, None);
+    // ... which completes in the background ...
     let mut stopped = false;
     for _ in 0..100 {
         if state(&describe(&direct, &f2).await) == InstanceStateName::Stopped {
@@ -405,6 +412,22 @@ async fn the_fabric_fence_is_confirmed_before_ec2_has_stopped_the_instance() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(stopped, "EC2 never stopped the fenced instance");
+    // ... and is announced there once EC2 (through the proxy) says so.
+    let mut confirmed = None;
+    for _ in 0..50 {
+        if let Some(p) = reg
+            .power_fences()
+            .into_iter()
+            .find(|p| p.state == PowerFenceState::Confirmed)
+        {
+            confirmed = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let confirmed = confirmed.expect("the power fence was never shown confirmed");
+    let after = confirmed.done_ms.unwrap() - confirmed.sent_ms;
+    assert!((2_900..10_000).contains(&after), "{confirmed:?}");
     // frontend1 without an Elastic IP to move has no fabric fence: its
     // fence waits for `stopped`.
     let reg2 = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &cfg, f2);
@@ -446,6 +469,48 @@ async fn the_wait_for_stopped_is_bounded() {
     // Not tagged fenced: the fence was never confirmed.
     let i = describe(&direct, &f2).await;
     assert_eq!(tag_of(&i, tags::STATE).as_deref(), Some("active"));
+    assert!(reg.power_fences().is_empty(), "{:?}", reg.power_fences());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_power_fence_that_never_completes_is_shown_not_confirmed() {
+    let Some(moto) = moto() else { return };
+    let proxy = Ec2Proxy::start(&moto.endpoint);
+    let direct = ec2_client(&moto.endpoint).await;
+    let f = "fleet-nc";
+    let f2 = launch(&direct, f, fe(2), &[]).await;
+    let f3 = launch(&direct, f, fe(3), &[]).await;
+    let cfg = AwsConfig {
+        fence_timeout_ms: 1_500,
+        fabric_fence: true,
+        ..aws_cfg(f)
+    };
+    let reg = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &cfg, f3);
+    proxy.mode("stall");
+    // The fabric fence is confirmed (the tag reads back) ...
+    let fenced = reg.fence(fe(2)).await.unwrap();
+    assert_eq!(fenced.instances, vec![f2.clone()]);
+    // ... the power fence never is, and status says so.
+    let mut shown = None;
+    for _ in 0..60 {
+        if let Some(p) = reg
+            .power_fences()
+            .into_iter()
+            .find(|p| p.state != PowerFenceState::Stopping)
+        {
+            shown = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shown = shown.expect("the stalled power fence stayed `stopping` in status");
+    assert_eq!(shown.state, PowerFenceState::NotConfirmed, "{shown:?}");
+    assert_eq!(shown.instances, vec![f2]);
+    assert!(
+        shown.summary().contains("NOT CONFIRMED"),
+        "{}",
+        shown.summary()
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

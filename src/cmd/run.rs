@@ -398,6 +398,9 @@ impl Registry for ArcRegistry {
     async fn underlay_addr(&self, slot: crate::layout::Slot) -> Result<std::net::Ipv4Addr, String> {
         self.0.underlay_addr(slot).await
     }
+    fn power_fences(&self) -> Vec<crate::shell::PowerFence> {
+        self.0.power_fences()
+    }
 }
 
 async fn drive<R: Registry, S: Switcher>(

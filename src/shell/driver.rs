@@ -93,6 +93,7 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
             last_error: None,
             last_transition: None,
             pending_events: 0,
+            power_fences: Vec::new(),
             icmp_socket: icmp.to_string(),
             identity_source: boot.source.as_str().to_string(),
             instance_id: boot.instance_id.clone(),
@@ -189,9 +190,11 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         let core = &self.core;
         let layout = &self.layout;
         let pending = self.announcer.pending();
+        let power_fences = self.registry.power_fences();
         self.status.send_modify(|r| {
             Self::fill(r, core, layout);
             r.pending_events = pending;
+            r.power_fences = power_fences;
         });
     }
 

@@ -47,6 +47,65 @@ pub trait Registry: Send + Sync + 'static {
     fn witness(&self) -> impl Future<Output = Result<(), String>> + Send;
     /// The underlay (VPC) address of `slot`'s holder.
     fn underlay_addr(&self, slot: Slot) -> impl Future<Output = Result<Ipv4Addr, String>> + Send;
+    /// The power fences this daemon sent, latest per slot: whether EC2 has
+    /// reported their instances stopped yet.
+    fn power_fences(&self) -> Vec<PowerFence> {
+        Vec::new()
+    }
+}
+
+/// Where a power fence (StopInstances) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PowerFenceState {
+    /// Sent; EC2 still reports an instance running or `stopping` (the
+    /// fabric fence keeps it off the overlay meanwhile).
+    Stopping,
+    /// EC2 reports every instance `stopped` (or `terminated`).
+    Confirmed,
+    /// EC2 did not report them stopped within `aws.fence_timeout_ms`: check
+    /// them in EC2.
+    NotConfirmed,
+}
+
+/// One power fence, as `chainwatch status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerFence {
+    /// The fenced slot's common name.
+    pub slot: String,
+    /// The instances stopped.
+    pub instances: Vec<String>,
+    /// Where it stands.
+    pub state: PowerFenceState,
+    /// When the stop was sent, ms since the Unix epoch.
+    pub sent_ms: u64,
+    /// When EC2 first reported them stopped (or the wait gave up).
+    pub done_ms: Option<u64>,
+}
+
+impl PowerFence {
+    /// One line for the status table.
+    pub fn summary(&self) -> String {
+        let after = self
+            .done_ms
+            .map(|d| {
+                format!(
+                    " {:.1} s after the stop",
+                    d.saturating_sub(self.sent_ms) as f64 / 1000.0
+                )
+            })
+            .unwrap_or_default();
+        let state = match self.state {
+            PowerFenceState::Stopping => "stopping (fabric fence holds it off the overlay)",
+            PowerFenceState::Confirmed => "confirmed stopped",
+            PowerFenceState::NotConfirmed => "NOT CONFIRMED: check it in EC2",
+        };
+        format!(
+            "{} ({}): {state}{after}",
+            self.slot,
+            self.instances.join(",")
+        )
+    }
 }
 
 /// Moves this node to another slot.
@@ -179,6 +238,9 @@ pub struct StatusReport {
     pub last_transition: Option<TransitionEvent>,
     /// Transitions not yet confirmed by every sink.
     pub pending_events: u64,
+    /// The power fences this daemon sent, latest per slot.
+    #[serde(default)]
+    pub power_fences: Vec<PowerFence>,
     /// ICMP socket kind: `dgram` or `raw`.
     pub icmp_socket: String,
     /// Where the boot identity came from.
@@ -261,6 +323,18 @@ impl StatusReport {
             ),
             ("last transition", transition),
             ("pending events", self.pending_events.to_string()),
+            (
+                "power fence",
+                if self.power_fences.is_empty() {
+                    "none".into()
+                } else {
+                    self.power_fences
+                        .iter()
+                        .map(PowerFence::summary)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                },
+            ),
             ("mode", self.mode.clone()),
             ("icmp socket", self.icmp_socket.clone()),
             (

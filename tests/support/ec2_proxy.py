@@ -33,7 +33,8 @@ Modes, set with POST /_mode?m=<mode> (answers 200):
   denystop StopInstances answers 403 UnauthorizedOperation (IAM denies it)
 
 GET /_stops answers a JSON object: every StopInstances request seen, with its
-instance IDs, Force and SkipOsShutdown flags.
+instance IDs, Force and SkipOsShutdown flags and when it came (`at_ms`, ms
+since the Unix epoch).
 """
 import argparse
 import json
@@ -223,7 +224,8 @@ def main():
                 force = params.get("Force", ["false"])[0] == "true"
                 with lock:
                     state["stops"].append(
-                        {"instances": ids, "force": force, "skip_os_shutdown": skip, "mode": mode}
+                        {"instances": ids, "force": force, "skip_os_shutdown": skip,
+                         "mode": mode, "at_ms": int(time.time() * 1000)}
                     )
                 if mode == "fail":
                     return self.reply(503, FAIL_BODY, [("Content-Type", "text/xml")])

@@ -21,17 +21,18 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::error::DisplayErrorContext;
 use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName, Tag};
 
+use crate::clock::unix_ms;
 use crate::config::AwsConfig;
 use crate::core::{Fenced, Holder};
 use crate::layout::{Layout, Role, Slot};
-use crate::shell::Registry;
+use crate::shell::{PowerFence, PowerFenceState, Registry};
 
 /// Tag keys.
 pub mod tags {
@@ -121,6 +122,9 @@ pub struct Ec2Registry {
     /// it) was lost, a retry would otherwise find the slot vacant and
     /// neither tag the instance `fenced` nor name it in the event.
     fence_targets: Mutex<HashMap<Slot, Vec<String>>>,
+    /// The power fences sent, latest per slot, updated by their background
+    /// waits; shown by `chainwatch status`.
+    power_fences: Arc<Mutex<Vec<PowerFence>>>,
 }
 
 /// How long an underlay address is cached. A slot's holder changes at every
@@ -238,7 +242,46 @@ impl Ec2Registry {
             fabric_fence: cfg.fabric_fence,
             underlay: Mutex::new(HashMap::new()),
             fence_targets: Mutex::new(HashMap::new()),
+            power_fences: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    /// The power fences sent, latest per slot (see [`Registry::power_fences`]).
+    pub fn power_fences(&self) -> Vec<PowerFence> {
+        self.power_fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Record where the power fence of `slot` stands (one entry per slot).
+    fn note_power_fence(
+        list: &Mutex<Vec<PowerFence>>,
+        slot: Slot,
+        instances: &[String],
+        sent_ms: u64,
+        state: PowerFenceState,
+    ) {
+        let done_ms =
+            (state != PowerFenceState::Stopping).then(|| unix_ms(std::time::SystemTime::now()));
+        let entry = PowerFence {
+            slot: slot.common_name(),
+            instances: instances.to_vec(),
+            state,
+            sent_ms,
+            done_ms,
+        };
+        let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+        // A later fence of the slot is not overwritten by an earlier one's
+        // background wait.
+        if list
+            .iter()
+            .any(|f| f.slot == entry.slot && f.sent_ms > entry.sent_ms)
+        {
+            return;
+        }
+        list.retain(|f| f.slot != entry.slot);
+        list.push(entry);
     }
 
     /// This instance's ID.
@@ -336,6 +379,7 @@ impl Ec2Registry {
             .unwrap_or_else(|p| p.into_inner())
             .insert(slot, ids.clone());
         tracing::warn!(%slot, instances = ?ids, "stopping (force, skip OS shutdown) the holders of {slot}");
+        let sent_ms = unix_ms(std::time::SystemTime::now());
         self.client
             .stop_instances()
             .set_instance_ids(Some(ids.clone()))
@@ -350,6 +394,13 @@ impl Ec2Registry {
         let fabric = self.fabric_fence && (!slot.is_hub() || self.eip_allocation.is_some());
         if !fabric {
             self.wait_stopped(&ids).await?;
+            Self::note_power_fence(
+                &self.power_fences,
+                slot,
+                &ids,
+                sent_ms,
+                PowerFenceState::Confirmed,
+            );
         }
         self.create_tags(&ids, &[(tags::STATE, "fenced".to_string())])
             .await?;
@@ -358,17 +409,28 @@ impl Ec2Registry {
             // session as the slot can be admitted.
             self.wait_tagged_fenced(&ids).await?;
             tracing::warn!(%slot, instances = ?ids, "fabric fence of {slot} in place (tagged fenced); EC2 finishes stopping it in the background");
+            Self::note_power_fence(
+                &self.power_fences,
+                slot,
+                &ids,
+                sent_ms,
+                PowerFenceState::Stopping,
+            );
             let client = self.client.clone();
+            let list = Arc::clone(&self.power_fences);
             let (targets, timeout, poll) = (ids.clone(), self.fence_timeout, self.fence_poll);
             tokio::spawn(async move {
-                match wait_down(&client, &targets, timeout, poll).await {
+                let state = match wait_down(&client, &targets, timeout, poll).await {
                     Ok(()) => {
-                        tracing::warn!(%slot, instances = ?targets, "power fence of {slot} confirmed: EC2 reports it stopped")
+                        tracing::warn!(%slot, instances = ?targets, "power fence of {slot} confirmed: EC2 reports it stopped");
+                        PowerFenceState::Confirmed
                     }
                     Err(e) => {
-                        tracing::error!(%slot, "POWER FENCE NOT CONFIRMED: {e}; it is off the overlay (fenced), check it in EC2")
+                        tracing::error!(%slot, "POWER FENCE NOT CONFIRMED: {e}; it is off the overlay (fenced), check it in EC2");
+                        PowerFenceState::NotConfirmed
                     }
-                }
+                };
+                Self::note_power_fence(&list, slot, &targets, sent_ms, state);
             });
         }
         self.fence_targets
@@ -635,6 +697,10 @@ impl Registry for Ec2Registry {
             return Err(Ec2Error::SelfUnknown(self.me.clone()).to_string());
         }
         Ok(())
+    }
+
+    fn power_fences(&self) -> Vec<PowerFence> {
+        Ec2Registry::power_fences(self)
     }
 
     async fn underlay_addr(&self, slot: Slot) -> Result<Ipv4Addr, String> {
