@@ -21,7 +21,9 @@
 //! Reported: median and p95 of (a) death → death declared, (b) death → the
 //! new holder answering on the address, (c) → event confirmed (chainwatch
 //! only); resident memory and CPU while idle-probing; false takeovers under
-//! 20 % random loss on the peer's link.
+//! 20 % random loss on the peer's link; the hub's OpenVPN hung (SIGSTOP) →
+//! every member's overlay back (`BENCH_HANG_RUNS`, default 5; median and
+//! worst).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -80,21 +82,6 @@ fn footprint(pid: u32, secs: u64) -> (u64, f64) {
         .and_then(|l| l.split_whitespace().nth(1).and_then(|x| x.parse().ok()))
         .unwrap_or(0);
     (rss, 100.0 * (c1 - c0) / secs as f64)
-}
-
-fn pid_of(ns: &str, comm: &str) -> Option<u32> {
-    let out = Command::new("ip")
-        .args(["netns", "pids", ns])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-        .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm"))
-                .map(|c| c.trim() == comm)
-                .unwrap_or(false)
-        })
 }
 
 struct Sample {
@@ -188,6 +175,38 @@ async fn chainwatch_once(fence: Fence) -> Sample {
             .zip(stopped_ms)
             .map(|(a, b)| b.saturating_sub(a) as f64 / 1000.0),
         saw_stopping,
+    }
+}
+
+/// The hub's OpenVPN is SIGSTOPped at a random phase of its health check:
+/// seconds until every member reaches the hub and the others again over
+/// the overlay.
+async fn hub_hang_once() -> f64 {
+    let f = Fleet::frontends(3).await;
+    let hub = f.layout.overlay_addr(fe(1));
+    let paths = [
+        (1, hub),
+        (2, hub),
+        (1, f.layout.overlay_addr(fe(3))),
+        (2, f.layout.overlay_addr(fe(2))),
+    ];
+    let pid = common::pid_in(&f.nodes[0].ns, "openvpn").expect("the hub's openvpn");
+    std::thread::sleep(Duration::from_millis(rand::random_range(0..1000)));
+    let t0 = Instant::now();
+    sh(&format!("kill -STOP {pid}"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut back = [false; 4];
+    while !back.iter().all(|b| *b) && t0.elapsed() < Duration::from_secs(120) {
+        for (k, (from, to)) in paths.iter().enumerate() {
+            back[k] = back[k] || f.ping(*from, *to, 300);
+        }
+    }
+    let took = t0.elapsed().as_secs_f64();
+    sh_quiet(&format!("kill -KILL {pid}"));
+    if back.iter().all(|b| *b) && f.takeovers().is_empty() {
+        took
+    } else {
+        f64::NAN
     }
 }
 
@@ -373,6 +392,14 @@ fn main() {
         );
         ka.push(t);
     }
+    let hang_runs = env("BENCH_HANG_RUNS", 5) as usize;
+    let hang: Vec<f64> = (1..=hang_runs)
+        .map(|i| {
+            let t = rt.block_on(hub_hang_once());
+            eprintln!("hub OpenVPN hung run {i}: every member's overlay back after {t:.2} s");
+            t
+        })
+        .collect();
     let base = baseline.join().unwrap();
     for (k, (d, h)) in base.iter().enumerate() {
         eprintln!(
@@ -384,7 +411,7 @@ fn main() {
     // Footprint while idle-probing, and false takeovers under 20 % loss.
     let (cw_fp, cw_false, cw_rounds) = rt.block_on(async {
         let f = Fleet::frontends(3).await;
-        let pid = pid_of(&f.nodes[2].ns, "chainwatch").expect("frontend3's daemon");
+        let pid = common::pid_in(&f.nodes[2].ns, "chainwatch").expect("frontend3's daemon");
         let fp = footprint(pid, 30);
         f.loss(1, 20);
         std::thread::sleep(Duration::from_secs(loss_secs));
@@ -402,7 +429,10 @@ fn main() {
     wait_for("keepalived master", Duration::from_secs(30), || {
         p.holds("a", &vip).then_some(())
     });
-    let ka_fp = footprint(pid_of(&p.ns("b"), "keepalived").expect("keepalived"), 30);
+    let ka_fp = footprint(
+        common::pid_in(&p.ns("b"), "keepalived").expect("keepalived"),
+        30,
+    );
     sh(&format!(
         "ip netns exec {} nft -f - <<'EOF'\ntable inet cwloss {{\n  chain input {{ type filter hook input priority 0; numgen random mod 100 < 20 drop; }}\n  chain output {{ type filter hook output priority 0; numgen random mod 100 < 20 drop; }}\n}}\nEOF",
         p.ns("a")
@@ -464,6 +494,21 @@ fn main() {
         stats(fenced.clone()),
         cw.iter().filter(|s| s.saw_stopping).count(),
         cw.len()
+    );
+    println!("\n## The hub's OpenVPN hung (SIGSTOP), {hang_runs} runs\n");
+    println!("| | → every member's overlay back: median | worst | takeovers |");
+    println!("|---|---|---|---|");
+    let mut sorted = hang.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "| chainwatch (vpn.health_* defaults: 1 s, 1 s, 3 misses) | {:.2} s | {:.2} s | {} |",
+        sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
+        sorted.last().copied().unwrap_or(f64::NAN),
+        if hang.iter().any(|t| t.is_nan()) {
+            "SOME RUN FAILED (NaN)"
+        } else {
+            "0"
+        }
     );
     println!("\n## Idle footprint (30 s)\n");
     println!("| | resident memory | CPU |");

@@ -281,6 +281,15 @@ pub struct VpnConfig {
     /// holder, by the hub's admission list (the fabric fence). Off: any
     /// client of the layout (only for a hub without EC2, in tests).
     pub verify_holder: bool,
+    /// Milliseconds between two health checks of the running OpenVPN
+    /// through its management interface.
+    pub health_interval_ms: u64,
+    /// Milliseconds one health check may take; no answer in time is a miss
+    /// (a stopped or hung OpenVPN accepts the connection but never answers).
+    pub health_timeout_ms: u64,
+    /// Consecutive missed health checks after which OpenVPN is killed
+    /// (SIGKILL) and restarted.
+    pub health_misses: u32,
 }
 
 impl Default for VpnConfig {
@@ -295,6 +304,9 @@ impl Default for VpnConfig {
             up_timeout_ms: 30_000,
             hook_binary: "/usr/bin/chainwatch".into(),
             verify_holder: true,
+            health_interval_ms: 1000,
+            health_timeout_ms: 1000,
+            health_misses: 3,
         }
     }
 }
@@ -584,6 +596,27 @@ impl Config {
                 format!("must be at least 1000, got {}", v.up_timeout_ms),
             ));
         }
+        if !(100..=60_000).contains(&v.health_interval_ms) {
+            return Err(invalid(
+                "vpn.health_interval_ms",
+                format!("must be 100..=60000, got {}", v.health_interval_ms),
+            ));
+        }
+        if !(100..=v.health_interval_ms.max(100)).contains(&v.health_timeout_ms) {
+            return Err(invalid(
+                "vpn.health_timeout_ms",
+                format!(
+                    "must be 100..=vpn.health_interval_ms ({}), got {}",
+                    v.health_interval_ms, v.health_timeout_ms
+                ),
+            ));
+        }
+        if !(1..=100).contains(&v.health_misses) {
+            return Err(invalid(
+                "vpn.health_misses",
+                format!("must be 1..=100, got {}", v.health_misses),
+            ));
+        }
         for (key, path) in [
             ("vpn.pki_dir", &v.pki_dir),
             ("vpn.template_dir", &v.template_dir),
@@ -851,6 +884,12 @@ mod tests {
                 "identity.imds_endpoint",
             ),
             ("[layout]\ndomain = \"a..b\"\n", "layout.domain"),
+            ("[vpn]\nhealth_interval_ms = 10\n", "vpn.health_interval_ms"),
+            (
+                "[vpn]\nhealth_interval_ms = 500\nhealth_timeout_ms = 900\n",
+                "vpn.health_timeout_ms",
+            ),
+            ("[vpn]\nhealth_misses = 0\n", "vpn.health_misses"),
         ];
         for (text, key) in cases {
             let err = parse(text).unwrap_err().to_string();

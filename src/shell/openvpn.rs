@@ -282,8 +282,15 @@ pub fn parse_sessions(text: &str) -> Vec<Session> {
 }
 
 /// Send one command to the management interface and return its answer:
-/// the lines up to `END`, or the `SUCCESS:`/`ERROR:` line.
+/// the lines up to `END`, or the `SUCCESS:`/`ERROR:` line (`None`: no
+/// answer within 2 s).
 async fn mgmt_command(mgmt: &Path, cmd: &str) -> Option<String> {
+    mgmt_command_within(mgmt, cmd, Duration::from_secs(2)).await
+}
+
+/// [`mgmt_command`] with a deadline. A stopped or hung OpenVPN still has
+/// its socket's backlog accept the connection, and then never answers.
+async fn mgmt_command_within(mgmt: &Path, cmd: &str, deadline: Duration) -> Option<String> {
     let work = async {
         let mut stream = UnixStream::connect(mgmt).await.ok()?;
         stream.write_all(format!("{cmd}\n").as_bytes()).await.ok()?;
@@ -309,10 +316,7 @@ async fn mgmt_command(mgmt: &Path, cmd: &str) -> Option<String> {
         let _ = stream.write_all(b"quit\n").await;
         Some(out)
     };
-    tokio::time::timeout(Duration::from_secs(2), work)
-        .await
-        .ok()
-        .flatten()
+    tokio::time::timeout(deadline, work).await.ok().flatten()
 }
 
 /// The server's client sessions (`None`: the interface did not answer).
@@ -338,6 +342,29 @@ pub async fn query_state(mgmt: &Path) -> Option<MgmtState> {
         .lines()
         .rev()
         .find_map(parse_state)
+}
+
+/// The health check: the management interface answers `state` within
+/// `deadline`. Any state counts (a client waiting for a dead server is not
+/// hung); silence does.
+///
+/// The interface serves one client at a time (the hub's fabric loop uses
+/// it too), so a refused connection is tried again until the deadline.
+pub async fn answers(mgmt: &Path, deadline: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        let left = deadline.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return false;
+        }
+        if mgmt_command_within(mgmt, "state", left)
+            .await
+            .is_some_and(|a| a.lines().any(|l| parse_state(l).is_some()))
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50).min(left)).await;
+    }
 }
 
 enum Cmd {
@@ -556,6 +583,22 @@ async fn stop_openvpn(run: &mut Option<Running>) {
     }
 }
 
+/// Kill a hung OpenVPN at once (SIGTERM would stay pending in a stopped
+/// process) and reap it.
+async fn kill_openvpn(run: &mut Option<Running>) {
+    if let Some(mut r) = run.take() {
+        if let Some(pid) = r.pid() {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        if tokio::time::timeout(Duration::from_millis(2000), r.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(identity = %r.slot, "openvpn survived SIGKILL for 2 s (uninterruptible?); starting a new one anyway");
+        }
+    }
+}
+
 async fn bring_up(
     s: &VpnSettings,
     slot: Slot,
@@ -620,7 +663,12 @@ async fn bring_up(
 
 async fn supervise(s: VpnSettings, mut rx: mpsc::Receiver<Cmd>) {
     let mut run: Option<Running> = None;
+    let mut health = tokio::time::interval(Duration::from_millis(s.cfg.health_interval_ms));
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let health_deadline = Duration::from_millis(s.cfg.health_timeout_ms);
+    let mut silent = 0u32;
     loop {
+        let running = run.is_some();
         let exited = async {
             match run.as_mut() {
                 Some(r) => r.wait().await,
@@ -630,6 +678,7 @@ async fn supervise(s: VpnSettings, mut rx: mpsc::Receiver<Cmd>) {
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 Some(Cmd::Switch { slot, reply }) => {
+                    silent = 0;
                     // A switch that comes while an identity is still coming
                     // up (the boot's, with its server dead, say) replaces it
                     // rather than waiting for it to time out.
@@ -676,7 +725,30 @@ async fn supervise(s: VpnSettings, mut rx: mpsc::Receiver<Cmd>) {
                 }
                 None => return,
             },
+            _ = health.tick(), if running => {
+                if answers(&s.mgmt(), health_deadline).await {
+                    if silent > 0 {
+                        tracing::info!(checks = silent, "openvpn answers its management interface again");
+                    }
+                    silent = 0;
+                    continue;
+                }
+                silent += 1;
+                let Some(slot) = run.as_ref().map(|r| r.slot) else { continue };
+                if silent < s.cfg.health_misses {
+                    tracing::warn!(identity = %slot, checks = silent, of = s.cfg.health_misses, "openvpn did not answer its management interface within {health_deadline:?}");
+                    continue;
+                }
+                tracing::error!(identity = %slot, checks = silent, "OPENVPN HUNG: its management interface did not answer {silent} checks in a row; killing it (SIGKILL) and restarting it");
+                silent = 0;
+                kill_openvpn(&mut run).await;
+                match spawn_openvpn(&s, slot).await {
+                    Ok(child) => run = Some(Running { slot, handle: Handle::Child(child) }),
+                    Err(e) => tracing::error!(identity = %slot, "cannot restart openvpn: {e}"),
+                }
+            }
             status = exited => {
+                silent = 0;
                 let slot = run.as_ref().map(|r| r.slot);
                 run = None;
                 if let Some(slot) = slot {

@@ -56,6 +56,22 @@ pub fn have(cmd: &str) -> bool {
 }
 
 /// Run a command, panic with its output if it fails.
+/// The pid of the first process named `comm` in network namespace `ns`.
+pub fn pid_in(ns: &str, comm: &str) -> Option<u32> {
+    let out = Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .map(|c| c.trim() == comm)
+                .unwrap_or(false)
+        })
+}
+
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh")
         .arg("-c")
