@@ -5,7 +5,7 @@
 //! name, values are validated before anything starts. A few settings can be
 //! overridden from the environment (see [`ENV_OVERRIDES`]).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -75,6 +75,8 @@ pub struct Config {
     pub aws: AwsConfig,
     /// The supervised OpenVPN process.
     pub vpn: VpnConfig,
+    /// The health check of the service the slot exists for.
+    pub service: ServiceConfig,
     /// Where transitions are announced.
     pub announce: AnnounceConfig,
     /// `chainwatch worker`.
@@ -307,6 +309,70 @@ impl Default for VpnConfig {
             health_interval_ms: 1000,
             health_timeout_ms: 1000,
             health_misses: 3,
+        }
+    }
+}
+
+/// `service.check`: what judges the slot's service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceCheck {
+    /// No service check (the host's answer is the health).
+    #[default]
+    None,
+    /// A TCP connect to `service.address`.
+    Tcp,
+    /// A TCP connect and the MySQL server's greeting.
+    Mysql,
+    /// `service.command` exits 0.
+    Command,
+}
+
+impl ServiceCheck {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceCheck::None => "none",
+            ServiceCheck::Tcp => "tcp",
+            ServiceCheck::Mysql => "mysql",
+            ServiceCheck::Command => "command",
+        }
+    }
+}
+
+/// `[service]`: like keepalived's track_script. A holder whose service
+/// fails `fall` checks in a row gives up its ID (its VPN identity goes down,
+/// its successor fences it and takes over); the identity comes up only
+/// after `rise` good checks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// `none` (default), `tcp`, `mysql` or `command`.
+    pub check: ServiceCheck,
+    /// `tcp` and `mysql`: where the service listens (a loopback address).
+    pub address: Option<SocketAddr>,
+    /// `command`: the program and its arguments (no shell).
+    pub command: Vec<String>,
+    /// Milliseconds between two checks.
+    pub interval_ms: u64,
+    /// Milliseconds one check may take.
+    pub timeout_ms: u64,
+    /// Good checks in a row that make the service up.
+    pub rise: u32,
+    /// Bad checks in a row that make it down.
+    pub fall: u32,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            check: ServiceCheck::None,
+            address: None,
+            command: Vec::new(),
+            interval_ms: 1000,
+            timeout_ms: 800,
+            rise: 2,
+            fall: 3,
         }
     }
 }
@@ -630,6 +696,50 @@ impl Config {
                 ));
             }
         }
+        let sv = &self.service;
+        match sv.check {
+            ServiceCheck::Tcp | ServiceCheck::Mysql if sv.address.is_none() => {
+                return Err(invalid(
+                    "service.address",
+                    format!(
+                        "must be set (host:port, e.g. \"127.0.0.1:3306\") for check = \"{}\"",
+                        sv.check.as_str()
+                    ),
+                ));
+            }
+            ServiceCheck::Command
+                if sv.command.is_empty() || !Path::new(&sv.command[0]).is_absolute() =>
+            {
+                return Err(invalid(
+                    "service.command",
+                    format!(
+                        "must be an argv whose program is an absolute path for check = \"command\", got {:?}",
+                        sv.command
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if !(100..=60_000).contains(&sv.interval_ms) {
+            return Err(invalid(
+                "service.interval_ms",
+                format!("must be 100..=60000, got {}", sv.interval_ms),
+            ));
+        }
+        if sv.timeout_ms < 50 || sv.timeout_ms > sv.interval_ms {
+            return Err(invalid(
+                "service.timeout_ms",
+                format!(
+                    "must be 50..=service.interval_ms ({}), got {}",
+                    sv.interval_ms, sv.timeout_ms
+                ),
+            ));
+        }
+        for (key, n) in [("service.rise", sv.rise), ("service.fall", sv.fall)] {
+            if !(1..=100).contains(&n) {
+                return Err(invalid(key, format!("must be 1..=100, got {n}")));
+            }
+        }
         let n = &self.announce;
         for url in &n.rabbitmq_urls {
             if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
@@ -890,6 +1000,14 @@ mod tests {
                 "vpn.health_timeout_ms",
             ),
             ("[vpn]\nhealth_misses = 0\n", "vpn.health_misses"),
+            ("[service]\ncheck = \"mysql\"\n", "service.address"),
+            ("[service]\ncheck = \"command\"\n", "service.command"),
+            (
+                "[service]\ncheck = \"command\"\ncommand = [\"true\"]\n",
+                "service.command",
+            ),
+            ("[service]\ntimeout_ms = 5000\n", "service.timeout_ms"),
+            ("[service]\nfall = 0\n", "service.fall"),
         ];
         for (text, key) in cases {
             let err = parse(text).unwrap_err().to_string();

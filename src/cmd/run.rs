@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -16,7 +16,7 @@ use tokio::sync::{Notify, watch};
 use super::{CmdError, settings};
 use crate::admission;
 use crate::clock::unix_ms;
-use crate::config::{DEFAULT_PATH, Settings};
+use crate::config::{DEFAULT_PATH, ServiceCheck, Settings};
 use crate::core::Monitor;
 use crate::shell::announce::{Backoff, OutboxAnnouncer, Sink, deliver_forever};
 use crate::shell::aws::cloudwatch::{self, CloudWatchSink};
@@ -29,6 +29,7 @@ use crate::shell::openvpn::{self, Vpn, VpnSettings};
 use crate::shell::outbox::Outbox;
 use crate::shell::prober::{IcmpProber, SocketKind};
 use crate::shell::resolve::HostsResolver;
+use crate::shell::service::{self, Health};
 use crate::shell::takeover::Takeover;
 use crate::shell::{Announcer, LogAnnouncer, NoSwitch, Registry, StaticRegistry, Switcher, status};
 use crate::state::{self, PersistedState};
@@ -180,6 +181,17 @@ async fn active(
             Err(e) => tracing::warn!("no admission list yet ({e}); the fabric loop retries"),
         }
     }
+    // The slot's service (off by default): the identity comes up only once
+    // it is up, and goes down when it fails (see below).
+    let svc = &s.config.service;
+    let mut health = Health::new(svc.rise, svc.fall);
+    tokio::pin!(shutdown);
+    if svc.check != ServiceCheck::None {
+        tokio::select! {
+            _ = service::wait_up(svc, &mut health) => {}
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
     let vpn_mgmt = vpn_settings.mgmt();
     let vpn = Vpn::spawn(vpn_settings);
     // The loop does not wait for the identity: with the hub dead, a client
@@ -214,6 +226,7 @@ async fn active(
         }
         .run(),
     );
+    let hub_now = hub.clone();
     let switcher = Takeover::new(
         registry.clone(),
         vpn.clone(),
@@ -239,6 +252,35 @@ async fn active(
         )
         .map_err(other)?;
     }
+    // The service failing ends the loop like a shutdown, but this node
+    // then gives up its ID.
+    let gave_up = std::sync::Mutex::new(None::<String>);
+    let service_down = async {
+        if svc.check == ServiceCheck::None {
+            return std::future::pending().await;
+        }
+        loop {
+            let why = service::watch(svc, health.clone()).await;
+            if hub_now.load(Ordering::SeqCst) {
+                // Its watcher judges the hub by its underlay address, which
+                // still answers: taking the identity down would only cut
+                // the overlay. Alert, and keep it.
+                tracing::error!(
+                    check = svc.check.as_str(),
+                    "SERVICE DOWN on the hub ({why}): frontend1 keeps its ID (its watcher judges the underlay); fix the service or switch the hub over"
+                );
+                continue;
+            }
+            *gave_up.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+            return;
+        }
+    };
+    let stop = async {
+        tokio::select! {
+            _ = &mut shutdown => {}
+            _ = service_down => {}
+        }
+    };
     run_loop(
         s,
         common,
@@ -246,9 +288,20 @@ async fn active(
         switcher,
         announcer,
         false,
-        shutdown,
+        stop,
     )
     .await;
+    if let Some(why) = gave_up.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        // Give up the ID: the identity goes down, the successor finds this
+        // node silent and takes over as for a death (fencing it).
+        vpn.stop().await;
+        return Err(CmdError::Other(format!(
+            "SERVICE DOWN ({} check: {why}, {} failed checks in a row): gave up this node's ID; its VPN identity is down and its successor takes over. Fix the service; chainwatch brings the identity up again only once the service passes {} checks",
+            svc.check.as_str(),
+            svc.fall,
+            svc.rise
+        )));
+    }
     // A daemon that stops is not a death: the identity stays up for the
     // next daemon (an upgrade, a restart) to adopt.
     vpn.detach().await;

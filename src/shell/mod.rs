@@ -22,6 +22,7 @@ pub mod openvpn;
 pub mod outbox;
 pub mod prober;
 pub mod resolve;
+pub mod service;
 pub mod status;
 pub mod takeover;
 pub mod worker;

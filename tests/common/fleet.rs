@@ -69,6 +69,9 @@ pub struct Options {
     /// No fabric fence (`aws.fabric_fence = false`): takeovers wait until
     /// EC2 reports the old holder stopped.
     pub power_fence_only: bool,
+    /// Backends judge their MariaDB (`[service] check = "mysql"` on
+    /// 127.0.0.1:3306 in their namespace).
+    pub mysql_check: bool,
 }
 
 /// One emulated instance.
@@ -805,6 +808,11 @@ fn write_config(
         ),
         None => "[announce]\ncloudwatch_log_group = \"/rig/transitions\"\n".to_string(),
     };
+    let service = if opts.mysql_check && node.boot.role == Role::Backend {
+        "[service]\ncheck = \"mysql\"\naddress = \"127.0.0.1:3306\"\n"
+    } else {
+        ""
+    };
     std::fs::write(
         node.dir.join("chainwatch.toml"),
         format!(
@@ -826,7 +834,7 @@ template_dir = "{repo}/openvpn"
 remote = "10.77.{net}.1"
 hook_binary = "{bin}"
 up_timeout_ms = 20000
-{announce}"#,
+{service}{announce}"#,
             d = node.dir.display(),
             instance = node.instance,
             pki = pki.display(),
@@ -1106,6 +1114,7 @@ impl Fleet {
                 &self.nodes[i].ns,
                 "mariadb",
                 "--no-defaults",
+                "--connect-timeout=2",
                 "-h",
                 host,
             ])

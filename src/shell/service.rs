@@ -1,0 +1,198 @@
+//! Service health: the check of the service a slot exists for (MySQL on a
+//! backend, say), with keepalived-style rise and fall counts. A holder whose
+//! service fails `fall` checks in a row gives up its ID: its VPN identity
+//! goes down, so its successor finds it silent and takes over as for a
+//! death (fencing it). At start the identity comes up only after `rise`
+//! good checks.
+//!
+//! Kinds (`service.check`):
+//!
+//! * `tcp` — a TCP connect to `service.address` within the deadline;
+//! * `mysql` — the connect, then the server's greeting packet within the
+//!   deadline (a stopped or hung mysqld still has the kernel accept the
+//!   connection, and then says nothing). No credentials are sent; point it
+//!   at a loopback address, which MySQL and MariaDB keep out of their host
+//!   cache (so aborted handshakes never get the host blocked);
+//! * `command` — `service.command` (argv, no shell) exits 0 within the
+//!   deadline; it is killed otherwise.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use crate::config::{ServiceCheck, ServiceConfig};
+
+/// One check's outcome: `Err` says what failed.
+pub type CheckResult = Result<(), String>;
+
+/// Run the configured check once, bounded by `service.timeout_ms`.
+pub async fn check(cfg: &ServiceConfig) -> CheckResult {
+    let deadline = Duration::from_millis(cfg.timeout_ms);
+    let work = async {
+        match cfg.check {
+            ServiceCheck::None => Ok(()),
+            ServiceCheck::Tcp => connect(cfg.address).await.map(|_| ()),
+            ServiceCheck::Mysql => greeting(connect(cfg.address).await?).await,
+            ServiceCheck::Command => command(&cfg.command).await,
+        }
+    };
+    match tokio::time::timeout(deadline, work).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {deadline:?}")),
+    }
+}
+
+async fn connect(addr: Option<SocketAddr>) -> Result<TcpStream, String> {
+    let addr = addr.ok_or("service.address is not set")?;
+    TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))
+}
+
+/// Read the first packet of the MySQL protocol: a 3-byte length, a
+/// sequence number, then protocol version 10 (a handshake) or 0xff (an
+/// error packet: the server is alive but refuses, e.g. too many
+/// connections, which is not a dead service).
+async fn greeting(mut stream: TcpStream) -> CheckResult {
+    let mut head = [0u8; 5];
+    stream
+        .read_exact(&mut head)
+        .await
+        .map_err(|e| format!("no MySQL greeting: {e}"))?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], 0]);
+    match head[4] {
+        _ if len == 0 || len > 1 << 16 => Err(format!("not a MySQL greeting (length {len})")),
+        10 | 0xff => Ok(()),
+        v => Err(format!("not a MySQL greeting (protocol byte {v})")),
+    }
+}
+
+async fn command(argv: &[String]) -> CheckResult {
+    let (program, args) = argv.split_first().ok_or("service.command is empty")?;
+    let status = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{program} exited with {status}"))
+    }
+}
+
+/// Rise and fall counting, as keepalived's track_script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    rise: u32,
+    fall: u32,
+    good: u32,
+    bad: u32,
+    up: bool,
+}
+
+impl Health {
+    /// Starts down: `rise` good checks bring it up.
+    pub fn new(rise: u32, fall: u32) -> Self {
+        Health {
+            rise,
+            fall,
+            good: 0,
+            bad: 0,
+            up: false,
+        }
+    }
+
+    /// Count one check; `Some(up)` when the verdict changes.
+    pub fn record(&mut self, ok: bool) -> Option<bool> {
+        if ok {
+            self.bad = 0;
+            self.good = self.good.saturating_add(1);
+            if !self.up && self.good >= self.rise {
+                self.up = true;
+                return Some(true);
+            }
+        } else {
+            self.good = 0;
+            self.bad = self.bad.saturating_add(1);
+            if self.up && self.bad >= self.fall {
+                self.up = false;
+                return Some(false);
+            }
+        }
+        None
+    }
+
+    /// Whether the service counts as up.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+}
+
+/// Wait until the service is up (`rise` good checks in a row), logging
+/// while it is not.
+pub async fn wait_up(cfg: &ServiceConfig, health: &mut Health) {
+    let mut last = String::new();
+    while !health.is_up() {
+        let r = check(cfg).await;
+        if let Err(e) = &r
+            && *e != last
+        {
+            tracing::warn!(
+                check = cfg.check.as_str(),
+                "service not up yet ({e}): the VPN identity waits for it"
+            );
+            last = e.clone();
+        }
+        if health.record(r.is_ok()) != Some(true) {
+            tokio::time::sleep(Duration::from_millis(cfg.interval_ms)).await;
+        }
+    }
+    tracing::info!(check = cfg.check.as_str(), "service up");
+}
+
+/// Check forever; return the last error once the service is down (`fall`
+/// bad checks in a row after being up).
+pub async fn watch(cfg: &ServiceConfig, mut health: Health) -> String {
+    let mut tick = tokio::time::interval(Duration::from_millis(cfg.interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let r = check(cfg).await;
+        if let Err(e) = &r {
+            tracing::warn!(check = cfg.check.as_str(), "service check failed: {e}");
+        }
+        if health.record(r.is_ok()) == Some(false) {
+            return r.err().unwrap_or_default();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rise_and_fall_count_consecutive_checks() {
+        let mut h = Health::new(2, 3);
+        assert_eq!(h.record(true), None);
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(true), None);
+        assert_eq!(h.record(true), Some(true));
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(true), None, "a good check resets the fall count");
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(false), Some(false));
+        assert!(!h.is_up());
+        assert_eq!(h.record(false), None);
+    }
+}

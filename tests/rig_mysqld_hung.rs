@@ -1,0 +1,129 @@
+//! Rig scenario: mysqld hangs on the primary's holder. backend1's MariaDB
+//! is SIGSTOPped: the host still answers pings, the kernel still accepts
+//! TCP connections on 3306, but nothing answers. With `[service] check =
+//! "mysql"`, backend1 gives up its ID (its VPN identity goes down), backend2
+//! fences it and takes over, the worker promotes backend2's MariaDB, and a
+//! client on a frontend writes through backend1.internal again. Prints the
+//! time from the hang to the first accepted write.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chainwatch::layout::{Role, Slot};
+use common::fleet::{Fleet, Options};
+use common::{pid_in, rig_ready, wait_for};
+
+fn fe(id: u32) -> Slot {
+    Slot::new(Role::Frontend, id)
+}
+fn be(id: u32) -> Slot {
+    Slot::new(Role::Backend, id)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_hung_mysqld_on_the_primary_fails_over_as_a_death() {
+    if !rig_ready(true) {
+        return;
+    }
+    let slots = [fe(1), fe(2), be(1), be(2), be(3)];
+    let mut f = Fleet::with(
+        &slots,
+        Options {
+            rabbit: true,
+            mariadb: true,
+            worker: true,
+            hypervisor: true,
+            mysql_check: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    for i in 0..slots.len() {
+        f.start(i);
+    }
+    for (i, s) in slots.iter().enumerate() {
+        f.wait_overlay(i, *s, 90);
+    }
+    f.start_mysql_chain();
+    f.sql(
+        2,
+        "CREATE DATABASE app; CREATE TABLE app.t (v INT PRIMARY KEY); INSERT INTO app.t VALUES (1)",
+    )
+    .unwrap();
+    for i in [3, 4] {
+        wait_for("replicated rows", Duration::from_secs(30), || {
+            (f.sql(i, "SELECT COUNT(*) FROM app.t").ok()? == "1").then_some(())
+        });
+    }
+    let ok = f.client_sql(1, "backend1.internal", "INSERT INTO app.t VALUES (2)");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let mysqld = pid_in(&f.nodes[2].ns, "mariadbd").expect("backend1's mariadbd");
+    let hung = Instant::now();
+    common::sh(&format!("kill -STOP {mysqld}"));
+    // The host still answers.
+    assert!(f.ping(3, f.nodes[2].underlay, 1000));
+    // backend2 takes over and is promoted; then writes through
+    // backend1.internal come back. (The rig's admin user may write to a
+    // read-only replica, so a write counts only once the new primary is
+    // writable: an application user could not write earlier.)
+    let mut v = 3;
+    let (mut promoted, mut accepted) = (None, None);
+    while accepted.is_none() && hung.elapsed() < Duration::from_secs(120) {
+        if promoted.is_none() {
+            if f.status(3).is_some_and(|s| s["id"] == 1)
+                && f.sql(3, "SELECT @@read_only").ok().as_deref() == Some("0")
+            {
+                promoted = Some(hung.elapsed());
+            } else {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        }
+        let out = f.client_sql(
+            1,
+            "backend1.internal",
+            &format!("INSERT INTO app.t VALUES ({v})"),
+        );
+        if out.status.success() {
+            accepted = Some(hung.elapsed());
+        } else {
+            v += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let log = f.log(2);
+    let accepted = accepted.unwrap_or_else(|| {
+        panic!("no write through backend1.internal accepted within 120 s of mysqld hanging\n{log}")
+    });
+    assert!(
+        log.contains("SERVICE DOWN"),
+        "backend1's daemon does not say it gave up its ID:\n{log}"
+    );
+    // backend2 holds backend1, the old primary was fenced, and the write
+    // landed on the new primary.
+    wait_for("backend2 to be backend1", Duration::from_secs(10), || {
+        f.status(3).filter(|s| s["id"] == 1)
+    });
+    let tags = f.stopped_instance(2).await;
+    assert!(
+        tags.contains(&("chainwatch:state".into(), "fenced".into())),
+        "{tags:?}"
+    );
+    assert_eq!(f.sql(3, "SELECT @@read_only").unwrap(), "0");
+    assert_eq!(
+        f.sql(3, &format!("SELECT COUNT(*) FROM app.t WHERE v = {v}"))
+            .unwrap(),
+        "1"
+    );
+    eprintln!(
+        "mysqld SIGSTOPped on backend1 -> backend2 promoted as backend1: {:.2} s; -> a write through backend1.internal accepted: {:.2} s",
+        promoted.unwrap().as_secs_f64(),
+        accepted.as_secs_f64()
+    );
+}
