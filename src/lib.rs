@@ -12,6 +12,8 @@
 //! * [`config`], [`userdata`], [`state`] — what a node reads at start: its
 //!   config file, its EC2 user-data, its persisted state.
 //! * [`event`] — the transition event as it travels (schema, validation).
+//! * [`fleet`] — the fleet as EC2's tags describe it, and its consistency
+//!   checks (`chainwatch fleet --check`).
 //! * [`shell`] — every adapter to the outside world, and the driver that
 //!   performs the core's actions with them: ICMP, EC2 and CloudWatch,
 //!   OpenVPN, IMDS, the outbox, RabbitMQ, the MySQL worker.
@@ -27,6 +29,7 @@ pub mod cmd;
 pub mod config;
 pub mod core;
 pub mod event;
+pub mod fleet;
 pub mod fsio;
 pub mod iam;
 pub mod layout;

@@ -1,6 +1,8 @@
 //! The subcommands, one module each, and the command line that selects them.
 
 pub mod client_connect;
+pub mod config_check;
+pub mod fleet;
 pub mod history;
 pub mod hosts;
 pub mod iam_policy;
@@ -52,6 +54,10 @@ pub enum Command {
     TlsVerify(client_connect::TlsVerifyArgs),
     /// Show what the local daemon is doing now.
     Status(status::Args),
+    /// Show every instance of the fleet from EC2 and check the chain.
+    Fleet(fleet::Args),
+    /// Check the config, the PKI and the IAM permissions.
+    Config(config_check::Args),
     /// Print the /etc/hosts block of the layout.
     Hosts(hosts::Args),
     /// Print the least-privilege IAM policy for the configured fleet.
@@ -103,6 +109,29 @@ pub fn main() -> ExitCode {
             report(with_runtime(worker::main(cli.config.as_deref(), &args)))
         }
         Command::History(args) => report(with_runtime(history::main(cli.config.as_deref(), &args))),
+        Command::Config(args) => report(with_runtime(config_check::main(
+            cli.config.as_deref(),
+            &args,
+        ))),
+        Command::Fleet(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let result = match runtime {
+                Ok(rt) => rt.block_on(fleet::main(cli.config.as_deref(), &args)),
+                Err(e) => Err(CmdError::Other(format!(
+                    "cannot start the async runtime: {e}"
+                ))),
+            };
+            match result {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("chainwatch: error: {e}");
+                    // Nagios: UNKNOWN when the fleet could not be read.
+                    ExitCode::from(if args.check { 3 } else { 1 })
+                }
+            }
+        }
     }
 }
 

@@ -380,7 +380,7 @@ where
     unreachable!("the loop returns on its last attempt")
 }
 
-fn vpn_settings(s: &Settings) -> VpnSettings {
+pub(crate) fn vpn_settings(s: &Settings) -> VpnSettings {
     let config = s
         .source
         .clone()

@@ -306,6 +306,72 @@ impl Ec2Registry {
         describe(&self.client, filters, ids).await
     }
 
+    /// Every instance of the fleet as a [`crate::fleet::Member`], its tags
+    /// checked against `layout`.
+    pub async fn members(&self, layout: &Layout) -> Result<Vec<crate::fleet::Member>, Ec2Error> {
+        let mut out = Vec::new();
+        for i in self.fleet_instances(None).await? {
+            let mut bad_tags = Vec::new();
+            let role = match tag(&i, tags::ROLE) {
+                Some(r) => match r.parse::<Role>() {
+                    Ok(role) => Some(role),
+                    Err(_) => {
+                        bad_tags.push(format!(
+                            "{} = {:?} is no role",
+                            tags::ROLE,
+                            crate::layout::escaped(r)
+                        ));
+                        None
+                    }
+                },
+                None => {
+                    bad_tags.push(format!("no {} tag", tags::ROLE));
+                    None
+                }
+            };
+            let id = match (role, tag(&i, tags::ID)) {
+                (Some(role), Some(v)) => match layout.parse_id(role, v) {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        bad_tags.push(format!(
+                            "{} = {:?}: {e}",
+                            tags::ID,
+                            crate::layout::escaped(v)
+                        ));
+                        None
+                    }
+                },
+                (Some(_), None) => {
+                    bad_tags.push(format!("no {} tag", tags::ID));
+                    None
+                }
+                (None, _) => None,
+            };
+            out.push(crate::fleet::Member {
+                instance: i.instance_id().unwrap_or("?").to_string(),
+                state: state_name(&i),
+                role,
+                id,
+                epoch: tag(&i, tags::EPOCH).and_then(|e| e.parse().ok()),
+                fenced: tag(&i, tags::STATE) == Some("fenced"),
+                az: i
+                    .placement()
+                    .and_then(|p| p.availability_zone())
+                    .map(str::to_string),
+                address: i.private_ip_address().map(str::to_string),
+                bad_tags,
+            });
+        }
+        out.sort_by(|a, b| {
+            (a.role.map(|r| r.as_str()), a.id, &a.instance).cmp(&(
+                b.role.map(|r| r.as_str()),
+                b.id,
+                &b.instance,
+            ))
+        });
+        Ok(out)
+    }
+
     /// Instances other than this one that hold `slot`.
     pub async fn holders(&self, slot: Slot) -> Result<Vec<Instance>, Ec2Error> {
         let filters = vec![
@@ -723,6 +789,99 @@ impl Registry for Ec2Registry {
             .unwrap_or_else(|p| p.into_inner())
             .insert(slot, (addr, Instant::now()));
         Ok(addr)
+    }
+}
+
+/// What a `DryRun` call says about one permission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Permission {
+    /// EC2 answered `DryRunOperation`: the call would have succeeded.
+    Granted,
+    /// EC2 answered `UnauthorizedOperation` (or another access error).
+    Denied(String),
+    /// Anything else (no answer, a bad argument): not proven either way.
+    Unknown(String),
+}
+
+fn dry_run<T, E, R>(result: Result<T, aws_sdk_ec2::error::SdkError<E, R>>) -> Permission
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_ec2::error::ProvideErrorMetadata;
+    match result {
+        // A call with DryRun never succeeds; a success means DryRun was
+        // ignored, which still proves the permission.
+        Ok(_) => Permission::Granted,
+        Err(e) => match e.code() {
+            Some("DryRunOperation") => Permission::Granted,
+            Some(code @ ("UnauthorizedOperation" | "AccessDenied" | "AuthFailure")) => {
+                Permission::Denied(format!("{code}: {}", e.message().unwrap_or("no message")))
+            }
+            _ => Permission::Unknown(DisplayErrorContext(&e).to_string()),
+        },
+    }
+}
+
+impl Ec2Registry {
+    /// Prove with `DryRun` calls that this node may fence and tag `target`
+    /// (an instance of the fleet) and, when an Elastic IP is configured,
+    /// move it to `target`: `(API action, verdict)`.
+    pub async fn prove_permissions(&self, target: &str) -> Vec<(&'static str, Permission)> {
+        let mut out = vec![
+            (
+                "ec2:StopInstances",
+                dry_run(
+                    self.client
+                        .stop_instances()
+                        .instance_ids(target)
+                        .force(true)
+                        .skip_os_shutdown(true)
+                        .dry_run(true)
+                        .send()
+                        .await,
+                ),
+            ),
+            (
+                "ec2:CreateTags",
+                dry_run(
+                    self.client
+                        .create_tags()
+                        .resources(target)
+                        .tags(Tag::builder().key(tags::STATE).value("fenced").build())
+                        .dry_run(true)
+                        .send()
+                        .await,
+                ),
+            ),
+            (
+                "ec2:DescribeInstances",
+                dry_run(
+                    self.client
+                        .describe_instances()
+                        .instance_ids(target)
+                        .dry_run(true)
+                        .send()
+                        .await,
+                ),
+            ),
+        ];
+        if let Some(alloc) = &self.eip_allocation {
+            out.push((
+                "ec2:AssociateAddress",
+                dry_run(
+                    self.client
+                        .associate_address()
+                        .allocation_id(alloc)
+                        .instance_id(target)
+                        .allow_reassociation(true)
+                        .dry_run(true)
+                        .send()
+                        .await,
+                ),
+            ));
+        }
+        out
     }
 }
 
