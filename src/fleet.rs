@@ -24,6 +24,8 @@ pub struct Member {
     pub az: Option<String>,
     /// VPC address.
     pub address: Option<String>,
+    /// `chainwatch:maint-until`, as tagged (RFC 3339).
+    pub maint_until: Option<String>,
     /// Tag values that did not parse, to report.
     #[serde(skip)]
     pub bad_tags: Vec<String>,
@@ -69,9 +71,28 @@ fn finding(severity: Severity, message: String) -> Finding {
 /// Check the fleet: two holders of one slot, a hole in a role's IDs, a
 /// fenced instance still running, a holder nobody watches, tags that do
 /// not parse.
-pub fn check(members: &[Member], layout: &Layout) -> Vec<Finding> {
+pub fn check(members: &[Member], layout: &Layout, now: std::time::SystemTime) -> Vec<Finding> {
     let mut out = Vec::new();
     for m in members {
+        if let Some(until) = &m.maint_until {
+            match humantime::parse_rfc3339_weak(until) {
+                Ok(t) if t <= now => out.push(finding(
+                    Severity::Warning,
+                    format!(
+                        "{}: maintenance ended at {until} but the tag is still set (it no longer holds fences off); clear it with `chainwatch maint off --instance {}`",
+                        m.instance, m.instance
+                    ),
+                )),
+                Ok(_) => {}
+                Err(_) => out.push(finding(
+                    Severity::Warning,
+                    format!(
+                        "{}: chainwatch:maint-until = {until:?} is no RFC 3339 time; it holds fences off until cleared (`chainwatch maint off --instance {}`)",
+                        m.instance, m.instance
+                    ),
+                )),
+            }
+        }
         for bad in &m.bad_tags {
             out.push(finding(
                 Severity::Warning,
@@ -189,8 +210,26 @@ mod tests {
             fenced,
             az: None,
             address: None,
+            maint_until: None,
             bad_tags: Vec::new(),
         }
+    }
+
+    fn now() -> std::time::SystemTime {
+        humantime::parse_rfc3339("2026-11-25T12:00:00Z").unwrap()
+    }
+
+    #[test]
+    fn maintenance_past_its_end_is_flagged() {
+        let mut f = healthy();
+        f[1].maint_until = Some("2026-11-25T13:00:00Z".into());
+        assert_eq!(check(&f, &Layout::default(), now()), vec![]);
+        f[1].maint_until = Some("2026-11-25T11:00:00Z".into());
+        let found = check(&f, &Layout::default(), now());
+        assert!(found[0].message.contains("maintenance ended"), "{found:?}");
+        f[1].maint_until = Some("tomorrow".into());
+        let found = check(&f, &Layout::default(), now());
+        assert!(found[0].message.contains("no RFC 3339 time"), "{found:?}");
     }
 
     fn healthy() -> Vec<Member> {
@@ -209,8 +248,8 @@ mod tests {
         // are the normal aftermath of a failover.
         f.push(m("i-old", Role::Frontend, 2, "stopping", true));
         f.push(m("i-older", Role::Backend, 1, "stopped", true));
-        assert_eq!(check(&f, &Layout::default()), vec![]);
-        assert_eq!(worst(&check(&f, &Layout::default())), Severity::Ok);
+        assert_eq!(check(&f, &Layout::default(), now()), vec![]);
+        assert_eq!(worst(&check(&f, &Layout::default(), now())), Severity::Ok);
     }
 
     #[test]
@@ -218,7 +257,7 @@ mod tests {
         let layout = Layout::default();
         let mut f = healthy();
         f.push(m("i-x", Role::Frontend, 2, "running", false));
-        let found = check(&f, &layout);
+        let found = check(&f, &layout, now());
         assert_eq!(worst(&found), Severity::Critical);
         assert!(
             found[0].message.contains("frontend2 has 2 holders"),
@@ -227,7 +266,7 @@ mod tests {
 
         let mut f = healthy();
         f.push(m("i-b4", Role::Backend, 4, "running", false));
-        let found = check(&f, &layout);
+        let found = check(&f, &layout, now());
         assert!(
             found
                 .iter()
@@ -237,7 +276,7 @@ mod tests {
 
         let mut f = healthy();
         f[1].fenced = true;
-        let found = check(&f, &layout);
+        let found = check(&f, &layout, now());
         assert_eq!(worst(&found), Severity::Critical);
         assert!(
             found
@@ -252,7 +291,7 @@ mod tests {
 
         let mut f = healthy();
         f.retain(|x| x.instance != "i-b1");
-        let found = check(&f, &layout);
+        let found = check(&f, &layout, now());
         assert!(
             found
                 .iter()
@@ -263,7 +302,7 @@ mod tests {
         let mut f = healthy();
         f[2].state = "stopped".into();
         f[3].state = "stopped".into();
-        let found = check(&f, &layout);
+        let found = check(&f, &layout, now());
         assert!(
             found
                 .iter()

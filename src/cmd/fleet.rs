@@ -35,7 +35,7 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<u8, CmdError> {
             s.config.aws.fleet
         ))
     })?;
-    let findings = fleet::check(&members, &s.layout);
+    let findings = fleet::check(&members, &s.layout, std::time::SystemTime::now());
     let worst = fleet::worst(&findings);
     if args.json {
         let body = serde_json::json!({
@@ -53,13 +53,13 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<u8, CmdError> {
 
 fn table(members: &[Member], findings: &[Finding], worst: Severity) -> String {
     let mut out = format!(
-        "{:<22} {:<14} {:<10} {:>3} {:>6} {:<7} {:<12} {}\n",
-        "instance", "state", "role", "id", "epoch", "fenced", "az", "address"
+        "{:<22} {:<14} {:<10} {:>3} {:>6} {:<7} {:<12} {:<16} {}\n",
+        "instance", "state", "role", "id", "epoch", "fenced", "az", "address", "maintenance until"
     );
     let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     for m in members {
         out.push_str(&format!(
-            "{:<22} {:<14} {:<10} {:>3} {:>6} {:<7} {:<12} {}\n",
+            "{:<22} {:<14} {:<10} {:>3} {:>6} {:<7} {:<12} {:<16} {}\n",
             escaped(&m.instance),
             escaped(&m.state),
             dash(m.role.map(|r| r.to_string())),
@@ -68,6 +68,7 @@ fn table(members: &[Member], findings: &[Finding], worst: Severity) -> String {
             if m.fenced { "yes" } else { "-" },
             escaped(&dash(m.az.clone())),
             escaped(&dash(m.address.clone())),
+            escaped(&dash(m.maint_until.clone())),
         ));
     }
     out.push_str(&format!("\n{worst:?}"));

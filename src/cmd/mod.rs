@@ -6,6 +6,7 @@ pub mod fleet;
 pub mod history;
 pub mod hosts;
 pub mod iam_policy;
+pub mod maint;
 pub mod render_user_data;
 pub mod run;
 pub mod status;
@@ -58,6 +59,8 @@ pub enum Command {
     Fleet(fleet::Args),
     /// Check the config, the PKI and the IAM permissions.
     Config(config_check::Args),
+    /// Hold fences off an instance or the fleet for patching.
+    Maint(maint::Args),
     /// Print the /etc/hosts block of the layout.
     Hosts(hosts::Args),
     /// Print the least-privilege IAM policy for the configured fleet.
@@ -109,6 +112,7 @@ pub fn main() -> ExitCode {
             report(with_runtime(worker::main(cli.config.as_deref(), &args)))
         }
         Command::History(args) => report(with_runtime(history::main(cli.config.as_deref(), &args))),
+        Command::Maint(args) => report(with_runtime(maint::main(cli.config.as_deref(), &args))),
         Command::Config(args) => report(with_runtime(config_check::main(
             cli.config.as_deref(),
             &args,

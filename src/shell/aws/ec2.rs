@@ -46,6 +46,21 @@ pub mod tags {
     pub const STATE: &str = "chainwatch:state";
     /// Per-role epoch.
     pub const EPOCH: &str = "chainwatch:epoch";
+    /// Maintenance: no fence of this instance until this time (RFC 3339,
+    /// UTC); set and cleared by `chainwatch maint`.
+    pub const MAINT_UNTIL: &str = "chainwatch:maint-until";
+}
+
+/// The end of `i`'s maintenance if it is in maintenance at `now`.
+pub fn maintenance(i: &Instance, now: std::time::SystemTime) -> Option<String> {
+    let v = tag(i, tags::MAINT_UNTIL)?;
+    match humantime::parse_rfc3339_weak(v) {
+        Ok(until) if until > now => Some(v.to_string()),
+        Ok(_) => None,
+        // A value that does not parse is taken as maintenance: whoever set
+        // it meant to hold fences off; `fleet --check` reports it.
+        Err(_) => Some(format!("{} (unparsable)", crate::layout::escaped(v))),
+    }
 }
 
 /// Errors talking to EC2. Each says what failed; the core retries.
@@ -70,6 +85,16 @@ pub enum Ec2Error {
         after: Duration,
         /// Their last reported states.
         states: Vec<String>,
+    },
+    /// A holder to fence is in maintenance: no fence, so no takeover.
+    #[error(
+        "{instance} is in maintenance until {until}: no fence and no takeover until it ends (or `chainwatch maint off`)"
+    )]
+    Maintenance {
+        /// The instance.
+        instance: String,
+        /// The tag's value.
+        until: String,
     },
     /// This instance's own record is missing.
     #[error("this instance ({0}) is not known to EC2; check identity.instance_id / IMDS")]
@@ -306,6 +331,33 @@ impl Ec2Registry {
         describe(&self.client, filters, ids).await
     }
 
+    /// Set (`Some(until)`) or clear the maintenance tag of `ids`.
+    pub async fn set_maintenance(
+        &self,
+        ids: &[String],
+        until: Option<&str>,
+    ) -> Result<(), Ec2Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        match until {
+            Some(until) => {
+                self.create_tags(ids, &[(tags::MAINT_UNTIL, until.to_string())])
+                    .await
+            }
+            None => {
+                self.client
+                    .delete_tags()
+                    .set_resources(Some(ids.to_vec()))
+                    .tags(Tag::builder().key(tags::MAINT_UNTIL).build())
+                    .send()
+                    .await
+                    .map_err(api("DeleteTags"))?;
+                Ok(())
+            }
+        }
+    }
+
     /// Every instance of the fleet as a [`crate::fleet::Member`], its tags
     /// checked against `layout`.
     pub async fn members(&self, layout: &Layout) -> Result<Vec<crate::fleet::Member>, Ec2Error> {
@@ -359,6 +411,7 @@ impl Ec2Registry {
                     .and_then(|p| p.availability_zone())
                     .map(str::to_string),
                 address: i.private_ip_address().map(str::to_string),
+                maint_until: tag(&i, tags::MAINT_UNTIL).map(str::to_string),
                 bad_tags,
             });
         }
@@ -410,6 +463,8 @@ impl Ec2Registry {
             .cloned()
             .unwrap_or_default();
         let mut ids = Vec::new();
+        let now = std::time::SystemTime::now();
+        let mut in_maint: Option<(String, String)> = None;
         if !remembered.is_empty() {
             // Still ours to fence: down or going down (our stop went
             // through), or still tagged with the slot. An instance that came
@@ -426,6 +481,11 @@ impl Ec2Registry {
                     && let Some(id) = i.instance_id()
                 {
                     ids.push(id.to_string());
+                    if !is_down(&i)
+                        && let Some(until) = maintenance(&i, now)
+                    {
+                        in_maint.get_or_insert((id.to_string(), until));
+                    }
                 }
             }
         }
@@ -434,9 +494,15 @@ impl Ec2Registry {
                 && !ids.iter().any(|known| known == id)
             {
                 ids.push(id.to_string());
+                if let Some(until) = maintenance(&i, now) {
+                    in_maint.get_or_insert((id.to_string(), until));
+                }
             }
         }
         ids.retain(|id| *id != self.me);
+        if let Some((instance, until)) = in_maint {
+            return Err(Ec2Error::Maintenance { instance, until });
+        }
         if ids.is_empty() {
             return Ok(Fenced::default());
         }

@@ -1,0 +1,105 @@
+//! Rig scenario: maintenance. frontend2 is put in maintenance (`chainwatch
+//! maint on --for 30m`) and its link goes down for 30 s (a patch and
+//! reboot): frontend3 declares it dead but does not fence it, so nothing is
+//! taken over and no StopInstances goes out; `fleet` shows the
+//! maintenance. After `maint off`, frontend2's death is handled as usual.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use chainwatch::layout::{Role, Slot};
+use common::fleet::Fleet;
+use common::{bin, rig_ready, wait_for};
+
+fn fe(id: u32) -> Slot {
+    Slot::new(Role::Frontend, id)
+}
+
+fn cw(f: &Fleet, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--config")
+        .arg(f.node_dir(2).join("chainwatch.toml"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", &f.proxy.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_member_in_maintenance_is_not_fenced_and_after_maint_off_its_death_is_handled() {
+    if !rig_ready(false) {
+        return;
+    }
+    let f = Fleet::frontends(3).await;
+    let f2 = f.nodes[1].instance.clone();
+    let o = cw(&f, &["maint", "on", "--for", "30m", "--instance", &f2]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cw(&f, &["maint", "list"]);
+    assert!(
+        text(&o).contains(&f2) && text(&o).contains("active"),
+        "{}",
+        text(&o)
+    );
+    let o = cw(&f, &["fleet"]);
+    assert!(text(&o).contains(&f2), "{}", text(&o));
+
+    // Patched and rebooted: unreachable for 30 s.
+    f.link(1, false);
+    let down = Instant::now();
+    let mut blocked = false;
+    while down.elapsed() < Duration::from_secs(30) {
+        if let Some(s) = f.status(2)
+            && s["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("in maintenance until"))
+        {
+            blocked = true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    f.link(1, true);
+    assert!(
+        blocked,
+        "frontend3 never reported the fence held off by maintenance:\n{}",
+        f.log(2)
+    );
+    assert!(f.proxy.stops().is_empty(), "{:?}", f.proxy.stops());
+    assert_eq!(f.instance(1).await.0, "running");
+    // Back: frontend3 watches it again, as frontend3.
+    wait_for(
+        "frontend3 watching frontend2 again",
+        Duration::from_secs(30),
+        || {
+            f.status(2)
+                .filter(|s| s["id"] == 3 && s["phase"] == "watching" && s["misses"] == 0)
+        },
+    );
+    assert_eq!(f.tun_addr(2), Some(f.layout.overlay_addr(fe(3))));
+
+    // Maintenance over; now it dies for real.
+    let o = cw(&f, &["maint", "off", "--instance", &f2]);
+    assert!(o.status.success(), "{}", text(&o));
+    f.kill(1);
+    wait_for(
+        "frontend3 to take over frontend2",
+        Duration::from_secs(60),
+        || f.status(2).filter(|s| s["id"] == 2),
+    );
+    let stops = f.proxy.stops();
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    assert_eq!(stops[0]["instances"][0], f2.as_str());
+}
