@@ -1,5 +1,6 @@
 //! `chainwatch run --observe` serves its state on the status socket;
-//! `chainwatch status` prints it; SIGTERM stops the daemon cleanly.
+//! `chainwatch status` prints it; SIGHUP reloads the config (probe settings
+//! live); SIGTERM stops the daemon cleanly.
 
 mod common;
 
@@ -83,6 +84,51 @@ fn status_shows_the_node_and_sigterm_stops_it() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("already serving"));
 
     let pid = daemon.0.id();
+    // SIGHUP: a probe setting changes live, a VPN setting is named as
+    // needing a restart, a bad file changes nothing.
+    assert_eq!(report["misses_to_declare"], 3);
+    let base = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{base}[probe]\nmisses = 5\n[vpn]\nport = 1195\n"),
+    )
+    .unwrap();
+    common::sh(&format!("kill -HUP {pid}"));
+    wait_for("misses 5 after SIGHUP", Duration::from_secs(10), || {
+        let out = status(true);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (r["misses_to_declare"] == 5).then_some(())
+    });
+    std::fs::write(&config, format!("{base}[probe]\nmisses = 0\n")).unwrap();
+    common::sh(&format!("kill -HUP {pid}"));
+    wait_for(
+        "the refused reload in the log",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(dir.path().join("log"))
+                .ok()?
+                .contains("reload refused")
+                .then_some(())
+        },
+    );
+    assert!(
+        daemon.0.try_wait().unwrap().is_none(),
+        "SIGHUP ended the daemon"
+    );
+    // (`status` reads the file too: make it valid again, without a HUP.)
+    std::fs::write(&config, &base).unwrap();
+    let out = status(true);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        r["misses_to_declare"], 5,
+        "a refused reload changed the settings"
+    );
+    let logs = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(
+        logs.contains("[vpn] changed but cannot change live"),
+        "{logs}"
+    );
+
     common::sh(&format!("kill -TERM {pid}"));
     let code = wait_for("the daemon to exit", Duration::from_secs(5), || {
         daemon.0.try_wait().unwrap()

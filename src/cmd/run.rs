@@ -62,6 +62,9 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         None => tracing::info!("no config file at the default path: using built-in defaults"),
     }
+    // SIGHUP reloads the config (see `reload_on_sighup`); listening now
+    // keeps it from ending the daemon while it boots.
+    let _hup = signal(SignalKind::hangup()).map_err(other)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(other)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(other)?;
     let shutdown = async move {
@@ -435,6 +438,72 @@ fn start_common(s: &Settings, boot: BootIdentity) -> Result<Common, CmdError> {
     })
 }
 
+/// On SIGHUP, read the config file again. The probe and retry settings
+/// change live; anything else that changed is named and needs a restart; a
+/// file that does not validate changes nothing.
+async fn reload_on_sighup(
+    mut running: Settings,
+    tx: tokio::sync::mpsc::UnboundedSender<crate::core::CoreConfig>,
+) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: no config reload");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let Some(path) = running.source.clone() else {
+            tracing::warn!("SIGHUP: running on built-in defaults, no file to reload");
+            continue;
+        };
+        let new = match settings(Some(&path)) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::error!("SIGHUP: reload refused, the running config stays: {e}");
+                continue;
+            }
+        };
+        let (old, now) = (&running.config, &new.config);
+        let mut restart = Vec::new();
+        for (section, changed) in [
+            ("[node]", old.node != now.node),
+            ("[identity]", old.identity != now.identity),
+            ("[aws]", old.aws != now.aws),
+            ("[vpn]", old.vpn != now.vpn),
+            ("[service]", old.service != now.service),
+            ("[announce]", old.announce != now.announce),
+            ("[worker]", old.worker != now.worker),
+            ("[layout]", old.layout != now.layout),
+            (
+                "probe.attempts and probe.hub_underlay",
+                old.probe.attempts != now.probe.attempts
+                    || old.probe.hub_underlay != now.probe.hub_underlay,
+            ),
+        ] {
+            if changed {
+                restart.push(section);
+            }
+        }
+        if !restart.is_empty() {
+            tracing::warn!(
+                "SIGHUP: {} changed but cannot change live: restart the daemon to apply (the identity stays up through a restart)",
+                restart.join(", ")
+            );
+        }
+        if new.core() != running.core() {
+            if tx.send(new.core()).is_err() {
+                return;
+            }
+        } else {
+            tracing::info!("SIGHUP: the probe and retry settings are unchanged");
+        }
+        // What runs now: the live part is applied, the rest is not.
+        running.config.probe.interval_ms = new.config.probe.interval_ms;
+        running.config.probe.timeout_ms = new.config.probe.timeout_ms;
+        running.config.probe.misses = new.config.probe.misses;
+        running.config.probe.startup_grace_ms = new.config.probe.startup_grace_ms;
+        running.config.retry = new.config.retry;
+    }
+}
+
 /// `Arc<Ec2Registry>` as a registry, so the switcher can share it.
 struct ArcRegistry(Arc<Ec2Registry>);
 
@@ -501,6 +570,8 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
         "chainwatch {} running",
         env!("CARGO_PKG_VERSION")
     );
+    let (reload_tx, reload) = tokio::sync::mpsc::unbounded_channel();
+    let reloader = tokio::spawn(reload_on_sighup(s.clone(), reload_tx));
     let driver = Driver {
         core,
         layout: s.layout.clone(),
@@ -513,8 +584,10 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
         boot: common.boot,
         fleet: s.config.aws.fleet.clone(),
         status: status_tx,
+        reload,
     };
     driver.run(shutdown).await;
+    reloader.abort();
     server.abort();
     let _ = std::fs::remove_file(&s.config.node.status_socket);
 }

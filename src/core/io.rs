@@ -101,6 +101,9 @@ pub enum Input {
         /// Success, or why not.
         result: Result<(), String>,
     },
+    /// New tunables (a config reload): they apply from the next round; the
+    /// misses already counted stay.
+    Reconfigure(super::CoreConfig),
 }
 
 /// Work the shell must do.

@@ -234,6 +234,7 @@ impl Monitor {
             Input::HolderChecked { slot, result } => self.on_holder(now, slot, result),
             Input::FenceDone { slot, result } => self.on_fence_done(now, slot, result),
             Input::TakeOverDone { to, result } => self.on_takeover_done(now, to, result),
+            Input::Reconfigure(cfg) => self.cfg = cfg,
         }
     }
 

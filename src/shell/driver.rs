@@ -41,6 +41,8 @@ pub struct Driver<R, S, A> {
     pub fleet: String,
     /// Where status reports go.
     pub status: watch::Sender<StatusReport>,
+    /// New core tunables from a config reload (SIGHUP).
+    pub reload: mpsc::UnboundedReceiver<crate::core::CoreConfig>,
 }
 
 /// Rate-limits repeated warnings: each kind of trouble is logged when its
@@ -161,6 +163,10 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(input) = rx.recv() => self.core.handle_input(Instant::now(), input),
+                Some(cfg) = self.reload.recv() => {
+                    tracing::info!(?cfg, "probe and retry settings reloaded: they apply from the next round");
+                    self.core.handle_input(Instant::now(), Input::Reconfigure(cfg));
+                }
                 _ = sleep => self.core.handle_timeout(Instant::now()),
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = tick.tick() => {}
