@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The chainwatch demo, on a fresh Debian bookworm machine with Rust:
 #
-#   sudo demo/demo.sh
+#   sudo demo/demo.sh [--keep]
 #
+# --keep leaves the fleet up at the end to try `status`, `fleet` and
+# `history` (it prints the commands); Ctrl-C tears it down.
 # Installs what is missing (Debian packages, moto in a virtualenv), builds
 # chainwatch, and runs examples/demo.rs: a fleet of five instances in
 # network namespaces (frontend1, frontend2, backend1..3) with a real OpenVPN
@@ -15,4 +17,4 @@ cd "$(dirname "$0")/.."
 source .ci/deps.sh
 echo "building chainwatch (first build: a few minutes)"
 cargo build --quiet --bin chainwatch --example demo
-exec target/debug/examples/demo
+exec target/debug/examples/demo "$@"

@@ -110,14 +110,55 @@ async fn main() {
         },
     )
     .await;
+    let keep = std::env::args().any(|a| a == "--keep");
     tokio::select! {
-        _ = demo(&mut f) => {}
+        _ = async {
+            demo(&mut f).await;
+            if keep {
+                try_it(&f);
+                std::future::pending::<()>().await;
+            }
+        } => {}
         _ = int.recv() => say("interrupted"),
         _ = term.recv() => say("terminated"),
     }
     say("tearing down");
     drop(f);
     println!("  done: namespaces, bridge, moto, MariaDB servers and the RabbitMQ vhost are gone");
+}
+
+/// `--keep`: the fleet stays up; how to look at it.
+fn try_it(f: &Fleet) {
+    say("the fleet stays up (--keep); in another shell, as root:");
+    let bin = common::bin();
+    println!(
+        "  export AWS_ENDPOINT_URL={} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true",
+        f.proxy.endpoint
+    );
+    for (i, n) in f.nodes.iter().enumerate() {
+        println!(
+            "  {} --config {} status       # node {i}, booted as {}",
+            bin.display(),
+            n.dir.join("chainwatch.toml").display(),
+            n.boot
+        );
+    }
+    let cfg = f.nodes[0].dir.join("chainwatch.toml");
+    println!(
+        "  {} --config {} fleet --check",
+        bin.display(),
+        cfg.display()
+    );
+    println!(
+        "  {} --config {} history --since 1h",
+        bin.display(),
+        cfg.display()
+    );
+    println!(
+        "  ip netns exec {} ping -c3 backend1.internal",
+        f.nodes[1].ns
+    );
+    println!("  Ctrl-C here tears it all down.");
 }
 
 async fn demo(f: &mut Fleet) {

@@ -81,6 +81,10 @@ pub struct Config {
     pub announce: AnnounceConfig,
     /// `chainwatch worker`.
     pub worker: WorkerConfig,
+    /// Alerts to a local command.
+    pub alerts: AlertsConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
     /// The chain layout.
     pub layout: LayoutConfig,
 }
@@ -206,6 +210,35 @@ impl Default for AnnounceConfig {
             timeout_ms: 10_000,
             retry_initial_ms: 500,
             retry_max_ms: 30_000,
+        }
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint and health checks.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz` (e.g.
+    /// `127.0.0.1:9753`). Unset: no endpoint.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[alerts]`: keepalived-style notify command.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Program (absolute path) and arguments run for each alert, with the
+    /// alert as JSON on standard input. Empty: alerts are only logged.
+    pub notify_command: Vec<String>,
+    /// Milliseconds the command may take; it is killed after.
+    pub notify_timeout_ms: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            notify_command: Vec::new(),
+            notify_timeout_ms: 5000,
         }
     }
 }
@@ -696,6 +729,21 @@ impl Config {
                 ));
             }
         }
+        let al = &self.alerts;
+        if let Some(program) = al.notify_command.first()
+            && !Path::new(program).is_absolute()
+        {
+            return Err(invalid(
+                "alerts.notify_command",
+                format!("the program must be an absolute path, got {program:?}"),
+            ));
+        }
+        if !(100..=300_000).contains(&al.notify_timeout_ms) {
+            return Err(invalid(
+                "alerts.notify_timeout_ms",
+                format!("must be 100..=300000, got {}", al.notify_timeout_ms),
+            ));
+        }
         let sv = &self.service;
         match sv.check {
             ServiceCheck::Tcp | ServiceCheck::Mysql if sv.address.is_none() => {
@@ -953,6 +1001,22 @@ mod tests {
     }
 
     #[test]
+    fn the_minimal_example_is_valid_and_sets_only_what_must_be_set() {
+        let text = include_str!("../etc/chainwatch.minimal.toml");
+        let c = Config::parse(text, Path::new("etc/chainwatch.minimal.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.aws.fleet, "prod");
+        assert!(c.aws.elastic_ip_allocation.is_some());
+        assert_eq!(c.probe, ProbeConfig::default());
+        assert!(
+            text.lines()
+                .filter(|l| l.contains(" = ") && !l.starts_with('#'))
+                .count()
+                <= 6
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let err = parse("[probe]\nintervall_ms = 5\n")
             .unwrap_err()
@@ -1008,6 +1072,10 @@ mod tests {
             ),
             ("[service]\ntimeout_ms = 5000\n", "service.timeout_ms"),
             ("[service]\nfall = 0\n", "service.fall"),
+            (
+                "[alerts]\nnotify_command = [\"notify.sh\"]\n",
+                "alerts.notify_command",
+            ),
         ];
         for (text, key) in cases {
             let err = parse(text).unwrap_err().to_string();

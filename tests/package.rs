@@ -62,6 +62,13 @@ fn the_package_installs_runs_and_removes_cleanly() {
         "./usr/share/chainwatch/ansible/inventory/aws_ec2.yml",
         "./usr/share/chainwatch/iam/chainwatch-frontend-policy.json",
         "./usr/share/chainwatch/iam/chainwatch-backend-policy.json",
+        "./usr/share/doc/chainwatch/examples/chainwatch.minimal.toml",
+        "./usr/share/bash-completion/completions/chainwatch",
+        "./usr/share/zsh/vendor-completions/_chainwatch",
+        "./usr/share/fish/vendor_completions.d/chainwatch.fish",
+        "./usr/share/man/man1/chainwatch.1",
+        "./usr/share/man/man1/chainwatch-fleet.1",
+        "./usr/share/man/man1/chainwatch-maint.1",
     ] {
         assert!(
             contents.lines().any(|l| l.ends_with(f)),

@@ -1,5 +1,6 @@
 //! The subcommands, one module each, and the command line that selects them.
 
+pub mod assets;
 pub mod client_connect;
 pub mod config_check;
 pub mod fleet;
@@ -61,6 +62,9 @@ pub enum Command {
     Config(config_check::Args),
     /// Hold fences off an instance or the fleet for patching.
     Maint(maint::Args),
+    /// Write the shell completions and man pages (for packaging).
+    #[command(hide = true)]
+    GenerateAssets(assets::Args),
     /// Print the /etc/hosts block of the layout.
     Hosts(hosts::Args),
     /// Print the least-privilege IAM policy for the configured fleet.
@@ -102,7 +106,10 @@ pub fn main() -> ExitCode {
         Command::RenderUserData(args) => {
             report(render_user_data::main(cli.config.as_deref(), &args))
         }
-        Command::Status(args) => report(with_runtime(status::main(cli.config.as_deref(), &args))),
+        Command::Status(args) => exit_code(
+            with_runtime_code(status::main(cli.config.as_deref(), &args)),
+            1,
+        ),
         Command::Run(args) => {
             init_logging(cli.log_format);
             report(with_runtime(run::main(cli.config.as_deref(), &args)))
@@ -112,29 +119,40 @@ pub fn main() -> ExitCode {
             report(with_runtime(worker::main(cli.config.as_deref(), &args)))
         }
         Command::History(args) => report(with_runtime(history::main(cli.config.as_deref(), &args))),
+        Command::GenerateAssets(args) => report(assets::main(&args)),
         Command::Maint(args) => report(with_runtime(maint::main(cli.config.as_deref(), &args))),
         Command::Config(args) => report(with_runtime(config_check::main(
             cli.config.as_deref(),
             &args,
         ))),
         Command::Fleet(args) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            let result = match runtime {
-                Ok(rt) => rt.block_on(fleet::main(cli.config.as_deref(), &args)),
-                Err(e) => Err(CmdError::Other(format!(
-                    "cannot start the async runtime: {e}"
-                ))),
-            };
-            match result {
-                Ok(code) => ExitCode::from(code),
-                Err(e) => {
-                    eprintln!("chainwatch: error: {e}");
-                    // Nagios: UNKNOWN when the fleet could not be read.
-                    ExitCode::from(if args.check { 3 } else { 1 })
-                }
-            }
+            let unknown = if args.check { 3 } else { 1 };
+            exit_code(
+                with_runtime_code(fleet::main(cli.config.as_deref(), &args)),
+                // Nagios: UNKNOWN when the fleet could not be read.
+                unknown,
+            )
+        }
+    }
+}
+
+fn with_runtime_code<F: std::future::Future<Output = Result<u8, CmdError>>>(
+    f: F,
+) -> Result<u8, CmdError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CmdError::Other(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(f)
+}
+
+/// A command's own exit code, or `on_error` with the reason on stderr.
+fn exit_code(result: Result<u8, CmdError>, on_error: u8) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("chainwatch: error: {e}");
+            ExitCode::from(on_error)
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::admission;
 use crate::clock::unix_ms;
 use crate::config::{DEFAULT_PATH, ServiceCheck, Settings};
 use crate::core::Monitor;
+use crate::shell::alert::Notifier;
 use crate::shell::announce::{Backoff, OutboxAnnouncer, Sink, deliver_forever};
 use crate::shell::aws::cloudwatch::{self, CloudWatchSink};
 use crate::shell::aws::ec2::{self, Ec2Registry, Rejoin};
@@ -25,6 +26,7 @@ use crate::shell::broker::RabbitSink;
 use crate::shell::driver::Driver;
 use crate::shell::fabric::Fabric;
 use crate::shell::identity::{self, BootIdentity};
+use crate::shell::metrics::{self, Metrics};
 use crate::shell::openvpn::{self, Vpn, VpnSettings};
 use crate::shell::outbox::Outbox;
 use crate::shell::prober::{IcmpProber, SocketKind};
@@ -53,6 +55,10 @@ struct Common {
     resolver: HostsResolver,
     prober: IcmpProber,
     listener: tokio::net::UnixListener,
+    /// `[metrics] listen`, bound.
+    metrics: Option<std::net::TcpListener>,
+    /// OpenVPN's management socket when this daemon runs the identity.
+    mgmt: Option<std::path::PathBuf>,
 }
 
 /// Start the daemon and run until SIGTERM or SIGINT.
@@ -134,6 +140,15 @@ async fn active(
         Rejoin::Keep(slot) => slot,
         Rejoin::Tail { slot, reason } => {
             tracing::warn!(old = %boot.slot, new = %slot, "{reason}: rejoining at the tail of the chain as {slot}");
+            if let Some(n) = notifier(s, Some(registry.instance_id())) {
+                n.raise(
+                    "rejoin",
+                    boot.slot.common_name(),
+                    slot.common_name(),
+                    None,
+                    format!("{reason}: rejoined at the tail of the chain as {slot}"),
+                );
+            }
             slot
         }
         Rejoin::Full { reason } => {
@@ -163,7 +178,7 @@ async fn active(
     }
     retry("tagging this instance", || registry.tag_self(slot, epoch)).await?;
 
-    let common = start_common(s, boot)?;
+    let mut common = start_common(s, boot)?;
     if slot.is_hub() {
         // The server's clients are admitted by this list: have one before
         // the server starts (the fabric loop keeps it fresh).
@@ -196,6 +211,7 @@ async fn active(
         }
     }
     let vpn_mgmt = vpn_settings.mgmt();
+    common.mgmt = Some(vpn_mgmt.clone());
     let vpn = Vpn::spawn(vpn_settings);
     // The loop does not wait for the identity: with the hub dead, a client
     // cannot come up, and this node must still watch and take over. A
@@ -430,12 +446,35 @@ fn start_common(s: &Settings, boot: BootIdentity) -> Result<Common, CmdError> {
         }
     );
     let listener = status::bind(&s.config.node.status_socket).map_err(other)?;
+    let metrics = match s.config.metrics.listen {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| {
+                    CmdError::Other(format!("cannot listen on metrics.listen = {addr}: {e}"))
+                })?;
+            Some(l)
+        }
+        None => None,
+    };
     Ok(Common {
         boot,
         resolver,
         prober,
         listener,
+        metrics,
+        mgmt: None,
     })
+}
+
+/// The alert notifier of `[alerts]`, if a command is configured.
+fn notifier(s: &Settings, instance_id: Option<&str>) -> Option<Notifier> {
+    Notifier::new(
+        &s.config.alerts.notify_command,
+        Duration::from_millis(s.config.alerts.notify_timeout_ms),
+        &s.config.aws.fleet,
+        instance_id.unwrap_or("unknown"),
+    )
 }
 
 /// On SIGHUP, read the config file again. The probe and retry settings
@@ -563,6 +602,26 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
         common.prober.socket_kind().as_str(),
     );
     let (status_tx, status_rx) = watch::channel(report);
+    let metrics_server = match common.metrics.map(tokio::net::TcpListener::from_std) {
+        Some(Ok(listener)) => {
+            let metrics = Arc::new(Metrics::new());
+            tokio::spawn(metrics::follow(metrics.clone(), status_rx.clone()));
+            let health = metrics::Health {
+                reports: status_rx.clone(),
+                mgmt: common.mgmt.clone(),
+                stall: Duration::from_millis(s.config.probe.interval_ms.max(1000) * 5),
+            };
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "metrics at http://{addr}/metrics, /healthz, /readyz");
+            }
+            Some(tokio::spawn(metrics::serve(listener, metrics, health)))
+        }
+        Some(Err(e)) => {
+            tracing::error!("metrics endpoint not started: {e}");
+            None
+        }
+        None => None,
+    };
     let server = tokio::spawn(status::serve(common.listener, status_rx));
     tracing::info!(
         socket = %s.config.node.status_socket.display(),
@@ -570,6 +629,7 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
         "chainwatch {} running",
         env!("CARGO_PKG_VERSION")
     );
+    let common_instance = common.boot.instance_id.clone();
     let (reload_tx, reload) = tokio::sync::mpsc::unbounded_channel();
     let reloader = tokio::spawn(reload_on_sighup(s.clone(), reload_tx));
     let driver = Driver {
@@ -585,9 +645,13 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
         fleet: s.config.aws.fleet.clone(),
         status: status_tx,
         reload,
+        notifier: notifier(s, common_instance.as_deref()),
     };
     driver.run(shutdown).await;
     reloader.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     server.abort();
     let _ = std::fs::remove_file(&s.config.node.status_socket);
 }

@@ -14,17 +14,40 @@ pub struct Args {
     /// Status socket [default: node.status_socket from the config].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Print one line and exit 0 (OK), 1 (WARNING), 2 (CRITICAL: the
+    /// daemon does not answer, or a power fence was never confirmed), as a
+    /// Nagios plugin.
+    #[arg(long, conflicts_with = "json")]
+    pub check: bool,
 }
 
-/// Fetch and print the report.
-pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
+/// Fetch and print the report; the exit code (`--check`: Nagios).
+pub async fn main(config: Option<&Path>, args: &Args) -> Result<u8, CmdError> {
     let path = match &args.socket {
         Some(p) => p.clone(),
         None => settings(config)?.config.node.status_socket,
     };
-    let report = fetch(&path)
-        .await
-        .map_err(|e| CmdError::Other(e.to_string()))?;
+    let report = match fetch(&path).await {
+        Ok(r) => r,
+        Err(e) if args.check => {
+            println!("CRITICAL: chainwatch does not answer: {e}");
+            return Ok(2);
+        }
+        Err(e) => return Err(CmdError::Other(e.to_string())),
+    };
+    if args.check {
+        let (worst, reasons) = report.check();
+        let what = format!(
+            "{}{} ({}), phase {}",
+            report.role, report.id, report.mode, report.phase
+        );
+        if reasons.is_empty() {
+            println!("OK: {what}");
+        } else {
+            println!("{worst:?}: {what}: {}", reasons.join("; "));
+        }
+        return Ok(worst as u8);
+    }
     if args.json {
         let text =
             serde_json::to_string_pretty(&report).map_err(|e| CmdError::Other(e.to_string()))?;
@@ -32,5 +55,5 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
     } else {
         print!("{}", report.table());
     }
-    Ok(())
+    Ok(0)
 }

@@ -43,6 +43,8 @@ pub struct Driver<R, S, A> {
     pub status: watch::Sender<StatusReport>,
     /// New core tunables from a config reload (SIGHUP).
     pub reload: mpsc::UnboundedReceiver<crate::core::CoreConfig>,
+    /// Runs `alerts.notify_command` (none configured: `None`).
+    pub notifier: Option<super::alert::Notifier>,
 }
 
 /// Rate-limits repeated warnings: each kind of trouble is logged when its
@@ -96,6 +98,7 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
             last_transition: None,
             pending_events: 0,
             power_fences: Vec::new(),
+            counters: Default::default(),
             icmp_socket: icmp.to_string(),
             identity_source: boot.source.as_str().to_string(),
             instance_id: boot.instance_id.clone(),
@@ -177,6 +180,20 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         tracing::info!("shutting down");
     }
 
+    /// Log the core's events and raise the alerts they call for.
+    fn events(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            log_event(&event, self.observe, self.core.rounds());
+            self.status.send_modify(|r| r.counters.count(&event));
+            if let Some(n) = &self.notifier
+                && !self.observe
+                && let Some((kind, slot, attempt, detail)) = super::alert::from_event(&event)
+            {
+                n.raise(kind, self.core.me().common_name(), slot, attempt, detail);
+            }
+        }
+    }
+
     async fn drain(
         &mut self,
         tx: &mpsc::UnboundedSender<Input>,
@@ -184,15 +201,11 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         clock: &Clock,
         warnings: &Arc<LastWarning>,
     ) {
-        while let Some(event) = self.core.poll_event() {
-            log_event(&event, self.observe, self.core.rounds());
-        }
+        self.events();
         while let Some(action) = self.core.poll_action() {
             self.perform(action, tx, tasks, clock, warnings).await;
         }
-        while let Some(event) = self.core.poll_event() {
-            log_event(&event, self.observe, self.core.rounds());
-        }
+        self.events();
         let core = &self.core;
         let layout = &self.layout;
         let pending = self.announcer.pending();

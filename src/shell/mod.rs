@@ -12,12 +12,14 @@
 //! This version ships the observe-only implementations: the daemon probes,
 //! decides and logs what it would do, and never acts.
 
+pub mod alert;
 pub mod announce;
 pub mod aws;
 pub mod broker;
 pub mod driver;
 pub mod fabric;
 pub mod identity;
+pub mod metrics;
 pub mod openvpn;
 pub mod outbox;
 pub mod prober;
@@ -52,6 +54,33 @@ pub trait Registry: Send + Sync + 'static {
     /// reported their instances stopped yet.
     fn power_fences(&self) -> Vec<PowerFence> {
         Vec::new()
+    }
+}
+
+/// Fences and takeovers since the daemon started (for metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Fences confirmed.
+    pub fences: u64,
+    /// Fence attempts that failed.
+    pub fence_failures: u64,
+    /// Takeovers completed.
+    pub takeovers: u64,
+    /// Takeover attempts that failed.
+    pub takeover_failures: u64,
+}
+
+impl Counters {
+    /// Count one core event.
+    pub fn count(&mut self, event: &crate::core::Event) {
+        use crate::core::Event;
+        match event {
+            Event::FenceConfirmed { .. } => self.fences += 1,
+            Event::FenceFailed { .. } => self.fence_failures += 1,
+            Event::TookOver { .. } => self.takeovers += 1,
+            Event::TakeOverFailed { .. } => self.takeover_failures += 1,
+            _ => {}
+        }
     }
 }
 
@@ -242,6 +271,9 @@ pub struct StatusReport {
     /// The power fences this daemon sent, latest per slot.
     #[serde(default)]
     pub power_fences: Vec<PowerFence>,
+    /// Fences and takeovers since the daemon started.
+    #[serde(default)]
+    pub counters: Counters,
     /// ICMP socket kind: `dgram` or `raw`.
     pub icmp_socket: String,
     /// Where the boot identity came from.
@@ -255,6 +287,58 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
+    /// The Nagios verdict of `status --check`, with its reasons: CRITICAL
+    /// for a power fence EC2 never confirmed; WARNING for missed rounds, a
+    /// failover in progress, an inconclusive round, a degraded overlay,
+    /// undelivered events or an error; OK otherwise.
+    pub fn check(&self) -> (crate::fleet::Severity, Vec<String>) {
+        use crate::fleet::Severity;
+        let mut found = Vec::new();
+        for p in &self.power_fences {
+            if p.state == PowerFenceState::NotConfirmed {
+                found.push((Severity::Critical, format!("power fence {}", p.summary())));
+            }
+        }
+        if matches!(self.phase.as_str(), "fencing" | "taking-over") {
+            found.push((
+                Severity::Warning,
+                format!("failover in progress ({})", self.phase),
+            ));
+        }
+        if self.misses > 0 {
+            found.push((
+                Severity::Warning,
+                format!(
+                    "{} of {} rounds missed",
+                    self.misses, self.misses_to_declare
+                ),
+            ));
+        }
+        if self.cut_off {
+            found.push((
+                Severity::Warning,
+                "last round inconclusive (witness silent)".into(),
+            ));
+        }
+        if self.degraded {
+            found.push((Severity::Warning, "overlay down: frontend1 silent".into()));
+        }
+        if self.pending_events > 0 {
+            found.push((
+                Severity::Warning,
+                format!("{} events not yet delivered", self.pending_events),
+            ));
+        }
+        if let Some(e) = &self.last_error {
+            found.push((
+                Severity::Warning,
+                format!("last error: {}", crate::layout::escaped(e)),
+            ));
+        }
+        let worst = found.iter().map(|f| f.0).max().unwrap_or(Severity::Ok);
+        (worst, found.into_iter().map(|f| f.1).collect())
+    }
+
     /// Render the human table.
     pub fn table(&self) -> String {
         let rtt = self

@@ -742,6 +742,7 @@ async fn supervise(s: VpnSettings, mut rx: mpsc::Receiver<Cmd>) {
                 tracing::error!(identity = %slot, checks = silent, "OPENVPN HUNG: its management interface did not answer {silent} checks in a row; killing it (SIGKILL) and restarting it");
                 silent = 0;
                 kill_openvpn(&mut run).await;
+                super::metrics::OPENVPN_RESTARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match spawn_openvpn(&s, slot).await {
                     Ok(child) => run = Some(Running { slot, handle: Handle::Child(child) }),
                     Err(e) => tracing::error!(identity = %slot, "cannot restart openvpn: {e}"),
@@ -753,6 +754,7 @@ async fn supervise(s: VpnSettings, mut rx: mpsc::Receiver<Cmd>) {
                 run = None;
                 if let Some(slot) = slot {
                     tracing::warn!(identity = %slot, status = %status, "openvpn exited; restarting in 1 s");
+                    super::metrics::OPENVPN_RESTARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     match spawn_openvpn(&s, slot).await {
                         Ok(child) => run = Some(Running { slot, handle: Handle::Child(child) }),

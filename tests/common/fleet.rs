@@ -72,6 +72,9 @@ pub struct Options {
     /// Backends judge their MariaDB (`[service] check = "mysql"` on
     /// 127.0.0.1:3306 in their namespace).
     pub mysql_check: bool,
+    /// Alerts appended to `<node dir>/alerts.jsonl` by
+    /// `alerts.notify_command`.
+    pub alerts: bool,
 }
 
 /// One emulated instance.
@@ -808,6 +811,14 @@ fn write_config(
         ),
         None => "[announce]\ncloudwatch_log_group = \"/rig/transitions\"\n".to_string(),
     };
+    let alerts = if opts.alerts {
+        format!(
+            "[alerts]\nnotify_command = [\"/bin/sh\", \"-c\", \"cat >> {}/alerts.jsonl\"]\n",
+            node.dir.display()
+        )
+    } else {
+        String::new()
+    };
     let service = if opts.mysql_check && node.boot.role == Role::Backend {
         "[service]\ncheck = \"mysql\"\naddress = \"127.0.0.1:3306\"\n"
     } else {
@@ -834,7 +845,7 @@ template_dir = "{repo}/openvpn"
 remote = "10.77.{net}.1"
 hook_binary = "{bin}"
 up_timeout_ms = 20000
-{service}{announce}"#,
+{service}{alerts}{announce}"#,
             d = node.dir.display(),
             instance = node.instance,
             pki = pki.display(),

@@ -1,0 +1,172 @@
+//! Alerts: what an operator must hear about besides a successful takeover
+//! (a fence that failed or is held off, a takeover that keeps failing, a
+//! degraded overlay, a rejoin), handed to `alerts.notify_command` like
+//! keepalived's `notify` scripts: the alert as one JSON object on its
+//! standard input, bounded in time, never blocking the daemon.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+
+use crate::clock::unix_ms;
+use crate::core::Event;
+
+/// One alert, as the command reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alert {
+    /// `fence_failed`, `fence_blocked`, `takeover_stuck`, `degraded` or
+    /// `rejoin`.
+    pub kind: &'static str,
+    /// The fleet.
+    pub fleet: String,
+    /// This node's slot when it raised the alert (common name).
+    pub node: String,
+    /// This instance.
+    pub instance_id: String,
+    /// The slot concerned (the peer, the slot being taken, the slot
+    /// rejoined).
+    pub slot: String,
+    /// Attempt number, for failures.
+    pub attempt: Option<u32>,
+    /// What happened, in words.
+    pub detail: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// The takeover attempt from which failures are `takeover_stuck`.
+pub const STUCK_AFTER: u32 = 3;
+
+/// The alert a core event raises, if any (`node`, `fleet`, `instance_id`
+/// filled in by the caller's [`Notifier`]).
+pub fn from_event(event: &Event) -> Option<(&'static str, String, Option<u32>, String)> {
+    match event {
+        Event::FenceFailed {
+            peer,
+            attempt,
+            error,
+            retry_in,
+        } => {
+            let kind = if error.contains("in maintenance until") {
+                "fence_blocked"
+            } else {
+                "fence_failed"
+            };
+            Some((
+                kind,
+                peer.common_name(),
+                Some(*attempt),
+                format!("{error}; retried in {retry_in:?}"),
+            ))
+        }
+        Event::TakeOverFailed {
+            to,
+            attempt,
+            error,
+            retry_in,
+        } if *attempt >= STUCK_AFTER => Some((
+            "takeover_stuck",
+            to.common_name(),
+            Some(*attempt),
+            format!("{error}; retried in {retry_in:?}"),
+        )),
+        Event::Degraded { peer } => Some((
+            "degraded",
+            peer.common_name(),
+            None,
+            format!(
+                "frontend1 is silent on the overlay: {peer} is probed on its underlay with EC2 as the witness"
+            ),
+        )),
+        _ => None,
+    }
+}
+
+/// Runs `alerts.notify_command` for each alert.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    argv: Arc<Vec<String>>,
+    timeout: Duration,
+    fleet: String,
+    instance_id: String,
+}
+
+impl Notifier {
+    /// A notifier; `None` when no command is configured.
+    pub fn new(
+        argv: &[String],
+        timeout: Duration,
+        fleet: &str,
+        instance_id: &str,
+    ) -> Option<Notifier> {
+        (!argv.is_empty()).then(|| Notifier {
+            argv: Arc::new(argv.to_vec()),
+            timeout,
+            fleet: fleet.to_string(),
+            instance_id: instance_id.to_string(),
+        })
+    }
+
+    /// Raise an alert: logged, and the command run in the background.
+    pub fn raise(
+        &self,
+        kind: &'static str,
+        node: String,
+        slot: String,
+        attempt: Option<u32>,
+        detail: String,
+    ) {
+        let alert = Alert {
+            kind,
+            fleet: self.fleet.clone(),
+            node,
+            instance_id: self.instance_id.clone(),
+            slot,
+            attempt,
+            detail,
+            at_ms: unix_ms(std::time::SystemTime::now()),
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.run(&alert).await {
+                tracing::error!(kind = alert.kind, "alerts.notify_command failed: {e}");
+            }
+        });
+    }
+
+    async fn run(&self, alert: &Alert) -> Result<(), String> {
+        let (program, args) = self
+            .argv
+            .split_first()
+            .ok_or("alerts.notify_command is empty")?;
+        let mut body = serde_json::to_vec(alert).map_err(|e| e.to_string())?;
+        body.push(b'\n');
+        let work = async {
+            let mut child = tokio::process::Command::new(program)
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("cannot run {program}: {e}"))?;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin
+                    .write_all(&body)
+                    .await
+                    .map_err(|e| format!("writing the alert to {program}: {e}"))?;
+            }
+            let status = child.wait().await.map_err(|e| e.to_string())?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("{program} exited with {status}"))
+            }
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| format!("{program} did not finish within {:?}: killed", self.timeout))?
+    }
+}

@@ -1,0 +1,351 @@
+//! The Prometheus endpoint and the health checks (`[metrics] listen`):
+//! `GET /metrics` (text format, prometheus-client), `/healthz` (the event
+//! loop turns) and `/readyz` (the VPN identity is up). Everything comes
+//! from the status report the driver publishes, so the endpoint sees what
+//! `chainwatch status` sees.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use super::StatusReport;
+
+/// OpenVPN restarts by the supervisor (exits and hangs), process-wide.
+pub static OPENVPN_RESTARTS: AtomicU64 = AtomicU64::new(0);
+
+/// The phases a report can show, one gauge series each.
+const PHASES: [&str; 4] = ["idle", "watching", "fencing", "taking-over"];
+
+type Labels = Vec<(String, String)>;
+
+struct Series {
+    phase: Family<Labels, Gauge>,
+    misses: Gauge,
+    misses_to_declare: Gauge,
+    rtt: Histogram,
+    degraded: Gauge,
+    cut_off: Gauge,
+    outbox: Gauge,
+    power_unconfirmed: Gauge,
+    rounds: Counter,
+    fences: Counter,
+    fence_failures: Counter,
+    takeovers: Counter,
+    takeover_failures: Counter,
+    openvpn_restarts: Counter,
+    /// The totals already counted, to add only the difference.
+    seen: [u64; 6],
+    updated: Instant,
+}
+
+/// The metric registry, fed from the status reports.
+pub struct Metrics {
+    registry: Registry,
+    series: Mutex<Series>,
+}
+
+fn add(counter: &Counter, seen: &mut u64, now: u64) {
+    if now > *seen {
+        counter.inc_by(now - *seen);
+    }
+    *seen = now;
+}
+
+impl Metrics {
+    /// Every series registered, at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("chainwatch");
+        let s = Series {
+            phase: Family::default(),
+            misses: Gauge::default(),
+            misses_to_declare: Gauge::default(),
+            rtt: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            degraded: Gauge::default(),
+            cut_off: Gauge::default(),
+            outbox: Gauge::default(),
+            power_unconfirmed: Gauge::default(),
+            rounds: Counter::default(),
+            fences: Counter::default(),
+            fence_failures: Counter::default(),
+            takeovers: Counter::default(),
+            takeover_failures: Counter::default(),
+            openvpn_restarts: Counter::default(),
+            seen: [0; 6],
+            updated: Instant::now(),
+        };
+        registry.register("phase", "1 for the phase the node is in", s.phase.clone());
+        registry.register("misses", "consecutive missed rounds", s.misses.clone());
+        registry.register(
+            "misses_to_declare",
+            "missed rounds that declare the peer dead",
+            s.misses_to_declare.clone(),
+        );
+        registry.register(
+            "peer_rtt_seconds",
+            "round-trip time of the peer's answers",
+            s.rtt.clone(),
+        );
+        registry.register(
+            "degraded",
+            "1 while frontend1 is silent on the overlay (underlay probing, EC2 witness)",
+            s.degraded.clone(),
+        );
+        registry.register(
+            "cut_off",
+            "1 when the last round was inconclusive (witness silent too)",
+            s.cut_off.clone(),
+        );
+        registry.register(
+            "outbox_events",
+            "transition events not yet confirmed by every sink",
+            s.outbox.clone(),
+        );
+        registry.register(
+            "power_fences_unconfirmed",
+            "power fences EC2 never reported stopped",
+            s.power_unconfirmed.clone(),
+        );
+        registry.register("rounds", "probe rounds evaluated", s.rounds.clone());
+        registry.register("fences", "fences confirmed", s.fences.clone());
+        registry.register(
+            "fence_failures",
+            "fence attempts that failed",
+            s.fence_failures.clone(),
+        );
+        registry.register("takeovers", "takeovers completed", s.takeovers.clone());
+        registry.register(
+            "takeover_failures",
+            "takeover attempts that failed",
+            s.takeover_failures.clone(),
+        );
+        registry.register(
+            "openvpn_restarts",
+            "OpenVPN processes restarted (exited or hung)",
+            s.openvpn_restarts.clone(),
+        );
+        Metrics {
+            registry,
+            series: Mutex::new(s),
+        }
+    }
+
+    /// Take in one status report.
+    pub fn update(&self, r: &StatusReport, previous_rounds: u64) {
+        let mut s = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        for phase in PHASES {
+            s.phase
+                .get_or_create(&vec![("phase".to_string(), phase.to_string())])
+                .set(i64::from(r.phase == phase));
+        }
+        s.misses.set(i64::from(r.misses));
+        s.misses_to_declare.set(i64::from(r.misses_to_declare));
+        s.degraded.set(i64::from(r.degraded));
+        s.cut_off.set(i64::from(r.cut_off));
+        s.outbox
+            .set(i64::try_from(r.pending_events).unwrap_or(i64::MAX));
+        s.power_unconfirmed.set(
+            r.power_fences
+                .iter()
+                .filter(|p| p.state == super::PowerFenceState::NotConfirmed)
+                .count() as i64,
+        );
+        if r.rounds > previous_rounds
+            && let Some(rtt) = r.last_rtt_ms
+        {
+            s.rtt.observe(rtt / 1000.0);
+        }
+        let totals = [
+            r.rounds,
+            r.counters.fences,
+            r.counters.fence_failures,
+            r.counters.takeovers,
+            r.counters.takeover_failures,
+            OPENVPN_RESTARTS.load(Ordering::Relaxed),
+        ];
+        let Series {
+            rounds,
+            fences,
+            fence_failures,
+            takeovers,
+            takeover_failures,
+            openvpn_restarts,
+            seen,
+            ..
+        } = &mut *s;
+        for (k, c) in [
+            rounds,
+            fences,
+            fence_failures,
+            takeovers,
+            takeover_failures,
+            openvpn_restarts,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            add(c, &mut seen[k], totals[k]);
+        }
+    }
+
+    /// A report came from the event loop.
+    fn touch(&self) {
+        self.series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .updated = Instant::now();
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    fn since_update(&self) -> Duration {
+        self.series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .updated
+            .elapsed()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Feed every report into `metrics` until the channel closes.
+pub async fn follow(metrics: Arc<Metrics>, mut reports: watch::Receiver<StatusReport>) {
+    let mut rounds = 0;
+    loop {
+        {
+            let r = reports.borrow_and_update();
+            metrics.update(&r, rounds);
+            metrics.touch();
+            rounds = r.rounds;
+        }
+        if reports.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What the endpoint needs besides the metrics.
+#[derive(Clone)]
+pub struct Health {
+    /// The latest report.
+    pub reports: watch::Receiver<StatusReport>,
+    /// OpenVPN's management socket when this daemon runs the identity.
+    pub mgmt: Option<PathBuf>,
+    /// How long without a report means a stalled loop.
+    pub stall: Duration,
+}
+
+async fn respond(
+    req: Request<Incoming>,
+    metrics: Arc<Metrics>,
+    health: Health,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (code, ctype, body) = match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/metrics") => {
+            metrics.update(&health.reports.borrow(), u64::MAX);
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics.encode(),
+            )
+        }
+        ("GET", "/healthz") => {
+            let since = metrics.since_update();
+            if since < health.stall {
+                (StatusCode::OK, "text/plain", "ok\n".to_string())
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("event loop stalled: no report for {since:?}\n"),
+                )
+            }
+        }
+        ("GET", "/readyz") => {
+            let want = health.reports.borrow().overlay_addr;
+            match &health.mgmt {
+                None => (
+                    StatusCode::OK,
+                    "text/plain",
+                    "ok (observe mode)\n".to_string(),
+                ),
+                Some(mgmt) => match super::openvpn::query_state(mgmt).await {
+                    Some(st) if st.name == "CONNECTED" && st.local == Some(want) => (
+                        StatusCode::OK,
+                        "text/plain",
+                        format!("ok: identity up at {want}\n"),
+                    ),
+                    st => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        format!(
+                            "identity not up: OpenVPN {}\n",
+                            st.map(|s| s.name).unwrap_or_else(|| "not answering".into())
+                        ),
+                    ),
+                },
+            }
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = code;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    Ok(resp)
+}
+
+/// Bind `addr` (an error says which address and why).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on metrics.listen = {addr}: {e}"))
+}
+
+/// Serve until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, health: Health) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (metrics, health) = (metrics.clone(), health.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| respond(req, metrics.clone(), health.clone()));
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        });
+    }
+}

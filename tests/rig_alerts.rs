@@ -1,0 +1,65 @@
+//! Rig scenario: alerts. EC2 refuses every StopInstances (503) when
+//! frontend2 dies: frontend3's fence fails, and its `alerts.notify_command`
+//! receives a `fence_failed` alert as JSON on its standard input. Once EC2
+//! answers again the takeover goes through.
+
+mod common;
+
+use std::time::Duration;
+
+use chainwatch::layout::{Role, Slot};
+use common::fleet::{Fleet, Options};
+use common::{rig_ready, wait_for};
+
+fn fe(id: u32) -> Slot {
+    Slot::new(Role::Frontend, id)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_fence_reaches_the_notify_command() {
+    if !rig_ready(false) {
+        return;
+    }
+    let mut f = Fleet::with(
+        &[fe(1), fe(2), fe(3)],
+        Options {
+            hypervisor: true,
+            alerts: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    f.start_all().await;
+    f.proxy.mode("fail");
+    f.kill(1);
+    let file = f.node_dir(2).join("alerts.jsonl");
+    let alert: serde_json::Value = wait_for(
+        "a fence_failed alert from frontend3",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&file)
+                .ok()?
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|a| a["kind"] == "fence_failed")
+        },
+    );
+    assert_eq!(alert["slot"], "frontend2", "{alert}");
+    assert_eq!(alert["node"], "frontend3", "{alert}");
+    assert_eq!(
+        alert["instance_id"],
+        f.nodes[2].instance.as_str(),
+        "{alert}"
+    );
+    assert_eq!(alert["attempt"], 1, "{alert}");
+    assert!(
+        alert["detail"].as_str().unwrap().contains("StopInstances"),
+        "{alert}"
+    );
+    // No takeover without a fence; then EC2 answers and it goes through.
+    assert_eq!(f.tun_addr(2), Some(f.layout.overlay_addr(fe(3))));
+    f.proxy.mode("pass");
+    wait_for("frontend3 to take over", Duration::from_secs(60), || {
+        f.status(2).filter(|s| s["id"] == 2)
+    });
+}
