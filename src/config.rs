@@ -189,6 +189,9 @@ pub struct AnnounceConfig {
     pub cloudwatch_log_group: String,
     /// The CloudWatch metric namespace of the embedded metrics.
     pub metric_namespace: String,
+    /// Seconds between two `Heartbeat` metrics in the CloudWatch log group
+    /// (alarm on missing data: a silent daemon); 0: none.
+    pub heartbeat_secs: u64,
     /// Milliseconds one delivery attempt may take.
     pub timeout_ms: u64,
     /// First retry delay after a failed delivery, in milliseconds.
@@ -207,6 +210,7 @@ impl Default for AnnounceConfig {
             dead_letter_queue: "chainwatch.dead".into(),
             cloudwatch_log_group: "/chainwatch/transitions".into(),
             metric_namespace: "chainwatch".into(),
+            heartbeat_secs: 60,
             timeout_ms: 10_000,
             retry_initial_ms: 500,
             retry_max_ms: 30_000,
@@ -728,6 +732,15 @@ impl Config {
                     format!("must be an absolute path, got {path:?}"),
                 ));
             }
+        }
+        if self.announce.heartbeat_secs > 86_400 {
+            return Err(invalid(
+                "announce.heartbeat_secs",
+                format!(
+                    "must be 0 (off) up to 86400, got {}",
+                    self.announce.heartbeat_secs
+                ),
+            ));
         }
         let al = &self.alerts;
         if let Some(program) = al.notify_command.first()

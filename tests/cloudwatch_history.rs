@@ -7,8 +7,7 @@ mod common;
 use chainwatch::event::TransitionEvent;
 use chainwatch::layout::Role;
 use chainwatch::shell::aws::cloudwatch::{CloudWatchSink, EVENT_KEY};
-use common::{Moto, bin, event, prerequisite};
-use std::process::Command;
+use common::{Moto, event, prerequisite};
 
 async fn logs_client(endpoint: &str) -> aws_sdk_cloudwatchlogs::Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -29,18 +28,9 @@ fn history(endpoint: &str, dir: &std::path::Path, args: &[&str]) -> std::process
         "[announce]\ncloudwatch_log_group = \"/test/transitions\"\n",
     )
     .unwrap();
-    Command::new(bin())
-        .arg("--config")
-        .arg(&config)
-        .arg("history")
-        .args(args)
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap()
+    let mut all = vec!["history"];
+    all.extend_from_slice(args);
+    common::chainwatch_aws(endpoint, &config, &all)
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -108,6 +98,33 @@ async fn transitions_are_written_as_emf_and_read_back_by_history() {
     assert_eq!(
         TransitionEvent::parse(rec[EVENT_KEY].to_string().as_bytes()).unwrap(),
         e1
+    );
+
+    // A heartbeat: a metric per role and instance, and no event.
+    f3.heartbeat("frontend").await.unwrap();
+    let out = client
+        .get_log_events()
+        .log_group_name(&group)
+        .log_stream_name("i-f3")
+        .send()
+        .await
+        .unwrap();
+    let beat: serde_json::Value = out
+        .events()
+        .iter()
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e.message()?).ok())
+        .find(|r| r.get("Heartbeat").is_some())
+        .expect("a heartbeat record in i-f3's stream");
+    assert_eq!(beat["Heartbeat"], 1);
+    assert_eq!(beat["Instance"], "i-f3");
+    assert_eq!(beat["Role"], "frontend");
+    assert_eq!(
+        beat["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        serde_json::json!([["Role", "Instance"]])
+    );
+    assert_eq!(
+        beat["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+        "Heartbeat"
     );
 
     let dir = tempfile::tempdir().unwrap();

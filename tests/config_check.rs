@@ -5,32 +5,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use chainwatch::layout::{Role, Slot};
-use common::{Ec2Proxy, Moto, bin, ec2_client, launch, prerequisite};
+use common::{Ec2Proxy, Moto, ec2_client, launch, output_text, prerequisite};
 
 fn config_check(endpoint: &str, config: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("--config")
-        .arg(config)
-        .args(["config", "check"])
-        .args(args)
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    let mut all = vec!["config", "check"];
+    all.extend_from_slice(args);
+    common::chainwatch_aws(endpoint, config, &all)
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -63,14 +46,18 @@ async fn config_check_proves_the_fence_and_fails_clearly_when_iam_denies_it() {
     .unwrap();
 
     let o = config_check(&moto.endpoint, &config, &["--role", "backend"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     for line in [
         "ok    PKI for backend",
         &format!("ok    ec2:StopInstances on {target} (DryRun)"),
         &format!("ok    ec2:CreateTags on {target} (DryRun)"),
         "config check passed",
     ] {
-        assert!(text(&o).contains(line), "{line:?} missing:\n{}", text(&o));
+        assert!(
+            output_text(&o).contains(line),
+            "{line:?} missing:\n{}",
+            output_text(&o)
+        );
     }
     // A DryRun stop stops nothing.
     let state = ec2
@@ -93,8 +80,8 @@ async fn config_check_proves_the_fence_and_fails_clearly_when_iam_denies_it() {
     let proxy = Ec2Proxy::start(&moto.endpoint);
     proxy.mode("denystop");
     let o = config_check(&proxy.endpoint, &config, &["--role", "backend"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    let out = output_text(&o);
     assert!(
         out.contains(&format!(
             "FAIL  ec2:StopInstances on {target}: UnauthorizedOperation"
@@ -110,6 +97,10 @@ async fn config_check_proves_the_fence_and_fails_clearly_when_iam_denies_it() {
     // A missing key is named.
     std::fs::remove_file(pki.join("private/backend3.key")).unwrap();
     let o = config_check(&moto.endpoint, &config, &["--role", "backend", "--offline"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("backend3.key"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("backend3.key"),
+        "{}",
+        output_text(&o)
+    );
 }

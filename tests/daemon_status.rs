@@ -70,12 +70,15 @@ fn status_shows_the_node_and_sigterm_stops_it() {
     assert!(table.contains("role             frontend"), "{table}");
     assert!(table.contains("watching         nobody (ID 1)"), "{table}");
     // As a Nagios plugin.
-    let check = Command::new(bin())
-        .arg("--config")
-        .arg(&config)
-        .args(["status", "--check"])
-        .output()
-        .unwrap();
+    let nagios = || {
+        Command::new(bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["status", "--check"])
+            .output()
+            .unwrap()
+    };
+    let check = nagios();
     assert_eq!(check.status.code(), Some(0), "{check:?}");
     assert!(
         String::from_utf8_lossy(&check.stdout).starts_with("OK: frontend1 (observe), phase idle"),
@@ -157,12 +160,7 @@ fn status_shows_the_node_and_sigterm_stops_it() {
     let out = status(true);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is `chainwatch run` running"));
-    let check = Command::new(bin())
-        .arg("--config")
-        .arg(&config)
-        .args(["status", "--check"])
-        .output()
-        .unwrap();
+    let check = nagios();
     assert_eq!(check.status.code(), Some(2), "{check:?}");
     assert!(
         String::from_utf8_lossy(&check.stdout).starts_with("CRITICAL: chainwatch does not answer"),

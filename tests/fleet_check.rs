@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use aws_sdk_ec2::types::Tag;
 use chainwatch::layout::{Role, Slot};
-use common::{Moto, bin, ec2_client, launch, prerequisite};
+use common::{Moto, ec2_client, launch, output_text, prerequisite};
 
 fn fe(id: u32) -> Slot {
     Slot::new(Role::Frontend, id)
@@ -25,26 +25,9 @@ fn fleet(endpoint: &str, dir: &std::path::Path, name: &str, args: &[&str]) -> Ou
         format!("[aws]\nfleet = \"{name}\"\napi_timeout_ms = 3000\n"),
     )
     .unwrap();
-    Command::new(bin())
-        .arg("--config")
-        .arg(&config)
-        .arg("fleet")
-        .args(args)
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    let mut all = vec!["fleet"];
+    all.extend_from_slice(args);
+    common::chainwatch_aws(endpoint, &config, &all)
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -65,8 +48,12 @@ async fn fleet_check_passes_a_healthy_fleet_and_flags_each_planted_fault() {
         launch(&ec2, name, s, &[]).await;
     }
     let o = fleet(&moto.endpoint, dir.path(), name, &["--check"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("the chain is consistent"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("the chain is consistent"),
+        "{}",
+        output_text(&o)
+    );
     let o = fleet(&moto.endpoint, dir.path(), name, &["--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
     assert_eq!(v["status"], "OK");
@@ -78,8 +65,12 @@ async fn fleet_check_passes_a_healthy_fleet_and_flags_each_planted_fault() {
         launch(&ec2, name, s, &[]).await;
     }
     let o = fleet(&moto.endpoint, dir.path(), name, &["--check"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("nobody holds backend2"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("nobody holds backend2"),
+        "{}",
+        output_text(&o)
+    );
 
     // A double holder.
     let name = "double";
@@ -87,8 +78,12 @@ async fn fleet_check_passes_a_healthy_fleet_and_flags_each_planted_fault() {
         launch(&ec2, name, s, &[]).await;
     }
     let o = fleet(&moto.endpoint, dir.path(), name, &["--check"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("frontend2 has 2 holders"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("frontend2 has 2 holders"),
+        "{}",
+        output_text(&o)
+    );
 
     // A fenced instance still running.
     let name = "fenced";
@@ -107,11 +102,11 @@ async fn fleet_check_passes_a_healthy_fleet_and_flags_each_planted_fault() {
         .await
         .unwrap();
     let o = fleet(&moto.endpoint, dir.path(), name, &["--check"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", output_text(&o));
     assert!(
-        text(&o).contains(&format!("{old} is tagged fenced but running")),
+        output_text(&o).contains(&format!("{old} is tagged fenced but running")),
         "{}",
-        text(&o)
+        output_text(&o)
     );
     // Stopped, it is the normal aftermath of a failover.
     ec2.stop_instances()
@@ -120,10 +115,14 @@ async fn fleet_check_passes_a_healthy_fleet_and_flags_each_planted_fault() {
         .await
         .unwrap();
     let o = fleet(&moto.endpoint, dir.path(), name, &["--check"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
 
     // EC2 unreachable: UNKNOWN.
     let o = fleet("http://127.0.0.1:9", dir.path(), "healthy", &["--check"]);
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
-    assert!(text(&o).contains("cannot read fleet"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("cannot read fleet"),
+        "{}",
+        output_text(&o)
+    );
 }

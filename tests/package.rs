@@ -66,9 +66,9 @@ fn the_package_installs_runs_and_removes_cleanly() {
         "./usr/share/bash-completion/completions/chainwatch",
         "./usr/share/zsh/vendor-completions/_chainwatch",
         "./usr/share/fish/vendor_completions.d/chainwatch.fish",
-        "./usr/share/man/man1/chainwatch.1",
-        "./usr/share/man/man1/chainwatch-fleet.1",
-        "./usr/share/man/man1/chainwatch-maint.1",
+        "./usr/share/man/man1/chainwatch.1.gz",
+        "./usr/share/man/man1/chainwatch-fleet.1.gz",
+        "./usr/share/man/man1/chainwatch-maint.1.gz",
     ] {
         assert!(
             contents.lines().any(|l| l.ends_with(f)),

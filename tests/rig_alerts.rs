@@ -20,16 +20,14 @@ async fn a_failed_fence_reaches_the_notify_command() {
     if !rig_ready(false) {
         return;
     }
-    let mut f = Fleet::with(
-        &[fe(1), fe(2), fe(3)],
+    let f = Fleet::frontends_with(
+        3,
         Options {
-            hypervisor: true,
             alerts: true,
             ..Options::default()
         },
     )
     .await;
-    f.start_all().await;
     f.proxy.mode("fail");
     f.kill(1);
     let file = f.node_dir(2).join("alerts.jsonl");

@@ -11,9 +11,6 @@ use chainwatch::layout::{Role, Slot};
 use common::fleet::{DB_ADMIN, DB_PASSWORD, Fleet, Options};
 use common::{rig_ready, wait_for};
 
-fn fe(id: u32) -> Slot {
-    Slot::new(Role::Frontend, id)
-}
 fn be(id: u32) -> Slot {
     Slot::new(Role::Backend, id)
 }
@@ -23,35 +20,7 @@ async fn backend1_dies_and_mysql_follows() {
     if !rig_ready(true) {
         return;
     }
-    let slots = [fe(1), fe(2), be(1), be(2), be(3)];
-    let mut f = Fleet::with(
-        &slots,
-        Options {
-            rabbit: true,
-            mariadb: true,
-            worker: true,
-            hypervisor: true,
-            ..Options::default()
-        },
-    )
-    .await;
-    for i in 0..slots.len() {
-        f.start(i);
-    }
-    for (i, s) in slots.iter().enumerate() {
-        f.wait_overlay(i, *s, 90);
-    }
-    f.start_mysql_chain();
-    f.sql(
-        2,
-        "CREATE DATABASE app; CREATE TABLE app.t (v INT PRIMARY KEY); INSERT INTO app.t VALUES (1)",
-    )
-    .unwrap();
-    for i in [3, 4] {
-        wait_for("replicated rows", Duration::from_secs(30), || {
-            (f.sql(i, "SELECT COUNT(*) FROM app.t").ok()? == "1").then_some(())
-        });
-    }
+    let f = Fleet::mysql_fleet(Options::default()).await;
 
     let killed = Instant::now();
     f.kill(2);

@@ -6,36 +6,22 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use chainwatch::layout::{Role, Slot};
 use common::fleet::Fleet;
-use common::{bin, rig_ready, wait_for};
+use common::{output_text, rig_ready, wait_for};
 
 fn fe(id: u32) -> Slot {
     Slot::new(Role::Frontend, id)
 }
 
 fn cw(f: &Fleet, args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("--config")
-        .arg(f.node_dir(2).join("chainwatch.toml"))
-        .args(args)
-        .env("AWS_ENDPOINT_URL", &f.proxy.endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    common::chainwatch_aws(
+        &f.proxy.endpoint,
+        &f.node_dir(2).join("chainwatch.toml"),
+        args,
     )
 }
 
@@ -47,15 +33,15 @@ async fn a_member_in_maintenance_is_not_fenced_and_after_maint_off_its_death_is_
     let f = Fleet::frontends(3).await;
     let f2 = f.nodes[1].instance.clone();
     let o = cw(&f, &["maint", "on", "--for", "30m", "--instance", &f2]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let o = cw(&f, &["maint", "list"]);
     assert!(
-        text(&o).contains(&f2) && text(&o).contains("active"),
+        output_text(&o).contains(&f2) && output_text(&o).contains("active"),
         "{}",
-        text(&o)
+        output_text(&o)
     );
     let o = cw(&f, &["fleet"]);
-    assert!(text(&o).contains(&f2), "{}", text(&o));
+    assert!(output_text(&o).contains(&f2), "{}", output_text(&o));
 
     // Patched and rebooted: unreachable for 30 s.
     f.link(1, false);
@@ -92,7 +78,7 @@ async fn a_member_in_maintenance_is_not_fenced_and_after_maint_off_its_death_is_
 
     // Maintenance over; now it dies for real.
     let o = cw(&f, &["maint", "off", "--instance", &f2]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     f.kill(1);
     wait_for(
         "frontend3 to take over frontend2",

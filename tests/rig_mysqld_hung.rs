@@ -10,52 +10,19 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chainwatch::layout::{Role, Slot};
 use common::fleet::{Fleet, Options};
 use common::{pid_in, rig_ready, wait_for};
-
-fn fe(id: u32) -> Slot {
-    Slot::new(Role::Frontend, id)
-}
-fn be(id: u32) -> Slot {
-    Slot::new(Role::Backend, id)
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_hung_mysqld_on_the_primary_fails_over_as_a_death() {
     if !rig_ready(true) {
         return;
     }
-    let slots = [fe(1), fe(2), be(1), be(2), be(3)];
-    let mut f = Fleet::with(
-        &slots,
-        Options {
-            rabbit: true,
-            mariadb: true,
-            worker: true,
-            hypervisor: true,
-            mysql_check: true,
-            ..Options::default()
-        },
-    )
+    let f = Fleet::mysql_fleet(Options {
+        mysql_check: true,
+        ..Options::default()
+    })
     .await;
-    for i in 0..slots.len() {
-        f.start(i);
-    }
-    for (i, s) in slots.iter().enumerate() {
-        f.wait_overlay(i, *s, 90);
-    }
-    f.start_mysql_chain();
-    f.sql(
-        2,
-        "CREATE DATABASE app; CREATE TABLE app.t (v INT PRIMARY KEY); INSERT INTO app.t VALUES (1)",
-    )
-    .unwrap();
-    for i in [3, 4] {
-        wait_for("replicated rows", Duration::from_secs(30), || {
-            (f.sql(i, "SELECT COUNT(*) FROM app.t").ok()? == "1").then_some(())
-        });
-    }
     let ok = f.client_sql(1, "backend1.internal", "INSERT INTO app.t VALUES (2)");
     assert!(
         ok.status.success(),

@@ -103,15 +103,10 @@ async fn hostile_events_are_dead_lettered_with_their_reason_and_run_nothing() {
     .unwrap();
     let log = d.join("log");
     let _worker = Proc(
-        Command::new(bin())
+        common::aws_env(&mut Command::new(bin()), &moto.endpoint)
             .arg("--config")
             .arg(d.join("chainwatch.toml"))
             .arg("worker")
-            .env("AWS_ENDPOINT_URL", &moto.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -253,7 +253,7 @@ async fn active(
         epoch,
         hub,
     );
-    let announcer = start_announcer(s, registry.instance_id()).await?;
+    let announcer = start_announcer(s, registry.instance_id(), slot.role).await?;
     if let Some(mut ev) = interrupted {
         let now = unix_ms(std::time::SystemTime::now());
         if ev.to_slot() == slot && ev.epoch == epoch {
@@ -329,7 +329,35 @@ async fn active(
 
 /// The outbox, the sinks, and the task that delivers (it re-sends whatever
 /// a previous run left pending at once).
-async fn start_announcer(s: &Settings, instance_id: &str) -> Result<OutboxAnnouncer, CmdError> {
+/// Write a heartbeat metric every `every`; failures are logged once per
+/// change and retried at the next beat.
+async fn heartbeat_forever(sink: CloudWatchSink, role: crate::layout::Role, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = None::<String>;
+    loop {
+        tick.tick().await;
+        match sink.heartbeat(role.as_str()).await {
+            Ok(()) => {
+                if failing.take().is_some() {
+                    tracing::info!("CloudWatch heartbeat written again");
+                }
+            }
+            Err(e) => {
+                if failing.as_deref() != Some(e.as_str()) {
+                    tracing::warn!("CloudWatch heartbeat not written: {e}");
+                    failing = Some(e);
+                }
+            }
+        }
+    }
+}
+
+async fn start_announcer(
+    s: &Settings,
+    instance_id: &str,
+    role: crate::layout::Role,
+) -> Result<OutboxAnnouncer, CmdError> {
     let a = &s.config.announce;
     let mut sinks = Vec::new();
     if !a.rabbitmq_urls.is_empty() {
@@ -341,6 +369,19 @@ async fn start_announcer(s: &Settings, instance_id: &str) -> Result<OutboxAnnoun
             Duration::from_millis(a.timeout_ms),
         )
         .await;
+        if a.heartbeat_secs > 0 {
+            let beat = CloudWatchSink::new(
+                client.clone(),
+                a.cloudwatch_log_group.clone(),
+                instance_id.to_string(),
+                a.metric_namespace.clone(),
+            );
+            tokio::spawn(heartbeat_forever(
+                beat,
+                role,
+                Duration::from_secs(a.heartbeat_secs),
+            ));
+        }
         sinks.push(Sink::CloudWatch(CloudWatchSink::new(
             client,
             a.cloudwatch_log_group.clone(),

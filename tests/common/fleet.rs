@@ -668,15 +668,10 @@ impl Fleet {
             ),
         )
         .unwrap();
-        let child = Command::new(bin())
+        let child = super::aws_env(&mut Command::new(bin()), &self.shared.api_endpoint)
             .arg("--config")
             .arg(d.join("worker.toml"))
             .args(["--log-format", "json", "worker"])
-            .env("AWS_ENDPOINT_URL", &self.shared.api_endpoint)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(d.join("worker.log")).unwrap())
             .spawn()
@@ -926,17 +921,12 @@ fn spawn_daemon(shared: &Shared, i: usize) -> Proc {
         .append(true)
         .open(n.dir.join("log"))
         .unwrap();
-    let child = Command::new("ip")
+    let child = super::aws_env(&mut Command::new("ip"), &shared.api_endpoint)
         .args(["netns", "exec", &n.ns])
         .arg(bin())
         .arg("--config")
         .arg(n.dir.join("chainwatch.toml"))
         .args(["--log-format", "json", "run"])
-        .env("AWS_ENDPOINT_URL", &shared.api_endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("CHAINWATCH_LOG", "info")
         .env("CHAINWATCH_TEST_CRASH_FILE", n.dir.join("crash-after"))
         .stdout(Stdio::null())
@@ -1102,16 +1092,64 @@ impl Fleet {
     /// A started chain of frontend1..=n with the hypervisor (the shape of
     /// most scenarios).
     pub async fn frontends(n: u32) -> Fleet {
+        Self::frontends_with(n, Options::default()).await
+    }
+
+    /// [`Fleet::frontends`] with more options.
+    pub async fn frontends_with(n: u32, opts: Options) -> Fleet {
         let slots: Vec<Slot> = (1..=n).map(|id| Slot::new(Role::Frontend, id)).collect();
         let mut f = Fleet::with(
             &slots,
             Options {
                 hypervisor: true,
-                ..Options::default()
+                ..opts
             },
         )
         .await;
         f.start_all().await;
+        f
+    }
+
+    /// frontend1, frontend2 and backend1..3 with RabbitMQ, MariaDB
+    /// replicating from backend1 over the overlay, the worker and the
+    /// hypervisor (and whatever else `opts` sets), every identity up, and a
+    /// table `app.t` with one row on every backend.
+    pub async fn mysql_fleet(opts: Options) -> Fleet {
+        let slots = [
+            Slot::new(Role::Frontend, 1),
+            Slot::new(Role::Frontend, 2),
+            Slot::new(Role::Backend, 1),
+            Slot::new(Role::Backend, 2),
+            Slot::new(Role::Backend, 3),
+        ];
+        let mut f = Fleet::with(
+            &slots,
+            Options {
+                rabbit: true,
+                mariadb: true,
+                worker: true,
+                hypervisor: true,
+                ..opts
+            },
+        )
+        .await;
+        for i in 0..slots.len() {
+            f.start(i);
+        }
+        for (i, s) in slots.iter().enumerate() {
+            f.wait_overlay(i, *s, 90);
+        }
+        f.start_mysql_chain();
+        f.sql(
+            2,
+            "CREATE DATABASE app; CREATE TABLE app.t (v INT PRIMARY KEY); INSERT INTO app.t VALUES (1)",
+        )
+        .unwrap();
+        for i in [3, 4] {
+            wait_for("replicated rows", Duration::from_secs(30), || {
+                (f.sql(i, "SELECT COUNT(*) FROM app.t").ok()? == "1").then_some(())
+            });
+        }
         f
     }
 

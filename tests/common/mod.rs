@@ -56,6 +56,35 @@ pub fn have(cmd: &str) -> bool {
 }
 
 /// Run a command, panic with its output if it fails.
+/// Point `cmd`'s AWS SDK at `endpoint` (moto, or the EC2 proxy) with test
+/// credentials and no IMDS.
+pub fn aws_env<'a>(cmd: &'a mut Command, endpoint: &str) -> &'a mut Command {
+    cmd.env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+/// `chainwatch --config <config> <args>` against the AWS API at `endpoint`.
+pub fn chainwatch_aws(endpoint: &str, config: &Path, args: &[&str]) -> std::process::Output {
+    aws_env(
+        Command::new(bin()).arg("--config").arg(config).args(args),
+        endpoint,
+    )
+    .output()
+    .expect("chainwatch runs")
+}
+
+/// A command's stdout and stderr, for assertion messages and matching.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// The pid of the first process named `comm` in network namespace `ns`.
 pub fn pid_in(ns: &str, comm: &str) -> Option<u32> {
     let out = Command::new("ip")

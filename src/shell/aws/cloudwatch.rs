@@ -1,7 +1,9 @@
 //! The CloudWatch Logs sink: one log event per transition, in a configured
 //! log group with one stream per instance, in Embedded Metric Format, so
 //! that `FailoverMs`, `DetectionMs` and `FenceMs` become metrics with the
-//! role as dimension. `chainwatch history` reads them back.
+//! role as dimension. `chainwatch history` reads them back. Every
+//! `announce.heartbeat_secs` each daemon also writes a `Heartbeat` metric, so
+//! that a silent daemon can raise an alarm (missing data).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -36,6 +38,24 @@ pub fn emf(ev: &TransitionEvent, namespace: &str) -> Value {
         "DetectionMs": ev.detection_ms(),
         "FenceMs": ev.fence_ms(),
         EVENT_KEY: ev,
+    })
+}
+
+/// The EMF log record of a heartbeat: `Heartbeat` = 1 with the role and
+/// the instance as dimensions. It carries no event, so `history` skips it.
+pub fn heartbeat_emf(namespace: &str, role: &str, instance: &str, now_ms: u64) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [["Role", "Instance"]],
+                "Metrics": [{"Name": "Heartbeat", "Unit": "Count"}]
+            }]
+        },
+        "Role": role,
+        "Instance": instance,
+        "Heartbeat": 1,
     })
 }
 
@@ -98,10 +118,22 @@ impl CloudWatchSink {
 
     /// Write one event.
     pub async fn deliver(&self, ev: &TransitionEvent) -> Result<(), String> {
+        self.put(ev.timings.identity_up_ms, emf(ev, &self.namespace))
+            .await
+    }
+
+    /// Write one heartbeat of this instance (`role`).
+    pub async fn heartbeat(&self, role: &str) -> Result<(), String> {
+        let now = crate::clock::unix_ms(std::time::SystemTime::now());
+        self.put(now, heartbeat_emf(&self.namespace, role, &self.stream, now))
+            .await
+    }
+
+    async fn put(&self, at_ms: u64, record: Value) -> Result<(), String> {
         self.ensure().await?;
         let record = InputLogEvent::builder()
-            .timestamp(ev.timings.identity_up_ms as i64)
-            .message(emf(ev, &self.namespace).to_string())
+            .timestamp(at_ms as i64)
+            .message(record.to_string())
             .build()
             .map_err(|e| e.to_string())?;
         self.client
