@@ -153,6 +153,9 @@ pub struct AwsConfig {
     /// Elastic IP moved), while EC2 finishes stopping it in the
     /// background. Off: every takeover waits until EC2 reports `stopped`.
     pub fabric_fence: bool,
+    /// Fences this node may send in one hour; the next one waits for
+    /// `chainwatch ack` (or the hour to pass). 0: no budget.
+    pub fence_budget_per_hour: u32,
 }
 
 impl Default for AwsConfig {
@@ -165,6 +168,7 @@ impl Default for AwsConfig {
             fence_poll_ms: 500,
             api_timeout_ms: 5_000,
             fabric_fence: true,
+            fence_budget_per_hour: 3,
         }
     }
 }
@@ -1020,6 +1024,7 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.aws.fleet, "prod");
         assert!(c.aws.elastic_ip_allocation.is_some());
+        assert_eq!(c.aws.fence_budget_per_hour, 3);
         assert_eq!(c.probe, ProbeConfig::default());
         assert!(
             text.lines()

@@ -1,5 +1,6 @@
 //! The subcommands, one module each, and the command line that selects them.
 
+pub mod ack;
 pub mod assets;
 pub mod client_connect;
 pub mod config_check;
@@ -62,6 +63,8 @@ pub enum Command {
     Config(config_check::Args),
     /// Hold fences off an instance or the fleet for patching.
     Maint(maint::Args),
+    /// Let this node fence again after its fence budget held a fence.
+    Ack(ack::Args),
     /// Write the shell completions and man pages (for packaging).
     #[command(hide = true)]
     GenerateAssets(assets::Args),
@@ -120,6 +123,7 @@ pub fn main() -> ExitCode {
         }
         Command::History(args) => report(with_runtime(history::main(cli.config.as_deref(), &args))),
         Command::GenerateAssets(args) => report(assets::main(&args)),
+        Command::Ack(args) => report(ack::main(cli.config.as_deref(), &args)),
         Command::Maint(args) => report(with_runtime(maint::main(cli.config.as_deref(), &args))),
         Command::Config(args) => report(with_runtime(config_check::main(
             cli.config.as_deref(),

@@ -20,6 +20,7 @@ use crate::config::{DEFAULT_PATH, ServiceCheck, Settings};
 use crate::core::Monitor;
 use crate::shell::alert::Notifier;
 use crate::shell::announce::{Backoff, OutboxAnnouncer, Sink, deliver_forever};
+use crate::shell::aws::budget;
 use crate::shell::aws::cloudwatch::{self, CloudWatchSink};
 use crate::shell::aws::ec2::{self, Ec2Registry, Rejoin};
 use crate::shell::broker::RabbitSink;
@@ -121,11 +122,11 @@ async fn active(
     let vpn_settings = vpn_settings(s);
     openvpn::check_pki(&vpn_settings, boot.slot.role).map_err(other)?;
     openvpn::render(&vpn_settings, boot.slot).map_err(other)?;
-    let registry = Arc::new(Ec2Registry::new(
-        ec2::client(&s.config.aws).await,
-        &s.config.aws,
-        instance_id,
-    ));
+    let registry = Arc::new(
+        Ec2Registry::new(ec2::client(&s.config.aws).await, &s.config.aws, instance_id).with_budget(
+            budget::FenceBudget::new(&s.config.node.state_dir, s.config.aws.fence_budget_per_hour),
+        ),
+    );
 
     // A takeover the last run did not finish: its event, persisted with the
     // new slot.

@@ -49,7 +49,9 @@ pub fn from_event(event: &Event) -> Option<(&'static str, String, Option<u32>, S
             error,
             retry_in,
         } => {
-            let kind = if error.contains("in maintenance until") {
+            let kind = if error.contains("in maintenance until")
+                || error.contains("fence budget exhausted")
+            {
                 "fence_blocked"
             } else {
                 "fence_failed"

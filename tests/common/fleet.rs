@@ -75,6 +75,8 @@ pub struct Options {
     /// Alerts appended to `<node dir>/alerts.jsonl` by
     /// `alerts.notify_command`.
     pub alerts: bool,
+    /// `aws.fence_budget_per_hour` (default: the daemon's).
+    pub fence_budget: Option<u32>,
 }
 
 /// One emulated instance.
@@ -834,7 +836,7 @@ fleet = "{fleet}"
 elastic_ip_allocation = "{alloc}"
 fence_timeout_ms = 20000
 fabric_fence = {fabric}
-[vpn]
+{budget}[vpn]
 pki_dir = "{pki}"
 template_dir = "{repo}/openvpn"
 remote = "10.77.{net}.1"
@@ -847,6 +849,10 @@ up_timeout_ms = 20000
             repo = env!("CARGO_MANIFEST_DIR"),
             bin = bin().display(),
             fabric = !opts.power_fence_only,
+            budget = opts
+                .fence_budget
+                .map(|n| format!("fence_budget_per_hour = {n}\n"))
+                .unwrap_or_default(),
         ),
     )
     .unwrap();

@@ -86,6 +86,16 @@ pub enum Ec2Error {
         /// Their last reported states.
         states: Vec<String>,
     },
+    /// This node used its fence budget.
+    #[error(
+        "fence budget exhausted: {used} fences by this node in the last hour (aws.fence_budget_per_hour = {per_hour}); no fence and no takeover until `chainwatch ack` on this node or the hour has passed"
+    )]
+    BudgetExhausted {
+        /// Fences counted.
+        used: usize,
+        /// The budget.
+        per_hour: u32,
+    },
     /// A holder to fence is in maintenance: no fence, so no takeover.
     #[error(
         "{instance} is in maintenance until {until}: no fence and no takeover until it ends (or `chainwatch maint off`)"
@@ -150,6 +160,8 @@ pub struct Ec2Registry {
     /// The power fences sent, latest per slot, updated by their background
     /// waits; shown by `chainwatch status`.
     power_fences: Arc<Mutex<Vec<PowerFence>>>,
+    /// The fence budget (none: unlimited).
+    budget: Option<super::budget::FenceBudget>,
 }
 
 /// How long an underlay address is cached. A slot's holder changes at every
@@ -268,7 +280,15 @@ impl Ec2Registry {
             underlay: Mutex::new(HashMap::new()),
             fence_targets: Mutex::new(HashMap::new()),
             power_fences: Arc::new(Mutex::new(Vec::new())),
+            budget: None,
         }
+    }
+
+    /// Count confirmed fences against `budget`; a new fence beyond it is
+    /// refused.
+    pub fn with_budget(mut self, budget: super::budget::FenceBudget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// The power fences sent, latest per slot (see [`Registry::power_fences`]).
@@ -463,6 +483,7 @@ impl Ec2Registry {
             .cloned()
             .unwrap_or_default();
         let mut ids = Vec::new();
+        let retry = !remembered.is_empty();
         let now = std::time::SystemTime::now();
         let mut in_maint: Option<(String, String)> = None;
         if !remembered.is_empty() {
@@ -502,6 +523,18 @@ impl Ec2Registry {
         ids.retain(|id| *id != self.me);
         if let Some((instance, until)) = in_maint {
             return Err(Ec2Error::Maintenance { instance, until });
+        }
+        // A new fence (not the retry of one whose stop already went out)
+        // must fit the budget.
+        let now_ms = unix_ms(now);
+        if !retry
+            && let Some(b) = &self.budget
+            && let Err(used) = b.check(now_ms)
+        {
+            return Err(Ec2Error::BudgetExhausted {
+                used,
+                per_hour: b.per_hour(),
+            });
         }
         if ids.is_empty() {
             return Ok(Fenced::default());
@@ -569,6 +602,9 @@ impl Ec2Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&slot);
+        if let Some(b) = &self.budget {
+            b.record(now_ms);
+        }
         Ok(Fenced { instances: ids })
     }
 

@@ -1,0 +1,29 @@
+//! `chainwatch ack`: acknowledge the fences this node sent, so that a fence
+//! held by the fence budget goes out (the daemon retries it by itself).
+
+use std::path::Path;
+
+use super::{CmdError, settings};
+use crate::shell::aws::budget;
+
+/// Arguments of `ack`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Reset the budget window of this node.
+pub fn main(config: Option<&Path>, _args: &Args) -> Result<(), CmdError> {
+    let s = settings(config)?;
+    let dir = &s.config.node.state_dir;
+    let now = crate::clock::unix_ms(std::time::SystemTime::now());
+    let used = budget::acknowledge(dir, now).map_err(|e| {
+        CmdError::Other(format!(
+            "cannot write {}: {e} (run as root, on the node whose fence is held)",
+            budget::path(dir).display()
+        ))
+    })?;
+    println!(
+        "acknowledged {used} fence(s) of the last hour: this node may fence again (budget {} per hour)",
+        s.config.aws.fence_budget_per_hour
+    );
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The fence budget: how many fences this node sent in the last hour, and
+//! when an operator last acknowledged (`chainwatch ack`). Kept in
+//! `<state_dir>/fence-budget.json`, so a restart does not reset it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One hour, in milliseconds.
+const HOUR_MS: u64 = 3_600_000;
+
+/// The file's contents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    /// When each fence of the last hour was confirmed, ms since the epoch.
+    pub fences_ms: Vec<u64>,
+    /// The last `chainwatch ack`, ms since the epoch.
+    pub ack_ms: u64,
+}
+
+impl Ledger {
+    /// Fences that count at `now_ms`: in the last hour and after the ack.
+    pub fn used(&self, now_ms: u64) -> usize {
+        let since = now_ms.saturating_sub(HOUR_MS).max(self.ack_ms);
+        self.fences_ms.iter().filter(|t| **t > since).count()
+    }
+}
+
+/// The budget of one node.
+#[derive(Debug, Clone)]
+pub struct FenceBudget {
+    file: PathBuf,
+    per_hour: u32,
+}
+
+/// Where the ledger of `state_dir` lives.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join("fence-budget.json")
+}
+
+impl FenceBudget {
+    /// `per_hour` fences per hour (0: no budget), ledger under `state_dir`.
+    pub fn new(state_dir: &Path, per_hour: u32) -> FenceBudget {
+        FenceBudget {
+            file: path(state_dir),
+            per_hour,
+        }
+    }
+
+    /// The ledger; a missing or unreadable file is an empty one (a ledger
+    /// that cannot be read must not block a fence forever).
+    pub fn load(file: &Path) -> Ledger {
+        std::fs::read(file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn store(&self, ledger: &Ledger) {
+        let body = serde_json::to_vec(ledger).unwrap_or_default();
+        if let Err(e) = crate::fsio::write_atomic(&self.file, &body) {
+            tracing::warn!(file = %self.file.display(), "cannot record the fence in the budget ledger: {e}");
+        }
+    }
+
+    /// `Err(used)` when another fence at `now_ms` would exceed the budget.
+    pub fn check(&self, now_ms: u64) -> Result<(), usize> {
+        if self.per_hour == 0 {
+            return Ok(());
+        }
+        let used = Self::load(&self.file).used(now_ms);
+        if used >= self.per_hour as usize {
+            Err(used)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The budget per hour.
+    pub fn per_hour(&self) -> u32 {
+        self.per_hour
+    }
+
+    /// Count a confirmed fence at `now_ms`, forgetting those older than an
+    /// hour.
+    pub fn record(&self, now_ms: u64) {
+        if self.per_hour == 0 {
+            return;
+        }
+        let mut l = Self::load(&self.file);
+        l.fences_ms.retain(|t| *t > now_ms.saturating_sub(HOUR_MS));
+        l.fences_ms.push(now_ms);
+        self.store(&l);
+    }
+}
+
+/// `chainwatch ack`: fences before `now_ms` no longer count.
+pub fn acknowledge(state_dir: &Path, now_ms: u64) -> std::io::Result<usize> {
+    let file = path(state_dir);
+    let mut l = FenceBudget::load(&file);
+    let used = l.used(now_ms);
+    l.ack_ms = now_ms;
+    crate::fsio::write_atomic(&file, &serde_json::to_vec(&l).unwrap_or_default())?;
+    Ok(used)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fences_count_for_an_hour_or_until_an_ack() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FenceBudget::new(dir.path(), 2);
+        let t = 10 * HOUR_MS;
+        assert_eq!(b.check(t), Ok(()));
+        b.record(t);
+        b.record(t + 1000);
+        assert_eq!(b.check(t + 2000), Err(2));
+        // An hour after the first, one slot is free again.
+        assert_eq!(b.check(t + HOUR_MS + 1), Ok(()));
+        // An ack frees them at once.
+        assert_eq!(acknowledge(dir.path(), t + 3000).unwrap(), 2);
+        assert_eq!(b.check(t + 3000), Ok(()));
+        b.record(t + 4000);
+        b.record(t + 5000);
+        assert_eq!(b.check(t + 6000), Err(2));
+        // No budget: never blocked.
+        let none = FenceBudget::new(dir.path(), 0);
+        assert_eq!(none.check(t + 6000), Ok(()));
+    }
+
+    #[test]
+    fn a_garbled_ledger_blocks_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(path(dir.path()), b"{not json").unwrap();
+        assert_eq!(FenceBudget::new(dir.path(), 1).check(1), Ok(()));
+    }
+}
