@@ -28,9 +28,7 @@ fn history(endpoint: &str, dir: &std::path::Path, args: &[&str]) -> std::process
         "[announce]\ncloudwatch_log_group = \"/test/transitions\"\n",
     )
     .unwrap();
-    let mut all = vec!["history"];
-    all.extend_from_slice(args);
-    common::chainwatch_aws(endpoint, &config, &all)
+    common::chainwatch_aws(endpoint, &config, &[&["history"], args].concat())
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -11,9 +11,7 @@ use chainwatch::layout::{Role, Slot};
 use common::{Ec2Proxy, Moto, ec2_client, launch, output_text, prerequisite};
 
 fn config_check(endpoint: &str, config: &Path, args: &[&str]) -> Output {
-    let mut all = vec!["config", "check"];
-    all.extend_from_slice(args);
-    common::chainwatch_aws(endpoint, config, &all)
+    common::chainwatch_aws(endpoint, config, &[&["config", "check"], args].concat())
 }
 
 #[tokio::test(flavor = "current_thread")]

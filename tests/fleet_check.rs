@@ -25,9 +25,7 @@ fn fleet(endpoint: &str, dir: &std::path::Path, name: &str, args: &[&str]) -> Ou
         format!("[aws]\nfleet = \"{name}\"\napi_timeout_ms = 3000\n"),
     )
     .unwrap();
-    let mut all = vec!["fleet"];
-    all.extend_from_slice(args);
-    common::chainwatch_aws(endpoint, &config, &all)
+    common::chainwatch_aws(endpoint, &config, &[&["fleet"], args].concat())
 }
 
 #[tokio::test(flavor = "current_thread")]

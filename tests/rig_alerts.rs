@@ -30,18 +30,7 @@ async fn a_failed_fence_reaches_the_notify_command() {
     .await;
     f.proxy.mode("fail");
     f.kill(1);
-    let file = f.node_dir(2).join("alerts.jsonl");
-    let alert: serde_json::Value = wait_for(
-        "a fence_failed alert from frontend3",
-        Duration::from_secs(60),
-        || {
-            std::fs::read_to_string(&file)
-                .ok()?
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|a| a["kind"] == "fence_failed")
-        },
-    );
+    let alert = f.alert(2, "fence_failed", Duration::from_secs(60));
     assert_eq!(alert["slot"], "frontend2", "{alert}");
     assert_eq!(alert["node"], "frontend3", "{alert}");
     assert_eq!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chainwatch::layout::{Role, Slot};
 use common::fleet::{Fleet, Options};
-use common::{bin, output_text, rig_ready, wait_for};
+use common::{bin, output_text, rig_ready};
 
 fn fe(id: u32) -> Slot {
     Slot::new(Role::Frontend, id)
@@ -35,18 +35,7 @@ async fn a_fence_beyond_the_budget_waits_for_an_ack() {
     // frontend4 takes frontend3 over (its one fence) ...
     f.wait_overlay(3, fe(3), 60);
     // ... and is held at the second.
-    let file = f.node_dir(3).join("alerts.jsonl");
-    let alert: serde_json::Value = wait_for(
-        "a fence_blocked alert from frontend4",
-        Duration::from_secs(60),
-        || {
-            std::fs::read_to_string(&file)
-                .ok()?
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|a| a["kind"] == "fence_blocked")
-        },
-    );
+    let alert = f.alert(3, "fence_blocked", Duration::from_secs(60));
     assert_eq!(alert["slot"], "frontend2", "{alert}");
     assert!(
         alert["detail"]

@@ -109,10 +109,9 @@ pub fn main() -> ExitCode {
         Command::RenderUserData(args) => {
             report(render_user_data::main(cli.config.as_deref(), &args))
         }
-        Command::Status(args) => exit_code(
-            with_runtime_code(status::main(cli.config.as_deref(), &args)),
-            1,
-        ),
+        Command::Status(args) => {
+            exit_code(with_runtime(status::main(cli.config.as_deref(), &args)), 1)
+        }
         Command::Run(args) => {
             init_logging(cli.log_format);
             report(with_runtime(run::main(cli.config.as_deref(), &args)))
@@ -132,22 +131,12 @@ pub fn main() -> ExitCode {
         Command::Fleet(args) => {
             let unknown = if args.check { 3 } else { 1 };
             exit_code(
-                with_runtime_code(fleet::main(cli.config.as_deref(), &args)),
+                with_runtime(fleet::main(cli.config.as_deref(), &args)),
                 // Nagios: UNKNOWN when the fleet could not be read.
                 unknown,
             )
         }
     }
-}
-
-fn with_runtime_code<F: std::future::Future<Output = Result<u8, CmdError>>>(
-    f: F,
-) -> Result<u8, CmdError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CmdError::Other(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(f)
 }
 
 /// A command's own exit code, or `on_error` with the reason on stderr.
@@ -161,9 +150,10 @@ fn exit_code(result: Result<u8, CmdError>, on_error: u8) -> ExitCode {
     }
 }
 
-fn with_runtime<F: std::future::Future<Output = Result<(), CmdError>>>(
+/// Run `f` to completion on a current-thread runtime.
+fn with_runtime<T, F: std::future::Future<Output = Result<T, CmdError>>>(
     f: F,
-) -> Result<(), CmdError> {
+) -> Result<T, CmdError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -624,6 +624,19 @@ impl Fleet {
         (state, tags)
     }
 
+    /// The first alert of `kind` node `i`'s `alerts.notify_command` received
+    /// (with `Options::alerts`); panics after `timeout`.
+    pub fn alert(&self, i: usize, kind: &str, timeout: Duration) -> serde_json::Value {
+        let file = self.nodes[i].dir.join("alerts.jsonl");
+        wait_for(&format!("a {kind} alert from node {i}"), timeout, || {
+            std::fs::read_to_string(&file)
+                .ok()?
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|a| a["kind"] == kind)
+        })
+    }
+
     /// Files of node `i`.
     pub fn node_dir(&self, i: usize) -> &Path {
         &self.nodes[i].dir
