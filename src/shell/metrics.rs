@@ -349,3 +349,41 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, hea
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_become_series() {
+        let m = Metrics::new();
+        let mut r = crate::shell::tests::report();
+        r.counters.fences = 2;
+        r.counters.takeovers = 1;
+        r.misses = 1;
+        r.pending_events = 4;
+        m.update(&r, 9);
+        // Totals are added once, however often the same report comes.
+        m.update(&r, 10);
+        OPENVPN_RESTARTS.fetch_add(1, Ordering::Relaxed);
+        m.update(&r, 10);
+        let text = m.encode();
+        for line in [
+            "chainwatch_phase{phase=\"watching\"} 1",
+            "chainwatch_phase{phase=\"fencing\"} 0",
+            "chainwatch_misses 1",
+            "chainwatch_outbox_events 4",
+            "chainwatch_fences_total 2",
+            "chainwatch_takeovers_total 1",
+            "chainwatch_rounds_total 10",
+            "chainwatch_peer_rtt_seconds_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+        }
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("chainwatch_openvpn_restarts_total ") && !l.ends_with(" 0")),
+            "{text}"
+        );
+    }
+}

@@ -440,3 +440,83 @@ impl StatusReport {
         out
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A report of a healthy frontend3 watching frontend2.
+    pub(crate) fn report() -> StatusReport {
+        serde_json::from_value(serde_json::json!({
+            "version": "0.1.0", "mode": "active", "role": "frontend", "id": 3,
+            "common_name": "frontend3", "overlay_addr": "192.168.21.12",
+            "peer": "frontend2", "peer_target": "frontend2.internal",
+            "phase": "watching", "misses": 0, "misses_to_declare": 3,
+            "last_rtt_ms": 0.5, "cut_off": false, "degraded": false,
+            "rounds": 10, "attempt": 0, "last_error": null,
+            "last_transition": null, "pending_events": 0,
+            "icmp_socket": "dgram", "identity_source": "user-data",
+            "instance_id": "i-3", "started_ms": 0, "pid": 1
+        }))
+        .expect("a status report")
+    }
+
+    #[test]
+    fn check_grades_what_an_operator_must_see() {
+        use crate::fleet::Severity;
+        let r = report();
+        assert_eq!(r.check(), (Severity::Ok, vec![]));
+        let mut w = report();
+        w.misses = 2;
+        w.pending_events = 1;
+        let (sev, why) = w.check();
+        assert_eq!(sev, Severity::Warning);
+        assert!(why.iter().any(|m| m == "2 of 3 rounds missed"), "{why:?}");
+        assert!(
+            why.iter().any(|m| m.contains("1 events not yet delivered")),
+            "{why:?}"
+        );
+        let mut c = report();
+        c.power_fences.push(PowerFence {
+            slot: "frontend2".into(),
+            instances: vec!["i-2".into()],
+            state: PowerFenceState::NotConfirmed,
+            sent_ms: 1_000,
+            done_ms: Some(121_000),
+        });
+        let (sev, why) = c.check();
+        assert_eq!(sev, Severity::Critical);
+        assert!(why[0].contains("NOT CONFIRMED"), "{why:?}");
+        assert!(
+            c.table().contains("frontend2 (i-2): NOT CONFIRMED"),
+            "{}",
+            c.table()
+        );
+    }
+
+    #[test]
+    fn counters_count_fences_and_takeovers() {
+        use crate::core::Event;
+        use crate::layout::{Role, Slot};
+        let (f2, f3) = (Slot::new(Role::Frontend, 2), Slot::new(Role::Frontend, 3));
+        let mut c = Counters::default();
+        c.count(&Event::FenceConfirmed {
+            peer: f2,
+            instances: vec![],
+        });
+        c.count(&Event::TookOver { from: f3, to: f2 });
+        c.count(&Event::PeerDead {
+            peer: f2,
+            misses: 3,
+        });
+        assert_eq!(
+            c,
+            Counters {
+                fences: 1,
+                fence_failures: 0,
+                takeovers: 1,
+                takeover_failures: 0
+            }
+        );
+    }
+}
