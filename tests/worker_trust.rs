@@ -70,15 +70,7 @@ async fn hostile_events_are_dead_lettered_with_their_reason_and_run_nothing() {
 
     let mq = Rabbit::new("trust", "127.0.0.1");
     // Another client of the same vhost: a broker user that is no publisher.
-    let intruder = format!("{}-intruder", mq.user);
-    sh(&format!(
-        "rabbitmqctl -q add_user {intruder} {}",
-        mq.password
-    ));
-    sh(&format!(
-        "rabbitmqctl -q set_permissions -p {} {intruder} '.*' '.*' '.*'",
-        mq.vhost
-    ));
+    let intruder = mq.extra_user("intruder");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let marker = d.join("marker");

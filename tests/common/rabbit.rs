@@ -16,6 +16,8 @@ pub struct Rabbit {
     pub user: String,
     pub password: String,
     pub host: String,
+    /// Further users of the vhost (see [`Rabbit::extra_user`]).
+    pub extra: std::cell::RefCell<Vec<String>>,
 }
 
 impl Rabbit {
@@ -41,6 +43,7 @@ impl Rabbit {
             user: id.clone(),
             password: format!("pw-{}", std::process::id()),
             host: host.to_string(),
+            extra: Default::default(),
         };
         sh_quiet(&format!("rabbitmqctl -q delete_vhost {id}"));
         sh_quiet(&format!("rabbitmqctl -q delete_user {id}"));
@@ -50,6 +53,22 @@ impl Rabbit {
             "rabbitmqctl -q set_permissions -p {id} {id} '.*' '.*' '.*'"
         ));
         r
+    }
+
+    /// Another user of this vhost with full permissions, named
+    /// `<user>-<suffix>` and sharing the password. A leftover of the same
+    /// name (a broker that outlived an earlier run whose pid was reused) is
+    /// deleted first; the user is deleted on drop.
+    pub fn extra_user(&self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.user);
+        sh_quiet(&format!("rabbitmqctl -q delete_user {name}"));
+        sh(&format!("rabbitmqctl -q add_user {name} {}", self.password));
+        sh(&format!(
+            "rabbitmqctl -q set_permissions -p {} {name} '.*' '.*' '.*'",
+            self.vhost
+        ));
+        self.extra.borrow_mut().push(name.clone());
+        name
     }
 
     /// The AMQP URL with credentials.
@@ -151,5 +170,8 @@ impl Drop for Rabbit {
     fn drop(&mut self) {
         sh_quiet(&format!("rabbitmqctl -q delete_vhost {}", self.vhost));
         sh_quiet(&format!("rabbitmqctl -q delete_user {}", self.user));
+        for u in self.extra.borrow().iter() {
+            sh_quiet(&format!("rabbitmqctl -q delete_user {u}"));
+        }
     }
 }
