@@ -243,7 +243,8 @@ async fn drive(
                     core.handle_input(*now, Input::FenceDone { slot, result });
                 }
                 Action::TakeOver { .. } => takeovers += 1,
-                Action::Announce(_) => {}
+                // The default core asks no helpers (no members' channel).
+                Action::Announce(_) | Action::AskHelpers { .. } => {}
             }
         }
         while core.poll_event().is_some() {}

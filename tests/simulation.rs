@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use chainwatch::core::{
     Action, CoreConfig, Fenced, Holder, Input, Monitor, PhaseName, ProbeAddr, ProbeOutcome, Target,
+    Verdict,
 };
 use chainwatch::layout::{Layout, Role, Slot};
 use rand::rngs::StdRng;
@@ -53,6 +54,8 @@ enum Broken {
     FenceStopsNothing,
     /// A cut-off node's witness probe is answered anyway.
     WitnessLies,
+    /// The second-opinion rule switched off: the witness rule alone judges.
+    NoSecondOpinion,
 }
 
 #[derive(Debug)]
@@ -84,6 +87,9 @@ struct Node {
     cut: bool,
     /// Packet loss on its link, per packet.
     loss: f64,
+    /// Nodes whose packets it drops (one-way and pairwise path faults):
+    /// they reach it not, it reaches them, and everyone else reaches both.
+    deaf_to: Vec<usize>,
     /// Last time a probe of this node found its witness reachable.
     witness_ok_at: Option<Instant>,
     /// Last time EC2 answered this node.
@@ -144,12 +150,20 @@ struct World {
     stale_reads: f64,
     log: Vec<String>,
     broken: Broken,
+    /// The last fault, heal or restart: the healthy-fence check applies
+    /// only to a world that has been still for a while.
+    changed_at: Instant,
+    /// Per node: the slot it answers for while alive, and since when.
+    answering_since: Vec<(Option<Slot>, Instant)>,
 }
 
 impl World {
     fn new(seed: u64) -> Self {
         let start = Instant::now();
-        let cfg = CoreConfig::default();
+        let cfg = CoreConfig {
+            second_opinion: true,
+            ..CoreConfig::default()
+        };
         let mut nodes = Vec::new();
         for role in Role::ALL {
             for id in 1..=NODES_PER_ROLE {
@@ -169,6 +183,7 @@ impl World {
                     answering: Some(slot),
                     cut: false,
                     loss: 0.0,
+                    deaf_to: Vec::new(),
                     witness_ok_at: None,
                     ec2_ok_at: None,
                 });
@@ -194,6 +209,8 @@ impl World {
             stale_reads: 0.2,
             log: Vec::new(),
             broken: Broken::No,
+            changed_at: start,
+            answering_since: Vec::new(),
         }
     }
 
@@ -251,6 +268,65 @@ impl World {
         (0..4).any(|_| self.rng.random_bool(once))
     }
 
+    /// Does `a` receive what `b` sends (no one-way fault at `a`)?
+    fn hears(&self, a: usize, b: usize) -> bool {
+        !self.nodes[a].deaf_to.contains(&b)
+    }
+
+    /// What helper `h` answers `asker` about the node at `target`: `None`
+    /// when the request or the answer is lost (or `h` is down), else
+    /// whether it reached the target.
+    fn helper_says(&mut self, asker: usize, h: usize, target: Option<usize>) -> Option<bool> {
+        let n = &self.nodes[h];
+        if !n.alive || n.cut || n.answering.is_none() || !self.hub_up() {
+            return None;
+        }
+        if !self.hears(h, asker) || !self.hears(asker, h) || !self.echo_survives(asker, h) {
+            return None;
+        }
+        Some(match target {
+            Some(t) => self.hears(h, t) && self.hears(t, h) && self.echo_survives(h, t),
+            None => false,
+        })
+    }
+
+    /// The healthy-fence invariant: a node fenced while it runs without
+    /// loss, when a helper with clean paths to it and to the accuser could
+    /// have vouched for it, in a world still for a while, is a healthy node
+    /// fenced.
+    fn check_fence(&self, by: usize, slot: Slot) {
+        let Some(t) = self.answerer(slot) else {
+            return;
+        };
+        let me = self.nodes[by].answering;
+        let clean = |i: usize| {
+            let n = &self.nodes[i];
+            n.alive && !n.cut && n.loss == 0.0 && n.answering.is_some()
+        };
+        let settle = self.cfg.interval * (self.cfg.misses * 2 + 3);
+        let still = self.now.saturating_duration_since(self.changed_at) > settle
+            && self
+                .answering_since
+                .get(t)
+                .is_some_and(|(_, since)| self.now.saturating_duration_since(*since) > settle);
+        let good_helper = (0..self.nodes.len()).any(|h| {
+            h != by
+                && h != t
+                && clean(h)
+                && self.nodes[h].answering != me
+                && self.hears(h, by)
+                && self.hears(by, h)
+                && self.hears(h, t)
+                && self.hears(t, h)
+        });
+        if still && clean(t) && clean(by) && self.hub_up() && good_helper {
+            self.fail(&format!(
+                "healthy {slot} ({}) fenced by {}: a helper could reach it",
+                self.nodes[t].name, self.nodes[by].name
+            ));
+        }
+    }
+
     /// The overlay is a star through frontend1: it works while a live,
     /// reachable node answers as frontend1.
     fn hub_up(&self) -> bool {
@@ -266,7 +342,12 @@ impl World {
                 // Needs this node's own VPN identity, the hub, and the target.
                 let target = self.answerer(*slot);
                 match target {
-                    Some(to) if self.nodes[from].answering.is_some() && self.hub_up() => {
+                    Some(to)
+                        if self.nodes[from].answering.is_some()
+                            && self.hub_up()
+                            && self.hears(from, to)
+                            && self.hears(to, from) =>
+                    {
                         self.echo_survives(from, to)
                     }
                     _ => false,
@@ -297,6 +378,49 @@ impl World {
 
     fn perform(&mut self, i: usize, action: Action) {
         match action {
+            Action::AskHelpers {
+                round,
+                peer,
+                timeout,
+            } => {
+                // Every other slot is asked; the answers come within the
+                // timeout (a helper's probe plus the way there and back).
+                let target = self.answerer(peer);
+                let me = self.nodes[i].answering;
+                let mut answered = 0;
+                let mut reached = false;
+                let mut asked = 0;
+                for h in 0..self.nodes.len() {
+                    if h == i || Some(h) == target || self.nodes[h].answering == me {
+                        continue;
+                    }
+                    asked += 1;
+                    match self.helper_says(i, h, target) {
+                        Some(true) => reached = true,
+                        Some(false) => answered += 1,
+                        None => {}
+                    }
+                }
+                let verdict = if reached {
+                    Verdict::Reached
+                } else if answered > 0 {
+                    Verdict::Unreached { helpers: answered }
+                } else {
+                    Verdict::NoneAnswered { asked }
+                };
+                let after = if reached {
+                    self.ms(5, 100)
+                } else {
+                    timeout.min(self.ms(800, 1300))
+                };
+                self.schedule(
+                    after,
+                    Ev::Deliver {
+                        node: i,
+                        input: Input::HelpersSaid { round, verdict },
+                    },
+                );
+            }
             Action::Probe {
                 round,
                 target,
@@ -353,6 +477,9 @@ impl World {
             }
             Action::Fence { slot, attempt } => {
                 self.check_witness(i, "fences", self.cfg.interval + self.cfg.probe_timeout);
+                if attempt == 1 {
+                    self.check_fence(i, slot);
+                }
                 self.note(format!(
                     "{} fences {slot} (attempt {attempt})",
                     self.nodes[i].name
@@ -616,6 +743,7 @@ impl World {
     /// holds the event of is completed and announced, or released when
     /// the node goes to the tail.
     fn restart_daemon(&mut self, i: usize) {
+        self.changed_at = self.now;
         let n = &self.nodes[i];
         if n.stopped || n.alive || !n.kernel {
             return;
@@ -711,6 +839,20 @@ impl World {
         self.drain(i);
     }
 
+    /// Record when each node began answering for its current slot (a node
+    /// that just took a slot over is not yet "healthy there" for the
+    /// healthy-fence check: the helpers' probes may predate it).
+    fn note_answering(&mut self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let now_answering = if n.alive { n.answering } else { None };
+            match self.answering_since.get_mut(i) {
+                Some(e) if e.0 == now_answering => {}
+                Some(e) => *e = (now_answering, self.now),
+                None => self.answering_since.push((now_answering, self.now)),
+            }
+        }
+    }
+
     fn check_safety(&self) {
         for slot in self.layout.all_slots() {
             let answering = self
@@ -772,12 +914,14 @@ impl World {
                 (Some(_), None) => unreachable!("the first arm takes an event without timers"),
             }
             self.check_safety();
+            self.note_answering();
         }
     }
 
     fn random_fault(&mut self) {
+        self.changed_at = self.now;
         let i = self.rng.random_range(0..self.nodes.len());
-        let kind = self.rng.random_range(0..100);
+        let kind = self.rng.random_range(0..115);
         let name = self.nodes[i].name.clone();
         match kind {
             0..=19 if self.nodes[i].alive => {
@@ -819,6 +963,25 @@ impl World {
                     self.ec2_down, self.ec2_fail_rate
                 ));
             }
+            100..=107 => {
+                // A one-way path fault: i stops hearing j, and only j.
+                let j = self.rng.random_range(0..self.nodes.len());
+                if j != i && !self.nodes[i].deaf_to.contains(&j) {
+                    self.nodes[i].deaf_to.push(j);
+                    let other = self.nodes[j].name.clone();
+                    self.note(format!("FAULT {name} deaf to {other}"));
+                }
+            }
+            108..=114 => {
+                // A pairwise partition: i and j cannot reach each other.
+                let j = self.rng.random_range(0..self.nodes.len());
+                if j != i {
+                    self.nodes[i].deaf_to.push(j);
+                    self.nodes[j].deaf_to.push(i);
+                    let other = self.nodes[j].name.clone();
+                    self.note(format!("FAULT {name} and {other} partitioned"));
+                }
+            }
             _ => self.restart_one(),
         }
     }
@@ -854,9 +1017,11 @@ impl World {
     }
 
     fn heal(&mut self) {
+        self.changed_at = self.now;
         for n in &mut self.nodes {
             n.cut = false;
             n.loss = 0.0;
+            n.deaf_to.clear();
         }
         self.ec2_down = false;
         self.ec2_fail_rate = 0.0;
@@ -918,6 +1083,12 @@ fn simulate(seed: u64) -> (u32, Duration) {
 fn simulate_in(seed: u64, broken: Broken) -> (u32, Duration) {
     let mut w = World::new(seed);
     w.broken = broken;
+    if broken == Broken::NoSecondOpinion {
+        w.cfg.second_opinion = false;
+        for n in &mut w.nodes {
+            n.core = Monitor::new(w.cfg.clone(), n.state, w.start);
+        }
+    }
     let epochs = w.rng.random_range(3..8);
     for _ in 0..epochs {
         let faults = w.rng.random_range(1..4);
@@ -1065,6 +1236,40 @@ fn a_lying_witness_is_caught() {
     for seed in 1..=200 {
         simulate_in(seed, Broken::WitnessLies);
     }
+}
+
+/// Mutation check: without the second-opinion rule, one-way and pairwise
+/// path faults fence healthy nodes, and the healthy-fence check trips.
+#[test]
+#[should_panic(expected = "healthy")]
+fn without_the_second_opinion_a_healthy_node_is_fenced_and_caught() {
+    for seed in 1..=300 {
+        simulate_in(seed, Broken::NoSecondOpinion);
+    }
+}
+
+/// One node deaf to its peer for ten minutes: nobody is fenced, and the
+/// peer's real death under the fault is still declared.
+#[test]
+fn a_one_way_fault_fences_nobody_and_a_death_behind_it_is_found() {
+    let mut w = World::new(11);
+    w.run_until(w.start + Duration::from_secs(40));
+    let (observer, peer) = (7, 6); // backend3 watches backend2
+    w.nodes[observer].deaf_to.push(peer);
+    w.run_until(w.now + Duration::from_secs(600));
+    assert_eq!(w.takeovers, 0, "{:#?}", w.log);
+    assert!(w.nodes.iter().all(|n| !n.stopped));
+    w.nodes[peer].alive = false;
+    w.nodes[peer].kernel = false;
+    let died = w.now;
+    w.run_until(w.now + Duration::from_secs(30));
+    assert_eq!(
+        w.nodes[observer].answering,
+        Some(Slot::new(Role::Backend, 2)),
+        "{:#?}",
+        w.log
+    );
+    eprintln!("taken over within 30 s of the death at {died:?}");
 }
 
 /// A node that is cut off from everything takes over nobody, for as long as

@@ -18,6 +18,10 @@ pub struct CoreConfig {
     /// After start, a peer that has never answered is not declared dead
     /// before this much time has passed (it may still be booting).
     pub startup_grace: Duration,
+    /// Ask other members to probe a silent peer before declaring it dead
+    /// ([`Action::AskHelpers`](super::Action::AskHelpers)). Off, the
+    /// witness rule alone decides (as when no members' channel is set up).
+    pub second_opinion: bool,
 }
 
 impl Default for CoreConfig {
@@ -29,6 +33,7 @@ impl Default for CoreConfig {
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             startup_grace: Duration::from_secs(30),
+            second_opinion: false,
         }
     }
 }

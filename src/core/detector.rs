@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Action, Event, Monitor, Phase, ProbeAddr, ProbeOutcome, Target};
+use super::{Action, Event, Monitor, Phase, ProbeAddr, ProbeOutcome, Target, Verdict};
 use crate::layout::{Role, Slot};
 
 #[derive(Debug, Clone)]
@@ -166,6 +166,7 @@ impl Monitor {
                 }
                 self.misses = 0;
                 self.silent_since = None;
+                self.end_streak();
                 self.peer_alive();
             }
             (Some(ProbeOutcome::Silent), Some(ProbeOutcome::Reply { .. })) => {
@@ -175,15 +176,29 @@ impl Monitor {
                 if self.misses == 1 {
                     self.silent_since = Some(round.started);
                 }
+                if self.streak_seq.is_none() {
+                    self.streak_seq = Some(round.seq);
+                    self.verdict = None;
+                }
                 self.events.push_back(Event::Miss {
                     peer,
                     misses: self.misses,
                     of: self.cfg.misses,
                 });
-                let in_grace = !self.peer_seen && now < self.grace_until;
                 if self.phase == Phase::Watching {
-                    if self.misses >= self.cfg.misses && !in_grace {
-                        self.declare_dead(now, peer);
+                    self.ask_helpers(round.seq, peer);
+                    if self.misses >= self.cfg.misses && !self.in_grace(now) {
+                        match self.second_opinion() {
+                            Ok(()) => self.declare_dead(now, peer),
+                            Err(why) => {
+                                self.events.push_back(Event::Withheld {
+                                    peer,
+                                    misses: self.misses,
+                                    why,
+                                });
+                                self.check_holder(peer);
+                            }
+                        }
                     } else {
                         self.check_holder(peer);
                     }
@@ -201,6 +216,7 @@ impl Monitor {
                 self.peer_silent = true;
                 self.misses = 0;
                 self.silent_since = None;
+                self.end_streak();
                 // A node that can no longer see the witness cannot vouch for
                 // its verdict any more: a pending fence is called off.
                 self.call_off_fence();
@@ -212,6 +228,86 @@ impl Monitor {
                     self.check_holder(peer);
                 }
             }
+        }
+    }
+
+    fn in_grace(&self, now: Instant) -> bool {
+        !self.peer_seen && now < self.grace_until
+    }
+
+    /// Forget the second opinion of a streak that ended.
+    pub(super) fn end_streak(&mut self) {
+        self.streak_seq = None;
+        self.verdict = None;
+    }
+
+    /// One request at a time: while one is out, later misses wait for it.
+    /// Only overlay rounds ask: the members' channel runs on the overlay,
+    /// and the hub (probed on its underlay) carries that overlay itself.
+    fn ask_helpers(&mut self, seq: u64, peer: Slot) {
+        if self.cfg.second_opinion && !self.asking && !peer.is_hub() && self.overlay_up {
+            self.asking = true;
+            self.actions.push_back(Action::AskHelpers {
+                round: seq,
+                peer,
+                timeout: self.cfg.probe_timeout + self.cfg.probe_timeout / 2,
+            });
+        }
+    }
+
+    /// May a peer that has missed enough rounds be declared dead?
+    /// `Err` says why not yet.
+    pub(super) fn second_opinion(&self) -> Result<(), &'static str> {
+        let Some(peer) = self.peer() else {
+            return Err("no peer");
+        };
+        if !self.cfg.second_opinion || peer.is_hub() || !self.overlay_up {
+            return Ok(()); // the witness rule alone
+        }
+        match self.verdict {
+            Some(Verdict::Unreached { .. } | Verdict::NoneToAsk) => Ok(()),
+            // Lifeguard: a node its helpers do not answer suspects itself
+            // first. It falls back to the witness rule, but only after
+            // twice the misses.
+            Some(Verdict::NoneAnswered { .. }) if self.misses >= self.cfg.misses * 2 => Ok(()),
+            Some(Verdict::NoneAnswered { .. }) => {
+                Err("no helper answered this node, which may be the sick one")
+            }
+            Some(Verdict::Reached) => Err("a helper reached the peer"),
+            None => Err("waiting for the helpers' probes"),
+        }
+    }
+
+    pub(super) fn on_helpers(&mut self, now: Instant, seq: u64, verdict: Verdict) {
+        self.asking = false;
+        let Some(peer) = self.peer() else {
+            return;
+        };
+        // Only a request of the current streak counts.
+        let Some(start) = self.streak_seq else {
+            return;
+        };
+        if seq < start || self.misses == 0 {
+            return;
+        }
+        if verdict == Verdict::Reached {
+            self.events.push_back(Event::Vouched {
+                peer,
+                after: self.misses,
+            });
+            self.misses = 0;
+            self.silent_since = None;
+            self.end_streak();
+            self.call_off_fence();
+            return;
+        }
+        self.verdict = Some(verdict);
+        if self.phase == Phase::Watching
+            && self.misses >= self.cfg.misses
+            && !self.in_grace(now)
+            && self.second_opinion().is_ok()
+        {
+            self.declare_dead(now, peer);
         }
     }
 

@@ -50,6 +50,28 @@ pub enum ProbeOutcome {
     NotSent,
 }
 
+/// What the other members said when asked to probe a silent peer on their
+/// own paths ([`Action::AskHelpers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// At least one helper reached the peer: it lives, whatever this node's
+    /// own path says.
+    Reached,
+    /// Helpers answered, and none of them reached the peer.
+    Unreached {
+        /// How many helpers answered.
+        helpers: u32,
+    },
+    /// Helpers were asked, and none answered: this node may be the sick one
+    /// (Lifeguard's local health). It accuses later, by the witness rule.
+    NoneAnswered {
+        /// How many were asked.
+        asked: u32,
+    },
+    /// There is no other member to ask: the witness rule decides.
+    NoneToAsk,
+}
+
 /// Whether a running instance holds a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Holder {
@@ -101,6 +123,13 @@ pub enum Input {
         /// Success, or why not.
         result: Result<(), String>,
     },
+    /// Result of an [`Action::AskHelpers`].
+    HelpersSaid {
+        /// The round whose miss asked.
+        round: u64,
+        /// What they said.
+        verdict: Verdict,
+    },
     /// New tunables (a config reload): they apply from the next round; the
     /// misses already counted stay.
     Reconfigure(super::CoreConfig),
@@ -118,6 +147,16 @@ pub enum Action {
         /// Where to send it.
         addr: ProbeAddr,
         /// How long to wait for an answer.
+        timeout: Duration,
+    },
+    /// Ask other members to probe `peer` on the overlay from where they are,
+    /// and report [`Input::HelpersSaid`] within `timeout`.
+    AskHelpers {
+        /// The round whose miss asks.
+        round: u64,
+        /// The silent peer.
+        peer: Slot,
+        /// How long to wait for their answers.
         timeout: Duration,
     },
     /// Look up whether a running instance holds `slot`; report

@@ -23,6 +23,16 @@
 //!   has not answered once since this node started may still be booting
 //!   (the whole fleet starts at once), so it is declared dead only after
 //!   `startup_grace` has passed.
+//! * Second opinion: from the first miss on, the core asks other members to
+//!   probe the peer from where they are ([`Action::AskHelpers`], one
+//!   request at a time). Any helper that reaches the peer clears its misses:
+//!   a one-way or pairwise path fault never accuses a healthy peer. A peer
+//!   is declared dead only when helpers answered and none reached it, or
+//!   when there is no other member to ask. When helpers were asked and none
+//!   answered, this node may be the sick one (Lifeguard): the witness rule
+//!   decides, after twice the misses. The hub and degraded rounds are judged
+//!   by the witness rule alone (the members' channel runs on the overlay).
+//!   Off when `second_opinion` is off (no members' key).
 //! * Dead peer: [`Action::Fence`]. Only a confirmed fence (EC2 reports the
 //!   holder stopped, or there was no running holder) leads to
 //!   [`Action::TakeOver`]; failures are retried with bounded exponential
@@ -61,7 +71,7 @@ use std::time::{Duration, Instant};
 
 pub use config::CoreConfig;
 use detector::Round;
-pub use io::{Action, Fenced, Holder, Input, ProbeAddr, ProbeOutcome, Target};
+pub use io::{Action, Fenced, Holder, Input, ProbeAddr, ProbeOutcome, Target, Verdict};
 use plan::Phase;
 pub use plan::VACANCY_CONFIRM;
 pub use report::{Event, PhaseName, Snapshot, Transition};
@@ -105,6 +115,12 @@ pub struct Monitor {
     /// frontend1 answered on the overlay lately; when not, rounds are
     /// degraded: the peer is probed on its underlay with EC2 as witness.
     overlay_up: bool,
+    /// An [`Action::AskHelpers`] is out.
+    asking: bool,
+    /// The round of the current streak's first miss.
+    streak_seq: Option<u64>,
+    /// The helpers' latest verdict in the current streak.
+    verdict: Option<Verdict>,
     last_error: Option<String>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
@@ -137,6 +153,9 @@ impl Monitor {
             beyond_silent_since: None,
             grace_until,
             overlay_up: true,
+            asking: false,
+            streak_seq: None,
+            verdict: None,
             last_error: None,
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -234,6 +253,7 @@ impl Monitor {
             Input::HolderChecked { slot, result } => self.on_holder(now, slot, result),
             Input::FenceDone { slot, result } => self.on_fence_done(now, slot, result),
             Input::TakeOverDone { to, result } => self.on_takeover_done(now, to, result),
+            Input::HelpersSaid { round, verdict } => self.on_helpers(now, round, verdict),
             Input::Reconfigure(cfg) => self.cfg = cfg,
         }
     }
@@ -256,6 +276,8 @@ impl Monitor {
         self.beyond_misses = 0;
         self.beyond_silent_since = None;
         self.overlay_up = true;
+        self.asking = false;
+        self.end_streak();
         self.last_error = None;
         let peer = self.peer();
         self.events.push_back(Event::Watching { me: self.me, peer });

@@ -72,6 +72,24 @@ pub enum Event {
         /// Misses before the answer.
         after: u32,
     },
+    /// Another member reached the silent peer: its misses are forgotten.
+    Vouched {
+        /// The peer.
+        peer: Slot,
+        /// Misses forgotten.
+        after: u32,
+    },
+    /// The peer has missed enough rounds but is not declared dead yet: the
+    /// second opinion is pending, or no helper answered this node (it may
+    /// be the sick one) and the fallback waits longer.
+    Withheld {
+        /// The peer.
+        peer: Slot,
+        /// Missed rounds so far.
+        misses: u32,
+        /// Why.
+        why: &'static str,
+    },
     /// The peer is declared dead after `misses` missed rounds.
     PeerDead {
         /// The peer.

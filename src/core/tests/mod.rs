@@ -3,6 +3,7 @@
 
 mod degraded;
 mod detector;
+mod opinion;
 mod plan;
 
 use std::time::{Duration, Instant};

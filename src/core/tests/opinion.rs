@@ -1,0 +1,158 @@
+//! The second opinion: helpers' verdicts before an accusation.
+
+use std::time::Duration;
+
+use super::*;
+use crate::core::*;
+
+fn with_opinion(me: Slot) -> Harness {
+    let mut h = Harness::new(me);
+    h.m = Monitor::new(
+        CoreConfig {
+            second_opinion: true,
+            ..cfg()
+        },
+        me,
+        h.now,
+    );
+    h.drain();
+    h
+}
+
+/// One silent round with the witness up. Holder look-ups answer `Held`;
+/// returns the helpers' requests it made.
+fn miss(h: &mut Harness) -> Vec<u64> {
+    h.round(None, Some(RTT));
+    let mut asks = Vec::new();
+    for a in h.take_work() {
+        match a {
+            Action::CheckHolder { slot } => h.input(Duration::ZERO, holder(slot, Holder::Held)),
+            Action::AskHelpers { round, peer, .. } => {
+                assert_eq!(peer, be(2));
+                asks.push(round);
+            }
+            other => h.work.push(other),
+        }
+    }
+    asks
+}
+
+fn said(h: &mut Harness, round: u64, verdict: Verdict) {
+    h.input(
+        Duration::from_millis(100),
+        Input::HelpersSaid { round, verdict },
+    );
+}
+
+#[test]
+fn a_peer_a_helper_reaches_is_never_declared_however_long_this_node_misses_it() {
+    let mut h = with_opinion(be(3));
+    h.round(Some(RTT), Some(RTT));
+    for _ in 0..50 {
+        for round in miss(&mut h) {
+            said(&mut h, round, Verdict::Reached);
+        }
+    }
+    assert_eq!(h.fences(), 0, "{:?}", h.work);
+    assert!(h.events.iter().any(|e| matches!(e, Event::Vouched { .. })));
+    assert!(h.m.snapshot().misses < 3);
+}
+
+#[test]
+fn helpers_that_cannot_reach_the_peer_either_confirm_the_death() {
+    let mut h = with_opinion(be(3));
+    h.round(Some(RTT), Some(RTT));
+    let asks = miss(&mut h);
+    assert_eq!(asks.len(), 1, "the first miss asks");
+    assert!(miss(&mut h).is_empty(), "one request at a time");
+    said(&mut h, asks[0], Verdict::Unreached { helpers: 3 });
+    assert_eq!(h.fences(), 0, "two misses are not enough");
+    miss(&mut h);
+    assert_eq!(h.fences(), 1);
+}
+
+#[test]
+fn at_the_last_miss_a_pending_opinion_is_awaited_then_decides() {
+    let mut h = with_opinion(be(3));
+    h.round(Some(RTT), Some(RTT));
+    let first = miss(&mut h);
+    miss(&mut h);
+    miss(&mut h);
+    assert_eq!(h.fences(), 0, "no verdict yet");
+    assert!(
+        h.events
+            .iter()
+            .any(|e| matches!(e, Event::Withheld { misses: 3, .. }))
+    );
+    said(&mut h, first[0], Verdict::Unreached { helpers: 1 });
+    assert_eq!(h.fences(), 1, "declared as soon as the verdict came");
+}
+
+#[test]
+fn a_node_no_helper_answers_suspects_itself_and_accuses_only_after_twice_the_misses() {
+    let mut h = with_opinion(be(3));
+    h.round(Some(RTT), Some(RTT));
+    for n in 1..=6 {
+        for round in miss(&mut h) {
+            said(&mut h, round, Verdict::NoneAnswered { asked: 3 });
+        }
+        assert_eq!(h.fences(), usize::from(n == 6), "after miss {n}");
+    }
+}
+
+#[test]
+fn with_nobody_to_ask_the_witness_rule_decides_at_once() {
+    let mut h = with_opinion(be(3));
+    h.round(Some(RTT), Some(RTT));
+    for round in miss(&mut h) {
+        said(&mut h, round, Verdict::NoneToAsk);
+    }
+    miss(&mut h);
+    assert_eq!(h.fences(), 0);
+    miss(&mut h);
+    assert_eq!(h.fences(), 1);
+}
+
+#[test]
+fn a_verdict_from_an_earlier_streak_counts_for_nothing() {
+    let mut h = with_opinion(be(3));
+    h.round(Some(RTT), Some(RTT));
+    let old = miss(&mut h);
+    h.round(Some(RTT), Some(RTT)); // the streak ends
+    miss(&mut h);
+    miss(&mut h);
+    said(&mut h, old[0], Verdict::Unreached { helpers: 3 });
+    let asks = miss(&mut h);
+    assert_eq!(h.fences(), 0, "the old verdict must not declare");
+    assert_eq!(asks.len(), 1, "the late answer freed the request slot");
+}
+
+#[test]
+fn the_hub_is_judged_by_the_witness_rule_alone() {
+    let mut h = with_opinion(fe(2));
+    h.round(Some(RTT), Some(RTT));
+    for _ in 0..3 {
+        h.round(None, Some(RTT));
+        for a in h.take_work() {
+            match a {
+                Action::CheckHolder { slot } => h.input(Duration::ZERO, holder(slot, Holder::Held)),
+                Action::AskHelpers { .. } => panic!("asked helpers about the hub"),
+                other => h.work.push(other),
+            }
+        }
+    }
+    assert_eq!(h.fences(), 1);
+}
+
+#[test]
+fn without_the_channel_nobody_is_asked() {
+    let mut h = Harness::new(be(3));
+    h.round(Some(RTT), Some(RTT));
+    dead(&mut h);
+    assert!(
+        !h.work
+            .iter()
+            .any(|a| matches!(a, Action::AskHelpers { .. }))
+    );
+    assert_eq!(h.fences(), 1);
+}
