@@ -5,6 +5,7 @@
 #   DIR/ca.crt                 the CA certificate
 #   DIR/ca.key                 the CA key (keep it off the instances)
 #   DIR/ta.key                 tls-crypt key (OpenVPN static key)
+#   DIR/members.key            the members' channel key (HMAC, mode 0600)
 #   DIR/issued/<cn>.crt        one certificate per common name
 #   DIR/private/<cn>.key       its key
 #
@@ -42,4 +43,5 @@ issue frontend1 serverAuth
 for i in $(seq 2 "$maxf"); do issue "frontend$i" clientAuth; done
 for i in $(seq 1 "$maxb"); do issue "backend$i" clientAuth; done
 [ -f ta.key ] || openvpn --genkey secret ta.key
+[ -f members.key ] || (umask 077 && openssl rand -hex 32 > members.key)
 echo "PKI in $dir: $(ls issued | wc -l) certificates"

@@ -85,6 +85,9 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// The members' channel (second opinions).
+    #[serde(default)]
+    pub members: MembersConfig,
     /// The chain layout.
     pub layout: LayoutConfig,
 }
@@ -218,6 +221,47 @@ impl Default for AnnounceConfig {
             timeout_ms: 10_000,
             retry_initial_ms: 500,
             retry_max_ms: 30_000,
+        }
+    }
+}
+
+/// `[members]`: the members' channel. A silent peer is declared dead only
+/// when other members, asked over this channel, cannot reach it either.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MembersConfig {
+    /// The fleet's members key (at least 32 bytes, mode 0600), the same on
+    /// every member. Unset: `<vpn.pki_dir>/members.key`, fetched with the
+    /// PKI. When the file does not exist the channel is off and the witness
+    /// rule alone judges (logged at start).
+    pub key_file: Option<PathBuf>,
+    /// UDP port of the channel on the overlay, the same on every member.
+    pub port: u16,
+    /// Helpers whose failure to reach the peer confirms its death.
+    pub helpers: u32,
+    /// How far a datagram's send time may be from the receiver's clock
+    /// (milliseconds); older ones are dropped as replays.
+    pub window_ms: u64,
+}
+
+impl Config {
+    /// The members key file: `members.key_file`, or `members.key` in the
+    /// PKI directory.
+    pub fn members_key_file(&self) -> PathBuf {
+        self.members
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.vpn.pki_dir.join("members.key"))
+    }
+}
+
+impl Default for MembersConfig {
+    fn default() -> Self {
+        MembersConfig {
+            key_file: None,
+            port: 7947,
+            helpers: 3,
+            window_ms: 10_000,
         }
     }
 }
@@ -494,6 +538,8 @@ impl Settings {
             backoff_initial: Duration::from_millis(r.initial_ms),
             backoff_max: Duration::from_millis(r.max_ms),
             startup_grace: Duration::from_millis(p.startup_grace_ms),
+            // Set by the daemon once its members' channel runs.
+            second_opinion: false,
         }
     }
 }
@@ -736,6 +782,28 @@ impl Config {
                     format!("must be an absolute path, got {path:?}"),
                 ));
             }
+        }
+        let m = &self.members;
+        if m.key_file.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return Err(invalid(
+                "members.key_file",
+                format!("must be an absolute path, got {:?}", m.key_file),
+            ));
+        }
+        if m.port == 0 {
+            return Err(invalid("members.port", "must be 1..=65535, got 0"));
+        }
+        if !(1..=16).contains(&m.helpers) {
+            return Err(invalid(
+                "members.helpers",
+                format!("must be 1..=16, got {}", m.helpers),
+            ));
+        }
+        if !(1000..=300_000).contains(&m.window_ms) {
+            return Err(invalid(
+                "members.window_ms",
+                format!("must be 1000..=300000, got {}", m.window_ms),
+            ));
         }
         if self.announce.heartbeat_secs > 86_400 {
             return Err(invalid(
@@ -1082,6 +1150,10 @@ mod tests {
                 "vpn.health_timeout_ms",
             ),
             ("[vpn]\nhealth_misses = 0\n", "vpn.health_misses"),
+            ("[members]\nkey_file = \"k\"\n", "members.key_file"),
+            ("[members]\nport = 0\n", "members.port"),
+            ("[members]\nhelpers = 0\n", "members.helpers"),
+            ("[members]\nwindow_ms = 10\n", "members.window_ms"),
             ("[service]\ncheck = \"mysql\"\n", "service.address"),
             ("[service]\ncheck = \"command\"\n", "service.command"),
             (

@@ -16,7 +16,7 @@ use chainwatch::layout::{Role, Slot};
 use chainwatch::shell::broker::RabbitSink;
 use common::rabbit::Rabbit;
 use common::{
-    Moto, Proc, announce_config, bin, ec2_client, event, have, launch, prerequisite, sh, wait_for,
+    Moto, Proc, announce_config, bin, ec2_client, event, have, launch, prerequisite, wait_for,
 };
 
 const FLEET: &str = "trust";

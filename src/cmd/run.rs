@@ -27,6 +27,7 @@ use crate::shell::broker::RabbitSink;
 use crate::shell::driver::Driver;
 use crate::shell::fabric::Fabric;
 use crate::shell::identity::{self, BootIdentity};
+use crate::shell::members::{self, Members, MembersOptions, wire::Key};
 use crate::shell::metrics::{self, Metrics};
 use crate::shell::openvpn::{self, Vpn, VpnSettings};
 use crate::shell::outbox::Outbox;
@@ -60,6 +61,8 @@ struct Common {
     metrics: Option<std::net::TcpListener>,
     /// OpenVPN's management socket when this daemon runs the identity.
     mgmt: Option<std::path::PathBuf>,
+    /// The members key and the channel's bound port (no key: `None`).
+    members: Option<(Key, std::net::UdpSocket)>,
 }
 
 /// Start the daemon and run until SIGTERM or SIGINT.
@@ -499,6 +502,25 @@ fn start_common(s: &Settings, boot: BootIdentity) -> Result<Common, CmdError> {
         }
         None => None,
     };
+    let key_file = s.config.members_key_file();
+    let members = match members::read_key(&key_file).map_err(other)? {
+        Some(key) => {
+            let socket = Members::bind(s.config.members.port).map_err(other)?;
+            tracing::info!(
+                port = s.config.members.port,
+                "members' channel on UDP {}: a silent peer is declared dead only when other members cannot reach it either",
+                s.config.members.port
+            );
+            Some((key, socket))
+        }
+        None => {
+            tracing::warn!(
+                key = %key_file.display(),
+                "no members key: the members' channel is off, so no second opinion is asked before a peer is declared dead (a one-way path fault can fence a healthy peer); provision the key with the PKI"
+            );
+            None
+        }
+    };
     Ok(Common {
         boot,
         resolver,
@@ -506,6 +528,7 @@ fn start_common(s: &Settings, boot: BootIdentity) -> Result<Common, CmdError> {
         listener,
         metrics,
         mgmt: None,
+        members,
     })
 }
 
@@ -635,13 +658,37 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
     observe: bool,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let core = Monitor::new(s.core(), common.boot.slot, Instant::now());
+    let prober = Arc::new(common.prober);
+    let members = match common.members {
+        Some((key, socket)) => {
+            let opts = MembersOptions {
+                port: s.config.members.port,
+                helpers: s.config.members.helpers as usize,
+                window_ms: s.config.members.window_ms,
+                probe_timeout: Duration::from_millis(s.config.probe.timeout_ms),
+            };
+            match Members::new(socket, key, &opts, s.layout.clone(), prober.clone()) {
+                Ok(m) => {
+                    tokio::spawn(m.clone().serve());
+                    Some(m)
+                }
+                Err(e) => {
+                    tracing::error!("members' channel not started: {e}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let mut core_cfg = s.core();
+    core_cfg.second_opinion = members.is_some();
+    let core = Monitor::new(core_cfg, common.boot.slot, Instant::now());
     let report = Driver::<R, S, A>::initial_report(
         &core,
         &s.layout,
         &common.boot,
         observe,
-        common.prober.socket_kind().as_str(),
+        prober.socket_kind().as_str(),
     );
     let (status_tx, status_rx) = watch::channel(report);
     let metrics_server = match common.metrics.map(tokio::net::TcpListener::from_std) {
@@ -677,7 +724,7 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
     let driver = Driver {
         core,
         layout: s.layout.clone(),
-        prober: Arc::new(common.prober),
+        prober,
         resolver: Arc::new(common.resolver),
         registry: Arc::new(registry),
         switcher: Arc::new(switcher),
@@ -688,6 +735,7 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
         status: status_tx,
         reload,
         notifier: notifier(s, common_instance.as_deref()),
+        members,
     };
     driver.run(shutdown).await;
     reloader.abort();

@@ -45,6 +45,9 @@ pub struct Driver<R, S, A> {
     pub reload: mpsc::UnboundedReceiver<crate::core::CoreConfig>,
     /// Runs `alerts.notify_command` (none configured: `None`).
     pub notifier: Option<super::alert::Notifier>,
+    /// The members' channel (no members key: `None`, and the core judges
+    /// by the witness rule alone).
+    pub members: Option<Arc<super::members::Members>>,
 }
 
 /// Rate-limits repeated warnings: each kind of trouble is logged when its
@@ -99,6 +102,8 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
             pending_events: 0,
             power_fences: Vec::new(),
             counters: Default::default(),
+            members: Default::default(),
+            members_channel: false,
             icmp_socket: icmp.to_string(),
             identity_source: boot.source.as_str().to_string(),
             instance_id: boot.instance_id.clone(),
@@ -166,7 +171,8 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(input) = rx.recv() => self.core.handle_input(Instant::now(), input),
-                Some(cfg) = self.reload.recv() => {
+                Some(mut cfg) = self.reload.recv() => {
+                    cfg.second_opinion = self.members.is_some();
                     tracing::info!(?cfg, "probe and retry settings reloaded: they apply from the next round");
                     self.core.handle_input(Instant::now(), Input::Reconfigure(cfg));
                 }
@@ -210,10 +216,13 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         let layout = &self.layout;
         let pending = self.announcer.pending();
         let power_fences = self.registry.power_fences();
+        let members = self.members.as_ref().map(|m| m.counters());
         self.status.send_modify(|r| {
             Self::fill(r, core, layout);
             r.pending_events = pending;
             r.power_fences = power_fences;
+            r.members_channel = members.is_some();
+            r.members = members.unwrap_or_default();
         });
     }
 
@@ -303,6 +312,21 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                         target,
                         outcome,
                     });
+                });
+            }
+            Action::AskHelpers {
+                round,
+                peer,
+                timeout,
+            } => {
+                let me = self.core.me();
+                let members = self.members.clone();
+                tasks.spawn(async move {
+                    let verdict = match members {
+                        Some(m) => m.ask(me, peer, timeout).await,
+                        None => crate::core::Verdict::NoneToAsk,
+                    };
+                    let _ = tx.send(Input::HelpersSaid { round, verdict });
                 });
             }
             Action::CheckHolder { slot } => {
@@ -422,6 +446,12 @@ fn log_event(event: &Event, observe: bool, rounds: u64) {
         ),
         Event::Recovered { peer, after } => {
             tracing::info!(peer = %peer, after, "{peer} answers again after {after} misses")
+        }
+        Event::Vouched { peer, after } => {
+            tracing::info!(peer = %peer, after, "{peer} is silent to this node but another member reached it: {after} misses forgotten (a path fault, not a death)")
+        }
+        Event::Withheld { peer, misses, why } => {
+            tracing::info!(peer = %peer, misses, "{peer} missed {misses} rounds; not declared dead yet: {why}")
         }
         Event::PeerDead { peer, misses } => {
             tracing::warn!(peer = %peer, misses, observe, rounds, "peer declared dead: {peer} missed {misses} rounds while the witness answered")

@@ -51,8 +51,14 @@ struct Series {
     takeovers: Counter,
     takeover_failures: Counter,
     openvpn_restarts: Counter,
+    /// The members' channel: second opinions asked, vouched, probes run
+    /// for others, requests dropped while busy.
+    probes: Family<Labels, Counter>,
+    /// Datagrams dropped, by reason.
+    dropped: Family<Labels, Counter>,
     /// The totals already counted, to add only the difference.
     seen: [u64; 6],
+    members_seen: [u64; 10],
     updated: Instant,
 }
 
@@ -88,7 +94,10 @@ impl Metrics {
             takeovers: Counter::default(),
             takeover_failures: Counter::default(),
             openvpn_restarts: Counter::default(),
+            probes: Family::default(),
+            dropped: Family::default(),
             seen: [0; 6],
+            members_seen: [0; 10],
             updated: Instant::now(),
         };
         registry.register("phase", "1 for the phase the node is in", s.phase.clone());
@@ -140,6 +149,16 @@ impl Metrics {
             "openvpn_restarts",
             "OpenVPN processes restarted (exited or hung)",
             s.openvpn_restarts.clone(),
+        );
+        registry.register(
+            "indirect_probes",
+            "the members' channel: second opinions asked and vouched (a helper reached the peer), probes run for other members, requests dropped while busy",
+            s.probes.clone(),
+        );
+        registry.register(
+            "member_datagrams_dropped",
+            "datagrams of the members' channel dropped, by reason",
+            s.dropped.clone(),
         );
         Metrics {
             registry,
@@ -202,6 +221,30 @@ impl Metrics {
         .enumerate()
         {
             add(c, &mut seen[k], totals[k]);
+        }
+        let m = &r.members;
+        let members = [
+            ("kind", "asked", m.asked),
+            ("kind", "vouched", m.vouched),
+            ("kind", "helped", m.helped),
+            ("kind", "busy", m.busy),
+            ("reason", "foreign", m.foreign),
+            ("reason", "oversize", m.oversize),
+            ("reason", "malformed", m.malformed),
+            ("reason", "forged", m.forged),
+            ("reason", "stale", m.stale),
+            ("reason", "replayed", m.replayed),
+        ];
+        let Series {
+            probes,
+            dropped,
+            members_seen,
+            ..
+        } = &mut *s;
+        for (k, (label, value, total)) in members.into_iter().enumerate() {
+            let family = if label == "kind" { &*probes } else { &*dropped };
+            let c = family.get_or_create(&vec![(label.to_string(), value.to_string())]);
+            add(&c, &mut members_seen[k], total);
         }
     }
 

@@ -19,6 +19,7 @@ pub mod broker;
 pub mod driver;
 pub mod fabric;
 pub mod identity;
+pub mod members;
 pub mod metrics;
 pub mod openvpn;
 pub mod outbox;
@@ -274,6 +275,13 @@ pub struct StatusReport {
     /// Fences and takeovers since the daemon started.
     #[serde(default)]
     pub counters: Counters,
+    /// The members' channel: second opinions and dropped datagrams (all
+    /// zero when the channel is off; see `members_channel`).
+    #[serde(default)]
+    pub members: members::MembersCounters,
+    /// Whether the members' channel runs (a members key was found).
+    #[serde(default)]
+    pub members_channel: bool,
     /// ICMP socket kind: `dgram` or `raw`.
     pub icmp_socket: String,
     /// Where the boot identity came from.
@@ -418,6 +426,28 @@ impl StatusReport {
                         .map(PowerFence::summary)
                         .collect::<Vec<_>>()
                         .join("; ")
+                },
+            ),
+            (
+                "second opinion",
+                if self.members_channel {
+                    let m = &self.members;
+                    format!(
+                        "on: asked {}, vouched {}, helped {}, busy {}; dropped {} (foreign {}, oversize {}, malformed {}, forged {}, stale {}, replayed {})",
+                        m.asked,
+                        m.vouched,
+                        m.helped,
+                        m.busy,
+                        m.dropped(),
+                        m.foreign,
+                        m.oversize,
+                        m.malformed,
+                        m.forged,
+                        m.stale,
+                        m.replayed
+                    )
+                } else {
+                    "OFF (no members key): the witness rule alone judges".into()
                 },
             ),
             ("mode", self.mode.clone()),

@@ -1,0 +1,409 @@
+//! The members' channel: the second opinion of a silent peer.
+//!
+//! Every daemon listens on UDP `members.port` (7947) and does two things:
+//!
+//! * **Helper.** On an authentic ping request it probes the named slot's
+//!   overlay address with ICMP, from where it is, and answers with what it
+//!   found. At most [`MAX_HELPING`] such probes run at once; more requests
+//!   are dropped and counted.
+//! * **Asker.** [`Members::ask`] sends a ping request to every other slot's
+//!   overlay address and collects the answers: one helper that reached the
+//!   peer is enough ([`Verdict::Reached`]); `members.helpers` answers that
+//!   did not, or the timeout with at least one, make
+//!   [`Verdict::Unreached`]; none at all make [`Verdict::NoneAnswered`].
+//!
+//! Datagrams are sealed with the fleet's members key ([`wire`]). Only
+//! datagrams from the overlay subnet are looked at; a datagram that is
+//! oversize, malformed, forged, stale or replayed is dropped and counted,
+//! and nothing else happens: no probe, no answer, no log line per datagram.
+
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::net::UdpSocket;
+use tokio::sync::{Semaphore, mpsc};
+
+use self::wire::{Body, Datagram, Key, Rejected, Replay};
+use super::prober::IcmpProber;
+use crate::clock::unix_ms;
+use crate::core::Verdict;
+use crate::layout::{Layout, Slot};
+
+/// Helper probes running at once; requests beyond are dropped.
+pub const MAX_HELPING: usize = 8;
+/// Entries of the replay cache.
+const REPLAY_CAP: usize = 4096;
+
+/// Why the channel cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum MembersError {
+    /// The key file cannot be read.
+    #[error("cannot read the members key {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The key file can be read by others.
+    #[error(
+        "the members key {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
+    Mode {
+        /// The file.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// The key is too short.
+    #[error("{path}: {reason}")]
+    Short {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: wire::ShortKey,
+    },
+    /// The port cannot be bound.
+    #[error("cannot listen on UDP {addr} for the members' channel: {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        reason: String,
+    },
+}
+
+/// Read a members key file: owner-only, at least [`wire::MIN_KEY`] bytes.
+/// `Ok(None)` when the file does not exist (the channel is off).
+pub fn read_key(path: &Path) -> Result<Option<Key>, MembersError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(MembersError::Read {
+                path: path.into(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(MembersError::Mode {
+            path: path.into(),
+            mode,
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|e| MembersError::Read {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    Key::new(&bytes)
+        .map(Some)
+        .map_err(|reason| MembersError::Short {
+            path: path.into(),
+            reason,
+        })
+}
+
+/// What the channel has seen, for `status` and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MembersCounters {
+    /// Second opinions asked.
+    pub asked: u64,
+    /// Of them, a helper reached the peer.
+    pub vouched: u64,
+    /// Probes run for other members.
+    pub helped: u64,
+    /// Requests dropped because [`MAX_HELPING`] probes were running.
+    pub busy: u64,
+    /// Datagrams from outside the overlay subnet.
+    pub foreign: u64,
+    /// Oversize datagrams.
+    pub oversize: u64,
+    /// Malformed datagrams.
+    pub malformed: u64,
+    /// Datagrams with a bad MAC.
+    pub forged: u64,
+    /// Datagrams outside the time window.
+    pub stale: u64,
+    /// Datagrams seen before.
+    pub replayed: u64,
+}
+
+impl MembersCounters {
+    /// Datagrams dropped for any reason of their own.
+    pub fn dropped(&self) -> u64 {
+        self.foreign + self.oversize + self.malformed + self.forged + self.stale + self.replayed
+    }
+}
+
+#[derive(Default)]
+struct Atomics {
+    asked: AtomicU64,
+    vouched: AtomicU64,
+    helped: AtomicU64,
+    busy: AtomicU64,
+    foreign: AtomicU64,
+    oversize: AtomicU64,
+    malformed: AtomicU64,
+    forged: AtomicU64,
+    stale: AtomicU64,
+    replayed: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+type Waiting = HashMap<u64, mpsc::UnboundedSender<(Ipv4Addr, bool)>>;
+
+/// The channel of one daemon.
+pub struct Members {
+    socket: UdpSocket,
+    key: Key,
+    port: u16,
+    sender: u64,
+    seq: AtomicU64,
+    helpers: usize,
+    probe_timeout: Duration,
+    layout: Layout,
+    prober: Arc<IcmpProber>,
+    replay: Mutex<Replay>,
+    waiting: Mutex<Waiting>,
+    helping: Arc<Semaphore>,
+    counters: Atomics,
+}
+
+/// Tunables of the channel.
+#[derive(Debug, Clone)]
+pub struct MembersOptions {
+    /// UDP port, the same on every member.
+    pub port: u16,
+    /// Answers that did not reach the peer enough to confirm its death.
+    pub helpers: usize,
+    /// How far a datagram's send time may be from this clock (ms).
+    pub window_ms: u64,
+    /// How long a helper's probe may take.
+    pub probe_timeout: Duration,
+}
+
+impl Members {
+    /// Bind the channel's UDP port on every address of this host (before
+    /// the runtime runs: a port in use fails the start, not a later round).
+    pub fn bind(port: u16) -> Result<std::net::UdpSocket, MembersError> {
+        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+        std::net::UdpSocket::bind(addr)
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .map_err(|e| MembersError::Bind {
+                addr,
+                reason: e.to_string(),
+            })
+    }
+
+    /// The channel on a socket from [`Members::bind`]; call within the
+    /// runtime, then run [`Members::serve`].
+    pub fn new(
+        socket: std::net::UdpSocket,
+        key: Key,
+        opts: &MembersOptions,
+        layout: Layout,
+        prober: Arc<IcmpProber>,
+    ) -> Result<Arc<Members>, MembersError> {
+        let addr = socket
+            .local_addr()
+            .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, opts.port)));
+        let socket = UdpSocket::from_std(socket).map_err(|e| MembersError::Bind {
+            addr,
+            reason: e.to_string(),
+        })?;
+        let (sender, _) = uuid::Uuid::new_v4().as_u64_pair();
+        Ok(Arc::new(Members {
+            socket,
+            key,
+            port: opts.port,
+            sender,
+            seq: AtomicU64::new(1),
+            helpers: opts.helpers.max(1),
+            probe_timeout: opts.probe_timeout,
+            layout,
+            prober,
+            replay: Mutex::new(Replay::new(opts.window_ms, REPLAY_CAP)),
+            waiting: Mutex::new(HashMap::new()),
+            helping: Arc::new(Semaphore::new(MAX_HELPING)),
+            counters: Atomics::default(),
+        }))
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> MembersCounters {
+        let c = &self.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MembersCounters {
+            asked: l(&c.asked),
+            vouched: l(&c.vouched),
+            helped: l(&c.helped),
+            busy: l(&c.busy),
+            foreign: l(&c.foreign),
+            oversize: l(&c.oversize),
+            malformed: l(&c.malformed),
+            forged: l(&c.forged),
+            stale: l(&c.stale),
+            replayed: l(&c.replayed),
+        }
+    }
+
+    fn next(&self, body: Body) -> (u64, Vec<u8>) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let d = Datagram {
+            sender: self.sender,
+            seq,
+            sent_ms: unix_ms(SystemTime::now()),
+            body,
+        };
+        (seq, wire::seal(&self.key, &d))
+    }
+
+    /// Ask every other slot of the layout to probe `peer` from where it is.
+    pub async fn ask(&self, me: Slot, peer: Slot, timeout: Duration) -> Verdict {
+        bump(&self.counters.asked);
+        let helpers: Vec<Ipv4Addr> = self
+            .layout
+            .all_slots()
+            .filter(|s| *s != me && *s != peer)
+            .map(|s| self.layout.overlay_addr(s))
+            .collect();
+        if helpers.is_empty() {
+            return Verdict::NoneToAsk;
+        }
+        let (seq, bytes) = self.next(Body::PingReq { target: peer });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        lock(&self.waiting).insert(seq, tx);
+        for ip in &helpers {
+            // A helper that is not there (a vacant slot) simply never
+            // answers; a send error is no answer either.
+            let _ = self
+                .socket
+                .send_to(&bytes, SocketAddrV4::new(*ip, self.port))
+                .await;
+        }
+        let asked = helpers.len() as u32;
+        let mut unreached: HashSet<Ipv4Addr> = HashSet::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let verdict = loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((from, true))) if helpers.contains(&from) => {
+                    bump(&self.counters.vouched);
+                    break Verdict::Reached;
+                }
+                Ok(Some((from, false))) if helpers.contains(&from) => {
+                    unreached.insert(from);
+                    if unreached.len() >= self.helpers.min(helpers.len()) {
+                        break Verdict::Unreached {
+                            helpers: unreached.len() as u32,
+                        };
+                    }
+                }
+                Ok(Some(_)) => {} // an answer from an address not asked
+                Ok(None) | Err(_) if unreached.is_empty() => {
+                    break Verdict::NoneAnswered { asked };
+                }
+                Ok(None) | Err(_) => {
+                    break Verdict::Unreached {
+                        helpers: unreached.len() as u32,
+                    };
+                }
+            }
+        };
+        lock(&self.waiting).remove(&seq);
+        verdict
+    }
+
+    /// Receive and handle datagrams until the socket fails.
+    pub async fn serve(self: Arc<Self>) {
+        let mut buf = [0u8; 2048];
+        loop {
+            let (n, from) = match self.socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("members' channel: receive failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            self.handle(&buf[..n], from);
+        }
+    }
+
+    fn handle(self: &Arc<Self>, bytes: &[u8], from: SocketAddr) {
+        let SocketAddr::V4(from) = from else {
+            bump(&self.counters.foreign);
+            return;
+        };
+        if !self.layout.subnet().contains(*from.ip()) {
+            bump(&self.counters.foreign);
+            return;
+        }
+        let d = match wire::open(&self.key, bytes).and_then(|d| {
+            lock(&self.replay)
+                .admit(&d, unix_ms(SystemTime::now()))
+                .map(|()| d)
+        }) {
+            Ok(d) => d,
+            Err(r) => {
+                bump(match r {
+                    Rejected::Oversize => &self.counters.oversize,
+                    Rejected::Malformed => &self.counters.malformed,
+                    Rejected::Forged => &self.counters.forged,
+                    Rejected::Stale => &self.counters.stale,
+                    Rejected::Replayed => &self.counters.replayed,
+                });
+                return;
+            }
+        };
+        match d.body {
+            Body::Ack { req, reached, .. } => {
+                if let Some(tx) = lock(&self.waiting).get(&req) {
+                    let _ = tx.send((*from.ip(), reached));
+                }
+            }
+            Body::PingReq { target } => {
+                if target.id > self.layout.max_id(target.role) {
+                    bump(&self.counters.malformed);
+                    return;
+                }
+                let Ok(permit) = self.helping.clone().try_acquire_owned() else {
+                    bump(&self.counters.busy);
+                    return;
+                };
+                bump(&self.counters.helped);
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let ip = me.layout.overlay_addr(target);
+                    let rtt = me.prober.probe(ip, me.probe_timeout).await;
+                    let (_, bytes) = me.next(Body::Ack {
+                        req: d.seq,
+                        reached: rtt.is_some(),
+                        rtt_us: rtt
+                            .map(|r| u32::try_from(r.as_micros()).unwrap_or(u32::MAX))
+                            .unwrap_or(0),
+                    });
+                    let _ = me.socket.send_to(&bytes, from).await;
+                });
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,400 @@
+//! The members' datagrams: a ping request ("probe this slot for me") and its
+//! answer, each sealed with HMAC-SHA256 under the fleet's members key.
+//!
+//! Fixed layout, big-endian, nothing optional:
+//!
+//! ```text
+//! 0..4    magic "CWM1"
+//! 4       kind: 1 ping-req, 2 ack
+//! 5..13   sender: random per daemon start
+//! 13..21  seq: per sender, from 1
+//! 21..29  sent: Unix milliseconds
+//! ping-req: 29 role (0 frontend, 1 backend), 30..34 id
+//! ack:      29..37 the request's seq, 37 reached (0 or 1), 38..42 rtt (µs)
+//! then 32 bytes of HMAC-SHA256 over everything before them
+//! ```
+//!
+//! [`open`] checks, in this order and before believing any field: the size,
+//! the magic, the MAC (constant-time), the fields, the time window, and the
+//! replay cache. Only a datagram that passes all of them is acted on.
+
+use std::collections::HashMap;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::layout::{Role, Slot};
+
+type HmacSha256 = Hmac<Sha256>;
+
+const MAGIC: &[u8; 4] = b"CWM1";
+const HEADER: usize = 29;
+const TAG: usize = 32;
+/// A ping request's size on the wire.
+pub const PING_REQ_LEN: usize = HEADER + 5 + TAG;
+/// An ack's size on the wire.
+pub const ACK_LEN: usize = HEADER + 13 + TAG;
+/// Nothing longer is even looked at.
+pub const MAX_LEN: usize = 128;
+/// The shortest key accepted (bytes).
+pub const MIN_KEY: usize = 32;
+
+/// What a datagram carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// Probe `target` on the overlay and answer.
+    PingReq {
+        /// The slot to probe.
+        target: Slot,
+    },
+    /// The answer to the ping request `req`.
+    Ack {
+        /// The request's `seq`.
+        req: u64,
+        /// The helper reached the target.
+        reached: bool,
+        /// Its round-trip time, in microseconds (0 when not reached).
+        rtt_us: u32,
+    },
+}
+
+/// A whole datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram {
+    /// The sending daemon (random per start).
+    pub sender: u64,
+    /// Per sender, increasing.
+    pub seq: u64,
+    /// When it was sent (Unix milliseconds).
+    pub sent_ms: u64,
+    /// What it says.
+    pub body: Body,
+}
+
+/// Why a datagram was dropped. Each is counted in `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// Longer than any datagram of the protocol.
+    #[error("oversize datagram")]
+    Oversize,
+    /// Wrong size, magic or field values.
+    #[error("malformed datagram")]
+    Malformed,
+    /// The MAC does not match: not sealed with this fleet's key.
+    #[error("forged datagram (bad MAC)")]
+    Forged,
+    /// Sent outside the time window (old, or from a clock far off).
+    #[error("stale datagram (outside the time window)")]
+    Stale,
+    /// Already seen: the same sender and sequence number.
+    #[error("replayed datagram")]
+    Replayed,
+}
+
+/// The fleet's members key.
+#[derive(Clone)]
+pub struct Key(Vec<u8>);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(redacted)")
+    }
+}
+
+/// Why a key is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the members key has {0} bytes, at least {MIN_KEY} are needed; make one with `openssl rand -hex 32`"
+)]
+pub struct ShortKey(pub usize);
+
+impl Key {
+    /// A key from a key file's contents (surrounding whitespace ignored).
+    pub fn new(bytes: &[u8]) -> Result<Key, ShortKey> {
+        let trimmed = bytes.trim_ascii();
+        if trimmed.len() < MIN_KEY {
+            return Err(ShortKey(trimmed.len()));
+        }
+        Ok(Key(trimmed.to_vec()))
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // HMAC takes keys of any length; this cannot fail.
+        HmacSha256::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!())
+    }
+}
+
+/// Encode and seal `d`.
+pub fn seal(key: &Key, d: &Datagram) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ACK_LEN);
+    out.extend_from_slice(MAGIC);
+    out.push(match d.body {
+        Body::PingReq { .. } => 1,
+        Body::Ack { .. } => 2,
+    });
+    out.extend_from_slice(&d.sender.to_be_bytes());
+    out.extend_from_slice(&d.seq.to_be_bytes());
+    out.extend_from_slice(&d.sent_ms.to_be_bytes());
+    match d.body {
+        Body::PingReq { target } => {
+            out.push(match target.role {
+                Role::Frontend => 0,
+                Role::Backend => 1,
+            });
+            out.extend_from_slice(&target.id.to_be_bytes());
+        }
+        Body::Ack {
+            req,
+            reached,
+            rtt_us,
+        } => {
+            out.extend_from_slice(&req.to_be_bytes());
+            out.push(u8::from(reached));
+            out.extend_from_slice(&rtt_us.to_be_bytes());
+        }
+    }
+    let mut mac = key.mac();
+    mac.update(&out);
+    out.extend_from_slice(&mac.finalize().into_bytes());
+    out
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_be_bytes(a)
+}
+
+/// Check the size, magic and MAC of `bytes` and decode it; no window or
+/// replay check (see [`Replay`]).
+pub fn open(key: &Key, bytes: &[u8]) -> Result<Datagram, Rejected> {
+    if bytes.len() > MAX_LEN {
+        return Err(Rejected::Oversize);
+    }
+    if bytes.len() < HEADER + TAG || &bytes[..4] != MAGIC {
+        return Err(Rejected::Malformed);
+    }
+    let want = match bytes[4] {
+        1 => PING_REQ_LEN,
+        2 => ACK_LEN,
+        _ => return Err(Rejected::Malformed),
+    };
+    if bytes.len() != want {
+        return Err(Rejected::Malformed);
+    }
+    let (signed, tag) = bytes.split_at(want - TAG);
+    let mut mac = key.mac();
+    mac.update(signed);
+    mac.verify_slice(tag).map_err(|_| Rejected::Forged)?;
+    let body = match bytes[4] {
+        1 => {
+            let role = match bytes[HEADER] {
+                0 => Role::Frontend,
+                1 => Role::Backend,
+                _ => return Err(Rejected::Malformed),
+            };
+            let id = u32_at(bytes, HEADER + 1);
+            if id == 0 {
+                return Err(Rejected::Malformed);
+            }
+            Body::PingReq {
+                target: Slot::new(role, id),
+            }
+        }
+        _ => Body::Ack {
+            req: u64_at(bytes, HEADER),
+            reached: match bytes[HEADER + 8] {
+                0 => false,
+                1 => true,
+                _ => return Err(Rejected::Malformed),
+            },
+            rtt_us: u32_at(bytes, HEADER + 9),
+        },
+    };
+    Ok(Datagram {
+        sender: u64_at(bytes, 5),
+        seq: u64_at(bytes, 13),
+        sent_ms: u64_at(bytes, 21),
+        body,
+    })
+}
+
+/// Remembers (sender, seq) of authentic datagrams within the time window.
+#[derive(Debug)]
+pub struct Replay {
+    window_ms: u64,
+    seen: HashMap<(u64, u64), u64>,
+    cap: usize,
+}
+
+impl Replay {
+    /// A cache for datagrams at most `window_ms` old or early, holding at
+    /// most `cap` entries.
+    pub fn new(window_ms: u64, cap: usize) -> Replay {
+        Replay {
+            window_ms,
+            seen: HashMap::new(),
+            cap,
+        }
+    }
+
+    /// Accept `d` at `now_ms` once: outside the window it is stale, seen
+    /// before it is replayed. A full cache (a flood of authentic
+    /// datagrams, which only a key holder can send) refuses as stale.
+    pub fn admit(&mut self, d: &Datagram, now_ms: u64) -> Result<(), Rejected> {
+        if d.sent_ms.abs_diff(now_ms) > self.window_ms {
+            return Err(Rejected::Stale);
+        }
+        if self.seen.contains_key(&(d.sender, d.seq)) {
+            return Err(Rejected::Replayed);
+        }
+        if self.seen.len() >= self.cap {
+            let horizon = now_ms.saturating_sub(self.window_ms);
+            self.seen
+                .retain(|_, sent| *sent + self.window_ms >= horizon);
+            if self.seen.len() >= self.cap {
+                return Err(Rejected::Stale);
+            }
+        }
+        self.seen.insert((d.sender, d.seq), d.sent_ms);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Key {
+        Key::new(b"0123456789abcdef0123456789abcdef\n").unwrap()
+    }
+
+    fn req(seq: u64, sent_ms: u64) -> Datagram {
+        Datagram {
+            sender: 7,
+            seq,
+            sent_ms,
+            body: Body::PingReq {
+                target: Slot::new(Role::Backend, 2),
+            },
+        }
+    }
+
+    #[test]
+    fn both_kinds_round_trip_at_their_fixed_sizes() {
+        let k = key();
+        let r = req(1, 1000);
+        let b = seal(&k, &r);
+        assert_eq!(b.len(), PING_REQ_LEN);
+        assert_eq!(open(&k, &b), Ok(r));
+        let a = Datagram {
+            sender: u64::MAX,
+            seq: 9,
+            sent_ms: 5,
+            body: Body::Ack {
+                req: 1,
+                reached: true,
+                rtt_us: 1234,
+            },
+        };
+        let b = seal(&k, &a);
+        assert_eq!(b.len(), ACK_LEN);
+        assert_eq!(open(&k, &b), Ok(a));
+    }
+
+    #[test]
+    fn a_short_key_is_refused_and_a_key_never_prints() {
+        assert_eq!(Key::new(b"  short \n").unwrap_err(), ShortKey(5));
+        assert_eq!(format!("{:?}", key()), "Key(redacted)");
+    }
+
+    #[test]
+    fn another_key_or_any_flipped_bit_is_forged_or_malformed_never_accepted() {
+        let k = key();
+        let b = seal(&k, &req(1, 1000));
+        let other = Key::new(&[b'x'; 40]).unwrap();
+        assert_eq!(open(&other, &b), Err(Rejected::Forged));
+        for i in 0..b.len() {
+            for bit in 0..8 {
+                let mut c = b.clone();
+                c[i] ^= 1 << bit;
+                let r = open(&k, &c);
+                assert!(
+                    matches!(r, Err(Rejected::Forged | Rejected::Malformed)),
+                    "byte {i} bit {bit}: {r:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_other_than_the_two_are_refused_before_the_mac() {
+        let k = key();
+        assert_eq!(open(&k, &[0u8; MAX_LEN + 1]), Err(Rejected::Oversize));
+        assert_eq!(open(&k, &[0u8; 65_507]), Err(Rejected::Oversize));
+        assert_eq!(open(&k, b""), Err(Rejected::Malformed));
+        let mut b = seal(&k, &req(1, 1000));
+        b.push(0);
+        assert_eq!(open(&k, &b), Err(Rejected::Malformed));
+        b.truncate(PING_REQ_LEN - 1);
+        assert_eq!(open(&k, &b), Err(Rejected::Malformed));
+    }
+
+    /// A fuzz of the parser: random bytes of every length, and random
+    /// mutations of valid datagrams, never panic and are never accepted
+    /// unless they are byte for byte a sealed datagram.
+    #[test]
+    fn random_and_mutated_bytes_never_panic_and_never_pass() {
+        let k = key();
+        let valid = seal(&k, &req(3, 1000));
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200_000 {
+            let len = (next() % 140) as usize;
+            let mut b: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if next() % 2 == 0 && len >= 4 {
+                b[..4].copy_from_slice(MAGIC);
+                if len > 4 {
+                    b[4] = (next() % 3) as u8;
+                }
+            }
+            assert!(open(&k, &b).is_err());
+            let mut m = valid.clone();
+            let flips = 1 + next() % 4;
+            for _ in 0..flips {
+                let i = (next() as usize) % m.len();
+                m[i] ^= (next() as u8) | 1;
+            }
+            if m != valid {
+                assert!(open(&k, &m).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn the_window_and_the_replay_cache() {
+        let mut r = Replay::new(10_000, 3);
+        assert_eq!(r.admit(&req(1, 50_000), 61_000), Err(Rejected::Stale));
+        assert_eq!(r.admit(&req(1, 72_000), 61_000), Err(Rejected::Stale));
+        assert_eq!(r.admit(&req(1, 55_000), 61_000), Ok(()));
+        assert_eq!(r.admit(&req(1, 55_000), 61_000), Err(Rejected::Replayed));
+        assert_eq!(r.admit(&req(2, 56_000), 61_000), Ok(()));
+        assert_eq!(r.admit(&req(3, 57_000), 61_000), Ok(()));
+        // Full: nothing old enough to forget yet.
+        assert_eq!(r.admit(&req(4, 58_000), 61_000), Err(Rejected::Stale));
+        // Later the old entries go, and a replay of them is stale anyway.
+        assert_eq!(r.admit(&req(4, 80_000), 80_000), Ok(()));
+        assert_eq!(r.admit(&req(1, 55_000), 80_000), Err(Rejected::Stale));
+    }
+}
