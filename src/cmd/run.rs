@@ -5,7 +5,7 @@
 //! and never acts (it asks EC2 only read-only questions, and only when it
 //! knows its instance ID).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -532,6 +532,31 @@ fn start_common(s: &Settings, boot: BootIdentity) -> Result<Common, CmdError> {
     })
 }
 
+/// Tell systemd READY once this node's VPN identity is up (OpenVPN says
+/// CONNECTED with this slot's overlay address), checked every 500 ms; at
+/// once in observe mode (no OpenVPN). The daemon watches and takes over
+/// before that; `TimeoutStartSec=infinity` in the unit lets it wait for a
+/// hub that is down.
+async fn notify_ready_when_up(
+    mgmt: Option<PathBuf>,
+    reports: watch::Receiver<crate::shell::StatusReport>,
+) {
+    if let Some(mgmt) = mgmt {
+        loop {
+            let want = reports.borrow().overlay_addr;
+            if let Some(st) = openvpn::query_state(&mgmt).await
+                && st.name == "CONNECTED"
+                && st.local == Some(want)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    tracing::info!("ready: the VPN identity is up");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+}
+
 /// The alert notifier of `[alerts]`, if a command is configured.
 fn notifier(s: &Settings, instance_id: Option<&str>) -> Option<Notifier> {
     Notifier::new(
@@ -711,6 +736,7 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
         }
         None => None,
     };
+    let ready = tokio::spawn(notify_ready_when_up(common.mgmt.clone(), status_rx.clone()));
     let server = tokio::spawn(status::serve(common.listener, status_rx));
     tracing::info!(
         socket = %s.config.node.status_socket.display(),
@@ -739,6 +765,7 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
     };
     driver.run(shutdown).await;
     reloader.abort();
+    ready.abort();
     if let Some(m) = metrics_server {
         m.abort();
     }

@@ -148,6 +148,7 @@ impl Notifier {
         let work = async {
             let mut child = tokio::process::Command::new(program)
                 .args(args)
+                .env_remove("NOTIFY_SOCKET")
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())

@@ -146,10 +146,10 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         let mut tasks = JoinSet::new();
         let warnings = Arc::new(LastWarning::default());
         tokio::pin!(shutdown);
-        // systemd: ready now; with WatchdogSec, ping from this loop at half
-        // the interval, so a hung loop gets the daemon restarted. Without
+        // systemd: READY comes from `notify_ready_when_up` once the VPN
+        // identity is up; with WatchdogSec, ping from this loop at half the
+        // interval, so a hung loop gets the daemon restarted. Without
         // systemd (no NOTIFY_SOCKET) these are no-ops.
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut tick = tokio::time::interval(
             watchdog

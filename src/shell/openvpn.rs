@@ -548,6 +548,9 @@ async fn spawn_openvpn(s: &VpnSettings, slot: Slot) -> Result<Child, VpnError> {
     let child = Command::new(&s.cfg.openvpn)
         .arg("--config")
         .arg(&conf)
+        // systemd's readiness is the daemon's to tell (OpenVPN would say
+        // READY=1 before this node's identity is up).
+        .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err_log)

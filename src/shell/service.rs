@@ -73,6 +73,7 @@ async fn command(argv: &[String]) -> CheckResult {
     let (program, args) = argv.split_first().ok_or("service.command is empty")?;
     let status = tokio::process::Command::new(program)
         .args(args)
+        .env_remove("NOTIFY_SOCKET")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

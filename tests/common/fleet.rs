@@ -948,6 +948,9 @@ fn spawn_daemon(shared: &Shared, i: usize) -> Proc {
         .args(["--log-format", "json", "run"])
         .env("CHAINWATCH_LOG", "info")
         .env("CHAINWATCH_TEST_CRASH_FILE", n.dir.join("crash-after"))
+        // systemd's notify socket: a test that binds it sees READY=1 and
+        // the watchdog pings; unbound, the daemon's sends just fail.
+        .env("NOTIFY_SOCKET", n.dir.join("notify.sock"))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -1224,6 +1227,30 @@ impl Fleet {
         sh(&format!(
             "ip netns exec {ns} nft -f - <<'EOF'\ntable inet cwloss {{\n  chain input {{ type filter hook input priority 0; numgen random mod 100 < {percent} counter drop; }}\n  chain output {{ type filter hook output priority 0; numgen random mod 100 < {percent} counter drop; }}\n}}\nEOF"
         ));
+    }
+
+    /// Node `i` drops every packet whose source is `from`'s overlay
+    /// address: a one-way path fault (nftables table `cwdeaf`).
+    pub fn one_way(&self, i: usize, from: Slot) {
+        let ns = &self.nodes[i].ns;
+        let addr = self.layout.overlay_addr(from);
+        sh(&format!(
+            "ip netns exec {ns} nft -f - <<'EOF'\ntable inet cwdeaf {{\n  chain input {{ type filter hook input priority 0; ip saddr {addr} counter drop; }}\n}}\nEOF"
+        ));
+    }
+
+    /// Packets dropped so far by node `i`'s one-way rule.
+    pub fn one_way_drops(&self, i: usize) -> u64 {
+        let out = sh(&format!(
+            "ip netns exec {} nft list table inet cwdeaf",
+            self.nodes[i].ns
+        ));
+        out.split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "packets")
+            .filter_map(|w| w[1].parse::<u64>().ok())
+            .sum()
     }
 
     /// Remove the loss rules of node `i`.
