@@ -23,7 +23,13 @@
 //! only); resident memory and CPU while idle-probing; false takeovers under
 //! 20 % random loss on the peer's link; the hub's OpenVPN hung (SIGSTOP) →
 //! every member's overlay back (`BENCH_HANG_RUNS`, default 5; median and
-//! worst).
+//! worst); one-way loss (`BENCH_ONEWAY_SECS`, default 600): frontend3
+//! drops everything from frontend2, fences counted; then frontend2 dies
+//! with the fault in place (`BENCH_RUNS` times, a fresh rig each): death →
+//! declared and → new holder answering, through the second opinion.
+//!
+//! `BENCH_ONLY` (comma-separated: `fence`, `power`, `old`, `keepalived`,
+//! `baseline`, `hang`, `idle`, `oneway`) runs a subset; default all.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -175,6 +181,54 @@ async fn chainwatch_once(fence: Fence) -> Sample {
             .zip(stopped_ms)
             .map(|(a, b)| b.saturating_sub(a) as f64 / 1000.0),
         saw_stopping,
+    }
+}
+
+/// Four frontends, frontend3 deaf to frontend2 (a one-way fault), for
+/// `secs`: (fences and takeovers, second opinions that cleared frontend2,
+/// packets the fault dropped).
+async fn one_way_soak(secs: u64) -> (usize, u64, u64) {
+    let f = Fleet::frontends(4).await;
+    f.one_way(2, fe(2));
+    std::thread::sleep(Duration::from_secs(secs));
+    let vouched = f
+        .status(2)
+        .map(|s| s["members"]["vouched"].as_u64().unwrap_or(0))
+        .unwrap_or(0);
+    (f.takeovers().len(), vouched, f.one_way_drops(2))
+}
+
+/// Four frontends, frontend3 deaf to frontend2 for a few seconds, then
+/// frontend2 dies at a random phase with the fault in place: (death →
+/// declared, death → frontend2's address answers again).
+async fn one_way_death_once() -> (f64, f64) {
+    let f = Fleet::frontends(4).await;
+    f.one_way(2, fe(2));
+    let addr = f.layout.overlay_addr(fe(2));
+    std::thread::sleep(Duration::from_millis(5000 + rand::random_range(0..1000)));
+    let t0 = Instant::now();
+    f.kill(1);
+    let (mut declared, mut holding) = (None, None);
+    while t0.elapsed() < Duration::from_secs(60) && holding.is_none() {
+        if declared.is_none()
+            && let Some(s) = f.status(2)
+            && (s["phase"] != "watching" || s["id"] == 2)
+        {
+            declared = Some(t0.elapsed().as_secs_f64());
+        }
+        if declared.is_some() && f.ping(0, addr, 200) {
+            holding = Some(t0.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (declared.unwrap_or(f64::NAN), holding.unwrap_or(f64::NAN))
+}
+
+/// Whether `BENCH_ONLY` selects `section` (unset: everything).
+fn only(section: &str) -> bool {
+    match std::env::var("BENCH_ONLY") {
+        Ok(v) => v.split(',').any(|s| s.trim() == section),
+        Err(_) => true,
     }
 }
 
@@ -358,8 +412,9 @@ fn main() {
         .unwrap();
 
     // Baseline runs take ~40 s each and do not compete for CPU: all at once.
+    let base_runs = if only("baseline") { runs } else { 0 };
     let baseline = std::thread::spawn(move || {
-        let hs: Vec<_> = (0..runs)
+        let hs: Vec<_> = (0..base_runs)
             .map(|k| std::thread::spawn(move || baseline_once(k)))
             .collect();
         hs.into_iter()
@@ -380,11 +435,37 @@ fn main() {
             })
             .collect()
     };
-    let old = chainwatch("chainwatch, old fence,", Fence::Old, old_runs);
-    let power = chainwatch("chainwatch, power fence only,", Fence::Power, old_runs);
-    let cw = chainwatch("chainwatch", Fence::Fabric, runs);
+    let n = |section: &str, k: usize| if only(section) { k } else { 0 };
+    let old = chainwatch("chainwatch, old fence,", Fence::Old, n("old", old_runs));
+    let power = chainwatch(
+        "chainwatch, power fence only,",
+        Fence::Power,
+        n("power", old_runs),
+    );
+    let cw = chainwatch("chainwatch", Fence::Fabric, n("fence", runs));
+    let oneway_secs = env("BENCH_ONEWAY_SECS", 600);
+    let (oneway, oneway_deaths) = if only("oneway") {
+        let soak = rt.block_on(one_way_soak(oneway_secs));
+        eprintln!(
+            "one-way loss {oneway_secs} s: {} fences, {} second opinions cleared frontend2, {} packets dropped",
+            soak.0, soak.1, soak.2
+        );
+        let deaths: Vec<(f64, f64)> = (1..=runs)
+            .map(|i| {
+                let d = rt.block_on(one_way_death_once());
+                eprintln!(
+                    "death under a one-way fault, run {i}: declared {:.2} s, holding {:.2} s",
+                    d.0, d.1
+                );
+                d
+            })
+            .collect();
+        (Some(soak), deaths)
+    } else {
+        (None, Vec::new())
+    };
     let mut ka = Vec::new();
-    for k in 0..runs {
+    for k in 0..n("keepalived", runs) {
         let t = keepalived_once(k);
         eprintln!(
             "keepalived run {}: backup holds the address after {t:.2} s",
@@ -393,7 +474,7 @@ fn main() {
         ka.push(t);
     }
     let hang_runs = env("BENCH_HANG_RUNS", 5) as usize;
-    let hang: Vec<f64> = (1..=hang_runs)
+    let hang: Vec<f64> = (1..=n("hang", hang_runs))
         .map(|i| {
             let t = rt.block_on(hub_hang_once());
             eprintln!("hub OpenVPN hung run {i}: every member's overlay back after {t:.2} s");
@@ -409,18 +490,52 @@ fn main() {
     }
 
     // Footprint while idle-probing, and false takeovers under 20 % loss.
-    let (cw_fp, cw_false, cw_rounds) = rt.block_on(async {
-        let f = Fleet::frontends(3).await;
-        let pid = common::pid_in(&f.nodes[2].ns, "chainwatch").expect("frontend3's daemon");
-        let fp = footprint(pid, 30);
-        f.loss(1, 20);
-        std::thread::sleep(Duration::from_secs(loss_secs));
-        let rounds = f
-            .status(2)
-            .map(|s| s["rounds"].as_u64().unwrap_or(0))
-            .unwrap_or(0);
-        (fp, f.takeovers().len(), rounds)
+    let idle = only("idle");
+    let (cw_fp, cw_false, cw_rounds) = if !idle {
+        ((0, 0.0), 0, 0)
+    } else {
+        rt.block_on(async {
+            let f = Fleet::frontends(3).await;
+            let pid = common::pid_in(&f.nodes[2].ns, "chainwatch").expect("frontend3's daemon");
+            let fp = footprint(pid, 30);
+            f.loss(1, 20);
+            std::thread::sleep(Duration::from_secs(loss_secs));
+            let rounds = f
+                .status(2)
+                .map(|s| s["rounds"].as_u64().unwrap_or(0))
+                .unwrap_or(0);
+            (fp, f.takeovers().len(), rounds)
+        })
+    };
+    let (ka_fp, ka_false) = if idle {
+        keepalived_idle(loss_secs)
+    } else {
+        ((0, 0.0), 0)
+    };
+    print_results(Results {
+        runs,
+        old_runs,
+        loss_secs,
+        hang_runs,
+        cw,
+        power,
+        old,
+        ka,
+        base,
+        hang,
+        cw_fp,
+        cw_false,
+        cw_rounds,
+        ka_fp,
+        ka_false,
+        oneway_secs,
+        oneway,
+        oneway_deaths,
     });
+}
+
+/// keepalived's idle footprint and its false takeovers under 20 % loss.
+fn keepalived_idle(loss_secs: u64) -> ((u64, f64), u32) {
     let dir = tempfile::tempdir().unwrap();
     let p = Pair::new("k", 49);
     let _a = keepalived(&p, "a", 150, 1, 2, dir.path());
@@ -448,6 +563,51 @@ fn main() {
         was = now;
         std::thread::sleep(Duration::from_millis(20));
     }
+    (ka_fp, ka_false)
+}
+
+struct Results {
+    runs: usize,
+    old_runs: usize,
+    loss_secs: u64,
+    hang_runs: usize,
+    cw: Vec<Sample>,
+    power: Vec<Sample>,
+    old: Vec<Sample>,
+    ka: Vec<f64>,
+    base: Vec<(f64, f64)>,
+    hang: Vec<f64>,
+    cw_fp: (u64, f64),
+    cw_false: usize,
+    cw_rounds: u64,
+    ka_fp: (u64, f64),
+    ka_false: u32,
+    oneway_secs: u64,
+    oneway: Option<(usize, u64, u64)>,
+    oneway_deaths: Vec<(f64, f64)>,
+}
+
+fn print_results(r: Results) {
+    let Results {
+        runs,
+        old_runs,
+        loss_secs,
+        hang_runs,
+        cw,
+        power,
+        old,
+        ka,
+        base,
+        hang,
+        cw_fp,
+        cw_false,
+        cw_rounds,
+        ka_fp,
+        ka_false,
+        oneway_secs,
+        oneway,
+        oneway_deaths,
+    } = r;
 
     println!("\n## Results ({runs} faults per contender, median / p95)\n");
     println!(
@@ -526,4 +686,22 @@ fn main() {
     println!("|---|---|");
     println!("| chainwatch | {cw_false} ({cw_rounds} rounds) |");
     println!("| keepalived | {ka_false} |");
+    if let Some((fences, vouched, drops)) = oneway {
+        println!("\n## One-way loss (frontend3 drops everything from frontend2)\n");
+        println!(
+            "| | fences in {oneway_secs} s | second opinions that cleared frontend2 | packets dropped |"
+        );
+        println!("|---|---|---|---|");
+        println!("| chainwatch (members' channel on) | {fences} | {vouched} | {drops} |");
+        println!(
+            "\n| frontend2 dies with the fault in place ({} faults) | death → declared | death → new holder answering |",
+            oneway_deaths.len()
+        );
+        println!("|---|---|---|");
+        println!(
+            "| chainwatch (second opinion: the hub and frontend4 fail to reach it too) | {} | {} |",
+            stats(oneway_deaths.iter().map(|d| d.0).collect()),
+            stats(oneway_deaths.iter().map(|d| d.1).collect())
+        );
+    }
 }

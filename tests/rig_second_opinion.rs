@@ -24,29 +24,6 @@ fn fe(id: u32) -> Slot {
     Slot::new(Role::Frontend, id)
 }
 
-/// Node `i` drops every packet whose source is `from` (its overlay
-/// address): a one-way path fault, in nftables.
-fn deaf_to(f: &Fleet, i: usize, from: Slot) {
-    let ns = &f.nodes[i].ns;
-    let addr = f.layout.overlay_addr(from);
-    sh(&format!(
-        "ip netns exec {ns} nft -f - <<'EOF'\ntable inet cwdeaf {{\n  chain input {{ type filter hook input priority 0; ip saddr {addr} counter drop; }}\n}}\nEOF"
-    ));
-}
-
-fn deaf_drops(f: &Fleet, i: usize) -> u64 {
-    let out = sh(&format!(
-        "ip netns exec {} nft list table inet cwdeaf",
-        f.nodes[i].ns
-    ));
-    out.split_whitespace()
-        .collect::<Vec<_>>()
-        .windows(2)
-        .filter(|w| w[0] == "packets")
-        .filter_map(|w| w[1].parse::<u64>().ok())
-        .sum()
-}
-
 fn secs(var: &str, default: u64) -> u64 {
     std::env::var(var)
         .ok()
@@ -83,13 +60,13 @@ async fn one_way_loss_fences_nobody_and_a_real_death_is_still_declared() {
     let f = Fleet::frontends(4).await;
     // frontend3 (index 2) watches frontend2 (index 1) and stops hearing it.
     assert_eq!(f.status(2).unwrap()["members_channel"], true);
-    deaf_to(&f, 2, fe(2));
+    f.one_way(2, fe(2));
     let max_misses = no_fence_for(&f, secs, 2).await;
     let s = f.status(2).unwrap();
     let vouched = s["members"]["vouched"].as_u64().unwrap();
     let helped = f.status(3).unwrap()["members"]["helped"].as_u64().unwrap()
         + f.status(0).unwrap()["members"]["helped"].as_u64().unwrap();
-    let drops = deaf_drops(&f, 2);
+    let drops = f.one_way_drops(2);
     eprintln!(
         "{secs} s of one-way loss (frontend3 deaf to frontend2): {drops} packets dropped, at most {max_misses} consecutive misses, {vouched} second opinions cleared frontend2 ({helped} helper probes), no fence"
     );
@@ -124,11 +101,11 @@ async fn a_pairwise_partition_fences_nobody() {
     }
     let secs = secs("CHAINWATCH_PAIRWISE_SECS", 45);
     let f = Fleet::frontends(4).await;
-    deaf_to(&f, 2, fe(2));
-    deaf_to(&f, 1, fe(3));
+    f.one_way(2, fe(2));
+    f.one_way(1, fe(3));
     let max_misses = no_fence_for(&f, secs, 2).await;
     let vouched = f.status(2).unwrap()["members"]["vouched"].as_u64().unwrap();
-    let drops = deaf_drops(&f, 1) + deaf_drops(&f, 2);
+    let drops = f.one_way_drops(1) + f.one_way_drops(2);
     eprintln!(
         "{secs} s of a pairwise partition (frontend2 and frontend3): {drops} packets dropped, at most {max_misses} consecutive misses, {vouched} second opinions, no fence"
     );
