@@ -481,6 +481,11 @@ pub struct ProbeConfig {
     /// Milliseconds after start during which a peer that never answered is
     /// not declared dead (it may still be booting).
     pub startup_grace_ms: u64,
+    /// Milliseconds the hub's overlay may be silent while its underlay
+    /// answers before frontend2 counts its rounds as misses (the hub
+    /// restarts a hung OpenVPN itself faster than this). Only with the
+    /// members' channel on.
+    pub hub_overlay_grace_ms: u64,
 }
 
 impl Default for ProbeConfig {
@@ -492,6 +497,7 @@ impl Default for ProbeConfig {
             misses: 3,
             hub_underlay: None,
             startup_grace_ms: 30_000,
+            hub_overlay_grace_ms: 8_000,
         }
     }
 }
@@ -538,6 +544,7 @@ impl Settings {
             backoff_initial: Duration::from_millis(r.initial_ms),
             backoff_max: Duration::from_millis(r.max_ms),
             startup_grace: Duration::from_millis(p.startup_grace_ms),
+            hub_overlay_grace: Duration::from_millis(p.hub_overlay_grace_ms),
             // Set by the daemon once its members' channel runs.
             second_opinion: false,
         }
@@ -782,6 +789,15 @@ impl Config {
                     format!("must be an absolute path, got {path:?}"),
                 ));
             }
+        }
+        if !(1000..=600_000).contains(&self.probe.hub_overlay_grace_ms) {
+            return Err(invalid(
+                "probe.hub_overlay_grace_ms",
+                format!(
+                    "must be 1000..=600000, got {}",
+                    self.probe.hub_overlay_grace_ms
+                ),
+            ));
         }
         let m = &self.members;
         if m.key_file.as_ref().is_some_and(|p| !p.is_absolute()) {
@@ -1152,6 +1168,10 @@ mod tests {
             ("[vpn]\nhealth_misses = 0\n", "vpn.health_misses"),
             ("[members]\nkey_file = \"k\"\n", "members.key_file"),
             ("[members]\nport = 0\n", "members.port"),
+            (
+                "[probe]\nhub_overlay_grace_ms = 5\n",
+                "probe.hub_overlay_grace_ms",
+            ),
             ("[members]\nhelpers = 0\n", "members.helpers"),
             ("[members]\nwindow_ms = 10\n", "members.window_ms"),
             ("[service]\ncheck = \"mysql\"\n", "service.address"),

@@ -9,8 +9,9 @@
 //! * Pairwise partition: frontend2 and frontend3 cannot reach each other,
 //!   both ways; the rest reach both: nobody is fenced.
 //! * Hostile datagrams: oversize, malformed, forged, stale and replayed
-//!   datagrams thrown at a member's channel are counted, none is acted on,
-//!   the daemon lives and its probing goes on.
+//!   datagrams thrown at a member's channel, over the overlay and the
+//!   underlay, are counted, none is acted on, the daemon lives and its
+//!   probing goes on.
 
 mod common;
 
@@ -156,7 +157,12 @@ async fn hostile_datagrams_are_counted_and_change_nothing() {
             sent[reason]
         );
     }
-    assert!(m["foreign"].as_u64().unwrap() >= 40, "{m}");
+    // The junk from the underlay (a private address: the hub's second
+    // opinion travels there) is malformed like the rest.
+    assert!(
+        m["malformed"].as_u64().unwrap() >= sent["malformed"].as_u64().unwrap() + 40,
+        "{m}"
+    );
     // Exactly one datagram was authentic (the original of the replays): it
     // is the only probe run for the sender.
     assert_eq!(m["helped"], 1, "{m}");

@@ -22,7 +22,15 @@
 //! behind a live kernel (the underlay still answers; systemd restarts the
 //! daemon 2-4 s later and it rejoins as its state file and the tags say),
 //! stops outside chainwatch, cut-off nodes, packet loss, EC2 outages and
-//! error rates, restarts of stopped instances.
+//! error rates, restarts of stopped instances, one-way path faults (a node
+//! deaf to one other), pairwise partitions, hung OpenVPNs (the host and the
+//! daemon live, the overlay does not), and helpers that go silent or lie
+//! either way when asked for a second opinion.
+//!
+//! Also checked: no healthy node is fenced. A node that answers without
+//! loss, in a world that has been still for a while, is never fenced while
+//! an honest helper with clean paths to it and to its accuser exists; with
+//! the second-opinion rule switched off, that check trips (mutation check).
 //!
 //! Broken worlds (a fence that reports success while stopping nothing, a
 //! witness that answers a cut-off node) must make the checks trip: those
@@ -90,10 +98,26 @@ struct Node {
     /// Nodes whose packets it drops (one-way and pairwise path faults):
     /// they reach it not, it reaches them, and everyone else reaches both.
     deaf_to: Vec<usize>,
+    /// How it answers other members' requests for a second opinion.
+    helper: Helper,
+    /// Its OpenVPN hangs: the daemon and the kernel live, but it neither
+    /// answers nor reaches anything on the overlay (the underlay answers).
+    vpn_hung: bool,
     /// Last time a probe of this node found its witness reachable.
     witness_ok_at: Option<Instant>,
     /// Last time EC2 answered this node.
     ec2_ok_at: Option<Instant>,
+}
+
+/// A member as a helper of others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Helper {
+    /// Probes and answers what it found.
+    Honest,
+    /// Never answers in time (slow, overloaded, or an old version).
+    Silent,
+    /// Answers this, whatever it found.
+    Lies(bool),
 }
 
 #[derive(Debug)]
@@ -141,6 +165,9 @@ struct World {
     takeovers: u32,
     /// Chance that a daemon is killed mid-takeover.
     crash_mid_takeover: f64,
+    /// Chance that a takeover attempt fails (the VPN refuses it) and is
+    /// retried after back-off.
+    takeover_fail: f64,
     /// Kill the daemon of the next takeover after this step.
     forced_crash: Option<&'static str>,
     /// Fences are confirmed by the fabric (hub admission, Elastic IP),
@@ -184,6 +211,8 @@ impl World {
                     cut: false,
                     loss: 0.0,
                     deaf_to: Vec::new(),
+                    helper: Helper::Honest,
+                    vpn_hung: false,
                     witness_ok_at: None,
                     ec2_ok_at: None,
                 });
@@ -204,6 +233,7 @@ impl World {
             ec2_fail_rate: 0.0,
             takeovers: 0,
             crash_mid_takeover: 0.1,
+            takeover_fail: 0.1,
             forced_crash: None,
             fabric: true,
             stale_reads: 0.2,
@@ -253,7 +283,7 @@ impl World {
     fn answerer(&self, slot: Slot) -> Option<usize> {
         self.nodes
             .iter()
-            .position(|n| n.alive && !n.cut && n.answering == Some(slot))
+            .position(|n| n.alive && !n.cut && !n.vpn_hung && n.answering == Some(slot))
     }
 
     fn ec2_reachable(&self, from: usize) -> bool {
@@ -276,17 +306,40 @@ impl World {
     /// What helper `h` answers `asker` about the node at `target`: `None`
     /// when the request or the answer is lost (or `h` is down), else
     /// whether it reached the target.
-    fn helper_says(&mut self, asker: usize, h: usize, target: Option<usize>) -> Option<bool> {
+    /// About the hub the request and the answer travel on the underlay
+    /// (`underlay`); the helper still probes the hub's overlay.
+    fn helper_says(
+        &mut self,
+        asker: usize,
+        h: usize,
+        target: Option<usize>,
+        underlay: bool,
+    ) -> Option<bool> {
         let n = &self.nodes[h];
-        if !n.alive || n.cut || n.answering.is_none() || !self.hub_up() {
+        let mode = n.helper;
+        let reachable = if underlay {
+            n.kernel && !self.nodes[asker].cut
+        } else {
+            !n.vpn_hung && n.answering.is_some() && self.hub_up()
+        };
+        if !n.alive || n.cut || !reachable {
             return None;
         }
         if !self.hears(h, asker) || !self.hears(asker, h) || !self.echo_survives(asker, h) {
             return None;
         }
+        match mode {
+            Helper::Honest => {}
+            Helper::Silent => return None,
+            Helper::Lies(says) => return Some(says),
+        }
+        let n = &self.nodes[h];
+        let on_overlay = !n.vpn_hung && n.answering.is_some() && self.hub_up();
         Some(match target {
-            Some(t) => self.hears(h, t) && self.hears(t, h) && self.echo_survives(h, t),
-            None => false,
+            Some(t) if on_overlay => {
+                self.hears(h, t) && self.hears(t, h) && self.echo_survives(h, t)
+            }
+            _ => false,
         })
     }
 
@@ -301,7 +354,7 @@ impl World {
         let me = self.nodes[by].answering;
         let clean = |i: usize| {
             let n = &self.nodes[i];
-            n.alive && !n.cut && n.loss == 0.0 && n.answering.is_some()
+            n.alive && !n.cut && !n.vpn_hung && n.loss == 0.0 && n.answering.is_some()
         };
         let settle = self.cfg.interval * (self.cfg.misses * 2 + 3);
         let still = self.now.saturating_duration_since(self.changed_at) > settle
@@ -313,6 +366,7 @@ impl World {
             h != by
                 && h != t
                 && clean(h)
+                && self.nodes[h].helper == Helper::Honest
                 && self.nodes[h].answering != me
                 && self.hears(h, by)
                 && self.hears(by, h)
@@ -344,6 +398,7 @@ impl World {
                 match target {
                     Some(to)
                         if self.nodes[from].answering.is_some()
+                            && !self.nodes[from].vpn_hung
                             && self.hub_up()
                             && self.hears(from, to)
                             && self.hears(to, from) =>
@@ -395,7 +450,7 @@ impl World {
                         continue;
                     }
                     asked += 1;
-                    match self.helper_says(i, h, target) {
+                    match self.helper_says(i, h, target, peer.is_hub()) {
                         Some(true) => reached = true,
                         Some(false) => answered += 1,
                         None => {}
@@ -569,7 +624,7 @@ impl World {
                 self.nodes[i].pending = true;
                 self.retag(i, to);
                 self.nodes[i].answering = None;
-                let ok = !self.nodes[i].cut && !self.rng.random_bool(0.1);
+                let ok = !self.nodes[i].cut && !self.rng.random_bool(self.takeover_fail);
                 let after = self.ms(100, 1500);
                 self.schedule(
                     after,
@@ -921,7 +976,7 @@ impl World {
     fn random_fault(&mut self) {
         self.changed_at = self.now;
         let i = self.rng.random_range(0..self.nodes.len());
-        let kind = self.rng.random_range(0..115);
+        let kind = self.rng.random_range(0..130);
         let name = self.nodes[i].name.clone();
         match kind {
             0..=19 if self.nodes[i].alive => {
@@ -982,6 +1037,18 @@ impl World {
                     self.note(format!("FAULT {name} and {other} partitioned"));
                 }
             }
+            115..=121 => {
+                // A helper goes bad: silent, or lying either way.
+                let h = [Helper::Silent, Helper::Lies(true), Helper::Lies(false)]
+                    [self.rng.random_range(0..3)];
+                self.nodes[i].helper = h;
+                self.note(format!("FAULT {name} as a helper: {h:?}"));
+            }
+            122..=126 if self.nodes[i].alive => {
+                // Its OpenVPN hangs: the host and the daemon live.
+                self.nodes[i].vpn_hung = true;
+                self.note(format!("FAULT {name}'s OpenVPN hangs"));
+            }
             _ => self.restart_one(),
         }
     }
@@ -1008,6 +1075,7 @@ impl World {
         n.stopped = false;
         n.cut = false;
         n.loss = 0.0;
+        n.vpn_hung = false;
         // A takeover it was stopped in is released: it rejoins at the tail,
         // tagged active again.
         n.pending = false;
@@ -1022,6 +1090,8 @@ impl World {
             n.cut = false;
             n.loss = 0.0;
             n.deaf_to.clear();
+            n.helper = Helper::Honest;
+            n.vpn_hung = false;
         }
         self.ec2_down = false;
         self.ec2_fail_rate = 0.0;
@@ -1149,9 +1219,10 @@ fn chains_stay_safe_and_whole_under_random_faults() {
 #[test]
 fn a_dead_head_compacts_the_chain_quickly() {
     let mut w = World::new(0);
-    // A measure of speed: no daemon is killed on the way, and EC2's reads
-    // are fresh.
+    // A measure of speed: no daemon is killed and no attempt fails on the
+    // way, and EC2's reads are fresh.
     w.crash_mid_takeover = 0.0;
+    w.takeover_fail = 0.0;
     w.stale_reads = 0.0;
     w.run_until(w.start + Duration::from_secs(5));
     // frontend1 and frontend2 are stopped in EC2 at once.

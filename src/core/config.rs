@@ -22,6 +22,12 @@ pub struct CoreConfig {
     /// ([`Action::AskHelpers`](super::Action::AskHelpers)). Off, the
     /// witness rule alone decides (as when no members' channel is set up).
     pub second_opinion: bool,
+    /// With the second opinion on, frontend2 also probes the hub on the
+    /// overlay. The hub's underlay answering while its overlay has been
+    /// silent this long (longer than the hub takes to restart a hung
+    /// OpenVPN itself) makes the hub sick: its rounds count as misses, and
+    /// helpers asked over the underlay must confirm.
+    pub hub_overlay_grace: Duration,
 }
 
 impl Default for CoreConfig {
@@ -34,6 +40,7 @@ impl Default for CoreConfig {
             backoff_max: Duration::from_secs(30),
             startup_grace: Duration::from_secs(30),
             second_opinion: false,
+            hub_overlay_grace: Duration::from_secs(8),
         }
     }
 }

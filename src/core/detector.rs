@@ -19,6 +19,10 @@ pub(super) struct Round {
     beyond_probed: bool,
     /// What it found.
     beyond: Option<ProbeOutcome>,
+    /// The hub was probed on the overlay too (see [`Target::HubOverlay`]).
+    hub_overlay_probed: bool,
+    /// What it found.
+    hub_overlay: Option<ProbeOutcome>,
 }
 
 impl Monitor {
@@ -36,6 +40,8 @@ impl Monitor {
             degraded: false,
             beyond_probed: false,
             beyond: None,
+            hub_overlay_probed: false,
+            hub_overlay: None,
         });
         // Keep a steady cadence, but after a stall start afresh instead of
         // firing a burst of overdue rounds.
@@ -63,6 +69,12 @@ impl Monitor {
         };
         if degraded {
             probes.push((Target::Overlay, ProbeAddr::Overlay(hub)));
+        }
+        if peer.is_hub() && self.cfg.second_opinion {
+            probes.push((Target::HubOverlay, ProbeAddr::Overlay(hub)));
+            if let Some(round) = self.round.as_mut() {
+                round.hub_overlay_probed = true;
+            }
         }
         // Look ahead while the peer is missing: its predecessor may have died
         // with it (never the hub, whose overlay probe is the witness itself).
@@ -112,13 +124,17 @@ impl Monitor {
             Target::Peer => round.peer = Some(outcome),
             Target::Witness => round.witness = Some(outcome),
             Target::Beyond => round.beyond = Some(outcome),
+            Target::HubOverlay => round.hub_overlay = Some(outcome),
             Target::Overlay => {}
         }
-        // An answer from the peer settles the round at once.
-        let peer_answered = matches!(round.peer, Some(ProbeOutcome::Reply { .. }));
+        // An answer from the peer settles the round at once (for the hub,
+        // once its overlay probe is in too).
+        let peer_answered = matches!(round.peer, Some(ProbeOutcome::Reply { .. }))
+            && (!round.hub_overlay_probed || round.hub_overlay.is_some());
         let complete = round.peer.is_some()
             && round.witness.is_some()
-            && (!round.beyond_probed || round.beyond.is_some());
+            && (!round.beyond_probed || round.beyond.is_some())
+            && (!round.hub_overlay_probed || round.hub_overlay.is_some());
         if peer_answered || complete {
             self.evaluate_round(now);
         }
@@ -152,6 +168,39 @@ impl Monitor {
             self.beyond_misses = 0;
             self.beyond_silent_since = None;
         }
+        // A sick hub: its underlay answers, its overlay has been silent for
+        // longer than it takes to restart its own OpenVPN.
+        let overlay_silent = round.hub_overlay_probed
+            && round.hub_overlay == Some(ProbeOutcome::Silent)
+            && matches!(round.peer, Some(ProbeOutcome::Reply { .. }));
+        // Counted only while this node can see its witness (EC2): a node
+        // that cannot accuses nobody, a sick hub included.
+        let witness_up = matches!(round.witness, Some(ProbeOutcome::Reply { .. }));
+        if overlay_silent {
+            self.hub_silent_since.get_or_insert(round.started);
+        } else {
+            self.hub_silent_since = None;
+        }
+        let was_sick = self.sick_hub;
+        self.sick_hub = self.hub_silent_since.is_some_and(|since| {
+            now.saturating_duration_since(since) >= self.cfg.hub_overlay_grace
+        });
+        if self.sick_hub && !was_sick {
+            self.events.push_back(Event::SickHub {
+                peer,
+                silent_for: self
+                    .hub_silent_since
+                    .map(|s| now.saturating_duration_since(s))
+                    .unwrap_or_default(),
+            });
+        }
+        if self.sick_hub && witness_up {
+            self.last_rtt = None;
+            self.cut_off = false;
+            self.peer_silent = true;
+            self.count_miss(now, peer, round.seq, round.started);
+            return;
+        }
         match (round.peer, round.witness) {
             (Some(ProbeOutcome::Reply { rtt }), _) => {
                 self.last_rtt = Some(rtt);
@@ -172,37 +221,7 @@ impl Monitor {
             (Some(ProbeOutcome::Silent), Some(ProbeOutcome::Reply { .. })) => {
                 self.cut_off = false;
                 self.peer_silent = true;
-                self.misses += 1;
-                if self.misses == 1 {
-                    self.silent_since = Some(round.started);
-                }
-                if self.streak_seq.is_none() {
-                    self.streak_seq = Some(round.seq);
-                    self.verdict = None;
-                }
-                self.events.push_back(Event::Miss {
-                    peer,
-                    misses: self.misses,
-                    of: self.cfg.misses,
-                });
-                if self.phase == Phase::Watching {
-                    self.ask_helpers(round.seq, peer);
-                    if self.misses >= self.cfg.misses && !self.in_grace(now) {
-                        match self.second_opinion() {
-                            Ok(()) => self.declare_dead(now, peer),
-                            Err(why) => {
-                                self.events.push_back(Event::Withheld {
-                                    peer,
-                                    misses: self.misses,
-                                    why,
-                                });
-                                self.check_holder(peer);
-                            }
-                        }
-                    } else {
-                        self.check_holder(peer);
-                    }
-                }
+                self.count_miss(now, peer, round.seq, round.started);
             }
             _ => {
                 // Logged once per streak of inconclusive rounds.
@@ -231,6 +250,43 @@ impl Monitor {
         }
     }
 
+    /// One missed round (the peer silent while the witness answered, or a
+    /// sick hub).
+    fn count_miss(&mut self, now: Instant, peer: Slot, seq: u64, started: Instant) {
+        self.misses += 1;
+        if self.misses == 1 {
+            self.silent_since = Some(started);
+        }
+        if self.streak_seq.is_none() {
+            self.streak_seq = Some(seq);
+            self.verdict = None;
+        }
+        self.events.push_back(Event::Miss {
+            peer,
+            misses: self.misses,
+            of: self.cfg.misses,
+        });
+        if self.phase != Phase::Watching {
+            return;
+        }
+        self.ask_helpers(seq, peer);
+        if self.misses >= self.cfg.misses && !self.in_grace(now) {
+            match self.second_opinion() {
+                Ok(()) => self.declare_dead(now, peer),
+                Err(why) => {
+                    self.events.push_back(Event::Withheld {
+                        peer,
+                        misses: self.misses,
+                        why,
+                    });
+                    self.check_holder(peer);
+                }
+            }
+        } else {
+            self.check_holder(peer);
+        }
+    }
+
     fn in_grace(&self, now: Instant) -> bool {
         !self.peer_seen && now < self.grace_until
     }
@@ -245,7 +301,12 @@ impl Monitor {
     /// Only overlay rounds ask: the members' channel runs on the overlay,
     /// and the hub (probed on its underlay) carries that overlay itself.
     fn ask_helpers(&mut self, seq: u64, peer: Slot) {
-        if self.cfg.second_opinion && !self.asking && !peer.is_hub() && self.overlay_up {
+        let channel_up = if peer.is_hub() {
+            self.sick_hub // asked over the underlay
+        } else {
+            self.overlay_up
+        };
+        if self.cfg.second_opinion && !self.asking && channel_up {
             self.asking = true;
             self.actions.push_back(Action::AskHelpers {
                 round: seq,
@@ -261,6 +322,18 @@ impl Monitor {
         let Some(peer) = self.peer() else {
             return Err("no peer");
         };
+        if self.sick_hub {
+            // Its underlay answers: only helpers that cannot reach its
+            // overlay either condemn it, never the fallback.
+            return match self.verdict {
+                Some(Verdict::Unreached { .. }) => Ok(()),
+                Some(Verdict::Reached) => Err("a helper reached the hub's overlay"),
+                None => Err("waiting for the helpers' probes of the hub's overlay"),
+                Some(_) => Err(
+                    "no helper confirms the hub's overlay is down: a hub whose underlay answers is never fenced on this node's word alone",
+                ),
+            };
+        }
         if !self.cfg.second_opinion || peer.is_hub() || !self.overlay_up {
             return Ok(()); // the witness rule alone
         }

@@ -16,6 +16,10 @@ pub enum Target {
     /// frontend1 on the overlay, probed in degraded rounds (see
     /// [`Monitor`]) only to learn when the overlay is back.
     Overlay,
+    /// frontend1 on the overlay, probed by frontend2 beside its underlay
+    /// (with the second opinion on): a hub whose underlay answers while its
+    /// overlay is silent is sick.
+    HubOverlay,
     /// The peer's own predecessor (n-2), probed while the peer is missing
     /// rounds: if both died together, its misses are already counted when
     /// this node has taken over n-1.

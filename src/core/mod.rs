@@ -33,6 +33,12 @@
 //!   decides, after twice the misses. The hub and degraded rounds are judged
 //!   by the witness rule alone (the members' channel runs on the overlay).
 //!   Off when `second_opinion` is off (no members' key).
+//! * Sick hub: with the second opinion on, frontend2 probes the hub on the
+//!   overlay too. When the hub's underlay answers but its overlay has been
+//!   silent for `hub_overlay_grace` (longer than the hub needs to restart a
+//!   hung OpenVPN itself), its rounds count as misses, helpers are asked
+//!   over the underlay, and only their confirmation (none reaches the hub's
+//!   overlay) declares it dead: no fallback to the witness rule here.
 //! * Dead peer: [`Action::Fence`]. Only a confirmed fence (EC2 reports the
 //!   holder stopped, or there was no running holder) leads to
 //!   [`Action::TakeOver`]; failures are retried with bounded exponential
@@ -121,6 +127,11 @@ pub struct Monitor {
     streak_seq: Option<u64>,
     /// The helpers' latest verdict in the current streak.
     verdict: Option<Verdict>,
+    /// Start of the hub's overlay silence while its underlay answers.
+    hub_silent_since: Option<Instant>,
+    /// The hub has been silent on the overlay longer than
+    /// `hub_overlay_grace` while its underlay answers.
+    sick_hub: bool,
     last_error: Option<String>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
@@ -156,6 +167,8 @@ impl Monitor {
             asking: false,
             streak_seq: None,
             verdict: None,
+            hub_silent_since: None,
+            sick_hub: false,
             last_error: None,
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -278,6 +291,8 @@ impl Monitor {
         self.overlay_up = true;
         self.asking = false;
         self.end_streak();
+        self.hub_silent_since = None;
+        self.sick_hub = false;
         self.last_error = None;
         let peer = self.peer();
         self.events.push_back(Event::Watching { me: self.me, peer });

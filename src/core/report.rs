@@ -72,6 +72,15 @@ pub enum Event {
         /// Misses before the answer.
         after: u32,
     },
+    /// The hub's underlay answers but its overlay has been silent longer
+    /// than it takes to restart its own OpenVPN: its rounds now count as
+    /// misses.
+    SickHub {
+        /// The hub.
+        peer: Slot,
+        /// How long its overlay has been silent.
+        silent_for: Duration,
+    },
     /// Another member reached the silent peer: its misses are forgotten.
     Vouched {
         /// The peer.

@@ -321,9 +321,30 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
             } => {
                 let me = self.core.me();
                 let members = self.members.clone();
+                let registry = self.registry.clone();
+                let layout = self.layout.clone();
                 tasks.spawn(async move {
+                    let started = Instant::now();
                     let verdict = match members {
-                        Some(m) => m.ask(me, peer, timeout).await,
+                        Some(m) if peer.is_hub() => {
+                            // The hub's overlay is in doubt: ask the others
+                            // on their underlay addresses, looked up within
+                            // a third of the time.
+                            let others: Vec<_> = layout
+                                .all_slots()
+                                .filter(|s| *s != me && *s != peer)
+                                .collect();
+                            let lookups = futures_util::future::join_all(
+                                others.iter().map(|s| registry.underlay_addr(*s)),
+                            );
+                            let addrs = tokio::time::timeout(timeout / 3, lookups)
+                                .await
+                                .map(|r| r.into_iter().filter_map(Result::ok).collect())
+                                .unwrap_or_default();
+                            m.ask(peer, addrs, timeout.saturating_sub(started.elapsed()))
+                                .await
+                        }
+                        Some(m) => m.ask(peer, m.overlay_helpers(me, peer), timeout).await,
                         None => crate::core::Verdict::NoneToAsk,
                     };
                     let _ = tx.send(Input::HelpersSaid { round, verdict });
@@ -446,6 +467,9 @@ fn log_event(event: &Event, observe: bool, rounds: u64) {
         ),
         Event::Recovered { peer, after } => {
             tracing::info!(peer = %peer, after, "{peer} answers again after {after} misses")
+        }
+        Event::SickHub { peer, silent_for } => {
+            tracing::warn!(peer = %peer, silent_ms = silent_for.as_millis() as u64, "{peer} answers on its underlay but its overlay has been silent for {:.1} s: the hub is sick; its rounds count as misses, and the other members are asked on the underlay", silent_for.as_secs_f64())
         }
         Event::Vouched { peer, after } => {
             tracing::info!(peer = %peer, after, "{peer} is silent to this node but another member reached it: {after} misses forgotten (a path fault, not a death)")

@@ -7,13 +7,15 @@
 //!   found. At most [`MAX_HELPING`] such probes run at once; more requests
 //!   are dropped and counted.
 //! * **Asker.** [`Members::ask`] sends a ping request to every other slot's
-//!   overlay address and collects the answers: one helper that reached the
+//!   overlay address (about the hub, whose overlay may be what is sick, to
+//!   their underlay addresses) and collects the answers: one helper that reached the
 //!   peer is enough ([`Verdict::Reached`]); `members.helpers` answers that
 //!   did not, or the timeout with at least one, make
 //!   [`Verdict::Unreached`]; none at all make [`Verdict::NoneAnswered`].
 //!
 //! Datagrams are sealed with the fleet's members key ([`wire`]). Only
-//! datagrams from the overlay subnet are looked at; a datagram that is
+//! datagrams from the overlay subnet or a private (VPC) address are looked
+//! at; a datagram that is
 //! oversize, malformed, forged, stale or replayed is dropped and counted,
 //! and nothing else happens: no probe, no answer, no log line per datagram.
 
@@ -272,15 +274,21 @@ impl Members {
         (seq, wire::seal(&self.key, &d))
     }
 
-    /// Ask every other slot of the layout to probe `peer` from where it is.
-    pub async fn ask(&self, me: Slot, peer: Slot, timeout: Duration) -> Verdict {
-        bump(&self.counters.asked);
-        let helpers: Vec<Ipv4Addr> = self
-            .layout
+    /// The overlay addresses of every slot but `me` and `peer`: the helpers
+    /// of an ordinary second opinion.
+    pub fn overlay_helpers(&self, me: Slot, peer: Slot) -> Vec<Ipv4Addr> {
+        self.layout
             .all_slots()
             .filter(|s| *s != me && *s != peer)
             .map(|s| self.layout.overlay_addr(s))
-            .collect();
+            .collect()
+    }
+
+    /// Ask `helpers` (addresses of other members, on the overlay or, for
+    /// the hub, on the underlay) to probe `peer`'s overlay address from
+    /// where they are.
+    pub async fn ask(&self, peer: Slot, helpers: Vec<Ipv4Addr>, timeout: Duration) -> Verdict {
+        bump(&self.counters.asked);
         if helpers.is_empty() {
             return Verdict::NoneToAsk;
         }
@@ -348,7 +356,9 @@ impl Members {
             bump(&self.counters.foreign);
             return;
         };
-        if !self.layout.subnet().contains(*from.ip()) {
+        // The overlay, or the VPC (the hub's second opinion is asked on the
+        // underlay): never a public address.
+        if !self.layout.subnet().contains(*from.ip()) && !from.ip().is_private() {
             bump(&self.counters.foreign);
             return;
         }

@@ -448,8 +448,14 @@ impl Fleet {
 
     /// Packets dropped so far by node `i`'s loss rules.
     pub fn loss_drops(&self, i: usize) -> u64 {
+        self.nft_packets(i, "cwloss")
+    }
+
+    /// Packets counted by the rules of nftables table `table` in node
+    /// `i`'s namespace.
+    fn nft_packets(&self, i: usize, table: &str) -> u64 {
         let out = sh(&format!(
-            "ip netns exec {} nft list table inet cwloss",
+            "ip netns exec {} nft list table inet {table}",
             self.nodes[i].ns
         ));
         out.split_whitespace()
@@ -1241,16 +1247,7 @@ impl Fleet {
 
     /// Packets dropped so far by node `i`'s one-way rule.
     pub fn one_way_drops(&self, i: usize) -> u64 {
-        let out = sh(&format!(
-            "ip netns exec {} nft list table inet cwdeaf",
-            self.nodes[i].ns
-        ));
-        out.split_whitespace()
-            .collect::<Vec<_>>()
-            .windows(2)
-            .filter(|w| w[0] == "packets")
-            .filter_map(|w| w[1].parse::<u64>().ok())
-            .sum()
+        self.nft_packets(i, "cwdeaf")
     }
 
     /// Remove the loss rules of node `i`.

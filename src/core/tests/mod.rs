@@ -108,7 +108,11 @@ impl Harness {
         let probes = self.tick();
         assert!(
             probes.len() == 2
-                || (probes.len() == 3 && matches!(probes[2].1, Target::Overlay | Target::Beyond)),
+                || (probes.len() == 3
+                    && matches!(
+                        probes[2].1,
+                        Target::Overlay | Target::Beyond | Target::HubOverlay
+                    )),
             "one probe to the peer and one to the witness (and frontend1 when degraded, or n-2): {probes:?}"
         );
         let seq = probes[0].0;
@@ -122,6 +126,10 @@ impl Harness {
         if probes.len() == 3 {
             if probes[2].1 == Target::Beyond {
                 reports.push((Target::Beyond, beyond));
+            } else if probes[2].1 == Target::HubOverlay {
+                // The hub's overlay as its underlay: a dead hub is silent
+                // on both.
+                reports.push((Target::HubOverlay, peer));
             } else {
                 reports.push((Target::Overlay, witness));
             }

@@ -128,7 +128,7 @@ fn a_verdict_from_an_earlier_streak_counts_for_nothing() {
 }
 
 #[test]
-fn the_hub_is_judged_by_the_witness_rule_alone() {
+fn a_dead_hub_is_judged_by_the_witness_rule_alone() {
     let mut h = with_opinion(fe(2));
     h.round(Some(RTT), Some(RTT));
     for _ in 0..3 {
@@ -155,4 +155,100 @@ fn without_the_channel_nobody_is_asked() {
             .any(|a| matches!(a, Action::AskHelpers { .. }))
     );
     assert_eq!(h.fences(), 1);
+}
+
+/// One round of frontend2 watching the hub: its underlay and EC2 answer;
+/// its overlay answers when `overlay`. Returns the helpers' requests.
+fn hub_round(h: &mut Harness, overlay: bool) -> Vec<u64> {
+    let probes = h.tick();
+    assert!(
+        probes.iter().any(|p| p.1 == Target::HubOverlay),
+        "the hub is probed on the overlay too: {probes:?}"
+    );
+    let seq = probes[0].0;
+    for (_, target, _) in probes {
+        let outcome = match target {
+            Target::HubOverlay if !overlay => ProbeOutcome::Silent,
+            _ => ProbeOutcome::Reply { rtt: RTT },
+        };
+        h.input(
+            Duration::from_millis(if outcome == ProbeOutcome::Silent {
+                800
+            } else {
+                3
+            }),
+            Input::Probed {
+                round: seq,
+                target,
+                outcome,
+            },
+        );
+    }
+    let mut asks = Vec::new();
+    for a in h.take_work() {
+        match a {
+            Action::CheckHolder { slot } => h.input(Duration::ZERO, holder(slot, Holder::Held)),
+            Action::AskHelpers { round, peer, .. } => {
+                assert_eq!(peer, fe(1));
+                asks.push(round);
+            }
+            other => h.work.push(other),
+        }
+    }
+    asks
+}
+
+#[test]
+fn a_hub_whose_overlay_is_silent_past_the_grace_is_fenced_once_helpers_confirm() {
+    let mut h = with_opinion(fe(2));
+    hub_round(&mut h, true);
+    // 8 s of overlay silence: the hub may be restarting its OpenVPN.
+    for _ in 0..8 {
+        assert!(hub_round(&mut h, false).is_empty());
+        assert_eq!(h.m.snapshot().misses, 0);
+    }
+    let mut fenced_after = None;
+    for n in 1..=5 {
+        for round in hub_round(&mut h, false) {
+            said(&mut h, round, Verdict::Unreached { helpers: 2 });
+        }
+        if h.fences() > 0 {
+            fenced_after = Some(n);
+            break;
+        }
+    }
+    assert_eq!(fenced_after, Some(3), "{:?}", h.events);
+    assert!(h.events.iter().any(|e| matches!(e, Event::SickHub { .. })));
+}
+
+#[test]
+fn a_sick_hub_is_never_fenced_on_this_nodes_word_alone() {
+    for verdict in [
+        Verdict::Reached,
+        Verdict::NoneAnswered { asked: 4 },
+        Verdict::NoneToAsk,
+    ] {
+        let mut h = with_opinion(fe(2));
+        hub_round(&mut h, true);
+        for _ in 0..40 {
+            for round in hub_round(&mut h, false) {
+                said(&mut h, round, verdict);
+            }
+        }
+        assert_eq!(h.fences(), 0, "{verdict:?}");
+    }
+}
+
+#[test]
+fn the_hub_overlay_back_ends_the_sickness() {
+    let mut h = with_opinion(fe(2));
+    for _ in 0..10 {
+        hub_round(&mut h, false);
+    }
+    assert!(h.m.snapshot().misses > 0);
+    hub_round(&mut h, true);
+    assert_eq!(h.m.snapshot().misses, 0);
+    for _ in 0..7 {
+        assert!(hub_round(&mut h, false).is_empty(), "the grace starts over");
+    }
 }

@@ -42,7 +42,7 @@ fn fence_failure_means_no_takeover_and_bounded_backoff() {
         for (round, target, _) in probes {
             let outcome = match target {
                 Target::Peer => ProbeOutcome::Silent,
-                Target::Witness | Target::Overlay | Target::Beyond => {
+                Target::Witness | Target::Overlay | Target::Beyond | Target::HubOverlay => {
                     ProbeOutcome::Reply { rtt: RTT }
                 }
             };
