@@ -28,8 +28,12 @@
 //! with the fault in place (`BENCH_RUNS` times, a fresh rig each): death →
 //! declared and → new holder answering, through the second opinion.
 //!
+//! The hub's OpenVPN and its daemon hung together (`BENCH_HANG_RUNS`):
+//! frontend2 holds frontend1 and the overlay is back.
+//!
 //! `BENCH_ONLY` (comma-separated: `fence`, `power`, `old`, `keepalived`,
-//! `baseline`, `hang`, `idle`, `oneway`) runs a subset; default all.
+//! `baseline`, `hang`, `hubsick`, `idle`, `oneway`) runs a subset; default
+//! all.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -222,6 +226,30 @@ async fn one_way_death_once() -> (f64, f64) {
         std::thread::sleep(Duration::from_millis(20));
     }
     (declared.unwrap_or(f64::NAN), holding.unwrap_or(f64::NAN))
+}
+
+/// The hub's OpenVPN and its daemon are SIGSTOPped at a random phase:
+/// seconds until frontend2 holds frontend1 and the overlay is back both
+/// ways between it and frontend3.
+async fn hub_sick_once() -> f64 {
+    let f = Fleet::frontends(3).await;
+    let vpn = common::pid_in(&f.nodes[0].ns, "openvpn").expect("the hub's openvpn");
+    let daemon = common::pid_in(&f.nodes[0].ns, "chainwatch").expect("the hub's daemon");
+    std::thread::sleep(Duration::from_millis(rand::random_range(0..1000)));
+    let t0 = Instant::now();
+    sh(&format!("kill -STOP {daemon} {vpn}"));
+    let hub = f.layout.overlay_addr(fe(1));
+    let f3 = f.layout.overlay_addr(fe(3));
+    let mut back = f64::NAN;
+    while t0.elapsed() < Duration::from_secs(90) {
+        if f.status(1).is_some_and(|s| s["id"] == 1) && f.ping(2, hub, 300) && f.ping(1, f3, 300) {
+            back = t0.elapsed().as_secs_f64();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sh_quiet(&format!("kill -KILL {daemon} {vpn}"));
+    back
 }
 
 /// Whether `BENCH_ONLY` selects `section` (unset: everything).
@@ -481,6 +509,15 @@ fn main() {
             t
         })
         .collect();
+    let sick: Vec<f64> = (1..=n("hubsick", hang_runs))
+        .map(|i| {
+            let t = rt.block_on(hub_sick_once());
+            eprintln!(
+                "hub OpenVPN and daemon hung run {i}: frontend2 holds frontend1, overlay back after {t:.2} s"
+            );
+            t
+        })
+        .collect();
     let base = baseline.join().unwrap();
     for (k, (d, h)) in base.iter().enumerate() {
         eprintln!(
@@ -523,6 +560,7 @@ fn main() {
         ka,
         base,
         hang,
+        sick,
         cw_fp,
         cw_false,
         cw_rounds,
@@ -577,6 +615,7 @@ struct Results {
     ka: Vec<f64>,
     base: Vec<(f64, f64)>,
     hang: Vec<f64>,
+    sick: Vec<f64>,
     cw_fp: (u64, f64),
     cw_false: usize,
     cw_rounds: u64,
@@ -599,6 +638,7 @@ fn print_results(r: Results) {
         ka,
         base,
         hang,
+        sick,
         cw_fp,
         cw_false,
         cw_rounds,
@@ -670,6 +710,21 @@ fn print_results(r: Results) {
             "0"
         }
     );
+    if !sick.is_empty() {
+        let mut s = sick.clone();
+        s.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "\n## The hub's OpenVPN and its daemon hung (SIGSTOP), {} runs\n",
+            sick.len()
+        );
+        println!("| | → frontend2 holds frontend1, overlay back: median | worst |");
+        println!("|---|---|---|");
+        println!(
+            "| chainwatch (probe.hub_overlay_grace_ms 8000, helpers on the underlay) | {:.2} s | {:.2} s |",
+            s[s.len() / 2],
+            s[s.len() - 1]
+        );
+    }
     println!("\n## Idle footprint (30 s)\n");
     println!("| | resident memory | CPU |");
     println!("|---|---|---|");
