@@ -417,3 +417,27 @@ impl Members {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_key_file_must_be_private_and_long_enough_and_may_be_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("members.key");
+        assert!(matches!(read_key(&p), Ok(None)), "no file: channel off");
+        std::fs::write(&p, "0123456789abcdef0123456789abcdef0123\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_key(&p).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(read_key(&p), Ok(Some(_))));
+        std::fs::write(&p, "short\n").unwrap();
+        let e = read_key(&p).unwrap_err().to_string();
+        assert!(e.contains("openssl rand -hex 32"), "{e}");
+        assert!(!e.contains("short"), "the key itself is never printed: {e}");
+    }
+}
