@@ -68,6 +68,16 @@ fn stats(mut v: Vec<f64>) -> String {
     format!("{med:.2} s / {p95:.2} s")
 }
 
+/// Median and worst of `v` (NaN when empty).
+fn median_worst(v: &[f64]) -> (f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    (
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN),
+        v.last().copied().unwrap_or(f64::NAN),
+    )
+}
+
 /// RSS (kB) and CPU (% of one core) of `pid` over `secs`.
 fn footprint(pid: u32, secs: u64) -> (u64, f64) {
     let cpu = || -> f64 {
@@ -549,7 +559,7 @@ fn main() {
     } else {
         ((0, 0.0), 0)
     };
-    print_results(Results {
+    print_results(&Results {
         runs,
         old_runs,
         loss_secs,
@@ -626,28 +636,15 @@ struct Results {
     oneway_deaths: Vec<(f64, f64)>,
 }
 
-fn print_results(r: Results) {
+fn print_results(r: &Results) {
     let Results {
         runs,
         old_runs,
         loss_secs,
         hang_runs,
-        cw,
-        power,
-        old,
-        ka,
-        base,
-        hang,
-        sick,
-        cw_fp,
-        cw_false,
-        cw_rounds,
-        ka_fp,
-        ka_false,
         oneway_secs,
-        oneway,
-        oneway_deaths,
-    } = r;
+        ..
+    } = *r;
 
     println!("\n## Results ({runs} faults per contender, median / p95)\n");
     println!(
@@ -656,73 +653,67 @@ fn print_results(r: Results) {
     println!("|---|---|---|---|");
     println!(
         "| chainwatch (defaults: 1 s, 800 ms, 3 misses) | {} | {} | {} |",
-        stats(cw.iter().map(|s| s.declared).collect()),
-        stats(cw.iter().map(|s| s.holding).collect()),
-        stats(cw.iter().filter_map(|s| s.confirmed).collect())
+        stats(r.cw.iter().map(|s| s.declared).collect()),
+        stats(r.cw.iter().map(|s| s.holding).collect()),
+        stats(r.cw.iter().filter_map(|s| s.confirmed).collect())
     );
     println!(
         "| chainwatch, power fence only (SkipOsShutdown, waits for stopped; {old_runs} faults) | {} | {} | {} |",
-        stats(power.iter().map(|s| s.declared).collect()),
-        stats(power.iter().map(|s| s.holding).collect()),
-        stats(power.iter().filter_map(|s| s.confirmed).collect())
+        stats(r.power.iter().map(|s| s.declared).collect()),
+        stats(r.power.iter().map(|s| s.holding).collect()),
+        stats(r.power.iter().filter_map(|s| s.confirmed).collect())
     );
     println!(
         "| chainwatch, fence of 0.1.0 (Force only, {old_runs} faults) | {} | {} | {} |",
-        stats(old.iter().map(|s| s.declared).collect()),
-        stats(old.iter().map(|s| s.holding).collect()),
-        stats(old.iter().filter_map(|s| s.confirmed).collect())
+        stats(r.old.iter().map(|s| s.declared).collect()),
+        stats(r.old.iter().map(|s| s.holding).collect()),
+        stats(r.old.iter().filter_map(|s| s.confirmed).collect())
     );
     println!(
         "| keepalived (VRRP unicast, advert_int 1) | {} | {} | n/a |",
-        stats(ka.clone()),
-        stats(ka)
+        stats(r.ka.clone()),
+        stats(r.ka.clone())
     );
     println!(
         "| original chain script (5 s, 4 s, > 5 misses) | {} | {} | n/a |",
-        stats(base.iter().map(|b| b.0).collect()),
-        stats(base.iter().map(|b| b.1).collect())
+        stats(r.base.iter().map(|b| b.0).collect()),
+        stats(r.base.iter().map(|b| b.1).collect())
     );
     println!("\n## The power fence behind the fabric fence ({runs} faults)\n");
     println!(
         "| | StopInstances → EC2 reports the old holder `stopped` | seen `stopping` in between |"
     );
     println!("|---|---|---|");
-    let fenced: Vec<f64> = cw.iter().filter_map(|s| s.fence_to_stopped).collect();
+    let fenced: Vec<f64> = r.cw.iter().filter_map(|s| s.fence_to_stopped).collect();
     println!(
         "| chainwatch (rig stop with SkipOsShutdown: {} ms) | {} | {} of {} |",
         common::fleet::stop_times().1,
         stats(fenced.clone()),
-        cw.iter().filter(|s| s.saw_stopping).count(),
-        cw.len()
+        r.cw.iter().filter(|s| s.saw_stopping).count(),
+        r.cw.len()
     );
     println!("\n## The hub's OpenVPN hung (SIGSTOP), {hang_runs} runs\n");
     println!("| | → every member's overlay back: median | worst | takeovers |");
     println!("|---|---|---|---|");
-    let mut sorted = hang.clone();
-    sorted.sort_by(|a, b| a.total_cmp(b));
+    let (median, worst) = median_worst(&r.hang);
     println!(
-        "| chainwatch (vpn.health_* defaults: 1 s, 1 s, 3 misses) | {:.2} s | {:.2} s | {} |",
-        sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
-        sorted.last().copied().unwrap_or(f64::NAN),
-        if hang.iter().any(|t| t.is_nan()) {
+        "| chainwatch (vpn.health_* defaults: 1 s, 1 s, 3 misses) | {median:.2} s | {worst:.2} s | {} |",
+        if r.hang.iter().any(|t| t.is_nan()) {
             "SOME RUN FAILED (NaN)"
         } else {
             "0"
         }
     );
-    if !sick.is_empty() {
-        let mut s = sick.clone();
-        s.sort_by(|a, b| a.total_cmp(b));
+    if !r.sick.is_empty() {
+        let (median, worst) = median_worst(&r.sick);
         println!(
             "\n## The hub's OpenVPN and its daemon hung (SIGSTOP), {} runs\n",
-            sick.len()
+            r.sick.len()
         );
         println!("| | → frontend2 holds frontend1, overlay back: median | worst |");
         println!("|---|---|---|");
         println!(
-            "| chainwatch (probe.hub_overlay_grace_ms 8000, helpers on the underlay) | {:.2} s | {:.2} s |",
-            s[s.len() / 2],
-            s[s.len() - 1]
+            "| chainwatch (probe.hub_overlay_grace_ms 8000, helpers on the underlay) | {median:.2} s | {worst:.2} s |"
         );
     }
     println!("\n## Idle footprint (30 s)\n");
@@ -730,18 +721,18 @@ fn print_results(r: Results) {
     println!("|---|---|---|");
     println!(
         "| chainwatch (release build; probing 1/s) | {} kB | {:.2} % of one core |",
-        cw_fp.0, cw_fp.1
+        r.cw_fp.0, r.cw_fp.1
     );
     println!(
         "| keepalived backup (advert_int 1) | {} kB | {:.2} % of one core |",
-        ka_fp.0, ka_fp.1
+        r.ka_fp.0, r.ka_fp.1
     );
     println!("\n## False takeovers under 20 % random loss on the peer's link ({loss_secs} s)\n");
     println!("| | false takeovers |");
     println!("|---|---|");
-    println!("| chainwatch | {cw_false} ({cw_rounds} rounds) |");
-    println!("| keepalived | {ka_false} |");
-    if let Some((fences, vouched, drops)) = oneway {
+    println!("| chainwatch | {} ({} rounds) |", r.cw_false, r.cw_rounds);
+    println!("| keepalived | {} |", r.ka_false);
+    if let Some((fences, vouched, drops)) = r.oneway {
         println!("\n## One-way loss (frontend3 drops everything from frontend2)\n");
         println!(
             "| | fences in {oneway_secs} s | second opinions that cleared frontend2 | packets dropped |"
@@ -750,13 +741,13 @@ fn print_results(r: Results) {
         println!("| chainwatch (members' channel on) | {fences} | {vouched} | {drops} |");
         println!(
             "\n| frontend2 dies with the fault in place ({} faults) | death → declared | death → new holder answering |",
-            oneway_deaths.len()
+            r.oneway_deaths.len()
         );
         println!("|---|---|---|");
         println!(
             "| chainwatch (second opinion: the hub and frontend4 fail to reach it too) | {} | {} |",
-            stats(oneway_deaths.iter().map(|d| d.0).collect()),
-            stats(oneway_deaths.iter().map(|d| d.1).collect())
+            stats(r.oneway_deaths.iter().map(|d| d.0).collect()),
+            stats(r.oneway_deaths.iter().map(|d| d.1).collect())
         );
     }
 }
