@@ -45,21 +45,74 @@ struct Series {
     cut_off: Gauge,
     outbox: Gauge,
     power_unconfirmed: Gauge,
-    rounds: Counter,
-    fences: Counter,
-    fence_failures: Counter,
-    takeovers: Counter,
-    takeover_failures: Counter,
-    openvpn_restarts: Counter,
+    /// One counter per [`TOTALS`] entry.
+    totals: [Counter; TOTALS.len()],
     /// The members' channel: second opinions asked, vouched, probes run
     /// for others, requests dropped while busy.
     probes: Family<Labels, Counter>,
     /// Datagrams dropped, by reason.
     dropped: Family<Labels, Counter>,
     /// The totals already counted, to add only the difference.
-    seen: [u64; 6],
-    members_seen: [u64; 10],
+    seen: [u64; TOTALS.len()],
+    members_seen: [u64; MEMBERS.len()],
     updated: Instant,
+}
+
+/// Counters fed from running totals: name and help. [`totals`] gives their
+/// values in this order.
+const TOTALS: [(&str, &str); 6] = [
+    ("rounds", "probe rounds evaluated"),
+    ("fences", "fences confirmed"),
+    ("fence_failures", "fence attempts that failed"),
+    ("takeovers", "takeovers completed"),
+    ("takeover_failures", "takeover attempts that failed"),
+    (
+        "openvpn_restarts",
+        "OpenVPN processes restarted (exited or hung)",
+    ),
+];
+
+fn totals(r: &StatusReport) -> [u64; TOTALS.len()] {
+    [
+        r.rounds,
+        r.counters.fences,
+        r.counters.fence_failures,
+        r.counters.takeovers,
+        r.counters.takeover_failures,
+        OPENVPN_RESTARTS.load(Ordering::Relaxed),
+    ]
+}
+
+/// The members' channel's series: the label (`kind` in `indirect_probes`,
+/// `reason` in `member_datagrams_dropped`) and its value. [`members`] gives
+/// their totals in this order.
+const MEMBERS: [(&str, &str); 10] = [
+    ("kind", "asked"),
+    ("kind", "vouched"),
+    ("kind", "helped"),
+    ("kind", "busy"),
+    ("reason", "foreign"),
+    ("reason", "oversize"),
+    ("reason", "malformed"),
+    ("reason", "forged"),
+    ("reason", "stale"),
+    ("reason", "replayed"),
+];
+
+fn members(r: &StatusReport) -> [u64; MEMBERS.len()] {
+    let m = &r.members;
+    [
+        m.asked,
+        m.vouched,
+        m.helped,
+        m.busy,
+        m.foreign,
+        m.oversize,
+        m.malformed,
+        m.forged,
+        m.stale,
+        m.replayed,
+    ]
 }
 
 /// The metric registry, fed from the status reports.
@@ -88,16 +141,11 @@ impl Metrics {
             cut_off: Gauge::default(),
             outbox: Gauge::default(),
             power_unconfirmed: Gauge::default(),
-            rounds: Counter::default(),
-            fences: Counter::default(),
-            fence_failures: Counter::default(),
-            takeovers: Counter::default(),
-            takeover_failures: Counter::default(),
-            openvpn_restarts: Counter::default(),
+            totals: Default::default(),
             probes: Family::default(),
             dropped: Family::default(),
-            seen: [0; 6],
-            members_seen: [0; 10],
+            seen: [0; TOTALS.len()],
+            members_seen: [0; MEMBERS.len()],
             updated: Instant::now(),
         };
         registry.register("phase", "1 for the phase the node is in", s.phase.clone());
@@ -132,24 +180,9 @@ impl Metrics {
             "power fences EC2 never reported stopped",
             s.power_unconfirmed.clone(),
         );
-        registry.register("rounds", "probe rounds evaluated", s.rounds.clone());
-        registry.register("fences", "fences confirmed", s.fences.clone());
-        registry.register(
-            "fence_failures",
-            "fence attempts that failed",
-            s.fence_failures.clone(),
-        );
-        registry.register("takeovers", "takeovers completed", s.takeovers.clone());
-        registry.register(
-            "takeover_failures",
-            "takeover attempts that failed",
-            s.takeover_failures.clone(),
-        );
-        registry.register(
-            "openvpn_restarts",
-            "OpenVPN processes restarted (exited or hung)",
-            s.openvpn_restarts.clone(),
-        );
+        for ((name, help), counter) in TOTALS.iter().zip(&s.totals) {
+            registry.register(*name, *help, counter.clone());
+        }
         registry.register(
             "indirect_probes",
             "the members' channel: second opinions asked and vouched (a helper reached the peer), probes run for other members, requests dropped while busy",
@@ -191,60 +224,19 @@ impl Metrics {
         {
             s.rtt.observe(rtt / 1000.0);
         }
-        let totals = [
-            r.rounds,
-            r.counters.fences,
-            r.counters.fence_failures,
-            r.counters.takeovers,
-            r.counters.takeover_failures,
-            OPENVPN_RESTARTS.load(Ordering::Relaxed),
-        ];
-        let Series {
-            rounds,
-            fences,
-            fence_failures,
-            takeovers,
-            takeover_failures,
-            openvpn_restarts,
-            seen,
-            ..
-        } = &mut *s;
-        for (k, c) in [
-            rounds,
-            fences,
-            fence_failures,
-            takeovers,
-            takeover_failures,
-            openvpn_restarts,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            add(c, &mut seen[k], totals[k]);
+        let s = &mut *s;
+        for (k, total) in totals(r).into_iter().enumerate() {
+            add(&s.totals[k], &mut s.seen[k], total);
         }
-        let m = &r.members;
-        let members = [
-            ("kind", "asked", m.asked),
-            ("kind", "vouched", m.vouched),
-            ("kind", "helped", m.helped),
-            ("kind", "busy", m.busy),
-            ("reason", "foreign", m.foreign),
-            ("reason", "oversize", m.oversize),
-            ("reason", "malformed", m.malformed),
-            ("reason", "forged", m.forged),
-            ("reason", "stale", m.stale),
-            ("reason", "replayed", m.replayed),
-        ];
-        let Series {
-            probes,
-            dropped,
-            members_seen,
-            ..
-        } = &mut *s;
-        for (k, (label, value, total)) in members.into_iter().enumerate() {
-            let family = if label == "kind" { &*probes } else { &*dropped };
+        for (k, total) in members(r).into_iter().enumerate() {
+            let (label, value) = MEMBERS[k];
+            let family = if label == "kind" {
+                &s.probes
+            } else {
+                &s.dropped
+            };
             let c = family.get_or_create(&vec![(label.to_string(), value.to_string())]);
-            add(&c, &mut members_seen[k], total);
+            add(&c, &mut s.members_seen[k], total);
         }
     }
 
