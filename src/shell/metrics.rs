@@ -397,6 +397,8 @@ mod tests {
         r.counters.takeovers = 1;
         r.misses = 1;
         r.pending_events = 4;
+        r.members.vouched = 3;
+        r.members.forged = 7;
         m.update(&r, 9);
         // Totals are added once, however often the same report comes.
         m.update(&r, 10);
@@ -412,6 +414,10 @@ mod tests {
             "chainwatch_takeovers_total 1",
             "chainwatch_rounds_total 10",
             "chainwatch_peer_rtt_seconds_count 1",
+            "chainwatch_indirect_probes_total{kind=\"vouched\"} 3",
+            "chainwatch_indirect_probes_total{kind=\"asked\"} 0",
+            "chainwatch_member_datagrams_dropped_total{reason=\"forged\"} 7",
+            "chainwatch_member_datagrams_dropped_total{reason=\"replayed\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
         }

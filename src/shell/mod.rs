@@ -492,6 +492,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_table_says_whether_the_second_opinion_is_on_and_what_it_dropped() {
+        let mut r = report();
+        assert!(r.table().contains("OFF (no members key)"), "{}", r.table());
+        r.members_channel = true;
+        r.members.vouched = 2;
+        r.members.forged = 5;
+        r.members.replayed = 1;
+        let t = r.table();
+        assert!(t.contains("vouched 2"), "{t}");
+        assert!(t.contains("dropped 6 ("), "{t}");
+        assert!(t.contains("forged 5"), "{t}");
+        assert!(!t.contains("OFF"), "{t}");
+    }
+
+    #[test]
     fn check_grades_what_an_operator_must_see() {
         use crate::fleet::Severity;
         let r = report();
