@@ -49,9 +49,7 @@ pub fn from_event(event: &Event) -> Option<(&'static str, String, Option<u32>, S
             error,
             retry_in,
         } => {
-            let kind = if error.contains("in maintenance until")
-                || error.contains("fence budget exhausted")
-            {
+            let kind = if super::aws::ec2::Ec2Error::held_back(error) {
                 "fence_blocked"
             } else {
                 "fence_failed"

@@ -122,6 +122,37 @@ pub enum Ec2Error {
     },
 }
 
+impl Ec2Error {
+    /// Whether `message`, an [`Ec2Error`] as text (the core carries fence
+    /// errors as text), is a fence held back on purpose — the fence budget
+    /// or a holder in maintenance — rather than one that failed.
+    pub fn held_back(message: &str) -> bool {
+        message.starts_with("fence budget exhausted")
+            || message.contains(" is in maintenance until ")
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[test]
+    fn held_back_fences_are_told_from_failed_ones_by_their_text() {
+        let budget = Ec2Error::BudgetExhausted {
+            used: 3,
+            per_hour: 3,
+        };
+        let maint = Ec2Error::Maintenance {
+            instance: "i-1".into(),
+            until: "2026-11-26T03:00:00Z".into(),
+        };
+        assert!(Ec2Error::held_back(&budget.to_string()));
+        assert!(Ec2Error::held_back(&maint.to_string()));
+        let failed = Ec2Error::SelfUnknown("i-1".into());
+        assert!(!Ec2Error::held_back(&failed.to_string()));
+    }
+}
+
 /// What a node should do at boot about its ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejoin {
