@@ -49,13 +49,6 @@ fn fe(id: u32) -> Slot {
     Slot::new(Role::Frontend, id)
 }
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 fn stats(mut v: Vec<f64>) -> String {
     if v.is_empty() {
         return "-".into();
@@ -442,8 +435,8 @@ fn main() {
         eprintln!("benchmarks need the rig's tools and keepalived (source .ci/deps.sh)");
         std::process::exit(1);
     }
-    let runs = env("BENCH_RUNS", 10) as usize;
-    let loss_secs = env("BENCH_LOSS_SECS", 300);
+    let runs = common::env_u64("BENCH_RUNS", 10) as usize;
+    let loss_secs = common::env_u64("BENCH_LOSS_SECS", 300);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -460,7 +453,7 @@ fn main() {
             .collect::<Vec<_>>()
     });
 
-    let old_runs = env("BENCH_OLD_RUNS", 3) as usize;
+    let old_runs = common::env_u64("BENCH_OLD_RUNS", 3) as usize;
     let chainwatch = |label: &str, fence: Fence, n: usize| -> Vec<Sample> {
         (1..=n)
             .map(|i| {
@@ -481,7 +474,7 @@ fn main() {
         n("power", old_runs),
     );
     let cw = chainwatch("chainwatch", Fence::Fabric, n("fence", runs));
-    let oneway_secs = env("BENCH_ONEWAY_SECS", 600);
+    let oneway_secs = common::env_u64("BENCH_ONEWAY_SECS", 600);
     let (oneway, oneway_deaths) = if only("oneway") {
         let soak = rt.block_on(one_way_soak(oneway_secs));
         eprintln!(
@@ -511,7 +504,7 @@ fn main() {
         );
         ka.push(t);
     }
-    let hang_runs = env("BENCH_HANG_RUNS", 5) as usize;
+    let hang_runs = common::env_u64("BENCH_HANG_RUNS", 5) as usize;
     let hang: Vec<f64> = (1..=n("hang", hang_runs))
         .map(|i| {
             let t = rt.block_on(hub_hang_once());

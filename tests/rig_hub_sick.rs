@@ -70,11 +70,7 @@ async fn a_watcher_deaf_to_the_hubs_overlay_fences_nothing() {
     if !rig_ready(false) || !common::prerequisite(common::have("nft"), "nftables (nft)") {
         return;
     }
-    let secs: u64 = std::env::var("CHAINWATCH_ONEWAY_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30)
-        .max(20);
+    let secs = common::env_u64("CHAINWATCH_ONEWAY_SECS", 30).max(20);
     let f = Fleet::frontends(3).await;
     f.one_way(1, fe(1));
     let start = Instant::now();

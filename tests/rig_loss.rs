@@ -14,10 +14,7 @@ async fn random_loss_on_a_peer_link_causes_no_takeover() {
     if !rig_ready(false) || !prerequisite(have("nft"), "nftables (nft)") {
         return;
     }
-    let secs: u64 = std::env::var("CHAINWATCH_LOSS_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+    let secs = common::env_u64("CHAINWATCH_LOSS_SECS", 60);
     let f = Fleet::frontends(3).await;
     let rounds_before = f.status(2).unwrap()["rounds"].as_u64().unwrap();
     f.loss(1, 20);

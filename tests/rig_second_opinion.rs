@@ -25,13 +25,6 @@ fn fe(id: u32) -> Slot {
     Slot::new(Role::Frontend, id)
 }
 
-fn secs(var: &str, default: u64) -> u64 {
-    std::env::var(var)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Watch for `secs`: nobody fences or takes over. Returns the largest miss
 /// count frontend3 showed.
 async fn no_fence_for(f: &Fleet, secs: u64, watcher: usize) -> u64 {
@@ -57,7 +50,7 @@ async fn one_way_loss_fences_nobody_and_a_real_death_is_still_declared() {
     if !rig_ready(false) || !prerequisite(have("nft"), "nftables (nft)") {
         return;
     }
-    let secs = secs("CHAINWATCH_ONEWAY_SECS", 60);
+    let secs = common::env_u64("CHAINWATCH_ONEWAY_SECS", 60);
     let f = Fleet::frontends(4).await;
     // frontend3 (index 2) watches frontend2 (index 1) and stops hearing it.
     assert_eq!(f.status(2).unwrap()["members_channel"], true);
@@ -100,7 +93,7 @@ async fn a_pairwise_partition_fences_nobody() {
     if !rig_ready(false) || !prerequisite(have("nft"), "nftables (nft)") {
         return;
     }
-    let secs = secs("CHAINWATCH_PAIRWISE_SECS", 45);
+    let secs = common::env_u64("CHAINWATCH_PAIRWISE_SECS", 45);
     let f = Fleet::frontends(4).await;
     f.one_way(2, fe(2));
     f.one_way(1, fe(3));

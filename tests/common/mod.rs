@@ -46,6 +46,15 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A number from the environment (a soak's length, a run count), or
+/// `default` when unset or not a number.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Whether a command is on PATH.
 pub fn have(cmd: &str) -> bool {
     Command::new("sh")
