@@ -168,32 +168,10 @@ impl Monitor {
             self.beyond_misses = 0;
             self.beyond_silent_since = None;
         }
-        // A sick hub: its underlay answers, its overlay has been silent for
-        // longer than it takes to restart its own OpenVPN.
-        let overlay_silent = round.hub_overlay_probed
-            && round.hub_overlay == Some(ProbeOutcome::Silent)
-            && matches!(round.peer, Some(ProbeOutcome::Reply { .. }));
         // Counted only while this node can see its witness (EC2): a node
         // that cannot accuses nobody, a sick hub included.
         let witness_up = matches!(round.witness, Some(ProbeOutcome::Reply { .. }));
-        if overlay_silent {
-            self.hub_silent_since.get_or_insert(round.started);
-        } else {
-            self.hub_silent_since = None;
-        }
-        let was_sick = self.sick_hub;
-        self.sick_hub = self.hub_silent_since.is_some_and(|since| {
-            now.saturating_duration_since(since) >= self.cfg.hub_overlay_grace
-        });
-        if self.sick_hub && !was_sick {
-            self.events.push_back(Event::SickHub {
-                peer,
-                silent_for: self
-                    .hub_silent_since
-                    .map(|s| now.saturating_duration_since(s))
-                    .unwrap_or_default(),
-            });
-        }
+        self.track_hub_overlay(now, &round, peer);
         if self.sick_hub && witness_up {
             self.last_rtt = None;
             self.cut_off = false;
@@ -247,6 +225,31 @@ impl Monitor {
                     self.check_holder(peer);
                 }
             }
+        }
+    }
+
+    /// A sick hub: its underlay answers while its overlay has been silent
+    /// for longer than it takes to restart its own OpenVPN. Sets
+    /// `sick_hub` (and says so once when it turns).
+    fn track_hub_overlay(&mut self, now: Instant, round: &Round, peer: Slot) {
+        let overlay_silent = round.hub_overlay_probed
+            && round.hub_overlay == Some(ProbeOutcome::Silent)
+            && matches!(round.peer, Some(ProbeOutcome::Reply { .. }));
+        if overlay_silent {
+            self.hub_silent_since.get_or_insert(round.started);
+        } else {
+            self.hub_silent_since = None;
+        }
+        let was_sick = self.sick_hub;
+        let silent_for = self
+            .hub_silent_since
+            .map(|since| now.saturating_duration_since(since));
+        self.sick_hub = silent_for.is_some_and(|d| d >= self.cfg.hub_overlay_grace);
+        if self.sick_hub && !was_sick {
+            self.events.push_back(Event::SickHub {
+                peer,
+                silent_for: silent_for.unwrap_or_default(),
+            });
         }
     }
 
