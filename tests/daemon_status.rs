@@ -4,45 +4,19 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, bin, is_root, prerequisite, wait_for};
+use common::{bin, is_root, prerequisite, wait_for};
 
 #[test]
 fn status_shows_the_node_and_sigterm_stops_it() {
     if !prerequisite(is_root(), "root (for an ICMP socket)") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let ud = dir.path().join("user-data");
-    std::fs::write(&ud, "#cloud-config\n# chainwatch: role=frontend id=1\n").unwrap();
-    let hosts = dir.path().join("hosts");
-    std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
-    let sock = dir.path().join("run/status.sock");
-    let config = dir.path().join("chainwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\nstate_dir = \"{}\"\nstatus_socket = \"{}\"\nhosts_file = \"{}\"\n[identity]\nuser_data_file = \"{}\"\n",
-            dir.path().join("state").display(),
-            sock.display(),
-            hosts.display(),
-            ud.display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let mut daemon = Proc(
-        Command::new(bin())
-            .args(["--config"])
-            .arg(&config)
-            .args(["--log-format", "json", "run", "--observe"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let node = common::LocalNode::new("frontend", 1, "");
+    let (config, sock) = (node.config.clone(), node.sock.clone());
+    let mut daemon = node.spawn();
     let status = |json: bool| {
         let mut c = Command::new(bin());
         c.arg("--config").arg(&config).arg("status");
@@ -119,12 +93,7 @@ fn status_shows_the_node_and_sigterm_stops_it() {
     wait_for(
         "the refused reload in the log",
         Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(dir.path().join("log"))
-                .ok()?
-                .contains("reload refused")
-                .then_some(())
-        },
+        || node.log().contains("reload refused").then_some(()),
     );
     assert!(
         daemon.0.try_wait().unwrap().is_none(),
@@ -138,7 +107,7 @@ fn status_shows_the_node_and_sigterm_stops_it() {
         r["misses_to_declare"], 5,
         "a refused reload changed the settings"
     );
-    let logs = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    let logs = node.log();
     assert!(
         logs.contains("[vpn] changed but cannot change live"),
         "{logs}"
@@ -150,7 +119,7 @@ fn status_shows_the_node_and_sigterm_stops_it() {
     });
     assert!(code.success(), "{code:?}");
     assert!(!sock.exists(), "status socket removed on shutdown");
-    let logs = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    let logs = node.log();
     for line in logs.lines() {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));

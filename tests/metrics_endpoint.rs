@@ -4,10 +4,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+
 use std::time::Duration;
 
-use common::{Proc, bin, free_port, is_root, prerequisite, wait_for};
+use common::{free_port, is_root, prerequisite, wait_for};
 
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -25,36 +25,15 @@ fn metrics_are_scraped_and_parsed_and_health_answers() {
     if !prerequisite(is_root(), "root (for an ICMP socket)") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let ud = dir.path().join("user-data");
-    std::fs::write(&ud, "#cloud-config\n# chainwatch: role=frontend id=2\n").unwrap();
-    let hosts = dir.path().join("hosts");
-    std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
     let port = free_port("127.0.0.1");
-    let config = dir.path().join("chainwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\nstate_dir = \"{d}/state\"\nstatus_socket = \"{d}/status.sock\"\nhosts_file = \"{h}\"\n\
-             [identity]\nuser_data_file = \"{u}\"\n[probe]\nhub_underlay = \"127.0.0.1\"\n\
-             [metrics]\nlisten = \"127.0.0.1:{port}\"\n",
-            d = dir.path().display(),
-            h = hosts.display(),
-            u = ud.display()
+    let node = common::LocalNode::new(
+        "frontend",
+        2,
+        &format!(
+            "[probe]\nhub_underlay = \"127.0.0.1\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
         ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let _daemon = Proc(
-        Command::new(bin())
-            .arg("--config")
-            .arg(&config)
-            .args(["run", "--observe"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
     );
+    let _daemon = node.spawn();
     // A few rounds against frontend1 (127.0.0.1), so the RTT histogram
     // has observations.
     let body = wait_for(

@@ -46,6 +46,65 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// One daemon on this host in observe mode, in a directory of its own:
+/// user-data naming its role and ID, a hosts file with localhost only,
+/// state in `<dir>/state`, the status socket at `<dir>/run/status.sock`
+/// and `extra` appended to its config.
+pub struct LocalNode {
+    /// Its files; removed on drop.
+    pub dir: tempfile::TempDir,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its status socket.
+    pub sock: PathBuf,
+}
+
+impl LocalNode {
+    /// Write the files of `role` `id` (nothing runs yet).
+    pub fn new(role: &str, id: u32, extra: &str) -> LocalNode {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("user-data"),
+            format!("#cloud-config\n# chainwatch: role={role} id={id}\n"),
+        )
+        .unwrap();
+        std::fs::write(d.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+        let sock = d.join("run/status.sock");
+        let config = d.join("chainwatch.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nstate_dir = \"{d}/state\"\nstatus_socket = \"{s}\"\nhosts_file = \"{d}/hosts\"\n[identity]\nuser_data_file = \"{d}/user-data\"\n{extra}",
+                d = d.display(),
+                s = sock.display(),
+            ),
+        )
+        .unwrap();
+        LocalNode { dir, config, sock }
+    }
+
+    /// `chainwatch --log-format json run --observe`, its log in `<dir>/log`.
+    pub fn spawn(&self) -> Proc {
+        let log = std::fs::File::create(self.dir.path().join("log")).unwrap();
+        Proc(
+            Command::new(bin())
+                .arg("--config")
+                .arg(&self.config)
+                .args(["--log-format", "json", "run", "--observe"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
 /// A number from the environment (a soak's length, a run count), or
 /// `default` when unset or not a number.
 pub fn env_u64(name: &str, default: u64) -> u64 {
