@@ -144,13 +144,8 @@ impl Notifier {
         let mut body = serde_json::to_vec(alert).map_err(|e| e.to_string())?;
         body.push(b'\n');
         let work = async {
-            let mut child = tokio::process::Command::new(program)
-                .args(args)
-                .env_remove("NOTIFY_SOCKET")
+            let mut child = super::child_command(program, args)
                 .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| format!("cannot run {program}: {e}"))?;
             if let Some(mut stdin) = child.stdin.take() {

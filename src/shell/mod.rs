@@ -30,6 +30,19 @@ pub mod status;
 pub mod takeover;
 pub mod worker;
 
+/// A program the daemon runs (an alert or service check command): its
+/// output discarded, killed if the daemon drops it, and without systemd's
+/// notify socket (readiness is the daemon's to tell).
+pub(crate) fn child_command(program: &str, args: &[String]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(program);
+    c.args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::time::Duration;

@@ -71,13 +71,8 @@ async fn greeting(mut stream: TcpStream) -> CheckResult {
 
 async fn command(argv: &[String]) -> CheckResult {
     let (program, args) = argv.split_first().ok_or("service.command is empty")?;
-    let status = tokio::process::Command::new(program)
-        .args(args)
-        .env_remove("NOTIFY_SOCKET")
+    let status = super::child_command(program, args)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .status()
         .await
         .map_err(|e| format!("cannot run {program}: {e}"))?;
