@@ -456,13 +456,7 @@ impl World {
                         None => {}
                     }
                 }
-                let verdict = if reached {
-                    Verdict::Reached
-                } else if answered > 0 {
-                    Verdict::Unreached { helpers: answered }
-                } else {
-                    Verdict::NoneAnswered { asked }
-                };
+                let verdict = Verdict::of(asked, u32::from(reached), answered);
                 let after = if reached {
                     self.ms(5, 100)
                 } else {

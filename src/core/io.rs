@@ -76,6 +76,23 @@ pub enum Verdict {
     NoneToAsk,
 }
 
+impl Verdict {
+    /// What the answers of `asked` helpers add up to: `reached` of them
+    /// reached the peer, `unreached` answered that they did not (the others
+    /// did not answer). One that reached it is enough to clear it.
+    pub fn of(asked: u32, reached: u32, unreached: u32) -> Verdict {
+        if asked == 0 {
+            Verdict::NoneToAsk
+        } else if reached > 0 {
+            Verdict::Reached
+        } else if unreached > 0 {
+            Verdict::Unreached { helpers: unreached }
+        } else {
+            Verdict::NoneAnswered { asked }
+        }
+    }
+}
+
 /// Whether a running instance holds a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Holder {

@@ -306,32 +306,28 @@ impl Members {
         let asked = helpers.len() as u32;
         let mut unreached: HashSet<Ipv4Addr> = HashSet::new();
         let deadline = tokio::time::Instant::now() + timeout;
-        let verdict = loop {
+        // Wait for one helper that reached the peer, `members.helpers`
+        // that did not, or the deadline; the core's rule says what the
+        // answers add up to.
+        let mut reached = 0;
+        while reached == 0 && unreached.len() < self.helpers.min(helpers.len()) {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((from, true))) if helpers.contains(&from) => {
-                    bump(&self.counters.vouched);
-                    break Verdict::Reached;
-                }
-                Ok(Some((from, false))) if helpers.contains(&from) => {
-                    unreached.insert(from);
-                    if unreached.len() >= self.helpers.min(helpers.len()) {
-                        break Verdict::Unreached {
-                            helpers: unreached.len() as u32,
-                        };
+                Ok(Some((from, answer))) if helpers.contains(&from) => {
+                    if answer {
+                        reached += 1;
+                    } else {
+                        unreached.insert(from);
                     }
                 }
                 Ok(Some(_)) => {} // an answer from an address not asked
-                Ok(None) | Err(_) if unreached.is_empty() => {
-                    break Verdict::NoneAnswered { asked };
-                }
-                Ok(None) | Err(_) => {
-                    break Verdict::Unreached {
-                        helpers: unreached.len() as u32,
-                    };
-                }
+                Ok(None) | Err(_) => break,
             }
-        };
+        }
         lock(&self.waiting).remove(&seq);
+        let verdict = Verdict::of(asked, reached, unreached.len() as u32);
+        if verdict == Verdict::Reached {
+            bump(&self.counters.vouched);
+        }
         verdict
     }
 

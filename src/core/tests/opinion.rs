@@ -252,3 +252,11 @@ fn the_hub_overlay_back_ends_the_sickness() {
         assert!(hub_round(&mut h, false).is_empty(), "the grace starts over");
     }
 }
+
+#[test]
+fn answers_add_up_to_a_verdict() {
+    assert_eq!(Verdict::of(0, 0, 0), Verdict::NoneToAsk);
+    assert_eq!(Verdict::of(4, 1, 3), Verdict::Reached, "one reach clears");
+    assert_eq!(Verdict::of(4, 0, 2), Verdict::Unreached { helpers: 2 });
+    assert_eq!(Verdict::of(4, 0, 0), Verdict::NoneAnswered { asked: 4 });
+}
