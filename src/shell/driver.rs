@@ -334,13 +334,17 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                                 .all_slots()
                                 .filter(|s| *s != me && *s != peer)
                                 .collect();
-                            let lookups = futures_util::future::join_all(
-                                others.iter().map(|s| registry.underlay_addr(*s)),
-                            );
-                            let addrs = tokio::time::timeout(timeout / 3, lookups)
-                                .await
-                                .map(|r| r.into_iter().filter_map(Result::ok).collect())
-                                .unwrap_or_default();
+                            // Each look-up on its own deadline: a slow one
+                            // (a vacant slot asks EC2 every time) costs only
+                            // its own answer.
+                            let lookups = futures_util::future::join_all(others.iter().map(|s| {
+                                tokio::time::timeout(timeout / 3, registry.underlay_addr(*s))
+                            }))
+                            .await;
+                            let addrs = lookups
+                                .into_iter()
+                                .filter_map(|r| r.ok().and_then(Result::ok))
+                                .collect();
                             m.ask(peer, addrs, timeout.saturating_sub(started.elapsed()))
                                 .await
                         }
