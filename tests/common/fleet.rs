@@ -571,6 +571,27 @@ impl Fleet {
         tun_addr(&self.nodes[i].ns)
     }
 
+    /// Node `hub` (holding frontend1) and node `i` reach each other on the
+    /// overlay, `i` at the address of the slot its status says it holds.
+    pub fn overlay_whole(&self, hub: usize, i: usize) -> bool {
+        let Some(id) = self.status(i).and_then(|s| s["id"].as_u64()) else {
+            return false;
+        };
+        let Ok(id) = u32::try_from(id) else {
+            return false;
+        };
+        let addr = self
+            .layout
+            .overlay_addr(Slot::new(self.nodes[i].boot.role, id));
+        self.tun_addr(i) == Some(addr)
+            && self.ping(
+                i,
+                self.layout.overlay_addr(Slot::new(Role::Frontend, 1)),
+                300,
+            )
+            && self.ping(hub, addr, 300)
+    }
+
     /// Wait until node `i` has `slot`'s overlay address on its tun.
     pub fn wait_overlay(&self, i: usize, slot: Slot, secs: u64) {
         let want = self.layout.overlay_addr(slot);
