@@ -95,6 +95,12 @@ impl Slot {
         (self.id > 1).then(|| Slot::new(self.role, self.id - 1))
     }
 
+    /// The slot that watches this one (n+1), whether or not anyone holds
+    /// it or the layout has it.
+    pub fn watcher(&self) -> Option<Slot> {
+        self.id.checked_add(1).map(|id| Slot::new(self.role, id))
+    }
+
     /// True for frontend1, the VPN hub.
     pub fn is_hub(&self) -> bool {
         self.role == Role::Frontend && self.id == 1
@@ -563,6 +569,8 @@ mod tests {
     fn predecessor_and_hub() {
         assert_eq!(fe(3).predecessor(), Some(fe(2)));
         assert_eq!(be(1).predecessor(), None);
+        assert_eq!(be(1).watcher(), Some(be(2)));
+        assert_eq!(Slot::new(Role::Backend, u32::MAX).watcher(), None);
         assert!(fe(1).is_hub());
         assert!(!be(1).is_hub());
     }

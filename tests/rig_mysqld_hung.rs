@@ -1,10 +1,11 @@
 //! Rig scenario: mysqld hangs on the primary's holder. backend1's MariaDB
 //! is SIGSTOPped: the host still answers pings, the kernel still accepts
 //! TCP connections on 3306, but nothing answers. With `[service] check =
-//! "mysql"`, backend1 gives up its ID (its VPN identity goes down), backend2
-//! fences it and takes over, the worker promotes backend2's MariaDB, and a
-//! client on a frontend writes through backend1.internal again. Prints the
-//! time from the hang to the first accepted write.
+//! "mysql"`, backend1 gives up its ID (its VPN identity goes down) and tells
+//! backend2 so over the members' channel, backend2 fences it and takes
+//! over, the worker promotes backend2's MariaDB, and a client on a frontend
+//! writes through backend1.internal again. Prints the time from the hang to
+//! the first accepted write.
 
 mod common;
 
@@ -71,6 +72,17 @@ async fn a_hung_mysqld_on_the_primary_fails_over_as_a_death() {
     assert!(
         log.contains("SERVICE DOWN"),
         "backend1's daemon does not say it gave up its ID:\n{log}"
+    );
+    // It told its watcher, which judged it at its next missed round instead
+    // of after three.
+    assert!(
+        log.contains("told backend2 that this node gave up backend1"),
+        "backend1 did not tell backend2 it resigned:\n{log}"
+    );
+    let watcher = f.log(3);
+    assert!(
+        watcher.contains("backend1 says it gave up its ID"),
+        "backend2 did not hear the resignation:\n{watcher}"
     );
     // backend2 holds backend1, the old primary was fenced, and the write
     // landed on the new primary.

@@ -103,6 +103,9 @@ struct Node {
     /// Its OpenVPN hangs: the daemon and the kernel live, but it neither
     /// answers nor reaches anything on the overlay (the underlay answers).
     vpn_hung: bool,
+    /// Its service failed and it gave up its ID: the kernel answers, the
+    /// daemon waits for the service (until the heal) with its identity down.
+    service_down: bool,
     /// Last time a probe of this node found its witness reachable.
     witness_ok_at: Option<Instant>,
     /// Last time EC2 answered this node.
@@ -213,6 +216,7 @@ impl World {
                     deaf_to: Vec::new(),
                     helper: Helper::Honest,
                     vpn_hung: false,
+                    service_down: false,
                     witness_ok_at: None,
                     ec2_ok_at: None,
                 });
@@ -970,7 +974,7 @@ impl World {
     fn random_fault(&mut self) {
         self.changed_at = self.now;
         let i = self.rng.random_range(0..self.nodes.len());
-        let kind = self.rng.random_range(0..130);
+        let kind = self.rng.random_range(0..134);
         let name = self.nodes[i].name.clone();
         match kind {
             0..=19 if self.nodes[i].alive => {
@@ -1043,8 +1047,51 @@ impl World {
                 self.nodes[i].vpn_hung = true;
                 self.note(format!("FAULT {name}'s OpenVPN hangs"));
             }
+            127..=129 if self.nodes[i].alive => {
+                // Its service fails: the daemon gives up the ID (identity
+                // down, daemon gone, kernel alive) and tells the watcher.
+                let Some(slot) = self.nodes[i].answering.filter(|s| !s.is_hub()) else {
+                    return;
+                };
+                self.nodes[i].alive = false;
+                self.nodes[i].service_down = true;
+                self.note(format!("FAULT {name}'s service fails: it gives up {slot}"));
+                self.tell_watcher(i, slot);
+            }
+            130..=132 => {
+                // A resignation its holder never sent (a replay, a key
+                // holder lying): it must not fence a holder that answers.
+                let Some(slot) = self.nodes[i].answering.filter(|s| !s.is_hub()) else {
+                    return;
+                };
+                self.note(format!("FAULT a false resignation of {slot}"));
+                self.tell_watcher(i, slot);
+            }
             _ => self.restart_one(),
         }
+    }
+
+    /// `from`'s word that it gave up `slot`, to the node watching `slot`,
+    /// on the underlay (lost if either end is cut off).
+    fn tell_watcher(&mut self, from: usize, slot: Slot) {
+        let Some(w) = slot.watcher().and_then(|w| {
+            self.nodes
+                .iter()
+                .position(|n| n.alive && n.answering == Some(w))
+        }) else {
+            return;
+        };
+        if self.nodes[from].cut || self.nodes[w].cut {
+            return;
+        }
+        let after = self.ms(1, 50);
+        self.schedule(
+            after,
+            Ev::Deliver {
+                node: w,
+                input: Input::Resigned { slot },
+            },
+        );
     }
 
     /// A stopped instance is started again: it rejoins at the tail.
@@ -1070,6 +1117,7 @@ impl World {
         n.cut = false;
         n.loss = 0.0;
         n.vpn_hung = false;
+        n.service_down = false;
         // A takeover it was stopped in is released: it rejoins at the tail,
         // tagged active again.
         n.pending = false;
@@ -1080,6 +1128,13 @@ impl World {
 
     fn heal(&mut self) {
         self.changed_at = self.now;
+        // A service back: its daemon brings the node back (as its state
+        // says, or at the tail if it was fenced or its ID taken).
+        for i in 0..self.nodes.len() {
+            if std::mem::take(&mut self.nodes[i].service_down) {
+                self.schedule(Duration::ZERO, Ev::Restart { node: i });
+            }
+        }
         for n in &mut self.nodes {
             n.cut = false;
             n.loss = 0.0;

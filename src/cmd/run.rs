@@ -304,10 +304,10 @@ async fn active(
             _ = service_down => {}
         }
     };
-    run_loop(
+    let ended = run_loop(
         s,
         common,
-        ArcRegistry(registry),
+        ArcRegistry(registry.clone()),
         switcher,
         announcer,
         false,
@@ -316,8 +316,10 @@ async fn active(
     .await;
     if let Some(why) = gave_up.into_inner().unwrap_or_else(|p| p.into_inner()) {
         // Give up the ID: the identity goes down, the successor finds this
-        // node silent and takes over as for a death (fencing it).
+        // node silent and takes over as for a death (fencing it). Telling
+        // it so spares it the rounds of waiting.
         vpn.stop().await;
+        resign(s, &ended, registry.as_ref()).await;
         return Err(CmdError::Other(format!(
             "SERVICE DOWN ({} check: {why}, {} failed checks in a row): gave up this node's ID; its VPN identity is down and its successor takes over. Fix the service; chainwatch brings the identity up again only once the service passes {} checks",
             svc.check.as_str(),
@@ -654,6 +656,44 @@ impl Registry for ArcRegistry {
     }
 }
 
+/// Tell the watcher of the slot this node gave up (over the members'
+/// channel, on its underlay address) that the identity is down. Bounded: a
+/// watcher that cannot be found or reached judges by its rounds as for any
+/// death.
+async fn resign(s: &Settings, ended: &Ended, registry: &impl Registry) {
+    let Some(members) = &ended.members else {
+        return;
+    };
+    let Some(watcher) = ended
+        .me
+        .watcher()
+        .filter(|w| w.id <= s.layout.max_id(w.role))
+    else {
+        return;
+    };
+    match tokio::time::timeout(Duration::from_secs(2), registry.underlay_addr(watcher)).await {
+        Ok(Ok(addr)) => {
+            members.resign(ended.me, addr).await;
+            tracing::warn!(%watcher, %addr, "told {watcher} that this node gave up {}", ended.me);
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%watcher, "{watcher} not told of the resignation (it judges by its rounds): {e}")
+        }
+        Err(_) => tracing::warn!(
+            %watcher,
+            "{watcher} not told of the resignation (it judges by its rounds): its address was not found within 2 s"
+        ),
+    }
+}
+
+/// How a run loop ended.
+struct Ended {
+    /// The slot held at the end.
+    me: crate::layout::Slot,
+    /// The members' channel, still open for a last word.
+    members: Option<Arc<Members>>,
+}
+
 async fn drive<R: Registry, S: Switcher>(
     s: &Settings,
     common: Common,
@@ -671,7 +711,7 @@ async fn drive<R: Registry, S: Switcher>(
         observe,
         shutdown,
     )
-    .await
+    .await;
 }
 
 async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
@@ -682,7 +722,7 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
     announcer: A,
     observe: bool,
     shutdown: impl std::future::Future<Output = ()>,
-) {
+) -> Ended {
     let prober = Arc::new(common.prober);
     let members = match common.members {
         Some((key, socket)) => {
@@ -761,9 +801,9 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
         status: status_tx,
         reload,
         notifier: notifier(s, common_instance.as_deref()),
-        members,
+        members: members.clone(),
     };
-    driver.run(shutdown).await;
+    let me = driver.run(shutdown).await;
     reloader.abort();
     ready.abort();
     if let Some(m) = metrics_server {
@@ -771,4 +811,5 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
     }
     server.abort();
     let _ = std::fs::remove_file(&s.config.node.status_socket);
+    Ended { me, members }
 }

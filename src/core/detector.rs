@@ -193,6 +193,7 @@ impl Monitor {
                 }
                 self.misses = 0;
                 self.silent_since = None;
+                self.resigned_until = None;
                 self.end_streak();
                 self.peer_alive();
             }
@@ -267,14 +268,15 @@ impl Monitor {
         self.events.push_back(Event::Miss {
             peer,
             misses: self.misses,
-            of: self.cfg.misses,
+            of: self.misses_needed(now),
         });
         if self.phase != Phase::Watching {
             return;
         }
         self.ask_helpers(seq, peer);
-        if self.misses >= self.cfg.misses && !self.in_grace(now) {
-            match self.second_opinion() {
+        let need = self.misses_needed(now);
+        if self.misses >= need && !self.in_grace(now) {
+            match self.second_opinion(need) {
                 Ok(()) => self.declare_dead(now, peer),
                 Err(why) => {
                     self.events.push_back(Event::Withheld {
@@ -288,6 +290,63 @@ impl Monitor {
         } else {
             self.check_holder(peer);
         }
+    }
+
+    /// Misses that make a death: `probe.misses`, or one while the peer's
+    /// resignation holds (see [`Monitor::on_resigned`]).
+    pub(super) fn misses_needed(&self, now: Instant) -> u32 {
+        if self.resigned(now) {
+            1
+        } else {
+            self.cfg.misses
+        }
+    }
+
+    /// The holder of `slot` said it gave up its ID (its service failed) and
+    /// took its identity down. When `slot` is the watched peer, its very
+    /// next missed round is enough for a death, for as long as `misses`
+    /// rounds would have taken; the second opinion is still needed, and an
+    /// answer from the peer ends it. So a resignation only saves time: a
+    /// false one (a replay, a key holder lying) cannot fence a peer that
+    /// answers, and the hub, judged on its underlay, never resigns.
+    pub(super) fn on_resigned(&mut self, now: Instant, slot: Slot) {
+        let Some(peer) = self.peer() else {
+            return;
+        };
+        if slot != peer || peer.is_hub() || self.phase != Phase::Watching {
+            return;
+        }
+        if self.resigned(now) {
+            return;
+        }
+        self.resigned_until = Some(now + self.cfg.interval * self.cfg.misses);
+        self.events.push_back(Event::Resigned { peer });
+        if self.misses >= 1 && !self.in_grace(now) {
+            // The identity went down before the word came, and a round
+            // already missed: that miss is enough.
+            match self.second_opinion(1) {
+                Ok(()) => self.declare_dead(now, peer),
+                Err(_) => self.check_holder(peer),
+            }
+            return;
+        }
+        // Probe now rather than at the next tick (a round in flight has its
+        // probe out already, and counts), and ask the helpers at the same
+        // time rather than after the miss.
+        if self.round.is_none() {
+            self.start_round(now, now);
+        }
+        if let Some(seq) = self.round.as_ref().map(|r| r.seq) {
+            if self.streak_seq.is_none() {
+                self.streak_seq = Some(seq);
+                self.verdict = None;
+            }
+            self.ask_helpers(seq, peer);
+        }
+    }
+
+    fn resigned(&self, now: Instant) -> bool {
+        self.resigned_until.is_some_and(|until| now < until)
     }
 
     fn in_grace(&self, now: Instant) -> bool {
@@ -321,7 +380,7 @@ impl Monitor {
 
     /// May a peer that has missed enough rounds be declared dead?
     /// `Err` says why not yet.
-    pub(super) fn second_opinion(&self) -> Result<(), &'static str> {
+    pub(super) fn second_opinion(&self, need: u32) -> Result<(), &'static str> {
         let Some(peer) = self.peer() else {
             return Err("no peer");
         };
@@ -345,7 +404,7 @@ impl Monitor {
             // Lifeguard: a node its helpers do not answer suspects itself
             // first. It falls back to the witness rule, but only after
             // twice the misses.
-            Some(Verdict::NoneAnswered { .. }) if self.misses >= self.cfg.misses * 2 => Ok(()),
+            Some(Verdict::NoneAnswered { .. }) if self.misses >= need * 2 => Ok(()),
             Some(Verdict::NoneAnswered { .. }) => {
                 Err("no helper answered this node, which may be the sick one")
             }
@@ -363,10 +422,12 @@ impl Monitor {
         let Some(start) = self.streak_seq else {
             return;
         };
-        if seq < start || self.misses == 0 {
+        // Before the first miss only when asked early on a resignation.
+        if seq < start || (self.misses == 0 && !self.resigned(now)) {
             return;
         }
         if verdict == Verdict::Reached {
+            self.resigned_until = None;
             self.events.push_back(Event::Vouched {
                 peer,
                 after: self.misses,
@@ -378,10 +439,11 @@ impl Monitor {
             return;
         }
         self.verdict = Some(verdict);
+        let need = self.misses_needed(now);
         if self.phase == Phase::Watching
-            && self.misses >= self.cfg.misses
+            && self.misses >= need
             && !self.in_grace(now)
-            && self.second_opinion().is_ok()
+            && self.second_opinion(need).is_ok()
         {
             self.declare_dead(now, peer);
         }

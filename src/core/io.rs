@@ -151,6 +151,13 @@ pub enum Input {
         /// What they said.
         verdict: Verdict,
     },
+    /// The holder of `slot` said, over the members' channel, that it gave
+    /// up its ID (its service failed). A hint that hurries the judgement of
+    /// the watched peer, never a verdict.
+    Resigned {
+        /// The slot given up.
+        slot: Slot,
+    },
     /// New tunables (a config reload): they apply from the next round; the
     /// misses already counted stay.
     Reconfigure(super::CoreConfig),

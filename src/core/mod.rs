@@ -118,6 +118,9 @@ pub struct Monitor {
     beyond_silent_since: Option<Instant>,
     /// Until then, a peer never seen is not declared dead.
     grace_until: Instant,
+    /// Until then, the peer's resignation holds: one missed round is a
+    /// death (with the second opinion).
+    resigned_until: Option<Instant>,
     /// frontend1 answered on the overlay lately; when not, rounds are
     /// degraded: the peer is probed on its underlay with EC2 as witness.
     overlay_up: bool,
@@ -163,6 +166,7 @@ impl Monitor {
             beyond_misses: 0,
             beyond_silent_since: None,
             grace_until,
+            resigned_until: None,
             overlay_up: true,
             asking: false,
             streak_seq: None,
@@ -267,6 +271,7 @@ impl Monitor {
             Input::FenceDone { slot, result } => self.on_fence_done(now, slot, result),
             Input::TakeOverDone { to, result } => self.on_takeover_done(now, to, result),
             Input::HelpersSaid { round, verdict } => self.on_helpers(now, round, verdict),
+            Input::Resigned { slot } => self.on_resigned(now, slot),
             Input::Reconfigure(cfg) => self.cfg = cfg,
         }
     }
@@ -288,6 +293,7 @@ impl Monitor {
         self.peer_silent = false;
         self.beyond_misses = 0;
         self.beyond_silent_since = None;
+        self.resigned_until = None;
         self.overlay_up = true;
         self.asking = false;
         self.end_streak();

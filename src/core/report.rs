@@ -81,6 +81,12 @@ pub enum Event {
         /// How long its overlay has been silent.
         silent_for: Duration,
     },
+    /// The peer said it gave up its ID: its next missed round is enough
+    /// (with the second opinion).
+    Resigned {
+        /// The peer.
+        peer: Slot,
+    },
     /// Another member reached the silent peer: its misses are forgotten.
     Vouched {
         /// The peer.

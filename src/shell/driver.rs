@@ -139,13 +139,14 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         r.last_error = s.last_error;
     }
 
-    /// Run until `shutdown` resolves.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+    /// Run until `shutdown` resolves; returns the slot this node holds then.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> crate::layout::Slot {
         let clock = Clock::now();
         let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
         let mut tasks = JoinSet::new();
         let warnings = Arc::new(LastWarning::default());
         tokio::pin!(shutdown);
+        let mut resignations = self.members.as_ref().and_then(|m| m.resignations());
         // systemd: READY comes from `notify_ready_when_up` once the VPN
         // identity is up; with WatchdogSec, ping from this loop at half the
         // interval, so a hung loop gets the daemon restarted. Without
@@ -168,9 +169,16 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                     None => std::future::pending().await,
                 }
             };
+            let resigned = async {
+                match resignations.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(input) = rx.recv() => self.core.handle_input(Instant::now(), input),
+                Some(slot) = resigned => self.core.handle_input(Instant::now(), Input::Resigned { slot }),
                 Some(mut cfg) = self.reload.recv() => {
                     cfg.second_opinion = self.members.is_some();
                     tracing::info!(?cfg, "probe and retry settings reloaded: they apply from the next round");
@@ -184,6 +192,7 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         tasks.abort_all();
         tracing::info!("shutting down");
+        self.core.me()
     }
 
     /// Log the core's events and raise the alerts they call for.
@@ -474,6 +483,9 @@ fn log_event(event: &Event, observe: bool, rounds: u64) {
         }
         Event::SickHub { peer, silent_for } => {
             tracing::warn!(peer = %peer, silent_ms = silent_for.as_millis() as u64, "{peer} answers on its underlay but its overlay has been silent for {:.1} s: the hub is sick; its rounds count as misses, and the other members are asked on the underlay", silent_for.as_secs_f64())
+        }
+        Event::Resigned { peer } => {
+            tracing::warn!(peer = %peer, "{peer} says it gave up its ID (its service failed): its next missed round is enough, with the second opinion")
         }
         Event::Vouched { peer, after } => {
             tracing::info!(peer = %peer, after, "{peer} is silent to this node but another member reached it: {after} misses forgotten (a path fault, not a death)")

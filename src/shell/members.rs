@@ -13,6 +13,12 @@
 //!   did not, or the timeout with at least one, make
 //!   [`Verdict::Unreached`]; none at all make [`Verdict::NoneAnswered`].
 //!
+//! * **Resigner.** A holder whose service failed gives up its ID and tells
+//!   its watcher so ([`Members::resign`]), on the underlay since its overlay
+//!   identity is already down. The watcher hears it through
+//!   [`Members::resignations`] and judges the slot at once instead of after
+//!   `probe.misses` rounds, still with its own probe and the second opinion.
+//!
 //! Datagrams are sealed with the fleet's members key ([`wire`]). Only
 //! datagrams from the overlay subnet or a private (VPC) address are looked
 //! at; a datagram that is
@@ -40,6 +46,11 @@ use crate::layout::{Layout, Slot};
 
 /// Helper probes running at once; requests beyond are dropped.
 pub const MAX_HELPING: usize = 8;
+/// Resignations waiting for the driver; more are dropped (the first one
+/// is all it needs).
+const RESIGN_QUEUE: usize = 4;
+/// Copies of a resignation sent.
+pub const RESIGN_COPIES: usize = 3;
 /// Entries of the replay cache.
 const REPLAY_CAP: usize = 4096;
 
@@ -139,6 +150,8 @@ pub struct MembersCounters {
     pub stale: u64,
     /// Datagrams seen before.
     pub replayed: u64,
+    /// Authentic resignations heard (a holder gave up its ID).
+    pub resigns: u64,
 }
 
 impl MembersCounters {
@@ -160,6 +173,7 @@ struct Atomics {
     forged: AtomicU64,
     stale: AtomicU64,
     replayed: AtomicU64,
+    resigns: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -183,6 +197,8 @@ pub struct Members {
     waiting: Mutex<Waiting>,
     helping: Arc<Semaphore>,
     counters: Atomics,
+    resigned: mpsc::Sender<Slot>,
+    resignations: Mutex<Option<mpsc::Receiver<Slot>>>,
 }
 
 /// Tunables of the channel.
@@ -228,6 +244,7 @@ impl Members {
             reason: e.to_string(),
         })?;
         let (sender, _) = uuid::Uuid::new_v4().as_u64_pair();
+        let (resigned, resignations) = mpsc::channel(RESIGN_QUEUE);
         Ok(Arc::new(Members {
             socket,
             key,
@@ -242,6 +259,8 @@ impl Members {
             waiting: Mutex::new(HashMap::new()),
             helping: Arc::new(Semaphore::new(MAX_HELPING)),
             counters: Atomics::default(),
+            resigned,
+            resignations: Mutex::new(Some(resignations)),
         }))
     }
 
@@ -260,6 +279,29 @@ impl Members {
             forged: l(&c.forged),
             stale: l(&c.stale),
             replayed: l(&c.replayed),
+            resigns: l(&c.resigns),
+        }
+    }
+
+    /// The slots whose holders said they resigned; the first call takes
+    /// the receiver, later calls get `None`.
+    pub fn resignations(&self) -> Option<mpsc::Receiver<Slot>> {
+        lock(&self.resignations).take()
+    }
+
+    /// Tell `watcher` (its underlay address) that this node gave up `slot`.
+    /// Sent [`RESIGN_COPIES`] times, since a datagram may be lost; each copy
+    /// has its own sequence number, and the watcher acts on the first.
+    pub async fn resign(&self, slot: Slot, watcher: Ipv4Addr) {
+        let to = SocketAddrV4::new(watcher, self.port);
+        for i in 0..RESIGN_COPIES {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let (_, bytes) = self.next(Body::Resign { slot });
+            if let Err(e) = self.socket.send_to(&bytes, to).await {
+                tracing::warn!(%to, "members' channel: resignation not sent: {e}");
+            }
         }
     }
 
@@ -381,6 +423,16 @@ impl Members {
                     let _ = tx.send((*from.ip(), reached));
                 }
             }
+            Body::Resign { slot } => {
+                if slot.id > self.layout.max_id(slot.role) {
+                    bump(&self.counters.malformed);
+                    return;
+                }
+                bump(&self.counters.resigns);
+                // Full: the driver has not taken the last ones yet, and one
+                // is all it needs.
+                let _ = self.resigned.try_send(slot);
+            }
             Body::PingReq { target } => {
                 if target.id > self.layout.max_id(target.role) {
                     bump(&self.counters.malformed);
@@ -435,5 +487,62 @@ mod tests {
         let e = read_key(&p).unwrap_err().to_string();
         assert!(e.contains("openssl rand -hex 32"), "{e}");
         assert!(!e.contains("short"), "the key itself is never printed: {e}");
+    }
+
+    /// A resignation is delivered to the driver once per datagram, counted,
+    /// and one naming a slot the layout does not have is malformed.
+    #[tokio::test]
+    async fn a_resignation_is_counted_and_handed_to_the_driver() {
+        let prober = match IcmpProber::new(1) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+                assert!(
+                    !ci,
+                    "prerequisite missing under CI=true: an ICMP socket: {e}"
+                );
+                eprintln!("SKIPPED: no ICMP socket here ({e}); run as root");
+                return;
+            }
+        };
+        let key = Key::new(&[b'k'; 32]).unwrap();
+        let opts = MembersOptions {
+            port: 7947,
+            helpers: 3,
+            window_ms: 10_000,
+            probe_timeout: Duration::from_millis(100),
+        };
+        let layout = Layout::default();
+        let make = || {
+            Members::new(
+                Members::bind(0).unwrap(),
+                key.clone(),
+                &opts,
+                layout.clone(),
+                prober.clone(),
+            )
+            .unwrap()
+        };
+        let (watcher, holder) = (make(), make());
+        let mut heard = watcher.resignations().expect("the receiver");
+        assert!(watcher.resignations().is_none(), "taken once");
+        let vpc: SocketAddr = "10.0.3.7:7947".parse().unwrap();
+        let slot = Slot::new(crate::layout::Role::Backend, 1);
+        let (_, bytes) = holder.next(Body::Resign { slot });
+        watcher.handle(&bytes, vpc);
+        watcher.handle(&bytes, vpc); // the same datagram again
+        assert_eq!(heard.try_recv(), Ok(slot));
+        assert!(heard.try_recv().is_err(), "a replay is not heard twice");
+        let c = watcher.counters();
+        assert_eq!((c.resigns, c.replayed), (1, 1));
+        // A slot beyond the layout, and a resignation from a public address.
+        let beyond = Slot::new(crate::layout::Role::Backend, layout.max_id(slot.role) + 1);
+        let (_, bytes) = holder.next(Body::Resign { slot: beyond });
+        watcher.handle(&bytes, vpc);
+        let (_, bytes) = holder.next(Body::Resign { slot });
+        watcher.handle(&bytes, "8.8.8.8:7947".parse().unwrap());
+        assert!(heard.try_recv().is_err());
+        let c = watcher.counters();
+        assert_eq!((c.resigns, c.malformed, c.foreign), (1, 1, 1));
     }
 }

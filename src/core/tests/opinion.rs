@@ -260,3 +260,173 @@ fn answers_add_up_to_a_verdict() {
     assert_eq!(Verdict::of(4, 0, 2), Verdict::Unreached { helpers: 2 });
     assert_eq!(Verdict::of(4, 0, 0), Verdict::NoneAnswered { asked: 4 });
 }
+
+/// The resignation arrives between rounds: the round it starts at once.
+fn resign_now(h: &mut Harness, slot: Slot) -> Vec<(u64, Target, ProbeAddr)> {
+    h.m.handle_input(h.now, Input::Resigned { slot });
+    h.drain()
+}
+
+/// The probes of a round started out of turn come back: the peer silent at
+/// the timeout, the witness up. Returns the helpers' requests.
+fn silent(h: &mut Harness, probes: &[(u64, Target, ProbeAddr)]) -> Vec<u64> {
+    let seq = probes[0].0;
+    h.input(
+        RTT,
+        Input::Probed {
+            round: seq,
+            target: Target::Witness,
+            outcome: ProbeOutcome::Reply { rtt: RTT },
+        },
+    );
+    h.input(
+        Duration::from_millis(800) - RTT,
+        Input::Probed {
+            round: seq,
+            target: Target::Peer,
+            outcome: ProbeOutcome::Silent,
+        },
+    );
+    h.take_work()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::AskHelpers { round, .. } => Some(round),
+            Action::CheckHolder { slot } => {
+                h.input(Duration::ZERO, holder(slot, Holder::Held));
+                None
+            }
+            other => {
+                h.work.push(other);
+                None
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_resigned_peer_is_declared_at_its_next_miss_once_the_helpers_confirm() {
+    let mut h = with_opinion(be(3));
+    h.round(Some(RTT), Some(RTT));
+    let probes = resign_now(&mut h, be(2));
+    assert!(
+        h.events
+            .iter()
+            .any(|e| matches!(e, Event::Resigned { peer } if *peer == be(2))),
+        "{:?}",
+        h.events
+    );
+    assert_eq!(
+        probes.len(),
+        2,
+        "the word starts a round at once: {probes:?}"
+    );
+    let asks = silent(&mut h, &probes);
+    assert_eq!(
+        h.fences(),
+        0,
+        "not on the word and one miss: the helpers first"
+    );
+    said(&mut h, asks[0], Verdict::Unreached { helpers: 3 });
+    assert_eq!(h.fences(), 1, "one miss and the helpers' word");
+}
+
+#[test]
+fn a_resignation_never_fences_a_peer_that_answers_and_ends_when_it_does() {
+    let mut h = with_opinion(be(3));
+    h.round(Some(RTT), Some(RTT));
+    // A resignation heard while the peer still answers (a lie, or a
+    // replay within the window): the peer's answer ends it.
+    let probes = resign_now(&mut h, be(2));
+    let early = asked(&mut h);
+    assert_eq!(early.len(), 1, "the helpers are asked with the probe");
+    let seq = probes[0].0;
+    for target in [Target::Peer, Target::Witness] {
+        h.input(
+            RTT,
+            Input::Probed {
+                round: seq,
+                target,
+                outcome: ProbeOutcome::Reply { rtt: RTT },
+            },
+        );
+    }
+    said(&mut h, early[0], Verdict::Reached);
+    // Then a one-way fault: helpers reach nobody, and yet the usual three
+    // misses are needed again.
+    let asks = miss(&mut h);
+    said(&mut h, asks[0], Verdict::Unreached { helpers: 3 });
+    assert_eq!(h.fences(), 0, "the resignation ended with the answer");
+    miss(&mut h);
+    assert_eq!(h.fences(), 0);
+    miss(&mut h);
+    assert_eq!(h.fences(), 1);
+}
+
+#[test]
+fn a_resigned_peer_a_helper_reaches_is_not_declared_and_the_word_ends() {
+    let mut h = with_opinion(be(3));
+    h.round(Some(RTT), Some(RTT));
+    let probes = resign_now(&mut h, be(2));
+    let asks = silent(&mut h, &probes);
+    said(&mut h, asks[0], Verdict::Reached);
+    assert_eq!(h.fences(), 0);
+    assert!(h.events.iter().any(|e| matches!(e, Event::Vouched { .. })));
+    // A helper reached it: the resignation was not the truth, and the
+    // usual rules are back (Lifeguard: twice the misses without helpers).
+    for _ in 0..5 {
+        for round in miss(&mut h) {
+            said(&mut h, round, Verdict::NoneAnswered { asked: 3 });
+        }
+    }
+    assert!(
+        h.elapsed() < Duration::from_secs(7),
+        "inside the word's window"
+    );
+    assert_eq!(h.fences(), 0, "five misses without helpers are not six");
+    miss(&mut h);
+    assert_eq!(h.fences(), 1);
+}
+
+/// The helpers' requests made so far (other work stays).
+fn asked(h: &mut Harness) -> Vec<u64> {
+    let (asks, rest): (Vec<_>, Vec<_>) = h
+        .take_work()
+        .into_iter()
+        .partition(|a| matches!(a, Action::AskHelpers { .. }));
+    h.work = rest;
+    asks.into_iter()
+        .filter_map(|a| match a {
+            Action::AskHelpers { round, .. } => Some(round),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_verdict_asked_on_the_word_may_come_before_the_miss() {
+    let mut h = with_opinion(be(3));
+    h.round(Some(RTT), Some(RTT));
+    let probes = resign_now(&mut h, be(2));
+    let early = asked(&mut h);
+    said(&mut h, early[0], Verdict::Unreached { helpers: 3 });
+    assert_eq!(h.fences(), 0, "the helpers alone declare nothing");
+    silent(&mut h, &probes);
+    assert_eq!(h.fences(), 1, "this node's own miss completes it");
+}
+
+#[test]
+fn a_resignation_of_another_slot_or_of_the_hub_changes_nothing() {
+    let mut h = with_opinion(be(3));
+    h.round(Some(RTT), Some(RTT));
+    assert!(resign_now(&mut h, be(1)).is_empty());
+    assert!(resign_now(&mut h, be(3)).is_empty());
+    let mut hub_watcher = with_opinion(fe(2));
+    assert!(resign_now(&mut hub_watcher, fe(1)).is_empty());
+    for h in [&h, &hub_watcher] {
+        assert!(
+            !h.events.iter().any(|e| matches!(e, Event::Resigned { .. })),
+            "{:?}",
+            h.events
+        );
+    }
+}

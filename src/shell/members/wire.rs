@@ -5,11 +5,11 @@
 //!
 //! ```text
 //! 0..4    magic "CWM1"
-//! 4       kind: 1 ping-req, 2 ack
+//! 4       kind: 1 ping-req, 2 ack, 3 resign
 //! 5..13   sender: random per daemon start
 //! 13..21  seq: per sender, from 1
 //! 21..29  sent: Unix milliseconds
-//! ping-req: 29 role (0 frontend, 1 backend), 30..34 id
+//! ping-req, resign: 29 role (0 frontend, 1 backend), 30..34 id
 //! ack:      29..37 the request's seq, 37 reached (0 or 1), 38..42 rtt (µs)
 //! then 32 bytes of HMAC-SHA256 over everything before them
 //! ```
@@ -32,6 +32,8 @@ const HEADER: usize = 29;
 const TAG: usize = 32;
 /// A ping request's size on the wire.
 pub const PING_REQ_LEN: usize = HEADER + 5 + TAG;
+/// A resignation's size on the wire (laid out as a ping request).
+pub const RESIGN_LEN: usize = PING_REQ_LEN;
 /// An ack's size on the wire.
 pub const ACK_LEN: usize = HEADER + 13 + TAG;
 /// Nothing longer is even looked at.
@@ -55,6 +57,14 @@ pub enum Body {
         reached: bool,
         /// Its round-trip time, in microseconds (0 when not reached).
         rtt_us: u32,
+    },
+    /// The holder of `slot` gave up its ID (its service failed) and its VPN
+    /// identity is down: its watcher may judge it at once instead of after
+    /// `probe.misses` rounds. Only a hint: the watcher still needs its own
+    /// failed probe and the second opinion before it declares anything.
+    Resign {
+        /// The slot given up.
+        slot: Slot,
     },
 }
 
@@ -131,17 +141,18 @@ pub fn seal(key: &Key, d: &Datagram) -> Vec<u8> {
     out.push(match d.body {
         Body::PingReq { .. } => 1,
         Body::Ack { .. } => 2,
+        Body::Resign { .. } => 3,
     });
     out.extend_from_slice(&d.sender.to_be_bytes());
     out.extend_from_slice(&d.seq.to_be_bytes());
     out.extend_from_slice(&d.sent_ms.to_be_bytes());
     match d.body {
-        Body::PingReq { target } => {
-            out.push(match target.role {
+        Body::PingReq { target: slot } | Body::Resign { slot } => {
+            out.push(match slot.role {
                 Role::Frontend => 0,
                 Role::Backend => 1,
             });
-            out.extend_from_slice(&target.id.to_be_bytes());
+            out.extend_from_slice(&slot.id.to_be_bytes());
         }
         Body::Ack {
             req,
@@ -171,6 +182,19 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(a)
 }
 
+/// A role byte and a non-zero id at `at`.
+fn slot_at(b: &[u8], at: usize) -> Result<Slot, Rejected> {
+    let role = match b[at] {
+        0 => Role::Frontend,
+        1 => Role::Backend,
+        _ => return Err(Rejected::Malformed),
+    };
+    match u32_at(b, at + 1) {
+        0 => Err(Rejected::Malformed),
+        id => Ok(Slot::new(role, id)),
+    }
+}
+
 /// Check the size, magic and MAC of `bytes` and decode it; no window or
 /// replay check (see [`Replay`]).
 pub fn open(key: &Key, bytes: &[u8]) -> Result<Datagram, Rejected> {
@@ -183,6 +207,7 @@ pub fn open(key: &Key, bytes: &[u8]) -> Result<Datagram, Rejected> {
     let want = match bytes[4] {
         1 => PING_REQ_LEN,
         2 => ACK_LEN,
+        3 => RESIGN_LEN,
         _ => return Err(Rejected::Malformed),
     };
     if bytes.len() != want {
@@ -193,20 +218,12 @@ pub fn open(key: &Key, bytes: &[u8]) -> Result<Datagram, Rejected> {
     mac.update(signed);
     mac.verify_slice(tag).map_err(|_| Rejected::Forged)?;
     let body = match bytes[4] {
-        1 => {
-            let role = match bytes[HEADER] {
-                0 => Role::Frontend,
-                1 => Role::Backend,
-                _ => return Err(Rejected::Malformed),
-            };
-            let id = u32_at(bytes, HEADER + 1);
-            if id == 0 {
-                return Err(Rejected::Malformed);
-            }
-            Body::PingReq {
-                target: Slot::new(role, id),
-            }
-        }
+        1 => Body::PingReq {
+            target: slot_at(bytes, HEADER)?,
+        },
+        3 => Body::Resign {
+            slot: slot_at(bytes, HEADER)?,
+        },
         _ => Body::Ack {
             req: u64_at(bytes, HEADER),
             reached: match bytes[HEADER + 8] {
@@ -287,7 +304,7 @@ mod tests {
     }
 
     #[test]
-    fn both_kinds_round_trip_at_their_fixed_sizes() {
+    fn every_kind_round_trips_at_its_fixed_size() {
         let k = key();
         let r = req(1, 1000);
         let b = seal(&k, &r);
@@ -306,6 +323,20 @@ mod tests {
         let b = seal(&k, &a);
         assert_eq!(b.len(), ACK_LEN);
         assert_eq!(open(&k, &b), Ok(a));
+        let g = Datagram {
+            body: Body::Resign {
+                slot: Slot::new(Role::Frontend, 3),
+            },
+            ..r
+        };
+        let b = seal(&k, &g);
+        assert_eq!(b.len(), RESIGN_LEN);
+        assert_eq!(open(&k, &b), Ok(g));
+        // The kind is under the MAC: a ping request relabelled as a
+        // resignation is forged.
+        let mut relabelled = seal(&k, &r);
+        relabelled[4] = 3;
+        assert_eq!(open(&k, &relabelled), Err(Rejected::Forged));
     }
 
     #[test]
@@ -334,7 +365,7 @@ mod tests {
     }
 
     #[test]
-    fn sizes_other_than_the_two_are_refused_before_the_mac() {
+    fn sizes_other_than_the_protocol_s_are_refused_before_the_mac() {
         let k = key();
         assert_eq!(open(&k, &[0u8; MAX_LEN + 1]), Err(Rejected::Oversize));
         assert_eq!(open(&k, &[0u8; 65_507]), Err(Rejected::Oversize));
@@ -366,7 +397,7 @@ mod tests {
             if next() % 2 == 0 && len >= 4 {
                 b[..4].copy_from_slice(MAGIC);
                 if len > 4 {
-                    b[4] = (next() % 3) as u8;
+                    b[4] = (next() % 5) as u8;
                 }
             }
             assert!(open(&k, &b).is_err());
