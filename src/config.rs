@@ -454,8 +454,11 @@ impl Default for ServiceConfig {
             check: ServiceCheck::None,
             address: None,
             command: Vec::new(),
-            interval_ms: 1000,
-            timeout_ms: 800,
+            // Three bad checks in a row, about 1.4 s of a service that does
+            // not answer: a hung mysqld fails over within the 10 s budget
+            // (rig_mysqld_hung), a stall of a second does not.
+            interval_ms: 500,
+            timeout_ms: 400,
             rise: 2,
             fall: 3,
         }
