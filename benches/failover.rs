@@ -31,9 +31,14 @@
 //! The hub's OpenVPN and its daemon hung together (`BENCH_HANG_RUNS`):
 //! frontend2 holds frontend1 and the overlay is back.
 //!
+//! mysqld hung on the primary's holder (`BENCH_HANG_RUNS`, backends with
+//! `[service] check = "mysql"`): backend1's mariadbd SIGSTOPped at a random
+//! phase → backend2 promoted, and → a write through `backend1.internal`
+//! accepted (the worker's Ansible included).
+//!
 //! `BENCH_ONLY` (comma-separated: `fence`, `power`, `old`, `keepalived`,
-//! `baseline`, `hang`, `hubsick`, `idle`, `oneway`) runs a subset; default
-//! all.
+//! `baseline`, `hang`, `hubsick`, `mysqld`, `idle`, `oneway`) runs a
+//! subset; default all.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -251,6 +256,19 @@ async fn hub_sick_once() -> f64 {
     }
     sh_quiet(&format!("kill -KILL {daemon} {vpn}"));
     back
+}
+
+/// backend1's mariadbd SIGSTOPped at a random phase: seconds to backend2
+/// promoted and to a write through `backend1.internal` accepted.
+async fn mysqld_hung_once() -> (f64, f64) {
+    let f = Fleet::mysql_fleet(Options {
+        mysql_check: true,
+        ..Options::default()
+    })
+    .await;
+    let h = f.hang_primary_mysqld();
+    let secs = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
+    (secs(h.promoted), secs(h.accepted))
 }
 
 /// Whether `BENCH_ONLY` selects `section` (unset: everything).
@@ -519,6 +537,15 @@ fn main() {
             t
         })
         .collect();
+    let mysqld: Vec<(f64, f64)> = (1..=n("mysqld", hang_runs))
+        .map(|i| {
+            let (p, a) = rt.block_on(mysqld_hung_once());
+            eprintln!(
+                "mysqld hung run {i}: backend2 promoted after {p:.2} s, a write through backend1.internal accepted after {a:.2} s"
+            );
+            (p, a)
+        })
+        .collect();
     let base = baseline.join().unwrap();
     for (k, (d, h)) in base.iter().enumerate() {
         eprintln!(
@@ -562,6 +589,7 @@ fn main() {
         base,
         hang,
         sick,
+        mysqld,
         cw_fp,
         cw_false,
         cw_rounds,
@@ -617,6 +645,7 @@ struct Results {
     base: Vec<(f64, f64)>,
     hang: Vec<f64>,
     sick: Vec<f64>,
+    mysqld: Vec<(f64, f64)>,
     cw_fp: (u64, f64),
     cw_false: usize,
     cw_rounds: u64,
@@ -706,6 +735,18 @@ fn print_results(r: &Results) {
         println!(
             "| chainwatch (probe.hub_overlay_grace_ms 8000, helpers on the underlay) | {median:.2} s | {worst:.2} s |"
         );
+    }
+    if !r.mysqld.is_empty() {
+        let (pm, pw) = median_worst(&r.mysqld.iter().map(|m| m.0).collect::<Vec<_>>());
+        let (am, aw) = median_worst(&r.mysqld.iter().map(|m| m.1).collect::<Vec<_>>());
+        println!(
+            "\n## mysqld hung on the primary's holder (SIGSTOP), {} runs\n",
+            r.mysqld.len()
+        );
+        println!("| | median | worst |");
+        println!("|---|---|---|");
+        println!("| → backend2 holds backend1, its server writable | {pm:.2} s | {pw:.2} s |");
+        println!("| → a write through backend1.internal accepted | {am:.2} s | {aw:.2} s |");
     }
     println!("\n## Idle footprint (30 s)\n");
     println!("| | resident memory | CPU |");

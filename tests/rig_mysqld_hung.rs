@@ -9,10 +9,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::fleet::{Fleet, Options};
-use common::{pid_in, rig_ready, wait_for};
+use common::{rig_ready, wait_for};
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_hung_mysqld_on_the_primary_fails_over_as_a_death() {
@@ -31,41 +31,13 @@ async fn a_hung_mysqld_on_the_primary_fails_over_as_a_death() {
         String::from_utf8_lossy(&ok.stderr)
     );
 
-    let mysqld = pid_in(&f.nodes[2].ns, "mariadbd").expect("backend1's mariadbd");
-    let hung = Instant::now();
-    common::sh(&format!("kill -STOP {mysqld}"));
-    // The host still answers.
-    assert!(f.ping(3, f.nodes[2].underlay, 1000));
-    // backend2 takes over and is promoted; then writes through
-    // backend1.internal come back. (The rig's admin user may write to a
-    // read-only replica, so a write counts only once the new primary is
-    // writable: an application user could not write earlier.)
-    let mut v = 3;
-    let (mut promoted, mut accepted) = (None, None);
-    while accepted.is_none() && hung.elapsed() < Duration::from_secs(120) {
-        if promoted.is_none() {
-            if f.status(3).is_some_and(|s| s["id"] == 1)
-                && f.sql(3, "SELECT @@read_only").ok().as_deref() == Some("0")
-            {
-                promoted = Some(hung.elapsed());
-            } else {
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-        }
-        let out = f.client_sql(
-            1,
-            "backend1.internal",
-            &format!("INSERT INTO app.t VALUES ({v})"),
-        );
-        if out.status.success() {
-            accepted = Some(hung.elapsed());
-        } else {
-            v += 1;
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    let hang = f.hang_primary_mysqld();
+    assert!(
+        hang.host_answered,
+        "backend1's host must answer while mysqld is hung"
+    );
     let log = f.log(2);
+    let (accepted, v) = (hang.accepted, hang.value);
     let accepted = accepted.unwrap_or_else(|| {
         panic!("no write through backend1.internal accepted within 120 s of mysqld hanging\n{log}")
     });
@@ -102,7 +74,7 @@ async fn a_hung_mysqld_on_the_primary_fails_over_as_a_death() {
     );
     eprintln!(
         "mysqld SIGSTOPped on backend1 -> backend2 promoted as backend1: {:.2} s; -> a write through backend1.internal accepted: {:.2} s",
-        promoted.unwrap().as_secs_f64(),
+        hang.promoted.unwrap().as_secs_f64(),
         accepted.as_secs_f64()
     );
 }

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::Client;
 use chainwatch::layout::{Layout, Role, Slot};
@@ -1223,6 +1223,52 @@ impl Fleet {
             .unwrap()
     }
 
+    /// SIGSTOP backend1's mariadbd (node 2) at a random phase, then wait
+    /// (up to 120 s) until backend2 holds backend1 with a writable server
+    /// and a write from frontend2 through `backend1.internal` is accepted.
+    /// Returns the times from the hang to the promotion and to that write,
+    /// and the value written. (The rig's admin user may write to a
+    /// read-only replica, so a write counts only once the new primary is
+    /// writable: an application user could not write earlier.)
+    pub fn hang_primary_mysqld(&self) -> MysqldHang {
+        let mysqld = super::pid_in(&self.nodes[2].ns, "mariadbd").expect("backend1's mariadbd");
+        std::thread::sleep(Duration::from_millis(rand::random_range(0..1000)));
+        let hung = Instant::now();
+        super::sh(&format!("kill -STOP {mysqld}"));
+        let host_answered = self.ping(3, self.nodes[2].underlay, 1000);
+        let mut v = 1000;
+        let (mut promoted, mut accepted) = (None, None);
+        while accepted.is_none() && hung.elapsed() < Duration::from_secs(120) {
+            if promoted.is_none() {
+                if self.status(3).is_some_and(|s| s["id"] == 1)
+                    && self.sql(3, "SELECT @@read_only").ok().as_deref() == Some("0")
+                {
+                    promoted = Some(hung.elapsed());
+                } else {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            }
+            let out = self.client_sql(
+                1,
+                "backend1.internal",
+                &format!("INSERT INTO app.t VALUES ({v})"),
+            );
+            if out.status.success() {
+                accepted = Some(hung.elapsed());
+            } else {
+                v += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        MysqldHang {
+            host_answered,
+            promoted,
+            accepted,
+            value: v,
+        }
+    }
+
     /// Start every node (frontend1 first) and wait until each holds its
     /// overlay address and every watcher sees its peer answer.
     pub async fn start_all(&mut self) {
@@ -1302,4 +1348,16 @@ impl Fleet {
         }
         out
     }
+}
+
+/// What [`Fleet::hang_primary_mysqld`] saw.
+pub struct MysqldHang {
+    /// backend1's host answered pings right after the hang.
+    pub host_answered: bool,
+    /// Hang → backend2 holds backend1 and its server is writable.
+    pub promoted: Option<Duration>,
+    /// Hang → a write through `backend1.internal` accepted.
+    pub accepted: Option<Duration>,
+    /// The value of that write.
+    pub value: u32,
 }
