@@ -17,22 +17,8 @@ fn steady_state_probes_peer_and_witness_every_interval() {
             ]
         );
         let seq = probes[0].0;
-        h.input(
-            RTT,
-            Input::Probed {
-                round: seq,
-                target: Target::Peer,
-                outcome: ProbeOutcome::Reply { rtt: RTT },
-            },
-        );
-        h.input(
-            RTT,
-            Input::Probed {
-                round: seq,
-                target: Target::Witness,
-                outcome: ProbeOutcome::Reply { rtt: RTT },
-            },
-        );
+        h.probed(RTT, seq, Target::Peer, true);
+        h.probed(RTT, seq, Target::Witness, true);
     }
     assert!(h.work.is_empty(), "{:?}", h.work);
     let s = h.m.snapshot();

@@ -86,6 +86,24 @@ impl Harness {
         probes
     }
 
+    /// `target`'s probe of round `round` comes back `after` from now: a
+    /// reply (with the test RTT) or silence.
+    pub(super) fn probed(&mut self, after: Duration, round: u64, target: Target, reply: bool) {
+        let outcome = if reply {
+            ProbeOutcome::Reply { rtt: RTT }
+        } else {
+            ProbeOutcome::Silent
+        };
+        self.input(
+            after,
+            Input::Probed {
+                round,
+                target,
+                outcome,
+            },
+        );
+    }
+
     pub(super) fn input(&mut self, after: Duration, input: Input) {
         self.now += after;
         self.m.handle_input(self.now, input);

@@ -271,22 +271,8 @@ fn resign_now(h: &mut Harness, slot: Slot) -> Vec<(u64, Target, ProbeAddr)> {
 /// the timeout, the witness up. Returns the helpers' requests.
 fn silent(h: &mut Harness, probes: &[(u64, Target, ProbeAddr)]) -> Vec<u64> {
     let seq = probes[0].0;
-    h.input(
-        RTT,
-        Input::Probed {
-            round: seq,
-            target: Target::Witness,
-            outcome: ProbeOutcome::Reply { rtt: RTT },
-        },
-    );
-    h.input(
-        Duration::from_millis(800) - RTT,
-        Input::Probed {
-            round: seq,
-            target: Target::Peer,
-            outcome: ProbeOutcome::Silent,
-        },
-    );
+    h.probed(RTT, seq, Target::Witness, true);
+    h.probed(Duration::from_millis(800) - RTT, seq, Target::Peer, false);
     h.take_work()
         .into_iter()
         .filter_map(|a| match a {
@@ -341,14 +327,7 @@ fn a_resignation_never_fences_a_peer_that_answers_and_ends_when_it_does() {
     assert_eq!(early.len(), 1, "the helpers are asked with the probe");
     let seq = probes[0].0;
     for target in [Target::Peer, Target::Witness] {
-        h.input(
-            RTT,
-            Input::Probed {
-                round: seq,
-                target,
-                outcome: ProbeOutcome::Reply { rtt: RTT },
-            },
-        );
+        h.probed(RTT, seq, target, true);
     }
     said(&mut h, early[0], Verdict::Reached);
     // Then a one-way fault: helpers reach nobody, and yet the usual three
