@@ -748,22 +748,27 @@ fn print_results(r: &Results) {
         println!("| → backend2 holds backend1, its server writable | {pm:.2} s | {pw:.2} s |");
         println!("| → a write through backend1.internal accepted | {am:.2} s | {aw:.2} s |");
     }
-    println!("\n## Idle footprint (30 s)\n");
-    println!("| | resident memory | CPU |");
-    println!("|---|---|---|");
-    println!(
-        "| chainwatch (release build; probing 1/s) | {} kB | {:.2} % of one core |",
-        r.cw_fp.0, r.cw_fp.1
-    );
-    println!(
-        "| keepalived backup (advert_int 1) | {} kB | {:.2} % of one core |",
-        r.ka_fp.0, r.ka_fp.1
-    );
-    println!("\n## False takeovers under 20 % random loss on the peer's link ({loss_secs} s)\n");
-    println!("| | false takeovers |");
-    println!("|---|---|");
-    println!("| chainwatch | {} ({} rounds) |", r.cw_false, r.cw_rounds);
-    println!("| keepalived | {} |", r.ka_false);
+    // Not measured unless `idle` is selected: no row of zeros.
+    if only("idle") {
+        println!("\n## Idle footprint (30 s)\n");
+        println!("| | resident memory | CPU |");
+        println!("|---|---|---|");
+        println!(
+            "| chainwatch (release build; probing 1/s) | {} kB | {:.2} % of one core |",
+            r.cw_fp.0, r.cw_fp.1
+        );
+        println!(
+            "| keepalived backup (advert_int 1) | {} kB | {:.2} % of one core |",
+            r.ka_fp.0, r.ka_fp.1
+        );
+        println!(
+            "\n## False takeovers under 20 % random loss on the peer's link ({loss_secs} s)\n"
+        );
+        println!("| | false takeovers |");
+        println!("|---|---|");
+        println!("| chainwatch | {} ({} rounds) |", r.cw_false, r.cw_rounds);
+        println!("| keepalived | {} |", r.ka_false);
+    }
     if let Some((fences, vouched, drops)) = r.oneway {
         println!("\n## One-way loss (frontend3 drops everything from frontend2)\n");
         println!(
