@@ -1,7 +1,8 @@
 //! systemd readiness: a daemon tells systemd READY=1 only once its VPN
 //! identity is up. frontend2 boots while the hub is down: it runs (and
 //! watches), but sends no READY; the hub comes up, frontend2's identity
-//! comes up, and READY follows.
+//! comes up, and READY follows. Throughout, the event loop pings systemd's
+//! watchdog (`WATCHDOG=1`) at least once per half `WatchdogSec`.
 
 mod common;
 
@@ -55,6 +56,10 @@ async fn ready_is_sent_only_once_the_vpn_identity_is_up() {
         "READY before the identity was up: {early:?}"
     );
     assert_eq!(f.tun_addr(1), None);
+    // Not ready, but alive: the loop pings the watchdog (the rig sets
+    // WATCHDOG_USEC to 2 s: at least one ping a second).
+    let pings = early.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(pings >= 7, "{pings} watchdog pings in 8 s: {early:?}");
     f.start(0);
     f.wait_overlay(1, fe(2), 90);
     let later = notifications(&sock, Duration::from_secs(5));

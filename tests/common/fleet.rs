@@ -978,6 +978,9 @@ fn spawn_daemon(shared: &Shared, i: usize) -> Proc {
         // systemd's notify socket: a test that binds it sees READY=1 and
         // the watchdog pings; unbound, the daemon's sends just fail.
         .env("NOTIFY_SOCKET", n.dir.join("notify.sock"))
+        // As under `WatchdogSec=2`: the event loop pings at least every
+        // second.
+        .env("WATCHDOG_USEC", "2000000")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
