@@ -1,8 +1,8 @@
 //! Rig scenario: maintenance. frontend2 is put in maintenance (`chainwatch
 //! maint on --for 30m`) and its link goes down for 30 s (a patch and
 //! reboot): frontend3 declares it dead but does not fence it, so nothing is
-//! taken over and no StopInstances goes out; `fleet` shows the
-//! maintenance. After `maint off`, frontend2's death is handled as usual.
+//! taken over and no StopInstances goes out; `fleet` and frontend2's own
+//! `status` show the maintenance. After `maint off`, frontend2's death is handled as usual.
 
 mod common;
 
@@ -42,6 +42,16 @@ async fn a_member_in_maintenance_is_not_fenced_and_after_maint_off_its_death_is_
     );
     let o = cw(&f, &["fleet"]);
     assert!(output_text(&o).contains(&f2), "{}", output_text(&o));
+    // The node itself says so (it reads its tag every 10 s).
+    let until = wait_for(
+        "frontend2's status to show its maintenance",
+        Duration::from_secs(25),
+        || {
+            f.status(1)
+                .and_then(|s| s["maintenance"].as_str().map(str::to_string))
+        },
+    );
+    assert!(until.starts_with("20"), "{until}");
 
     // Patched and rebooted: unreachable for 30 s.
     f.link(1, false);
@@ -79,6 +89,11 @@ async fn a_member_in_maintenance_is_not_fenced_and_after_maint_off_its_death_is_
     // Maintenance over; now it dies for real.
     let o = cw(&f, &["maint", "off", "--instance", &f2]);
     assert!(o.status.success(), "{}", output_text(&o));
+    wait_for(
+        "frontend2's status to show its maintenance over",
+        Duration::from_secs(25),
+        || f.status(1).filter(|s| s["maintenance"].is_null()),
+    );
     f.kill(1);
     wait_for(
         "frontend3 to take over frontend2",

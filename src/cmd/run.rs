@@ -304,6 +304,7 @@ async fn active(
             _ = service_down => {}
         }
     };
+    let maint = tokio::spawn(follow_maintenance(registry.clone()));
     let ended = run_loop(
         s,
         common,
@@ -314,6 +315,7 @@ async fn active(
         stop,
     )
     .await;
+    maint.abort();
     if let Some(why) = gave_up.into_inner().unwrap_or_else(|p| p.into_inner()) {
         // Give up the ID: the identity goes down, the successor finds this
         // node silent and takes over as for a death (fencing it). Telling
@@ -653,6 +655,33 @@ impl Registry for ArcRegistry {
     }
     fn power_fences(&self) -> Vec<crate::shell::PowerFence> {
         self.0.power_fences()
+    }
+    fn maintenance(&self) -> Option<String> {
+        Registry::maintenance(self.0.as_ref())
+    }
+}
+
+/// How often a node reads its own maintenance tag for `status`.
+const MAINT_READ: Duration = Duration::from_secs(10);
+
+/// Read this instance's maintenance tag every [`MAINT_READ`], and say when
+/// it changes (a failed read keeps the last value and is retried).
+async fn follow_maintenance(registry: Arc<Ec2Registry>) {
+    let mut tick = tokio::time::interval(MAINT_READ);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match registry.read_maintenance().await {
+            Ok(true) => match Registry::maintenance(registry.as_ref()) {
+                Some(until) => tracing::warn!(
+                    %until,
+                    "this instance is in maintenance until {until}: no member fences it, so nothing is taken over from it"
+                ),
+                None => tracing::info!("this instance's maintenance is over"),
+            },
+            Ok(false) => {}
+            Err(e) => tracing::debug!("maintenance tag not read: {e}"),
+        }
     }
 }
 

@@ -104,6 +104,7 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
             counters: Default::default(),
             members: Default::default(),
             members_channel: false,
+            maintenance: None,
             icmp_socket: icmp.to_string(),
             identity_source: boot.source.as_str().to_string(),
             instance_id: boot.instance_id.clone(),
@@ -226,12 +227,14 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         let pending = self.announcer.pending();
         let power_fences = self.registry.power_fences();
         let members = self.members.as_ref().map(|m| m.counters());
+        let maintenance = self.registry.maintenance();
         self.status.send_modify(|r| {
             Self::fill(r, core, layout);
             r.pending_events = pending;
             r.power_fences = power_fences;
             r.members_channel = members.is_some();
             r.members = members.unwrap_or_default();
+            r.maintenance = maintenance;
         });
     }
 

@@ -69,6 +69,11 @@ pub trait Registry: Send + Sync + 'static {
     fn power_fences(&self) -> Vec<PowerFence> {
         Vec::new()
     }
+    /// The end of this instance's maintenance (`chainwatch maint`), as last
+    /// read; `None` when it is not in maintenance or nobody read it.
+    fn maintenance(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Fences and takeovers since the daemon started (for metrics).
@@ -295,6 +300,10 @@ pub struct StatusReport {
     /// Whether the members' channel runs (a members key was found).
     #[serde(default)]
     pub members_channel: bool,
+    /// The end of this instance's maintenance (its successor fences
+    /// nothing until then), as last read from its tags.
+    #[serde(default)]
+    pub maintenance: Option<String>,
     /// ICMP socket kind: `dgram` or `raw`.
     pub icmp_socket: String,
     /// Where the boot identity came from.
@@ -429,6 +438,13 @@ impl StatusReport {
             ),
             ("last transition", transition),
             ("pending events", self.pending_events.to_string()),
+            (
+                "maintenance",
+                match &self.maintenance {
+                    Some(until) => format!("until {until}: no member fences this node"),
+                    None => "no".into(),
+                },
+            ),
             (
                 "power fence",
                 if self.power_fences.is_empty() {

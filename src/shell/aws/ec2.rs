@@ -193,6 +193,8 @@ pub struct Ec2Registry {
     power_fences: Arc<Mutex<Vec<PowerFence>>>,
     /// The fence budget (none: unlimited).
     budget: Option<super::budget::FenceBudget>,
+    /// This instance's maintenance as last read ([`Ec2Registry::read_maintenance`]).
+    maintenance: Mutex<Option<String>>,
 }
 
 /// How long an underlay address is cached. A slot's holder changes at every
@@ -312,7 +314,22 @@ impl Ec2Registry {
             fence_targets: Mutex::new(HashMap::new()),
             power_fences: Arc::new(Mutex::new(Vec::new())),
             budget: None,
+            maintenance: Mutex::new(None),
         }
+    }
+
+    /// Read this instance's maintenance tag and keep it for `status`;
+    /// returns whether it changed.
+    pub async fn read_maintenance(&self) -> Result<bool, Ec2Error> {
+        let me = self.describe(Vec::new(), vec![self.me.clone()]).await?;
+        let me = me
+            .first()
+            .ok_or_else(|| Ec2Error::SelfUnknown(self.me.clone()))?;
+        let now = maintenance(me, std::time::SystemTime::now());
+        let mut kept = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = *kept != now;
+        *kept = now;
+        Ok(changed)
     }
 
     /// Count confirmed fences against `budget`; a new fence beyond it is
@@ -900,6 +917,13 @@ impl Registry for Ec2Registry {
 
     fn power_fences(&self) -> Vec<PowerFence> {
         Ec2Registry::power_fences(self)
+    }
+
+    fn maintenance(&self) -> Option<String> {
+        self.maintenance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     async fn underlay_addr(&self, slot: Slot) -> Result<Ipv4Addr, String> {
