@@ -170,7 +170,7 @@ async fn hostile_events_are_dead_lettered_with_their_reason_and_run_nothing() {
             .then_some(())
     });
     let dead = mq
-        .drain(
+        .dead_letters(
             &cfg.dead_letter_queue,
             1 + want.len() + templated.len(),
             Duration::from_secs(60),
@@ -188,24 +188,7 @@ async fn hostile_events_are_dead_lettered_with_their_reason_and_run_nothing() {
     );
     assert!(!marker.exists(), "a template in an event ran a command");
     let mut reasons: HashMap<String, Vec<String>> = HashMap::new();
-    for m in &dead {
-        let id = m
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        let reason = m
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| match h.inner().get("x-chainwatch-reason") {
-                Some(lapin::types::AMQPValue::LongString(r)) => {
-                    Some(String::from_utf8_lossy(r.as_bytes()).into_owned())
-                }
-                _ => None,
-            })
-            .unwrap_or_default();
+    for (id, reason) in dead.iter().cloned() {
         reasons.entry(id).or_default().push(reason);
     }
     let one = |id: &str| -> String {

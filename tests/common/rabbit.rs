@@ -120,6 +120,40 @@ impl Rabbit {
         out
     }
 
+    /// Dead letters taken from the worker's dead-letter queue: each
+    /// message ID with the worker's `x-chainwatch-reason`.
+    pub async fn dead_letters(
+        &self,
+        queue: &str,
+        min: usize,
+        wait: Duration,
+    ) -> Vec<(String, String)> {
+        self.drain(queue, min, wait)
+            .await
+            .iter()
+            .map(|m| {
+                let id = m
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                let reason = m
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .and_then(|h| match h.inner().get("x-chainwatch-reason") {
+                        Some(lapin::types::AMQPValue::LongString(r)) => {
+                            Some(String::from_utf8_lossy(r.as_bytes()).into_owned())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                (id, reason)
+            })
+            .collect()
+    }
+
     /// Number of messages ready in `queue`.
     pub async fn count(&self, queue: &str) -> u32 {
         let conn = self.connect().await;
