@@ -205,6 +205,9 @@ pub struct AnnounceConfig {
     pub retry_initial_ms: u64,
     /// Largest retry delay, in milliseconds.
     pub retry_max_ms: u64,
+    /// Permit `amqp://` (no TLS) to a broker that is not on loopback: the
+    /// broker password and every event then cross the network in clear.
+    pub allow_plain_amqp: bool,
 }
 
 impl Default for AnnounceConfig {
@@ -221,6 +224,7 @@ impl Default for AnnounceConfig {
             timeout_ms: 10_000,
             retry_initial_ms: 500,
             retry_max_ms: 30_000,
+            allow_plain_amqp: false,
         }
     }
 }
@@ -903,6 +907,15 @@ impl Config {
                     ),
                 ));
             }
+            if url.starts_with("amqp://") && !n.allow_plain_amqp && !on_loopback(url) {
+                return Err(invalid(
+                    "announce.rabbitmq_urls",
+                    format!(
+                        "{:?} is plain amqp:// to a host that is not loopback: the broker password and every event would cross the network in clear; use amqps://, or set announce.allow_plain_amqp = true on a network you trust",
+                        crate::config::redact(url)
+                    ),
+                ));
+            }
         }
         for (key, v) in [
             ("announce.exchange", &n.exchange),
@@ -998,6 +1011,26 @@ fn redact_text(text: &str) -> String {
         .replace('\n', " | ")
 }
 
+/// Whether `url`'s host is this machine's loopback (`localhost`,
+/// 127.0.0.0/8, `::1`); an unparsable URL is not.
+fn on_loopback(url: &str) -> bool {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        // amqp:// is not a scheme the parser knows, so an IPv4 address
+        // comes back as a name.
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost")
+                || d.parse::<std::net::Ipv4Addr>()
+                    .is_ok_and(|a| a.is_loopback())
+        }
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    }
+}
+
 /// Replace the password of a URL with `***`, for logs and errors. Parsed
 /// with a URL parser, so passwords holding `/`, `@` or `:` are found; text
 /// that is not a URL with credentials comes back as it was, and one that
@@ -1019,6 +1052,39 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_amqp_beyond_loopback_needs_an_explicit_opt_in() {
+        let p = Path::new("/etc/chainwatch/chainwatch.toml");
+        let plain = "[announce]\nrabbitmq_urls = [\"amqp://cw:hunter2@mq.internal/vh\"]\n";
+        let e = Config::parse(plain, p)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("announce.allow_plain_amqp") && e.contains("amqps://"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        for far in ["10.1.2.3", "127.0.0.1.nip.io", "[fd00::1]"] {
+            let text = format!("[announce]\nrabbitmq_urls = [\"amqp://cw:pw@{far}/vh\"]\n");
+            let r = Config::parse(&text, p).unwrap().validate();
+            assert!(r.is_err(), "{far}");
+        }
+        let opted = format!("{plain}allow_plain_amqp = true\n");
+        assert!(Config::parse(&opted, p).unwrap().validate().is_ok());
+        for ok in [
+            "amqps://cw:pw@mq.internal:5671/vh",
+            "amqp://cw:pw@127.0.0.1:5672/vh",
+            "amqp://cw:pw@localhost/vh",
+            "amqp://cw:pw@[::1]:5672/vh",
+        ] {
+            let text = format!("[announce]\nrabbitmq_urls = [\"{ok}\"]\n");
+            let r = Config::parse(&text, p).unwrap().validate();
+            assert!(r.is_ok(), "{ok}: {r:?}");
+        }
+    }
 
     #[test]
     fn config_errors_never_echo_a_password() {

@@ -700,7 +700,7 @@ impl Fleet {
         std::fs::write(
             d.join("worker.toml"),
             format!(
-                "[aws]\nfleet = \"{}\"\n[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{}/worker\"\ninventory = \"{}\"\nplaybook = \"{}/ansible/failover.yml\"\nattempts = 3\nretry_backoff_ms = 1000\npublishers = [\"{}\"]\n",
+                "[aws]\nfleet = \"{}\"\n[announce]\nrabbitmq_urls = [\"{}\"]\nallow_plain_amqp = true\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{}/worker\"\ninventory = \"{}\"\nplaybook = \"{}/ansible/failover.yml\"\nattempts = 3\nretry_backoff_ms = 1000\npublishers = [\"{}\"]\n",
                 self.fleet,
                 rabbit.url(),
                 d.display(),
@@ -843,7 +843,8 @@ fn write_config(
 ) {
     let announce = match rabbit {
         Some(r) => format!(
-            "[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"/rig/transitions\"\nretry_max_ms = 2000\n",
+            // The rig's broker is on its bridge, without TLS.
+            "[announce]\nrabbitmq_urls = [\"{}\"]\nallow_plain_amqp = true\ncloudwatch_log_group = \"/rig/transitions\"\nretry_max_ms = 2000\n",
             r.url()
         ),
         None => "[announce]\ncloudwatch_log_group = \"/rig/transitions\"\n".to_string(),
