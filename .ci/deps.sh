@@ -26,6 +26,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 [ -c /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }
 
+source "$(dirname "${BASH_SOURCE[0]}")/rabbitmq-tls.sh"
 if ! rabbitmqctl -q status >/dev/null 2>&1; then
     echo "RabbitMQ is not running: starting it"
     rabbitmq-server -detached
