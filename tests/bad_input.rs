@@ -19,19 +19,8 @@ fn run(config: &Path, args: &[&str]) -> Output {
 }
 
 fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
-    let ud = dir.join("user-data");
-    let config = dir.join("chainwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\nstate_dir = \"{d}/state\"\nstatus_socket = \"{d}/status.sock\"\nhosts_file = \"{d}/hosts\"\n[identity]\nuser_data_file = \"{}\"\n{extra}",
-            ud.display(),
-            d = dir.display()
-        ),
-    )
-    .unwrap();
     std::fs::write(dir.join("hosts"), "").unwrap();
-    config
+    common::node_config(dir, &dir.join("status.sock"), extra)
 }
 
 #[test]

@@ -46,6 +46,23 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Write `<dir>/chainwatch.toml` for a node whose files live in `dir`
+/// (state, hosts, user-data) with its status socket at `sock`, and `extra`
+/// appended; returns its path.
+pub fn node_config(dir: &Path, sock: &Path, extra: &str) -> PathBuf {
+    let config = dir.join("chainwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nstate_dir = \"{d}/state\"\nstatus_socket = \"{s}\"\nhosts_file = \"{d}/hosts\"\n[identity]\nuser_data_file = \"{d}/user-data\"\n{extra}",
+            d = dir.display(),
+            s = sock.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// One daemon on this host in observe mode, in a directory of its own:
 /// user-data naming its role and ID, a hosts file with localhost only,
 /// state in `<dir>/state`, the status socket at `<dir>/run/status.sock`
@@ -71,16 +88,7 @@ impl LocalNode {
         .unwrap();
         std::fs::write(d.join("hosts"), "127.0.0.1 localhost\n").unwrap();
         let sock = d.join("run/status.sock");
-        let config = d.join("chainwatch.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[node]\nstate_dir = \"{d}/state\"\nstatus_socket = \"{s}\"\nhosts_file = \"{d}/hosts\"\n[identity]\nuser_data_file = \"{d}/user-data\"\n{extra}",
-                d = d.display(),
-                s = sock.display(),
-            ),
-        )
-        .unwrap();
+        let config = node_config(d, &sock, extra);
         LocalNode { dir, config, sock }
     }
 
