@@ -19,10 +19,15 @@ fn with_opinion(me: Slot) -> Harness {
     h
 }
 
-/// One silent round with the witness up. Holder look-ups answer `Held`;
-/// returns the helpers' requests it made.
+/// One silent round with the witness up; see [`asked`].
 fn miss(h: &mut Harness) -> Vec<u64> {
     h.round(None, Some(RTT));
+    asked(h)
+}
+
+/// The helpers' requests (about backend2) made so far; holder look-ups
+/// answer `Held`, other work stays.
+fn asked(h: &mut Harness) -> Vec<u64> {
     let mut asks = Vec::new();
     for a in h.take_work() {
         match a {
@@ -273,20 +278,7 @@ fn silent(h: &mut Harness, probes: &[(u64, Target, ProbeAddr)]) -> Vec<u64> {
     let seq = probes[0].0;
     h.probed(RTT, seq, Target::Witness, true);
     h.probed(Duration::from_millis(800) - RTT, seq, Target::Peer, false);
-    h.take_work()
-        .into_iter()
-        .filter_map(|a| match a {
-            Action::AskHelpers { round, .. } => Some(round),
-            Action::CheckHolder { slot } => {
-                h.input(Duration::ZERO, holder(slot, Holder::Held));
-                None
-            }
-            other => {
-                h.work.push(other);
-                None
-            }
-        })
-        .collect()
+    asked(h)
 }
 
 #[test]
@@ -369,21 +361,6 @@ fn a_resigned_peer_a_helper_reaches_is_not_declared_and_the_word_ends() {
         }
         assert_eq!(h.fences(), usize::from(k == 6), "after miss {k}");
     }
-}
-
-/// The helpers' requests made so far (other work stays).
-fn asked(h: &mut Harness) -> Vec<u64> {
-    let (asks, rest): (Vec<_>, Vec<_>) = h
-        .take_work()
-        .into_iter()
-        .partition(|a| matches!(a, Action::AskHelpers { .. }));
-    h.work = rest;
-    asks.into_iter()
-        .filter_map(|a| match a {
-            Action::AskHelpers { round, .. } => Some(round),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]
