@@ -111,11 +111,11 @@ pub fn render(
             if slot.id == 1 { "OFF" } else { "ON" }.to_string(),
         ),
     ];
-    let flags: &[&str] = match slot.role {
-        Role::Backend => &["backend"],
-        Role::Frontend => &["frontend"],
-    };
-    let out = template::render(template_text, &vars, flags)?;
+    let flags = [
+        ("backend", slot.role == Role::Backend),
+        ("frontend", slot.role == Role::Frontend),
+    ];
+    let out = template::render(template_text, &vars, &flags)?;
     if out.len() > MAX_USER_DATA {
         return Err(RenderError::TooBig(out.len()));
     }

@@ -1,78 +1,70 @@
-//! The small template language of `openvpn/*.tmpl` and
-//! `cloud-init/user-data.yaml.tmpl`: `{{name}}` is replaced by a value; a
-//! line that is exactly `{{if flag}}` starts a section kept only when the
-//! flag is set, up to a line that is exactly `{{end}}`. An unknown name or
-//! flag, or an unclosed section, is an error.
+//! The templates of `openvpn/*.tmpl` and `cloud-init/user-data.yaml.tmpl`,
+//! rendered with minijinja: `{{ name }}` is replaced by a value, and
+//! `{% if flag %}` … `{% endif %}` keeps a section only when the flag is set
+//! (a block tag alone on its line leaves no line behind). Undefined names
+//! are errors, nothing is escaped, and the values are data: a value holding
+//! `{{` is written as it is, never rendered again.
 
-/// Errors of a template.
+use std::collections::BTreeMap;
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
+
+/// A template that does not parse, or names a value it is not given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TemplateError {
-    /// A `{{...}}` with a name that has no value.
-    #[error("line {line}: unknown placeholder {{{{{name}}}}}")]
-    Unknown {
-        /// Line number.
-        line: usize,
-        /// The name.
-        name: String,
-    },
-    /// `{{` without `}}`.
-    #[error("line {0}: unclosed {{{{")]
-    Unclosed(usize),
-    /// `{{if}}` without `{{end}}`, or the reverse.
-    #[error("line {0}: unbalanced {{{{if}}}} / {{{{end}}}}")]
-    Unbalanced(usize),
-}
+#[error("{0}")]
+pub struct TemplateError(String);
 
-/// Render `text` with `vars` and the set `flags`.
+/// Render `text` with the values `vars` and the booleans `flags` (every
+/// flag the template tests must be given, set or not).
 pub fn render(
     text: &str,
     vars: &[(&str, String)],
-    flags: &[&str],
+    flags: &[(&str, bool)],
 ) -> Result<String, TemplateError> {
-    let mut out = String::with_capacity(text.len());
-    // Stack of "keep" states of the open sections.
-    let mut keep: Vec<bool> = Vec::new();
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let n = i + 1;
-        let trimmed = line.trim();
-        if let Some(flag) = trimmed
-            .strip_prefix("{{if ")
-            .and_then(|r| r.strip_suffix("}}"))
-        {
-            let flag = flag.trim();
-            keep.push(flags.contains(&flag));
-            continue;
-        }
-        if trimmed == "{{end}}" {
-            keep.pop().ok_or(TemplateError::Unbalanced(n))?;
-            continue;
-        }
-        if keep.iter().any(|k| !k) {
-            continue;
-        }
-        let mut rest = line;
-        while let Some(start) = rest.find("{{") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let end = after.find("}}").ok_or(TemplateError::Unclosed(n))?;
-            let name = after[..end].trim();
-            let value = vars
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v)
-                .ok_or_else(|| TemplateError::Unknown {
-                    line: n,
-                    name: name.to_string(),
-                })?;
-            out.push_str(value);
-            rest = &after[end + 2..];
-        }
-        out.push_str(rest);
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(true);
+    let mut ctx: BTreeMap<&str, Value> = BTreeMap::new();
+    for (k, v) in vars {
+        ctx.insert(k, Value::from(v.as_str()));
     }
-    if !keep.is_empty() {
-        return Err(TemplateError::Unbalanced(text.lines().count()));
+    for (k, on) in flags {
+        ctx.insert(k, Value::from(*on));
     }
-    Ok(out)
+    let template = env
+        .template_from_str(text)
+        .map_err(|e| TemplateError(describe(&e)))?;
+    let mut unknown: Vec<String> = template
+        .undeclared_variables(false)
+        .into_iter()
+        .filter(|name| !ctx.contains_key(name.as_str()))
+        .map(|name| format!("{{{{{name}}}}}"))
+        .collect();
+    if !unknown.is_empty() {
+        unknown.sort();
+        return Err(TemplateError(format!(
+            "unknown placeholder {}",
+            unknown.join(", ")
+        )));
+    }
+    template
+        .render(ctx)
+        .map_err(|e| TemplateError(describe(&e)))
+}
+
+/// minijinja's reason, with its line.
+fn describe(e: &minijinja::Error) -> String {
+    let reason = match e.detail() {
+        Some(d) => format!("{}: {d}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    match e.line() {
+        Some(line) => format!("line {line}: {reason}"),
+        None => reason,
+    }
 }
 
 /// Indent every line of `text` by `n` spaces (empty lines stay empty), and
@@ -98,22 +90,35 @@ mod tests {
 
     #[test]
     fn placeholders_and_sections() {
-        let t = "a {{x}} b\n{{if on}}\nkept {{x}}\n{{end}}\n{{if off}}\ndropped\n{{end}}\nz\n";
-        let out = render(t, &[("x", "1".into())], &["on"]).unwrap();
+        let t = "a {{ x }} b\n{% if on %}\nkept {{x}}\n{% endif %}\n{% if off %}\ndropped\n{% endif %}\nz\n";
+        let out = render(t, &[("x", "1".into())], &[("on", true), ("off", false)]).unwrap();
         assert_eq!(out, "a 1 b\nkept 1\nz\n");
-        assert_eq!(
-            render("{{y}}\n", &[], &[]),
-            Err(TemplateError::Unknown {
-                line: 1,
-                name: "y".into()
-            })
-        );
-        assert!(render("{{if a}}\n", &[], &[]).is_err());
-        assert!(render("{{end}}\n", &[], &[]).is_err());
-        assert!(render("{{x\n", &[], &[]).is_err());
+        let e = render("ok\n{{ y }}\n", &[], &[]).unwrap_err();
+        assert_eq!(e.to_string(), "unknown placeholder {{y}}");
+        let e = render("ok\n{% if on %}\n", &[], &[("on", true)]).unwrap_err();
+        assert!(e.to_string().starts_with("line 2: syntax error"), "{e}");
+        assert!(render("{% if a %}\nx\n", &[], &[("a", true)]).is_err());
+        assert!(render("{% endif %}\n", &[], &[]).is_err());
+        assert!(render("{{x\n", &[("x", "1".into())], &[]).is_err());
+        // A flag the template tests but is not given is an error, not "off".
+        assert!(render("{% if b %}\nx\n{% endif %}\n", &[], &[]).is_err());
         // Nested sections: an inner one inside a dropped one stays dropped.
-        let t = "{{if off}}\n{{if on}}\nno\n{{end}}\n{{end}}\nyes\n";
-        assert_eq!(render(t, &[], &["on"]).unwrap(), "yes\n");
+        let t = "{% if off %}\n{% if on %}\nno\n{% endif %}\n{% endif %}\nyes\n";
+        assert_eq!(
+            render(t, &[], &[("on", true), ("off", false)]).unwrap(),
+            "yes\n"
+        );
+    }
+
+    #[test]
+    fn values_are_data_never_templates() {
+        let out = render(
+            "v={{ v }}\n",
+            &[("v", "{{ lookup('pipe', 'touch /tmp/x') }} <&>".into())],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(out, "v={{ lookup('pipe', 'touch /tmp/x') }} <&>\n");
     }
 
     #[test]
