@@ -80,7 +80,7 @@ use detector::Round;
 pub use io::{Action, Fenced, Holder, Input, ProbeAddr, ProbeOutcome, Target, Verdict};
 use plan::Phase;
 pub use plan::VACANCY_CONFIRM;
-pub use report::{Event, PhaseName, Snapshot, Transition};
+pub use report::{Event, Failure, PhaseName, Snapshot, Transition};
 
 use crate::layout::Slot;
 

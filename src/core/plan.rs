@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Action, Event, Fenced, Holder, Monitor, Transition};
+use super::{Action, Event, Failure, Fenced, Holder, Monitor, Transition};
 
 /// How far apart two look-ups must be that both find a slot vacant before
 /// it is taken (in practice those of two consecutive silent rounds): one
@@ -107,6 +107,17 @@ impl Monitor {
         }
     }
 
+    /// Attempt `attempt` failed with `error`: it is the last error, and the
+    /// next attempt waits the back-off.
+    fn failed(&mut self, attempt: u32, error: String) -> Failure {
+        self.last_error = Some(error.clone());
+        Failure {
+            attempt,
+            error,
+            retry_in: self.cfg.backoff(attempt),
+        }
+    }
+
     pub(super) fn on_fence_done(
         &mut self,
         now: Instant,
@@ -140,13 +151,11 @@ impl Monitor {
                 self.events.push_back(Event::FenceCancelled { peer: slot });
             }
             Err(error) => {
-                let retry_in = self.cfg.backoff(attempt);
-                self.last_error = Some(error.clone());
+                let failure = self.failed(attempt, error);
+                let retry_in = failure.retry_in;
                 self.events.push_back(Event::FenceFailed {
                     peer: slot,
-                    attempt,
-                    error,
-                    retry_in,
+                    failure,
                 });
                 self.phase = Phase::Fencing {
                     attempt: attempt + 1,
@@ -244,14 +253,9 @@ impl Monitor {
                 }
             }
             Err(error) => {
-                let retry_in = self.cfg.backoff(attempt);
-                self.last_error = Some(error.clone());
-                self.events.push_back(Event::TakeOverFailed {
-                    to,
-                    attempt,
-                    error,
-                    retry_in,
-                });
+                let failure = self.failed(attempt, error);
+                let retry_in = failure.retry_in;
+                self.events.push_back(Event::TakeOverFailed { to, failure });
                 self.phase = Phase::TakingOver {
                     attempt: attempt + 1,
                     in_flight: false,

@@ -26,6 +26,25 @@ pub struct Transition {
     pub identity_up_at: Instant,
 }
 
+/// A failed attempt of a fence or a takeover; the next comes after
+/// `retry_in`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Failed attempt number.
+    pub attempt: u32,
+    /// Why.
+    pub error: String,
+    /// Delay before the next attempt.
+    pub retry_in: Duration,
+}
+
+impl Failure {
+    /// "why; retried in …", for alerts.
+    pub fn detail(&self) -> String {
+        format!("{}; retried in {:?}", self.error, self.retry_in)
+    }
+}
+
 /// Things worth a log line; they change nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -121,12 +140,8 @@ pub enum Event {
     FenceFailed {
         /// The peer.
         peer: Slot,
-        /// Failed attempt number.
-        attempt: u32,
-        /// Why.
-        error: String,
-        /// Delay before the next attempt.
-        retry_in: Duration,
+        /// The attempt.
+        failure: Failure,
     },
     /// The peer answered before a fence was confirmed: no takeover.
     FenceCancelled {
@@ -144,12 +159,8 @@ pub enum Event {
     TakeOverFailed {
         /// The slot being taken.
         to: Slot,
-        /// Failed attempt number.
-        attempt: u32,
-        /// Why.
-        error: String,
-        /// Delay before the next attempt.
-        retry_in: Duration,
+        /// The attempt.
+        failure: Failure,
     },
     /// The takeover completed.
     TookOver {

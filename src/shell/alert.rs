@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
 use crate::clock::unix_ms;
+use crate::config::Settings;
 use crate::core::Event;
 
 /// One alert, as the command reads it.
@@ -43,34 +44,19 @@ pub const STUCK_AFTER: u32 = 3;
 /// filled in by the caller's [`Notifier`]).
 pub fn from_event(event: &Event) -> Option<(&'static str, String, Option<u32>, String)> {
     match event {
-        Event::FenceFailed {
-            peer,
-            attempt,
-            error,
-            retry_in,
-        } => {
-            let kind = if super::aws::ec2::Ec2Error::held_back(error) {
+        Event::FenceFailed { peer, failure: f } => {
+            let kind = if super::aws::ec2::Ec2Error::held_back(&f.error) {
                 "fence_blocked"
             } else {
                 "fence_failed"
             };
-            Some((
-                kind,
-                peer.common_name(),
-                Some(*attempt),
-                format!("{error}; retried in {retry_in:?}"),
-            ))
+            Some((kind, peer.common_name(), Some(f.attempt), f.detail()))
         }
-        Event::TakeOverFailed {
-            to,
-            attempt,
-            error,
-            retry_in,
-        } if *attempt >= STUCK_AFTER => Some((
+        Event::TakeOverFailed { to, failure: f } if f.attempt >= STUCK_AFTER => Some((
             "takeover_stuck",
             to.common_name(),
-            Some(*attempt),
-            format!("{error}; retried in {retry_in:?}"),
+            Some(f.attempt),
+            f.detail(),
         )),
         Event::Degraded { peer } => Some((
             "degraded",
@@ -94,6 +80,16 @@ pub struct Notifier {
 }
 
 impl Notifier {
+    /// The notifier of `[alerts]`, if a command is configured.
+    pub fn from_settings(s: &Settings, instance_id: Option<&str>) -> Option<Notifier> {
+        Notifier::new(
+            &s.config.alerts.notify_command,
+            Duration::from_millis(s.config.alerts.notify_timeout_ms),
+            &s.config.aws.fleet,
+            instance_id.unwrap_or("unknown"),
+        )
+    }
+
     /// A notifier; `None` when no command is configured.
     pub fn new(
         argv: &[String],

@@ -502,16 +502,12 @@ fn log_event(event: &Event, observe: bool, rounds: u64) {
         Event::Vacant { peer } => {
             tracing::warn!(peer = %peer, "{peer} is vacant: no running instance holds it")
         }
-        Event::FenceFailed {
-            peer,
-            attempt,
-            error,
-            retry_in,
-        } => {
+        Event::FenceFailed { peer, failure: f } => {
+            let (attempt, retry_in_ms) = (f.attempt, f.retry_in.as_millis() as u64);
             if observe {
-                tracing::info!(peer = %peer, attempt, retry_in_ms = retry_in.as_millis() as u64, "observe mode: no fence; asking again later")
+                tracing::info!(peer = %peer, attempt, retry_in_ms, "observe mode: no fence; asking again later")
             } else {
-                tracing::error!(peer = %peer, attempt, error = %error, retry_in_ms = retry_in.as_millis() as u64, "FENCE FAILED for {peer}: no takeover until it is confirmed; retrying")
+                tracing::error!(peer = %peer, attempt, error = %f.error, retry_in_ms, "FENCE FAILED for {peer}: no takeover until it is confirmed; retrying")
             }
         }
         Event::FenceCancelled { peer } => {
@@ -520,14 +516,9 @@ fn log_event(event: &Event, observe: bool, rounds: u64) {
         Event::FenceConfirmed { peer, instances } => {
             tracing::warn!(peer = %peer, instances = ?instances, "fence of {peer} confirmed")
         }
-        Event::TakeOverFailed {
-            to,
-            attempt,
-            error,
-            retry_in,
-        } => {
+        Event::TakeOverFailed { to, failure: f } => {
             if !observe {
-                tracing::error!(to = %to, attempt, error = %error, retry_in_ms = retry_in.as_millis() as u64, "takeover of {to} failed; retrying")
+                tracing::error!(to = %to, attempt = f.attempt, error = %f.error, retry_in_ms = f.retry_in.as_millis() as u64, "takeover of {to} failed; retrying")
             }
         }
         Event::TookOver { from, to } => {

@@ -67,16 +67,16 @@ impl Harness {
     pub(super) fn drain(&mut self) -> Vec<(u64, Target, ProbeAddr)> {
         let mut probes = Vec::new();
         while let Some(a) = self.m.poll_action() {
+            if let Action::Probe { timeout, .. } = a {
+                assert_eq!(timeout, Duration::from_millis(800));
+            }
             match a {
                 Action::Probe {
                     round,
                     target,
                     addr,
-                    timeout,
-                } => {
-                    assert_eq!(timeout, Duration::from_millis(800));
-                    probes.push((round, target, addr));
-                }
+                    ..
+                } => probes.push((round, target, addr)),
                 other => self.work.push(other),
             }
         }
@@ -167,8 +167,25 @@ impl Harness {
         }
     }
 
+    /// The fence of `slot` fails `after` from now with `error`.
+    pub(super) fn fence_fails(&mut self, after: Duration, slot: Slot, error: &str) {
+        let result = Err(error.into());
+        self.input(after, Input::FenceDone { slot, result });
+    }
+
     pub(super) fn take_work(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.work)
+    }
+
+    /// The takeover of `to` completes `after` from now: the one action that
+    /// follows is its announcement, returned.
+    pub(super) fn took_over(&mut self, after: Duration, to: Slot) -> Transition {
+        self.input(after, Input::TakeOverDone { to, result: Ok(()) });
+        let work = self.take_work();
+        let [Action::Announce(t)] = &work[..] else {
+            panic!("{work:?}");
+        };
+        t.clone()
     }
 
     pub(super) fn fences(&self) -> usize {

@@ -10,22 +10,12 @@ fn fence_failure_means_no_takeover_and_bounded_backoff() {
     assert_eq!(h.take_work().len(), 1);
     let mut delays = Vec::new();
     for attempt in 1..=10u32 {
-        h.input(
-            Duration::from_millis(50),
-            Input::FenceDone {
-                slot: be(2),
-                result: Err("ec2 unreachable".into()),
-            },
-        );
-        let Some(Event::FenceFailed {
-            retry_in,
-            attempt: a,
-            ..
-        }) = h.events.last().cloned()
-        else {
+        h.fence_fails(Duration::from_millis(50), be(2), "ec2 unreachable");
+        let Some(Event::FenceFailed { failure, .. }) = h.events.last().cloned() else {
             panic!("no FenceFailed event: {:?}", h.events);
         };
-        assert_eq!(a, attempt);
+        assert_eq!(failure.attempt, attempt);
+        let retry_in = failure.retry_in;
         delays.push(retry_in);
         // Rounds go on during the back-off (the peer stays silent), and the
         // retry comes when it is due; never a takeover.
@@ -118,13 +108,7 @@ fn a_peer_that_answers_during_fence_backoff_is_not_taken_over() {
     let mut h = Harness::new(be(3));
     dead(&mut h);
     h.take_work();
-    h.input(
-        Duration::ZERO,
-        Input::FenceDone {
-            slot: be(2),
-            result: Err("throttled".into()),
-        },
-    );
+    h.fence_fails(Duration::ZERO, be(2), "throttled");
     h.round(Some(RTT), Some(RTT));
     assert!(h.events.contains(&Event::FenceCancelled { peer: be(2) }));
     assert_eq!(h.m.snapshot().phase, PhaseName::Watching);
@@ -139,13 +123,7 @@ fn a_node_cut_off_during_fence_backoff_calls_the_fence_off() {
     let mut h = Harness::new(be(3));
     dead(&mut h);
     h.take_work();
-    h.input(
-        Duration::ZERO,
-        Input::FenceDone {
-            slot: be(2),
-            result: Err("timeout".into()),
-        },
-    );
+    h.fence_fails(Duration::ZERO, be(2), "timeout");
     h.round(None, None);
     assert_eq!(h.m.snapshot().phase, PhaseName::Watching);
     for _ in 0..5 {
@@ -179,13 +157,7 @@ fn a_fence_confirmed_after_the_peer_answered_still_leads_to_takeover() {
     dead(&mut h);
     h.take_work();
     h.round(Some(RTT), Some(RTT));
-    h.input(
-        Duration::ZERO,
-        Input::FenceDone {
-            slot: be(2),
-            result: Err("api error".into()),
-        },
-    );
+    h.fence_fails(Duration::ZERO, be(2), "api error");
     assert_eq!(h.m.snapshot().phase, PhaseName::Watching);
     assert_eq!(h.m.poll_timeout(), Some(h.start + Duration::from_secs(4)));
 }
@@ -216,17 +188,7 @@ fn takeover_announces_and_watches_the_new_predecessor() {
     assert_eq!(h.m.snapshot().phase, PhaseName::TakingOver);
     h.tick(); // retry after 500 ms
     one_takeover(h.take_work(), fe(4), fe(3), 2);
-    h.input(
-        Duration::from_millis(700),
-        Input::TakeOverDone {
-            to: fe(3),
-            result: Ok(()),
-        },
-    );
-    let work = h.take_work();
-    let [Action::Announce(t)] = &work[..] else {
-        panic!("{work:?}");
-    };
+    let t = h.took_over(Duration::from_millis(700), fe(3));
     assert_eq!((t.from, t.to), (fe(4), fe(3)));
     assert_eq!(t.fenced, vec!["i-1".to_string()]);
     assert!(!t.vacant);
@@ -260,17 +222,7 @@ fn a_vacant_predecessor_is_taken_when_two_look_ups_a_second_apart_agree() {
     let planned = one_takeover(h.take_work(), fe(3), fe(2), 1);
     assert!(planned.vacant && planned.fenced.is_empty());
     assert!(h.events.contains(&Event::Vacant { peer: fe(2) }));
-    h.input(
-        Duration::from_millis(100),
-        Input::TakeOverDone {
-            to: fe(2),
-            result: Ok(()),
-        },
-    );
-    let work = h.take_work();
-    let [Action::Announce(t)] = &work[..] else {
-        panic!("{work:?}");
-    };
+    let t = h.took_over(Duration::from_millis(100), fe(2));
     assert!(t.vacant && t.fenced.is_empty());
     // Well inside one detection window.
     assert!(
