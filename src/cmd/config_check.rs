@@ -9,14 +9,6 @@ use crate::layout::Role;
 use crate::shell::aws::ec2::{self, Ec2Registry, Permission};
 use crate::shell::openvpn;
 
-/// Arguments of `config`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// What to do with the config.
-    #[command(subcommand)]
-    pub action: Action,
-}
-
 /// `config` actions.
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
@@ -43,8 +35,8 @@ pub struct CheckArgs {
 }
 
 /// Run the checks, print one line each; an error when any fails.
-pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
-    let Action::Check(args) = &args.action;
+pub async fn main(config: Option<&Path>, action: &Action) -> Result<(), CmdError> {
+    let Action::Check(args) = action;
     let s = settings(config)?;
     let mut failed = Vec::new();
     let source = s
@@ -54,7 +46,7 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
         .unwrap_or_else(|| format!("built-in defaults ({DEFAULT_PATH} is absent)"));
     println!("ok    config: {source}");
 
-    let vpn = super::run::vpn_settings(&s);
+    let vpn = crate::shell::openvpn::VpnSettings::from_settings(&s);
     let roles = match args.role {
         Some(r) => vec![r],
         None => vec![Role::Frontend, Role::Backend],

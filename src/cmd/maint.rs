@@ -14,14 +14,6 @@ use crate::shell::aws::ec2::{self, Ec2Registry};
 /// still end.
 const MAX: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Arguments of `maint`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// What to do.
-    #[command(subcommand)]
-    pub action: Action,
-}
-
 /// `maint` actions.
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
@@ -57,7 +49,7 @@ pub struct Target {
 }
 
 /// Run the action.
-pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
+pub async fn main(config: Option<&Path>, action: &Action) -> Result<(), CmdError> {
     let s = settings(config)?;
     let registry = Ec2Registry::new(
         ec2::client(&s.config.aws).await,
@@ -95,7 +87,7 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
         }
         Ok(vec![id])
     };
-    match &args.action {
+    match action {
         Action::On { duration, target } => {
             let d = humantime::parse_duration(duration)
                 .map_err(|e| CmdError::Other(format!("--for {duration:?}: {e} (e.g. 30m, 2h)")))?;

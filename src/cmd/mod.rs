@@ -60,9 +60,11 @@ pub enum Command {
     /// Show every instance of the fleet from EC2 and check the chain.
     Fleet(fleet::Args),
     /// Check the config, the PKI and the IAM permissions.
-    Config(config_check::Args),
+    #[command(subcommand)]
+    Config(config_check::Action),
     /// Hold fences off an instance or the fleet for patching.
-    Maint(maint::Args),
+    #[command(subcommand)]
+    Maint(maint::Action),
     /// Let this node fence again after its fence budget held a fence.
     Ack(ack::Args),
     /// Write the shell completions and man pages (for packaging).
