@@ -249,6 +249,43 @@ pub struct MembersConfig {
 }
 
 impl Config {
+    /// What differs from `new` that a running daemon cannot take live (a
+    /// reload names them: they need a restart). The probe settings other than
+    /// `attempts` and `hub_underlay`, and `[retry]`, change live.
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let (old, now) = (self, new);
+        [
+            ("[node]", old.node != now.node),
+            ("[identity]", old.identity != now.identity),
+            ("[aws]", old.aws != now.aws),
+            ("[vpn]", old.vpn != now.vpn),
+            ("[service]", old.service != now.service),
+            ("[announce]", old.announce != now.announce),
+            ("[worker]", old.worker != now.worker),
+            ("[alerts]", old.alerts != now.alerts),
+            ("[metrics]", old.metrics != now.metrics),
+            ("[members]", old.members != now.members),
+            ("[layout]", old.layout != now.layout),
+            (
+                "probe.attempts and probe.hub_underlay",
+                old.probe.attempts != now.probe.attempts
+                    || old.probe.hub_underlay != now.probe.hub_underlay,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(section, changed)| changed.then_some(section))
+        .collect()
+    }
+
+    /// Take the part of `new` that changes live (see [`Config::restart_needed`]).
+    pub fn adopt_live(&mut self, new: &Config) {
+        let (attempts, hub) = (self.probe.attempts, self.probe.hub_underlay);
+        self.probe = new.probe.clone();
+        self.probe.attempts = attempts;
+        self.probe.hub_underlay = hub;
+        self.retry = new.retry.clone();
+    }
+
     /// The members key file: `members.key_file`, or `members.key` in the
     /// PKI directory.
     pub fn members_key_file(&self) -> PathBuf {

@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::config::Settings;
 use crate::event::TransitionEvent;
+use crate::layout::Role;
 use crate::shell::Announcer;
+use crate::shell::aws::cloudwatch::{self, CloudWatchSink};
+use crate::shell::broker::RabbitSink;
 use crate::shell::outbox::Outbox;
 
 /// A place transitions are delivered to.
@@ -147,4 +151,90 @@ pub async fn deliver_pass(outbox: &Outbox, sinks: &[Sink]) -> bool {
         }
     }
     failed.is_empty()
+}
+/// Write a heartbeat metric every `every`; failures are logged once per
+/// change and retried at the next beat.
+async fn heartbeat_forever(sink: CloudWatchSink, role: Role, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = None::<String>;
+    loop {
+        tick.tick().await;
+        match sink.heartbeat(role.as_str()).await {
+            Ok(()) => {
+                if failing.take().is_some() {
+                    tracing::info!("CloudWatch heartbeat written again");
+                }
+            }
+            Err(e) => {
+                if failing.as_deref() != Some(e.as_str()) {
+                    tracing::warn!("CloudWatch heartbeat not written: {e}");
+                    failing = Some(e);
+                }
+            }
+        }
+    }
+}
+
+/// The outbox, the sinks of `[announce]`, the heartbeat, and the task that
+/// delivers (it re-sends whatever a previous run left pending at once).
+pub async fn start(s: &Settings, instance_id: &str, role: Role) -> Result<OutboxAnnouncer, String> {
+    let a = &s.config.announce;
+    let mut sinks = Vec::new();
+    if !a.rabbitmq_urls.is_empty() {
+        sinks.push(Sink::Rabbit(Box::new(RabbitSink::new(a))));
+    }
+    if !a.cloudwatch_log_group.is_empty() {
+        let client = cloudwatch::client(
+            s.config.aws.region.as_deref(),
+            Duration::from_millis(a.timeout_ms),
+        )
+        .await;
+        if a.heartbeat_secs > 0 {
+            let beat = CloudWatchSink::new(
+                client.clone(),
+                a.cloudwatch_log_group.clone(),
+                instance_id.to_string(),
+                a.metric_namespace.clone(),
+            );
+            tokio::spawn(heartbeat_forever(
+                beat,
+                role,
+                Duration::from_secs(a.heartbeat_secs),
+            ));
+        }
+        sinks.push(Sink::CloudWatch(CloudWatchSink::new(
+            client,
+            a.cloudwatch_log_group.clone(),
+            instance_id.to_string(),
+            a.metric_namespace.clone(),
+        )));
+    }
+    if sinks.is_empty() {
+        tracing::warn!(
+            "no sink configured: transitions are only logged (set announce.rabbitmq_urls and announce.cloudwatch_log_group)"
+        );
+    }
+    let names = sinks.iter().map(|k| k.name().to_string()).collect();
+    let outbox = Arc::new(
+        Outbox::open(s.config.node.state_dir.join("outbox"), names).map_err(|e| e.to_string())?,
+    );
+    let pending = outbox.count();
+    if pending > 0 {
+        tracing::warn!(
+            pending,
+            "events left in the outbox by an earlier run: delivering them"
+        );
+    }
+    let notify = Arc::new(Notify::new());
+    tokio::spawn(deliver_forever(
+        outbox.clone(),
+        sinks,
+        notify.clone(),
+        Backoff {
+            initial: Duration::from_millis(a.retry_initial_ms),
+            max: Duration::from_millis(a.retry_max_ms),
+        },
+    ));
+    Ok(OutboxAnnouncer::new(outbox, notify))
 }

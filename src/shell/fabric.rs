@@ -4,7 +4,7 @@
 //! admit (a holder that was fenced, a stale certificate, an address that is
 //! not the holder's).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -92,5 +92,23 @@ impl Fabric {
                 }
             }
         }
+    }
+}
+
+/// Write the admission list once, before the OpenVPN server starts (the
+/// fabric loop keeps it fresh afterwards); a failure is logged and left to
+/// that loop.
+pub async fn prime(registry: &Ec2Registry, layout: &Layout, run_dir: &Path) {
+    let list = crate::admission::path(run_dir);
+    match registry.admission(layout).await.map_err(|e| e.to_string()) {
+        Ok(a) => {
+            if let Err(e) = std::fs::create_dir_all(run_dir)
+                .map_err(|e| e.to_string())
+                .and_then(|()| a.store(&list))
+            {
+                tracing::warn!("cannot write the admission list yet: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("no admission list yet ({e}); the fabric loop retries"),
     }
 }

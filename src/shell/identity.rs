@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use aws_config::imds;
 
+use crate::clock::unix_ms;
 use crate::config::{IdentityConfig, Settings};
 use crate::layout::{Layout, Role, Slot};
+use crate::shell::alert::Notifier;
+use crate::shell::aws::ec2::{self, Ec2Registry, Rejoin};
 use crate::state::{self, PersistedState, StateError};
 use crate::userdata::{self, UserDataError};
 
@@ -196,6 +199,63 @@ pub fn from_parts(
         instance_id,
         epoch,
     })
+}
+
+/// Settle the slot and epoch this node starts with, against EC2: a fenced
+/// instance, or one whose ID someone else holds, rejoins at the tail of its
+/// chain (a transition of its own, with a new epoch, persisted); a node that
+/// keeps its slot keeps its epoch (the higher of its state's and its tag's).
+/// Then this instance is tagged with both. EC2 must answer before anything
+/// else happens (each call is retried a few times).
+pub async fn settle(
+    s: &Settings,
+    registry: &Ec2Registry,
+    boot: &mut BootIdentity,
+) -> Result<(), String> {
+    // Rejoin: a fenced instance, or one whose ID someone else holds, goes to
+    // the tail. EC2 must answer before anything else happens.
+    let decision = ec2::retry("rejoin check", || registry.rejoin(&s.layout, boot.slot)).await?;
+    let slot = match decision {
+        Rejoin::Keep(slot) => slot,
+        Rejoin::Tail { slot, reason } => {
+            tracing::warn!(old = %boot.slot, new = %slot, "{reason}: rejoining at the tail of the chain as {slot}");
+            if let Some(n) = Notifier::from_settings(s, Some(registry.instance_id())) {
+                n.raise(
+                    "rejoin",
+                    boot.slot.common_name(),
+                    slot.common_name(),
+                    None,
+                    format!("{reason}: rejoined at the tail of the chain as {slot}"),
+                );
+            }
+            slot
+        }
+        Rejoin::Full { reason } => {
+            return Err(format!(
+                "{reason}, and every ID of the {} chain is held: raise layout.max_{}s or stop this instance",
+                boot.slot.role, boot.slot.role
+            ));
+        }
+    };
+    // A rejoin is a transition of its own and gets a new epoch; a node that
+    // keeps its slot keeps its epoch.
+    let epoch = if slot != boot.slot {
+        ec2::retry("epoch", || registry.next_epoch(slot.role)).await?
+    } else {
+        boot.epoch
+            .max(ec2::retry("own epoch", || registry.own_epoch()).await?)
+    };
+    if slot != boot.slot {
+        let now = unix_ms(std::time::SystemTime::now()) / 1000;
+        state::store(
+            &s.config.node.state_dir,
+            &PersistedState::new(slot, epoch, now),
+        )
+        .map_err(|e| e.to_string())?;
+        boot.slot = slot;
+    }
+    boot.epoch = epoch;
+    ec2::retry("tagging this instance", || registry.tag_self(slot, epoch)).await
 }
 
 #[cfg(test)]

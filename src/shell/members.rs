@@ -41,6 +41,7 @@ use tokio::sync::{Semaphore, mpsc};
 use self::wire::{Body, Datagram, Key, Rejected, Replay};
 use super::prober::IcmpProber;
 use crate::clock::unix_ms;
+use crate::config::Settings;
 use crate::core::Verdict;
 use crate::layout::{Layout, Slot};
 
@@ -201,6 +202,27 @@ pub struct Members {
     resignations: Mutex<Option<mpsc::Receiver<Slot>>>,
 }
 
+/// The members' key and the channel's port, bound, when the key is
+/// provisioned; `None` (logged loudly) when it is not, and the channel is
+/// off.
+pub fn open(s: &Settings) -> Result<Option<(Key, std::net::UdpSocket)>, MembersError> {
+    let key_file = s.config.members_key_file();
+    let Some(key) = read_key(&key_file)? else {
+        tracing::warn!(
+            key = %key_file.display(),
+            "no members key: the members' channel is off, so no second opinion is asked before a peer is declared dead (a one-way path fault can fence a healthy peer); provision the key with the PKI"
+        );
+        return Ok(None);
+    };
+    let socket = Members::bind(s.config.members.port)?;
+    tracing::info!(
+        port = s.config.members.port,
+        "members' channel on UDP {}: a silent peer is declared dead only when other members cannot reach it either",
+        s.config.members.port
+    );
+    Ok(Some((key, socket)))
+}
+
 /// Tunables of the channel.
 #[derive(Debug, Clone)]
 pub struct MembersOptions {
@@ -225,6 +247,32 @@ impl Members {
                 addr,
                 reason: e.to_string(),
             })
+    }
+
+    /// The channel of `[members]` on a socket from [`open`], serving;
+    /// `None` (logged) when it cannot start.
+    pub fn start(
+        socket: std::net::UdpSocket,
+        key: Key,
+        s: &Settings,
+        prober: Arc<IcmpProber>,
+    ) -> Option<Arc<Members>> {
+        let opts = MembersOptions {
+            port: s.config.members.port,
+            helpers: s.config.members.helpers as usize,
+            window_ms: s.config.members.window_ms,
+            probe_timeout: Duration::from_millis(s.config.probe.timeout_ms),
+        };
+        match Members::new(socket, key, &opts, s.layout.clone(), prober) {
+            Ok(m) => {
+                tokio::spawn(m.clone().serve());
+                Some(m)
+            }
+            Err(e) => {
+                tracing::error!("members' channel not started: {e}");
+                None
+            }
+        }
     }
 
     /// The channel on a socket from [`Members::bind`]; call within the

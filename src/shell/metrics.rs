@@ -149,36 +149,41 @@ impl Metrics {
             updated: Instant::now(),
         };
         registry.register("phase", "1 for the phase the node is in", s.phase.clone());
-        registry.register("misses", "consecutive missed rounds", s.misses.clone());
-        registry.register(
-            "misses_to_declare",
-            "missed rounds that declare the peer dead",
-            s.misses_to_declare.clone(),
-        );
+        let gauges: [(&str, &str, &Gauge); 6] = [
+            ("misses", "consecutive missed rounds", &s.misses),
+            (
+                "misses_to_declare",
+                "missed rounds that declare the peer dead",
+                &s.misses_to_declare,
+            ),
+            (
+                "degraded",
+                "1 while frontend1 is silent on the overlay (underlay probing, EC2 witness)",
+                &s.degraded,
+            ),
+            (
+                "cut_off",
+                "1 when the last round was inconclusive (witness silent too)",
+                &s.cut_off,
+            ),
+            (
+                "outbox_events",
+                "transition events not yet confirmed by every sink",
+                &s.outbox,
+            ),
+            (
+                "power_fences_unconfirmed",
+                "power fences EC2 never reported stopped",
+                &s.power_unconfirmed,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
         registry.register(
             "peer_rtt_seconds",
             "round-trip time of the peer's answers",
             s.rtt.clone(),
-        );
-        registry.register(
-            "degraded",
-            "1 while frontend1 is silent on the overlay (underlay probing, EC2 witness)",
-            s.degraded.clone(),
-        );
-        registry.register(
-            "cut_off",
-            "1 when the last round was inconclusive (witness silent too)",
-            s.cut_off.clone(),
-        );
-        registry.register(
-            "outbox_events",
-            "transition events not yet confirmed by every sink",
-            s.outbox.clone(),
-        );
-        registry.register(
-            "power_fences_unconfirmed",
-            "power fences EC2 never reported stopped",
-            s.power_unconfirmed.clone(),
         );
         for ((name, help), counter) in TOTALS.iter().zip(&s.totals) {
             registry.register(*name, *help, counter.clone());
@@ -363,11 +368,41 @@ async fn respond(
     Ok(resp)
 }
 
-/// Bind `addr` (an error says which address and why).
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(addr)
-        .await
+/// Bind `metrics.listen` before the runtime runs (a port in use fails the
+/// start, not a later moment).
+pub fn bind_early(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| format!("cannot listen on metrics.listen = {addr}: {e}"))
+}
+
+/// Serve the metrics, `/healthz` and `/readyz` on a listener from
+/// [`bind_early`], fed by the status reports. A round that stalls for five
+/// intervals (at least 5 s) makes `/healthz` fail.
+pub fn start(
+    listener: std::net::TcpListener,
+    reports: watch::Receiver<StatusReport>,
+    mgmt: Option<PathBuf>,
+    interval_ms: u64,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("metrics endpoint not started: {e}");
+            return None;
+        }
+    };
+    let metrics = Arc::new(Metrics::new());
+    tokio::spawn(follow(metrics.clone(), reports.clone()));
+    let health = Health {
+        reports,
+        mgmt,
+        stall: Duration::from_millis(interval_ms.max(1000) * 5),
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "metrics at http://{addr}/metrics, /healthz, /readyz");
+    }
+    Some(tokio::spawn(serve(listener, metrics, health)))
 }
 
 /// Serve until the task is dropped.

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod openvpn;
 pub mod outbox;
 pub mod prober;
+pub mod reload;
 pub mod resolve;
 pub mod service;
 pub mod status;
@@ -52,6 +53,8 @@ use serde::{Deserialize, Serialize};
 use crate::core::{Fenced, Holder};
 use crate::event::TransitionEvent;
 use crate::layout::{Role, Slot};
+use crate::shell::aws::ec2::Ec2Registry;
+pub use crate::shell::aws::ec2::{PowerFence, PowerFenceState};
 
 /// Who holds slots, and the fence. Errors are one-line reasons for the log.
 pub trait Registry: Send + Sync + 'static {
@@ -73,6 +76,49 @@ pub trait Registry: Send + Sync + 'static {
     /// read; `None` when it is not in maintenance or nobody read it.
     fn maintenance(&self) -> Option<String> {
         None
+    }
+}
+
+impl Registry for Ec2Registry {
+    async fn check_holder(&self, slot: Slot) -> Result<Holder, String> {
+        self.holder(slot).await
+    }
+    async fn fence(&self, slot: Slot) -> Result<Fenced, String> {
+        self.fence_slot(slot).await.map_err(|e| e.to_string())
+    }
+    async fn witness(&self) -> Result<(), String> {
+        self.witness_call().await
+    }
+    async fn underlay_addr(&self, slot: Slot) -> Result<Ipv4Addr, String> {
+        self.underlay_of(slot).await
+    }
+    fn power_fences(&self) -> Vec<PowerFence> {
+        Ec2Registry::power_fences(self)
+    }
+    fn maintenance(&self) -> Option<String> {
+        self.maintenance_until()
+    }
+}
+
+/// A shared registry is a registry (the driver and the switcher share one).
+impl<R: Registry> Registry for std::sync::Arc<R> {
+    async fn check_holder(&self, slot: Slot) -> Result<Holder, String> {
+        R::check_holder(self, slot).await
+    }
+    async fn fence(&self, slot: Slot) -> Result<Fenced, String> {
+        R::fence(self, slot).await
+    }
+    async fn witness(&self) -> Result<(), String> {
+        R::witness(self).await
+    }
+    async fn underlay_addr(&self, slot: Slot) -> Result<Ipv4Addr, String> {
+        R::underlay_addr(self, slot).await
+    }
+    fn power_fences(&self) -> Vec<PowerFence> {
+        R::power_fences(self)
+    }
+    fn maintenance(&self) -> Option<String> {
+        R::maintenance(self)
     }
 }
 
@@ -100,60 +146,6 @@ impl Counters {
             Event::TakeOverFailed { .. } => self.takeover_failures += 1,
             _ => {}
         }
-    }
-}
-
-/// Where a power fence (StopInstances) stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PowerFenceState {
-    /// Sent; EC2 still reports an instance running or `stopping` (the
-    /// fabric fence keeps it off the overlay meanwhile).
-    Stopping,
-    /// EC2 reports every instance `stopped` (or `terminated`).
-    Confirmed,
-    /// EC2 did not report them stopped within `aws.fence_timeout_ms`: check
-    /// them in EC2.
-    NotConfirmed,
-}
-
-/// One power fence, as `chainwatch status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PowerFence {
-    /// The fenced slot's common name.
-    pub slot: String,
-    /// The instances stopped.
-    pub instances: Vec<String>,
-    /// Where it stands.
-    pub state: PowerFenceState,
-    /// When the stop was sent, ms since the Unix epoch.
-    pub sent_ms: u64,
-    /// When EC2 first reported them stopped (or the wait gave up).
-    pub done_ms: Option<u64>,
-}
-
-impl PowerFence {
-    /// One line for the status table.
-    pub fn summary(&self) -> String {
-        let after = self
-            .done_ms
-            .map(|d| {
-                format!(
-                    " {:.1} s after the stop",
-                    d.saturating_sub(self.sent_ms) as f64 / 1000.0
-                )
-            })
-            .unwrap_or_default();
-        let state = match self.state {
-            PowerFenceState::Stopping => "stopping (fabric fence holds it off the overlay)",
-            PowerFenceState::Confirmed => "confirmed stopped",
-            PowerFenceState::NotConfirmed => "NOT CONFIRMED: check it in EC2",
-        };
-        format!(
-            "{} ({}): {state}{after}",
-            self.slot,
-            self.instances.join(",")
-        )
     }
 }
 

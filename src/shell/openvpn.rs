@@ -39,7 +39,7 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::VpnConfig;
+use crate::config::{DEFAULT_PATH, Settings, VpnConfig};
 use crate::layout::{Layout, Role, Slot};
 
 /// Errors of the VPN layer.
@@ -118,6 +118,35 @@ pub struct VpnSettings {
 }
 
 impl VpnSettings {
+    /// The settings of this daemon's OpenVPN: `[vpn]`, the layout, the run
+    /// directory under the state directory, and the hooks calling this
+    /// binary with the same config file.
+    pub fn from_settings(s: &Settings) -> VpnSettings {
+        let config = s
+            .source
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+        let hook = |name: &str| {
+            if s.source.is_some() {
+                format!(
+                    "{} --config {} {name}",
+                    s.config.vpn.hook_binary.display(),
+                    config.display()
+                )
+            } else {
+                format!("{} {name}", s.config.vpn.hook_binary.display())
+            }
+        };
+        VpnSettings {
+            cfg: s.config.vpn.clone(),
+            layout: s.layout.clone(),
+            run_dir: run_dir(&s.config.node.state_dir),
+            client_connect: hook("client-connect"),
+            tls_verify: hook("tls-verify"),
+            dev: "cwvpn".into(),
+        }
+    }
+
     /// The management socket.
     pub fn mgmt(&self) -> PathBuf {
         self.run_dir.join("mgmt.sock")
@@ -387,6 +416,21 @@ pub struct Vpn {
 }
 
 impl Vpn {
+    /// Bring this node's identity up as `slot` in the background. The daemon
+    /// does not wait for it: with the hub dead, a client cannot come up, and
+    /// the node must still watch and take over; a takeover's switch replaces
+    /// this one if it is still coming up.
+    pub fn come_up(self, slot: Slot) {
+        tokio::spawn(async move {
+            match self.switch(slot).await {
+                Ok(addr) => tracing::info!(%slot, %addr, "VPN identity up"),
+                Err(e) => {
+                    tracing::error!(%slot, "VPN identity not up ({e}); OpenVPN keeps retrying")
+                }
+            }
+        });
+    }
+
     /// Start the supervisor (no OpenVPN yet; call [`Vpn::switch`]).
     pub fn spawn(settings: VpnSettings) -> Vpn {
         let (tx, rx) = mpsc::channel(4);
@@ -767,6 +811,31 @@ async fn supervise(s: VpnSettings, mut rx: mpsc::Receiver<Cmd>) {
             }
         }
     }
+}
+
+/// Tell systemd READY once this node's VPN identity is up (OpenVPN says
+/// CONNECTED with this slot's overlay address), checked every 500 ms; at
+/// once in observe mode (no OpenVPN). The daemon watches and takes over
+/// before that; `TimeoutStartSec=infinity` in the unit lets it wait for a
+/// hub that is down.
+pub async fn notify_ready_when_up(
+    mgmt: Option<PathBuf>,
+    reports: tokio::sync::watch::Receiver<crate::shell::StatusReport>,
+) {
+    if let Some(mgmt) = mgmt {
+        loop {
+            let want = reports.borrow().overlay_addr;
+            if let Some(st) = query_state(&mgmt).await
+                && st.name == "CONNECTED"
+                && st.local == Some(want)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    tracing::info!("ready: the VPN identity is up");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 }
 
 #[cfg(test)]

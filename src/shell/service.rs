@@ -17,12 +17,16 @@
 //!   deadline; it is killed otherwise.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::config::{ServiceCheck, ServiceConfig};
+use crate::layout::{Layout, Slot};
+use crate::shell::Registry;
+use crate::shell::members::Members;
 
 /// One check's outcome: `Err` says what failed.
 pub type CheckResult = Result<(), String>;
@@ -168,6 +172,58 @@ pub async fn watch(cfg: &ServiceConfig, mut health: Health) -> String {
         if health.record(r.is_ok()) == Some(false) {
             return r.err().unwrap_or_default();
         }
+    }
+}
+
+/// Watch the service until this node should give up its ID, and say why.
+/// Never returns when no check is configured. While this node is the hub it
+/// keeps its ID: its watcher judges the hub by its underlay address, which
+/// still answers, so taking the identity down would only cut the overlay;
+/// the failure is logged and the watch goes on.
+pub async fn until_given_up(cfg: &ServiceConfig, health: Health, hub: &AtomicBool) -> String {
+    if cfg.check == ServiceCheck::None {
+        return std::future::pending().await;
+    }
+    loop {
+        let why = watch(cfg, health.clone()).await;
+        if !hub.load(Ordering::SeqCst) {
+            return why;
+        }
+        tracing::error!(
+            check = cfg.check.as_str(),
+            "SERVICE DOWN on the hub ({why}): frontend1 keeps its ID (its watcher judges the underlay); fix the service or switch the hub over"
+        );
+    }
+}
+
+/// Tell the watcher of the slot this node gave up (over the members'
+/// channel, on its underlay address) that the identity is down. Bounded: a
+/// watcher that cannot be found or reached judges by its rounds as for any
+/// death.
+pub async fn resign(
+    layout: &Layout,
+    me: Slot,
+    members: Option<&Members>,
+    registry: &impl Registry,
+) {
+    let Some(members) = members else {
+        return;
+    };
+    let Some(watcher) = me.watcher().filter(|w| w.id <= layout.max_id(w.role)) else {
+        return;
+    };
+    match tokio::time::timeout(Duration::from_secs(2), registry.underlay_addr(watcher)).await {
+        Ok(Ok(addr)) => {
+            members.resign(me, addr).await;
+            tracing::warn!(%watcher, %addr, "told {watcher} that this node gave up {me}");
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%watcher, "{watcher} not told of the resignation (it judges by its rounds): {e}")
+        }
+        Err(_) => tracing::warn!(
+            %watcher,
+            "{watcher} not told of the resignation (it judges by its rounds): its address was not found within 2 s"
+        ),
     }
 }
 

@@ -1,16 +1,16 @@
 //! Taking over a slot for real: state file, EC2 tags, VPN identity, and for
 //! frontend1 the Elastic IP.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::clock::unix_ms;
 use crate::event::TransitionEvent;
 use crate::layout::Slot;
-use crate::shell::Switcher;
 use crate::shell::aws::ec2::Ec2Registry;
 use crate::shell::openvpn::Vpn;
+use crate::shell::{Announcer, Switcher};
 use crate::state::{self, PersistedState};
 
 /// The switcher of an active node.
@@ -151,4 +151,29 @@ impl Switcher for Takeover {
     fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
     }
+}
+
+/// Finish the takeover the last run was killed in (its event persisted with
+/// the new slot): when this node now holds that slot at that epoch, the start
+/// (tags, VPN identity, Elastic IP) completed it, and its event is announced;
+/// otherwise the takeover is released and its event dropped. Either way the
+/// state no longer holds it.
+pub async fn finish_interrupted(
+    mut ev: TransitionEvent,
+    slot: Slot,
+    epoch: u64,
+    announcer: &impl Announcer,
+    state_dir: &Path,
+) -> Result<(), String> {
+    let now = unix_ms(std::time::SystemTime::now());
+    if ev.to_slot() == slot && ev.epoch == epoch {
+        ev.timings.identity_up_ms = now;
+        ev.timings.announced_ms = now;
+        tracing::warn!(event_id = %ev.event_id, to = %slot, epoch, "completed the takeover of {slot} that the last run was killed in: announcing it");
+        announcer.announce(&ev).await;
+    } else {
+        tracing::warn!(event_id = %ev.event_id, to = %ev.to_slot(), "the takeover of {} that the last run was killed in is released: this node is {slot} now; its event is dropped", ev.to_slot());
+    }
+    state::store(state_dir, &PersistedState::new(slot, epoch, now / 1000))
+        .map_err(|e| e.to_string())
 }

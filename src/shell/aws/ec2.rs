@@ -30,9 +30,10 @@ use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName, Tag};
 
 use crate::clock::unix_ms;
 use crate::config::AwsConfig;
+use serde::{Deserialize, Serialize};
+
 use crate::core::{Fenced, Holder};
 use crate::layout::{Layout, Role, Slot};
-use crate::shell::{PowerFence, PowerFenceState, Registry};
 
 /// Tag keys.
 pub mod tags {
@@ -284,6 +285,60 @@ async fn wait_down(
     }
 }
 
+/// Where a power fence (StopInstances) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PowerFenceState {
+    /// Sent; EC2 still reports an instance running or `stopping` (the
+    /// fabric fence keeps it off the overlay meanwhile).
+    Stopping,
+    /// EC2 reports every instance `stopped` (or `terminated`).
+    Confirmed,
+    /// EC2 did not report them stopped within `aws.fence_timeout_ms`: check
+    /// them in EC2.
+    NotConfirmed,
+}
+
+/// One power fence, as `chainwatch status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerFence {
+    /// The fenced slot's common name.
+    pub slot: String,
+    /// The instances stopped.
+    pub instances: Vec<String>,
+    /// Where it stands.
+    pub state: PowerFenceState,
+    /// When the stop was sent, ms since the Unix epoch.
+    pub sent_ms: u64,
+    /// When EC2 first reported them stopped (or the wait gave up).
+    pub done_ms: Option<u64>,
+}
+
+impl PowerFence {
+    /// One line for the status table.
+    pub fn summary(&self) -> String {
+        let after = self
+            .done_ms
+            .map(|d| {
+                format!(
+                    " {:.1} s after the stop",
+                    d.saturating_sub(self.sent_ms) as f64 / 1000.0
+                )
+            })
+            .unwrap_or_default();
+        let state = match self.state {
+            PowerFenceState::Stopping => "stopping (fabric fence holds it off the overlay)",
+            PowerFenceState::Confirmed => "confirmed stopped",
+            PowerFenceState::NotConfirmed => "NOT CONFIRMED: check it in EC2",
+        };
+        format!(
+            "{} ({}): {state}{after}",
+            self.slot,
+            self.instances.join(",")
+        )
+    }
+}
+
 /// Build an EC2 client from the SDK's default chain, with the config's
 /// region and per-call time-out.
 pub async fn client(cfg: &AwsConfig) -> Client {
@@ -339,7 +394,7 @@ impl Ec2Registry {
         self
     }
 
-    /// The power fences sent, latest per slot (see [`Registry::power_fences`]).
+    /// The power fences sent, latest per slot.
     pub fn power_fences(&self) -> Vec<PowerFence> {
         self.power_fences
             .lock()
@@ -887,8 +942,59 @@ impl Ec2Registry {
     }
 }
 
-impl Registry for Ec2Registry {
-    async fn check_holder(&self, slot: Slot) -> Result<Holder, String> {
+/// Retry an EC2 call at start a few times; then give up with its error.
+pub async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Ec2Error>>,
+{
+    let mut delays = crate::backoff::delays(Duration::from_millis(500), Duration::from_secs(8));
+    for attempt in 1..=5 {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt == 5 => {
+                return Err(format!("{what}: {e}"));
+            }
+            Err(e) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(8));
+                tracing::warn!(attempt, "{what}: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+    unreachable!("the loop returns on its last attempt")
+}
+
+/// How often a node reads its own maintenance tag for `status`.
+const MAINT_READ: Duration = Duration::from_secs(10);
+
+/// Read this instance's maintenance tag every [`MAINT_READ`], and say when
+/// it changes (a failed read keeps the last value and is retried).
+pub async fn follow_maintenance(registry: Arc<Ec2Registry>) {
+    let mut tick = tokio::time::interval(MAINT_READ);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match registry.read_maintenance().await {
+            Ok(true) => match registry.maintenance_until() {
+                Some(until) => tracing::warn!(
+                    %until,
+                    "this instance is in maintenance until {until}: no member fences it, so nothing is taken over from it"
+                ),
+                None => tracing::info!("this instance's maintenance is over"),
+            },
+            Ok(false) => {}
+            Err(e) => tracing::debug!("maintenance tag not read: {e}"),
+        }
+    }
+}
+
+/// What [`crate::shell::Registry`] asks of EC2 (the trait itself lives in
+/// the shell, which implements it with these).
+impl Ec2Registry {
+    /// Whether a not-stopped instance holds `slot` (a vacant slot drops its
+    /// cached underlay address).
+    pub async fn holder(&self, slot: Slot) -> Result<Holder, String> {
         let holders = self.holders(slot).await.map_err(|e| e.to_string())?;
         if holders.is_empty() {
             self.underlay
@@ -900,11 +1006,8 @@ impl Registry for Ec2Registry {
         Ok(Holder::Held)
     }
 
-    async fn fence(&self, slot: Slot) -> Result<Fenced, String> {
-        self.fence_slot(slot).await.map_err(|e| e.to_string())
-    }
-
-    async fn witness(&self) -> Result<(), String> {
+    /// One cheap call that must find this instance: the EC2 witness.
+    pub async fn witness_call(&self) -> Result<(), String> {
         let found = self
             .describe(Vec::new(), vec![self.me.clone()])
             .await
@@ -915,18 +1018,16 @@ impl Registry for Ec2Registry {
         Ok(())
     }
 
-    fn power_fences(&self) -> Vec<PowerFence> {
-        Ec2Registry::power_fences(self)
-    }
-
-    fn maintenance(&self) -> Option<String> {
+    /// The end of this instance's maintenance, as last read.
+    pub fn maintenance_until(&self) -> Option<String> {
         self.maintenance
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    async fn underlay_addr(&self, slot: Slot) -> Result<Ipv4Addr, String> {
+    /// The underlay address of `slot`'s holder (cached for a while).
+    pub async fn underlay_of(&self, slot: Slot) -> Result<Ipv4Addr, String> {
         {
             let cache = self.underlay.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((addr, at)) = cache.get(&slot)
