@@ -2,8 +2,10 @@
 //!
 //! Every field has a default (the DESIGN.md layout and timings); a missing
 //! default file means "all defaults". Unknown keys are rejected with their
-//! name, values are validated before anything starts. A few settings can be
-//! overridden from the environment (see [`ENV_OVERRIDES`]).
+//! name, values are validated before anything starts. Durations are written
+//! the humantime way (`"500ms"`, `"2m"`, `"1h 30m"`). Any key can be
+//! overridden from the environment as `CHAINWATCH_<SECTION>__<KEY>` (see
+//! [`Config::apply_env`]).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,13 +19,40 @@ use crate::layout::{Layout, LayoutConfig, LayoutError};
 /// Where the config file is looked for when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/chainwatch/chainwatch.toml";
 
-/// Environment variables that override single settings, and what they set.
-pub const ENV_OVERRIDES: [(&str, &str); 4] = [
-    ("CHAINWATCH_STATE_DIR", "node.state_dir"),
-    ("CHAINWATCH_STATUS_SOCKET", "node.status_socket"),
-    ("CHAINWATCH_HOSTS_FILE", "node.hosts_file"),
-    ("CHAINWATCH_USER_DATA_FILE", "identity.user_data_file"),
-];
+/// Whole milliseconds of `d` (the unit of the range checks).
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The prefix of the environment layer (`CHAINWATCH_<SECTION>__<KEY>`).
+pub const ENV_PREFIX: &str = "CHAINWATCH_";
+
+/// This process's environment, for [`Config::load`] (variables that are
+/// not UTF-8 are not config and are passed over).
+pub fn process_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+}
+
+/// A hint for a key of 0.1's spelling: durations were integers named
+/// `*_ms` (or `heartbeat_secs`) and are now humantime strings.
+fn renamed_hint(message: &str) -> String {
+    let Some(field) = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.contains("unknown field"))
+    else {
+        return String::new();
+    };
+    let new = field
+        .strip_suffix("_ms")
+        .or_else(|| field.strip_suffix("_secs"));
+    match new {
+        Some(new) => format!(
+            "; durations are now written like \"500ms\" or \"2m\": rename `{field}` to `{new}`"
+        ),
+        None => String::new(),
+    }
+}
 
 /// Errors reading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +81,14 @@ pub enum ConfigError {
         /// The dotted key, e.g. `probe.timeout_ms`.
         key: &'static str,
         /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// An environment variable of the config layer is wrong.
+    #[error("config: environment {var}: {reason}")]
+    Env {
+        /// The variable (or variables).
+        var: String,
+        /// What is wrong.
         reason: String,
     },
     /// The layout is inconsistent.
@@ -145,12 +182,15 @@ pub struct AwsConfig {
     /// Elastic IP allocation ID that frontend1 owns (moved to a frontend
     /// that becomes frontend1).
     pub elastic_ip_allocation: Option<String>,
-    /// Milliseconds a fence waits for EC2 to report the instance stopped.
-    pub fence_timeout_ms: u64,
-    /// Milliseconds between two `DescribeInstances` calls while waiting.
-    pub fence_poll_ms: u64,
-    /// Milliseconds one API call may take, retries included.
-    pub api_timeout_ms: u64,
+    /// How long a fence waits for EC2 to report the instance stopped.
+    #[serde(with = "humantime_serde")]
+    pub fence_timeout: Duration,
+    /// Time between two `DescribeInstances` calls while waiting.
+    #[serde(with = "humantime_serde")]
+    pub fence_poll: Duration,
+    /// How long one API call may take, retries included.
+    #[serde(with = "humantime_serde")]
+    pub api_timeout: Duration,
     /// Take over once the fabric fence holds (the old holder tagged
     /// `fenced`, so the hub refuses and drops it; for frontend1, the
     /// Elastic IP moved), while EC2 finishes stopping it in the
@@ -167,9 +207,9 @@ impl Default for AwsConfig {
             fleet: "chainwatch".into(),
             region: None,
             elastic_ip_allocation: None,
-            fence_timeout_ms: 120_000,
-            fence_poll_ms: 500,
-            api_timeout_ms: 5_000,
+            fence_timeout: Duration::from_millis(120_000),
+            fence_poll: Duration::from_millis(500),
+            api_timeout: Duration::from_millis(5_000),
             fabric_fence: true,
             fence_budget_per_hour: 3,
         }
@@ -198,13 +238,17 @@ pub struct AnnounceConfig {
     pub metric_namespace: String,
     /// Seconds between two `Heartbeat` metrics in the CloudWatch log group
     /// (alarm on missing data: a silent daemon); 0: none.
-    pub heartbeat_secs: u64,
-    /// Milliseconds one delivery attempt may take.
-    pub timeout_ms: u64,
-    /// First retry delay after a failed delivery, in milliseconds.
-    pub retry_initial_ms: u64,
-    /// Largest retry delay, in milliseconds.
-    pub retry_max_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// How long one delivery attempt may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// First retry delay after a failed delivery.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Largest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
     /// Permit `amqp://` (no TLS) to a broker that is not on loopback: the
     /// broker password and every event then cross the network in clear.
     pub allow_plain_amqp: bool,
@@ -220,10 +264,10 @@ impl Default for AnnounceConfig {
             dead_letter_queue: "chainwatch.dead".into(),
             cloudwatch_log_group: "/chainwatch/transitions".into(),
             metric_namespace: "chainwatch".into(),
-            heartbeat_secs: 60,
-            timeout_ms: 10_000,
-            retry_initial_ms: 500,
-            retry_max_ms: 30_000,
+            heartbeat: Duration::from_secs(60),
+            timeout: Duration::from_millis(10_000),
+            retry_initial: Duration::from_millis(500),
+            retry_max: Duration::from_millis(30_000),
             allow_plain_amqp: false,
         }
     }
@@ -243,9 +287,10 @@ pub struct MembersConfig {
     pub port: u16,
     /// Helpers whose failure to reach the peer confirms its death.
     pub helpers: u32,
-    /// How far a datagram's send time may be from the receiver's clock
-    /// (milliseconds); older ones are dropped as replays.
-    pub window_ms: u64,
+    /// How far a datagram's send time may be from the receiver's clock;
+    /// older ones are dropped as replays.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
 }
 
 impl Config {
@@ -302,7 +347,7 @@ impl Default for MembersConfig {
             key_file: None,
             port: 7947,
             helpers: 3,
-            window_ms: 10_000,
+            window: Duration::from_millis(10_000),
         }
     }
 }
@@ -323,15 +368,16 @@ pub struct AlertsConfig {
     /// Program (absolute path) and arguments run for each alert, with the
     /// alert as JSON on standard input. Empty: alerts are only logged.
     pub notify_command: Vec<String>,
-    /// Milliseconds the command may take; it is killed after.
-    pub notify_timeout_ms: u64,
+    /// How long the command may take; it is killed after.
+    #[serde(with = "humantime_serde")]
+    pub notify_timeout: Duration,
 }
 
 impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
             notify_command: Vec::new(),
-            notify_timeout_ms: 5000,
+            notify_timeout: Duration::from_millis(5000),
         }
     }
 }
@@ -350,12 +396,14 @@ pub struct WorkerConfig {
     pub playbook: PathBuf,
     /// Playbook run for frontend events; unset: they are only logged.
     pub frontend_playbook: Option<PathBuf>,
-    /// Milliseconds one playbook run may take.
-    pub timeout_ms: u64,
+    /// How long one playbook run may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
     /// Runs of a failing playbook before the event is dead-lettered.
     pub attempts: u32,
-    /// Milliseconds between two runs (doubling).
-    pub retry_backoff_ms: u64,
+    /// Time between two runs (doubling).
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
     /// Broker users allowed to publish events (the broker-validated
     /// `user_id` of each message). Empty: any user of the vhost (logged as
     /// a warning at start).
@@ -374,9 +422,9 @@ impl Default for WorkerConfig {
             inventory: "/usr/share/chainwatch/ansible/inventory/aws_ec2.yml".into(),
             playbook: "/usr/share/chainwatch/ansible/failover.yml".into(),
             frontend_playbook: None,
-            timeout_ms: 600_000,
+            timeout: Duration::from_millis(600_000),
             attempts: 3,
-            retry_backoff_ms: 5_000,
+            retry_backoff: Duration::from_millis(5_000),
             publishers: Vec::new(),
             verify_registry: true,
         }
@@ -401,20 +449,23 @@ pub struct VpnConfig {
     pub port: u16,
     /// `udp` or `tcp`.
     pub proto: String,
-    /// Milliseconds a takeover waits for the new identity to be up.
-    pub up_timeout_ms: u64,
+    /// How long a takeover waits for the new identity to be up.
+    #[serde(with = "humantime_serde")]
+    pub up_timeout: Duration,
     /// The `chainwatch` binary the server runs as its client-connect hook.
     pub hook_binary: PathBuf,
     /// The hook admits a client only from the address of its slot's
     /// holder, by the hub's admission list (the fabric fence). Off: any
     /// client of the layout (only for a hub without EC2, in tests).
     pub verify_holder: bool,
-    /// Milliseconds between two health checks of the running OpenVPN
+    /// Time between two health checks of the running OpenVPN
     /// through its management interface.
-    pub health_interval_ms: u64,
-    /// Milliseconds one health check may take; no answer in time is a miss
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+    /// How long one health check may take; no answer in time is a miss
     /// (a stopped or hung OpenVPN accepts the connection but never answers).
-    pub health_timeout_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub health_timeout: Duration,
     /// Consecutive missed health checks after which OpenVPN is killed
     /// (SIGKILL) and restarted.
     pub health_misses: u32,
@@ -429,11 +480,11 @@ impl Default for VpnConfig {
             remote: "frontend1".into(),
             port: 1194,
             proto: "udp".into(),
-            up_timeout_ms: 30_000,
+            up_timeout: Duration::from_millis(30_000),
             hook_binary: "/usr/bin/chainwatch".into(),
             verify_holder: true,
-            health_interval_ms: 1000,
-            health_timeout_ms: 1000,
+            health_interval: Duration::from_millis(1000),
+            health_timeout: Duration::from_millis(1000),
             health_misses: 3,
         }
     }
@@ -479,10 +530,12 @@ pub struct ServiceConfig {
     pub address: Option<SocketAddr>,
     /// `command`: the program and its arguments (no shell).
     pub command: Vec<String>,
-    /// Milliseconds between two checks.
-    pub interval_ms: u64,
-    /// Milliseconds one check may take.
-    pub timeout_ms: u64,
+    /// Time between two checks.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long one check may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
     /// Good checks in a row that make the service up.
     pub rise: u32,
     /// Bad checks in a row that make it down.
@@ -498,8 +551,8 @@ impl Default for ServiceConfig {
             // Three bad checks in a row, about 1.4 s of a service that does
             // not answer: a hung mysqld fails over within the 10 s budget
             // (rig_mysqld_hung), a stall of a second does not.
-            interval_ms: 500,
-            timeout_ms: 400,
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_millis(400),
             rise: 2,
             fall: 3,
         }
@@ -510,10 +563,12 @@ impl Default for ServiceConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProbeConfig {
-    /// Milliseconds between the starts of two rounds.
-    pub interval_ms: u64,
-    /// Milliseconds one probe may take; less than `interval_ms`.
-    pub timeout_ms: u64,
+    /// Time between the starts of two rounds.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long one probe may take; less than `interval`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
     /// ICMP echoes per probe, spread evenly over the timeout; the first reply
     /// answers the probe. More than one rides out random packet loss.
     pub attempts: u32,
@@ -522,26 +577,28 @@ pub struct ProbeConfig {
     /// Underlay (VPC) address of frontend1, used when the node watches the
     /// hub and EC2 cannot be asked (observe mode without AWS).
     pub hub_underlay: Option<Ipv4Addr>,
-    /// Milliseconds after start during which a peer that never answered is
+    /// Time after start during which a peer that never answered is
     /// not declared dead (it may still be booting).
-    pub startup_grace_ms: u64,
-    /// Milliseconds the hub's overlay may be silent while its underlay
+    #[serde(with = "humantime_serde")]
+    pub startup_grace: Duration,
+    /// How long the hub's overlay may be silent while its underlay
     /// answers before frontend2 counts its rounds as misses (the hub
     /// restarts a hung OpenVPN itself faster than this). Only with the
     /// members' channel on.
-    pub hub_overlay_grace_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub hub_overlay_grace: Duration,
 }
 
 impl Default for ProbeConfig {
     fn default() -> Self {
         ProbeConfig {
-            interval_ms: 1000,
-            timeout_ms: 800,
+            interval: Duration::from_millis(1000),
+            timeout: Duration::from_millis(800),
             attempts: 8,
             misses: 3,
             hub_underlay: None,
-            startup_grace_ms: 30_000,
-            hub_overlay_grace_ms: 8_000,
+            startup_grace: Duration::from_millis(30_000),
+            hub_overlay_grace: Duration::from_millis(8_000),
         }
     }
 }
@@ -550,17 +607,19 @@ impl Default for ProbeConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
-    /// First delay after a failed fence or takeover, in milliseconds.
-    pub initial_ms: u64,
-    /// Largest delay, in milliseconds.
-    pub max_ms: u64,
+    /// First delay after a failed fence or takeover.
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    /// Largest delay.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
 }
 
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
-            initial_ms: 500,
-            max_ms: 30_000,
+            initial: Duration::from_millis(500),
+            max: Duration::from_millis(30_000),
         }
     }
 }
@@ -582,13 +641,13 @@ impl Settings {
         let p = &self.config.probe;
         let r = &self.config.retry;
         CoreConfig {
-            interval: Duration::from_millis(p.interval_ms),
-            probe_timeout: Duration::from_millis(p.timeout_ms),
+            interval: p.interval,
+            probe_timeout: p.timeout,
             misses: p.misses,
-            backoff_initial: Duration::from_millis(r.initial_ms),
-            backoff_max: Duration::from_millis(r.max_ms),
-            startup_grace: Duration::from_millis(p.startup_grace_ms),
-            hub_overlay_grace: Duration::from_millis(p.hub_overlay_grace_ms),
+            backoff_initial: r.initial,
+            backoff_max: r.max,
+            startup_grace: p.startup_grace,
+            hub_overlay_grace: p.hub_overlay_grace,
             // Set by the daemon once its members' channel runs.
             second_opinion: false,
         }
@@ -617,17 +676,22 @@ impl Config {
                 .unwrap_or_default();
             ConfigError::Parse {
                 path: path.to_path_buf(),
-                message: format!("{at}{}", redact_text(e.message().trim_end())),
+                message: format!(
+                    "{at}{}{}",
+                    redact_text(e.message().trim_end()),
+                    renamed_hint(e.message())
+                ),
             }
         })
     }
 
     /// Load the configuration: `explicit` (from `--config`/`CHAINWATCH_CONFIG`)
     /// must exist; otherwise [`DEFAULT_PATH`] is read if present, else the
-    /// defaults are used. Then the environment overrides, then validation.
+    /// defaults are used. Then the environment layer `vars` (see
+    /// [`Config::apply_env`]), then validation.
     pub fn load(
         explicit: Option<&Path>,
-        env: impl Fn(&str) -> Option<String>,
+        vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
         let (mut config, source) = match explicit {
             Some(path) => (Self::read(path)?, Some(path.to_path_buf())),
@@ -640,7 +704,7 @@ impl Config {
                 }
             }
         };
-        config.apply_env(env);
+        config.apply_env(vars)?;
         let layout = config.validate()?;
         Ok(Settings {
             config,
@@ -657,21 +721,71 @@ impl Config {
         Self::parse(&text, path)
     }
 
-    /// Apply [`ENV_OVERRIDES`]; empty values are ignored.
-    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
-        let get = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-        if let Some(v) = get("CHAINWATCH_STATE_DIR") {
-            self.node.state_dir = v;
+    /// The environment layer over the file: `CHAINWATCH_<SECTION>__<KEY>`
+    /// sets `<key>` of `[<section>]` (names are matched in lower case, so
+    /// `CHAINWATCH_NODE__STATE_DIR` sets `node.state_dir`). A key whose
+    /// value is a string, or unset, takes the variable's text as it is;
+    /// any other is read as a TOML value (`CHAINWATCH_PROBE__MISSES=2`,
+    /// `CHAINWATCH_LAYOUT__MAX_FRONTENDS=4`). Empty variables and those
+    /// without `__` are not config (`CHAINWATCH_CONFIG`). Errors name the
+    /// variable, never its value.
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        let mut set = Vec::new();
+        for (var, value) in vars {
+            let Some((section, key)) = var
+                .strip_prefix(ENV_PREFIX)
+                .and_then(|rest| rest.split_once("__"))
+            else {
+                continue;
+            };
+            if value.is_empty() {
+                continue;
+            }
+            set.push((
+                var.clone(),
+                section.to_lowercase(),
+                key.to_lowercase(),
+                value,
+            ));
         }
-        if let Some(v) = get("CHAINWATCH_STATUS_SOCKET") {
-            self.node.status_socket = v;
+        if set.is_empty() {
+            return Ok(());
         }
-        if let Some(v) = get("CHAINWATCH_HOSTS_FILE") {
-            self.node.hosts_file = v;
+        let bad = |var: &str, reason: String| ConfigError::Env {
+            var: var.to_string(),
+            reason,
+        };
+        let mut table = match toml::Value::try_from(&*self) {
+            Ok(toml::Value::Table(t)) => t,
+            Ok(_) => unreachable!("a struct serializes to a table"),
+            Err(e) => return Err(bad(&set[0].0, format!("cannot layer the environment: {e}"))),
+        };
+        for (var, section, key, value) in &set {
+            let Some(toml::Value::Table(t)) = table.get_mut(section.as_str()) else {
+                return Err(bad(var, format!("there is no section [{section}]")));
+            };
+            let value = match t.get(key.as_str()) {
+                None | Some(toml::Value::String(_)) => toml::Value::String(value.clone()),
+                Some(_) => toml::from_str::<toml::Table>(&format!("v = {value}"))
+                    .ok()
+                    .and_then(|mut v| v.remove("v"))
+                    .ok_or_else(|| bad(var, format!("not a TOML value for {section}.{key}")))?,
+            };
+            t.insert(key.clone(), value);
         }
-        if let Some(v) = get("CHAINWATCH_USER_DATA_FILE") {
-            self.identity.user_data_file = Some(v);
-        }
+        *self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                let vars: Vec<&str> = set.iter().map(|(v, ..)| v.as_str()).collect();
+                bad(
+                    &vars.join(", "),
+                    redact_text(e.message().trim_end()) + &renamed_hint(e.message()),
+                )
+            })?;
+        Ok(())
     }
 
     /// Check every value; returns the validated layout.
@@ -711,18 +825,19 @@ impl Config {
             ));
         }
         let p = &self.probe;
-        if !(100..=60_000).contains(&p.interval_ms) {
+        if !(100..=60_000).contains(&ms(p.interval)) {
             return Err(invalid(
-                "probe.interval_ms",
-                format!("must be 100..=60000, got {}", p.interval_ms),
+                "probe.interval",
+                format!("must be 100..=60000ms, got {}ms", ms(p.interval)),
             ));
         }
-        if p.timeout_ms < 10 || p.timeout_ms >= p.interval_ms {
+        if ms(p.timeout) < 10 || ms(p.timeout) >= ms(p.interval) {
             return Err(invalid(
-                "probe.timeout_ms",
+                "probe.timeout",
                 format!(
-                    "must be at least 10 and less than probe.interval_ms ({}), got {}",
-                    p.interval_ms, p.timeout_ms
+                    "must be at least 10ms and less than probe.interval ({}ms), got {}ms",
+                    ms(p.interval),
+                    ms(p.timeout)
                 ),
             ));
         }
@@ -739,18 +854,19 @@ impl Config {
             ));
         }
         let r = &self.retry;
-        if r.initial_ms < 10 {
+        if ms(r.initial) < 10 {
             return Err(invalid(
-                "retry.initial_ms",
-                format!("must be at least 10, got {}", r.initial_ms),
+                "retry.initial",
+                format!("must be at least 10ms, got {}ms", ms(r.initial)),
             ));
         }
-        if r.max_ms < r.initial_ms || r.max_ms > 3_600_000 {
+        if ms(r.max) < ms(r.initial) || ms(r.max) > 3_600_000 {
             return Err(invalid(
-                "retry.max_ms",
+                "retry.max",
                 format!(
-                    "must be between retry.initial_ms ({}) and 3600000, got {}",
-                    r.initial_ms, r.max_ms
+                    "must be between retry.initial ({}ms) and 3600000ms, got {}ms",
+                    ms(r.initial),
+                    ms(r.max)
                 ),
             ));
         }
@@ -766,19 +882,20 @@ impl Config {
                 format!("must be letters, digits, - or _, got {:?}", a.fleet),
             ));
         }
-        if a.fence_poll_ms < 50 || a.fence_poll_ms > a.fence_timeout_ms {
+        if ms(a.fence_poll) < 50 || ms(a.fence_poll) > ms(a.fence_timeout) {
             return Err(invalid(
-                "aws.fence_poll_ms",
+                "aws.fence_poll",
                 format!(
-                    "must be at least 50 and at most aws.fence_timeout_ms ({}), got {}",
-                    a.fence_timeout_ms, a.fence_poll_ms
+                    "must be at least 50ms and at most aws.fence_timeout ({}ms), got {}ms",
+                    ms(a.fence_timeout),
+                    ms(a.fence_poll)
                 ),
             ));
         }
-        if a.api_timeout_ms < 100 {
+        if ms(a.api_timeout) < 100 {
             return Err(invalid(
-                "aws.api_timeout_ms",
-                format!("must be at least 100, got {}", a.api_timeout_ms),
+                "aws.api_timeout",
+                format!("must be at least 100ms, got {}ms", ms(a.api_timeout)),
             ));
         }
         let v = &self.vpn;
@@ -794,24 +911,25 @@ impl Config {
                 format!("must be a host name or address, got {:?}", v.remote),
             ));
         }
-        if v.up_timeout_ms < 1000 {
+        if ms(v.up_timeout) < 1000 {
             return Err(invalid(
-                "vpn.up_timeout_ms",
-                format!("must be at least 1000, got {}", v.up_timeout_ms),
+                "vpn.up_timeout",
+                format!("must be at least 1000ms, got {}ms", ms(v.up_timeout)),
             ));
         }
-        if !(100..=60_000).contains(&v.health_interval_ms) {
+        if !(100..=60_000).contains(&ms(v.health_interval)) {
             return Err(invalid(
-                "vpn.health_interval_ms",
-                format!("must be 100..=60000, got {}", v.health_interval_ms),
+                "vpn.health_interval",
+                format!("must be 100..=60000ms, got {}ms", ms(v.health_interval)),
             ));
         }
-        if !(100..=v.health_interval_ms.max(100)).contains(&v.health_timeout_ms) {
+        if !(100..=ms(v.health_interval).max(100)).contains(&ms(v.health_timeout)) {
             return Err(invalid(
-                "vpn.health_timeout_ms",
+                "vpn.health_timeout",
                 format!(
-                    "must be 100..=vpn.health_interval_ms ({}), got {}",
-                    v.health_interval_ms, v.health_timeout_ms
+                    "must be 100ms..=vpn.health_interval ({}ms), got {}ms",
+                    ms(v.health_interval),
+                    ms(v.health_timeout)
                 ),
             ));
         }
@@ -834,12 +952,12 @@ impl Config {
                 ));
             }
         }
-        if !(1000..=600_000).contains(&self.probe.hub_overlay_grace_ms) {
+        if !(1000..=600_000).contains(&ms(self.probe.hub_overlay_grace)) {
             return Err(invalid(
-                "probe.hub_overlay_grace_ms",
+                "probe.hub_overlay_grace",
                 format!(
-                    "must be 1000..=600000, got {}",
-                    self.probe.hub_overlay_grace_ms
+                    "must be 1000..=600000ms, got {}ms",
+                    ms(self.probe.hub_overlay_grace)
                 ),
             ));
         }
@@ -859,18 +977,18 @@ impl Config {
                 format!("must be 1..=16, got {}", m.helpers),
             ));
         }
-        if !(1000..=300_000).contains(&m.window_ms) {
+        if !(1000..=300_000).contains(&ms(m.window)) {
             return Err(invalid(
-                "members.window_ms",
-                format!("must be 1000..=300000, got {}", m.window_ms),
+                "members.window",
+                format!("must be 1000..=300000ms, got {}ms", ms(m.window)),
             ));
         }
-        if self.announce.heartbeat_secs > 86_400 {
+        if self.announce.heartbeat.as_secs() > 86_400 {
             return Err(invalid(
-                "announce.heartbeat_secs",
+                "announce.heartbeat",
                 format!(
-                    "must be 0 (off) up to 86400, got {}",
-                    self.announce.heartbeat_secs
+                    "must be 0s (off) up to 24h, got {}s",
+                    self.announce.heartbeat.as_secs()
                 ),
             ));
         }
@@ -883,10 +1001,10 @@ impl Config {
                 format!("the program must be an absolute path, got {program:?}"),
             ));
         }
-        if !(100..=300_000).contains(&al.notify_timeout_ms) {
+        if !(100..=300_000).contains(&ms(al.notify_timeout)) {
             return Err(invalid(
-                "alerts.notify_timeout_ms",
-                format!("must be 100..=300000, got {}", al.notify_timeout_ms),
+                "alerts.notify_timeout",
+                format!("must be 100..=300000ms, got {}ms", ms(al.notify_timeout)),
             ));
         }
         let sv = &self.service;
@@ -913,18 +1031,19 @@ impl Config {
             }
             _ => {}
         }
-        if !(100..=60_000).contains(&sv.interval_ms) {
+        if !(100..=60_000).contains(&ms(sv.interval)) {
             return Err(invalid(
-                "service.interval_ms",
-                format!("must be 100..=60000, got {}", sv.interval_ms),
+                "service.interval",
+                format!("must be 100..=60000ms, got {}ms", ms(sv.interval)),
             ));
         }
-        if sv.timeout_ms < 50 || sv.timeout_ms > sv.interval_ms {
+        if ms(sv.timeout) < 50 || ms(sv.timeout) > ms(sv.interval) {
             return Err(invalid(
-                "service.timeout_ms",
+                "service.timeout",
                 format!(
-                    "must be 50..=service.interval_ms ({}), got {}",
-                    sv.interval_ms, sv.timeout_ms
+                    "must be 50ms..=service.interval ({}ms), got {}ms",
+                    ms(sv.interval),
+                    ms(sv.timeout)
                 ),
             ));
         }
@@ -965,10 +1084,11 @@ impl Config {
                 return Err(invalid(key, "must be 1 to 255 characters"));
             }
         }
-        if n.timeout_ms < 100 || n.retry_initial_ms < 10 || n.retry_max_ms < n.retry_initial_ms {
+        if ms(n.timeout) < 100 || ms(n.retry_initial) < 10 || ms(n.retry_max) < ms(n.retry_initial)
+        {
             return Err(invalid(
-                "announce.timeout_ms",
-                "timeout_ms must be at least 100, retry_initial_ms at least 10, retry_max_ms at least retry_initial_ms",
+                "announce.timeout",
+                "timeout must be at least 100ms, retry_initial at least 10ms, retry_max at least retry_initial",
             ));
         }
         let w = &self.worker;
@@ -978,10 +1098,10 @@ impl Config {
                 format!("must be 1..=100, got {}", w.attempts),
             ));
         }
-        if w.timeout_ms < 1000 {
+        if ms(w.timeout) < 1000 {
             return Err(invalid(
-                "worker.timeout_ms",
-                format!("must be at least 1000, got {}", w.timeout_ms),
+                "worker.timeout",
+                format!("must be at least 1000ms, got {}ms", ms(w.timeout)),
             ));
         }
         if self.layout.domain.is_empty()
@@ -1164,8 +1284,14 @@ mod tests {
         Config::parse(text, Path::new("test.toml"))?.validate()
     }
 
-    fn no_env(_: &str) -> Option<String> {
-        None
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -1251,42 +1377,42 @@ mod tests {
     #[test]
     fn values_are_validated() {
         let cases = [
-            ("[probe]\ntimeout_ms = 1000\n", "probe.timeout_ms"),
+            ("[probe]\ntimeout = \"1000ms\"\n", "probe.timeout"),
             (
-                "[probe]\ninterval_ms = 50\ntimeout_ms = 20\n",
-                "probe.interval_ms",
+                "[probe]\ninterval = \"50ms\"\ntimeout = \"20ms\"\n",
+                "probe.interval",
             ),
             ("[probe]\nmisses = 0\n", "probe.misses"),
             ("[probe]\nattempts = 0\n", "probe.attempts"),
-            ("[retry]\ninitial_ms = 5\n", "retry.initial_ms"),
-            ("[retry]\nmax_ms = 100\n", "retry.max_ms"),
+            ("[retry]\ninitial = \"5ms\"\n", "retry.initial"),
+            ("[retry]\nmax = \"100ms\"\n", "retry.max"),
             ("[node]\nstate_dir = \"relative\"\n", "node.state_dir"),
             (
                 "[identity]\nimds_endpoint = \"169.254.169.254\"\n",
                 "identity.imds_endpoint",
             ),
             ("[layout]\ndomain = \"a..b\"\n", "layout.domain"),
-            ("[vpn]\nhealth_interval_ms = 10\n", "vpn.health_interval_ms"),
+            ("[vpn]\nhealth_interval = \"10ms\"\n", "vpn.health_interval"),
             (
-                "[vpn]\nhealth_interval_ms = 500\nhealth_timeout_ms = 900\n",
-                "vpn.health_timeout_ms",
+                "[vpn]\nhealth_interval = \"500ms\"\nhealth_timeout = \"900ms\"\n",
+                "vpn.health_timeout",
             ),
             ("[vpn]\nhealth_misses = 0\n", "vpn.health_misses"),
             ("[members]\nkey_file = \"k\"\n", "members.key_file"),
             ("[members]\nport = 0\n", "members.port"),
             (
-                "[probe]\nhub_overlay_grace_ms = 5\n",
-                "probe.hub_overlay_grace_ms",
+                "[probe]\nhub_overlay_grace = \"5ms\"\n",
+                "probe.hub_overlay_grace",
             ),
             ("[members]\nhelpers = 0\n", "members.helpers"),
-            ("[members]\nwindow_ms = 10\n", "members.window_ms"),
+            ("[members]\nwindow = \"10ms\"\n", "members.window"),
             ("[service]\ncheck = \"mysql\"\n", "service.address"),
             ("[service]\ncheck = \"command\"\n", "service.command"),
             (
                 "[service]\ncheck = \"command\"\ncommand = [\"true\"]\n",
                 "service.command",
             ),
-            ("[service]\ntimeout_ms = 5000\n", "service.timeout_ms"),
+            ("[service]\ntimeout = \"5000ms\"\n", "service.timeout"),
             ("[service]\nfall = 0\n", "service.fall"),
             (
                 "[alerts]\nnotify_command = [\"notify.sh\"]\n",
@@ -1310,8 +1436,8 @@ mod tests {
 state_dir = "/srv/cw"
 dns_fallback = true
 [probe]
-interval_ms = 500
-timeout_ms = 400
+interval = "500ms"
+timeout = "400ms"
 misses = 5
 hub_underlay = "10.0.1.5"
 [layout]
@@ -1332,27 +1458,90 @@ public_address = "203.0.113.9"
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[probe]\nmisses = 4\n").unwrap();
-        let env = |k: &str| match k {
-            "CHAINWATCH_STATE_DIR" => Some("/tmp/state".to_string()),
-            "CHAINWATCH_HOSTS_FILE" => Some(String::new()),
-            _ => None,
-        };
-        let s = Config::load(Some(&path), env).unwrap();
-        assert_eq!(s.config.probe.misses, 4);
+        let s = Config::load(
+            Some(&path),
+            env(&[
+                ("CHAINWATCH_NODE__STATE_DIR", "/tmp/state"),
+                ("CHAINWATCH_NODE__HOSTS_FILE", ""),
+                ("CHAINWATCH_PROBE__INTERVAL", "2s"),
+                ("CHAINWATCH_LAYOUT__MAX_BACKENDS", "4"),
+                (
+                    "CHAINWATCH_ANNOUNCE__RABBITMQ_URLS",
+                    r#"["amqp://localhost/x"]"#,
+                ),
+                ("CHAINWATCH_IDENTITY__INSTANCE_ID", "i-0123456789abcdef0"),
+                ("CHAINWATCH_CONFIG", "/not/a/config/key"),
+                ("CHAINWATCH_TEST_CRASH_FILE", "/nor/this"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.config.probe.misses, 4, "the file stays under the layer");
         assert_eq!(s.config.node.state_dir, PathBuf::from("/tmp/state"));
         assert_eq!(s.config.node.hosts_file, PathBuf::from("/etc/hosts"));
+        assert_eq!(s.config.probe.interval, Duration::from_secs(2));
+        assert_eq!(s.layout.max_id(crate::layout::Role::Backend), 4);
+        assert_eq!(s.config.announce.rabbitmq_urls, ["amqp://localhost/x"]);
+        assert_eq!(
+            s.config.identity.instance_id.as_deref(),
+            Some("i-0123456789abcdef0")
+        );
         assert_eq!(s.source.as_deref(), Some(path.as_path()));
         let missing = dir.path().join("missing.toml");
-        let err = Config::load(Some(&missing), no_env)
+        let err = Config::load(Some(&missing), no_env())
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing.toml"), "{err}");
         // An override is validated like the file.
-        let err = Config::load(Some(&path), |k: &str| {
-            (k == "CHAINWATCH_STATE_DIR").then(|| "rel".to_string())
-        })
-        .unwrap_err()
-        .to_string();
+        let err = Config::load(Some(&path), env(&[("CHAINWATCH_NODE__STATE_DIR", "rel")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("node.state_dir"), "{err}");
+        // A bad variable is named, its value is not (it may be a secret).
+        for (var, value, want) in [
+            (
+                "CHAINWATCH_PROBE__MISSES",
+                "s3cr3t-x",
+                "CHAINWATCH_PROBE__MISSES",
+            ),
+            ("CHAINWATCH_NOPE__KEY", "s3cr3t-x", "no section [nope]"),
+            ("CHAINWATCH_PROBE__NOPE", "s3cr3t-x", "nope"),
+            (
+                "CHAINWATCH_PROBE__INTERVAL_MS",
+                "500",
+                "rename `interval_ms` to `interval`",
+            ),
+        ] {
+            let err = Config::load(Some(&path), env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{var}: {err}");
+            assert!(!err.contains("s3cr3t"), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_reload_names_what_needs_a_restart_and_takes_the_rest() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.probe.interval = Duration::from_millis(700);
+        new.probe.misses = 2;
+        new.retry.max = Duration::from_secs(9);
+        assert!(old.restart_needed(&new).is_empty());
+        new.members.port += 1;
+        new.probe.attempts += 1;
+        assert_eq!(
+            old.restart_needed(&new),
+            ["[members]", "probe.attempts and probe.hub_underlay"]
+        );
+        let mut running = old.clone();
+        running.adopt_live(&new);
+        assert_eq!(running.probe.interval, Duration::from_millis(700));
+        assert_eq!(running.probe.misses, 2);
+        assert_eq!(running.retry.max, Duration::from_secs(9));
+        assert_eq!(
+            running.probe.attempts, old.probe.attempts,
+            "needs a restart"
+        );
+        assert_eq!(running.members, old.members, "needs a restart");
     }
 }

@@ -55,7 +55,7 @@ async fn an_event_goes_through_the_tls_listener_only_to_a_verified_broker() {
     // SAFETY: this test's only thread sets it before the connection reads it.
     unsafe { std::env::set_var("SSL_CERT_FILE", empty.path()) };
     let mut cfg = announce_config(vec![url.clone()]);
-    cfg.timeout_ms = 3000;
+    cfg.timeout = Duration::from_millis(3000);
     let ev = event(Role::Backend, 2, 1, 5, "i-amqps", &[]);
     let err = RabbitSink::new(&cfg).deliver(&ev).await.unwrap_err();
     eprintln!("with the test CA untrusted: {err}");

@@ -28,7 +28,13 @@ fn unknown_keys_and_bad_values_stop_the_daemon_before_it_starts() {
     let dir = tempfile::tempdir().unwrap();
     for (extra, want) in [
         ("[probe]\nmises = 3\n", "mises"),
-        ("[probe]\ntimeout_ms = 2000\n", "probe.timeout_ms"),
+        ("[probe]\ntimeout = \"2000ms\"\n", "probe.timeout"),
+        ("[probe]\ntimeout = \"2 fortnights\"\n", "expected a duration"),
+        // 0.1's spelling of a duration: the error says what to write now.
+        (
+            "[probe]\ninterval_ms = 500\n",
+            "rename `interval_ms` to `interval`",
+        ),
         ("[layout]\nfrontend_base = 99\n", "overlap"),
         ("[layout]\nsubnet = \"192.168.21.0/33\"\n", "subnet"),
     ] {

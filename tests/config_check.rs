@@ -36,7 +36,7 @@ async fn config_check_proves_the_fence_and_fails_clearly_when_iam_denies_it() {
     std::fs::write(
         &config,
         format!(
-            "[aws]\nfleet = \"cc\"\napi_timeout_ms = 3000\n[vpn]\npki_dir = \"{}\"\ntemplate_dir = \"{}/openvpn\"\n",
+            "[aws]\nfleet = \"cc\"\napi_timeout = \"3000ms\"\n[vpn]\npki_dir = \"{}\"\ntemplate_dir = \"{}/openvpn\"\n",
             pki.display(),
             env!("CARGO_MANIFEST_DIR")
         ),

@@ -46,8 +46,8 @@ fn state(i: &aws_sdk_ec2::types::Instance) -> InstanceStateName {
 fn aws_cfg(fleet: &str) -> AwsConfig {
     AwsConfig {
         fleet: fleet.into(),
-        fence_timeout_ms: 1500,
-        fence_poll_ms: 100,
+        fence_timeout: Duration::from_millis(1500),
+        fence_poll: Duration::from_millis(100),
         fabric_fence: false,
         ..AwsConfig::default()
     }
@@ -347,7 +347,7 @@ async fn stops_skip_the_os_shutdown_and_take_as_long_as_ec2_says() {
     let f2 = launch(&direct, f, fe(2), &[]).await;
     let f3 = launch(&direct, f, fe(3), &[]).await;
     let cfg = AwsConfig {
-        fence_timeout_ms: 10_000,
+        fence_timeout: Duration::from_millis(10_000),
         ..aws_cfg(f)
     };
     let reg = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &cfg, f3);
@@ -377,7 +377,7 @@ async fn the_fabric_fence_is_confirmed_before_ec2_has_stopped_the_instance() {
     let f1 = launch(&direct, f, fe(1), &[]).await;
     let f3 = launch(&direct, f, fe(3), &[]).await;
     let cfg = AwsConfig {
-        fence_timeout_ms: 10_000,
+        fence_timeout: Duration::from_millis(10_000),
         fabric_fence: true,
         ..aws_cfg(f)
     };
@@ -482,7 +482,7 @@ async fn a_power_fence_that_never_completes_is_shown_not_confirmed() {
     let f2 = launch(&direct, f, fe(2), &[]).await;
     let f3 = launch(&direct, f, fe(3), &[]).await;
     let cfg = AwsConfig {
-        fence_timeout_ms: 1_500,
+        fence_timeout: Duration::from_millis(1_500),
         fabric_fence: true,
         ..aws_cfg(f)
     };

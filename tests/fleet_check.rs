@@ -22,7 +22,7 @@ fn fleet(endpoint: &str, dir: &std::path::Path, name: &str, args: &[&str]) -> Ou
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
-        format!("[aws]\nfleet = \"{name}\"\napi_timeout_ms = 3000\n"),
+        format!("[aws]\nfleet = \"{name}\"\napi_timeout = \"3000ms\"\n"),
     )
     .unwrap();
     common::chainwatch_aws(endpoint, &config, &[&["fleet"], args].concat())

@@ -163,7 +163,7 @@ impl Backends {
         std::fs::write(
             dir.path().join("chainwatch.toml"),
             format!(
-                "[aws]\nfleet = \"test\"\n[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{d}/worker\"\ninventory = \"{}\"\nplaybook = \"{}\"\nattempts = 2\nretry_backoff_ms = 500\nverify_registry = false\n",
+                "[aws]\nfleet = \"test\"\n[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{d}/worker\"\ninventory = \"{}\"\nplaybook = \"{}\"\nattempts = 2\nretry_backoff = \"500ms\"\nverify_registry = false\n",
                 mq.url(),
                 inv.display(),
                 repo("ansible/failover.yml").display(),

@@ -15,7 +15,7 @@ fn cfg(check: ServiceCheck, address: Option<SocketAddr>, command: &[&str]) -> Se
         check,
         address,
         command: command.iter().map(|s| s.to_string()).collect(),
-        timeout_ms: 500,
+        timeout: Duration::from_millis(500),
         ..ServiceConfig::default()
     }
 }

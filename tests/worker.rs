@@ -58,7 +58,7 @@ fn start_worker(mq: &Rabbit, playbook: &str, attempts: u32) -> Worker {
         format!(
             // The queue handling without EC2 (tests/worker_trust.rs checks
             // events against it).
-            "[aws]\nfleet = \"test\"\n[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{d}/state\"\ninventory = \"{d}/inventory.ini\"\nplaybook = \"{}\"\nattempts = {attempts}\nretry_backoff_ms = 100\ntimeout_ms = 60000\npublishers = [\"{}\"]\nverify_registry = false\n",
+            "[aws]\nfleet = \"test\"\n[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{d}/state\"\ninventory = \"{d}/inventory.ini\"\nplaybook = \"{}\"\nattempts = {attempts}\nretry_backoff = \"100ms\"\ntimeout = \"60000ms\"\npublishers = [\"{}\"]\nverify_registry = false\n",
             mq.url(),
             playbook.display(),
             mq.user,

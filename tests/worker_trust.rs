@@ -85,7 +85,7 @@ async fn hostile_events_are_dead_lettered_with_their_reason_and_run_nothing() {
     std::fs::write(
         d.join("chainwatch.toml"),
         format!(
-            "[aws]\nfleet = \"{FLEET}\"\n[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{d}/state\"\ninventory = \"{d}/inventory.ini\"\nplaybook = \"{}\"\nattempts = 1\ntimeout_ms = 60000\npublishers = [\"{}\"]\n",
+            "[aws]\nfleet = \"{FLEET}\"\n[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{d}/state\"\ninventory = \"{d}/inventory.ini\"\nplaybook = \"{}\"\nattempts = 1\ntimeout = \"60000ms\"\npublishers = [\"{}\"]\n",
             mq.url(),
             playbooks().join("record.yml").display(),
             mq.user,

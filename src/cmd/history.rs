@@ -63,7 +63,7 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
         .transpose()?;
     let client = cloudwatch::client(
         s.config.aws.region.as_deref(),
-        Duration::from_millis(s.config.announce.timeout_ms.max(10_000)),
+        s.config.announce.timeout.max(Duration::from_millis(10_000)),
     )
     .await;
     let mut events = cloudwatch::history(&client, &group, Some(start), end)

@@ -95,7 +95,7 @@ pub enum CmdError {
 
 /// Load the configuration for a command.
 pub fn settings(cli_config: Option<&std::path::Path>) -> Result<Settings, ConfigError> {
-    Config::load(cli_config, |k| std::env::var(k).ok())
+    Config::load(cli_config, crate::config::process_env())
 }
 
 /// Parse the command line and run the command.

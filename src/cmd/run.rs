@@ -349,7 +349,7 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
             listener,
             status_rx.clone(),
             common.mgmt.clone(),
-            s.config.probe.interval_ms,
+            s.config.probe.interval,
         )
     });
     let ready = tokio::spawn(openvpn::notify_ready_when_up(

@@ -100,7 +100,7 @@ pub async fn main(config: Option<&Path>, _args: &Args) -> Result<(), CmdError> {
 
 async fn consume(ctx: &Ctx, store: &mut AppliedStore) -> Result<(), String> {
     let a = &ctx.s.config.announce;
-    let (conn, _) = connect(&a.rabbitmq_urls, Duration::from_millis(a.timeout_ms)).await?;
+    let (conn, _) = connect(&a.rabbitmq_urls, a.timeout).await?;
     let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
     // Confirms for what the worker itself publishes: dead letters.
     ch.confirm_select(ConfirmSelectOptions::default())
@@ -297,7 +297,7 @@ async fn handle(
         store.record(&ev).map_err(|e| e.to_string())?;
         return ack(&d).await.map_err(|e| e.to_string());
     };
-    let first = Duration::from_millis(w.retry_backoff_ms);
+    let first = w.retry_backoff;
     let mut delays = crate::backoff::delays(first, first * 16);
     let mut last = String::new();
     for attempt in 1..=w.attempts {

@@ -84,7 +84,7 @@ impl Notifier {
     pub fn from_settings(s: &Settings, instance_id: Option<&str>) -> Option<Notifier> {
         Notifier::new(
             &s.config.alerts.notify_command,
-            Duration::from_millis(s.config.alerts.notify_timeout_ms),
+            s.config.alerts.notify_timeout,
             &s.config.aws.fleet,
             instance_id.unwrap_or("unknown"),
         )

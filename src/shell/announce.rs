@@ -185,23 +185,15 @@ pub async fn start(s: &Settings, instance_id: &str, role: Role) -> Result<Outbox
         sinks.push(Sink::Rabbit(Box::new(RabbitSink::new(a))));
     }
     if !a.cloudwatch_log_group.is_empty() {
-        let client = cloudwatch::client(
-            s.config.aws.region.as_deref(),
-            Duration::from_millis(a.timeout_ms),
-        )
-        .await;
-        if a.heartbeat_secs > 0 {
+        let client = cloudwatch::client(s.config.aws.region.as_deref(), a.timeout).await;
+        if !a.heartbeat.is_zero() {
             let beat = CloudWatchSink::new(
                 client.clone(),
                 a.cloudwatch_log_group.clone(),
                 instance_id.to_string(),
                 a.metric_namespace.clone(),
             );
-            tokio::spawn(heartbeat_forever(
-                beat,
-                role,
-                Duration::from_secs(a.heartbeat_secs),
-            ));
+            tokio::spawn(heartbeat_forever(beat, role, a.heartbeat));
         }
         sinks.push(Sink::CloudWatch(CloudWatchSink::new(
             client,
@@ -232,8 +224,8 @@ pub async fn start(s: &Settings, instance_id: &str, role: Role) -> Result<Outbox
         sinks,
         notify.clone(),
         Backoff {
-            initial: Duration::from_millis(a.retry_initial_ms),
-            max: Duration::from_millis(a.retry_max_ms),
+            initial: a.retry_initial,
+            max: a.retry_max,
         },
     ));
     Ok(OutboxAnnouncer::new(outbox, notify))

@@ -166,7 +166,7 @@ impl RabbitSink {
         RabbitSink {
             urls: c.rabbitmq_urls.clone(),
             topology: Topology::from_config(c),
-            timeout: Duration::from_millis(c.timeout_ms),
+            timeout: c.timeout,
             channel: Mutex::new(None),
         }
     }

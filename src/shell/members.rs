@@ -260,8 +260,8 @@ impl Members {
         let opts = MembersOptions {
             port: s.config.members.port,
             helpers: s.config.members.helpers as usize,
-            window_ms: s.config.members.window_ms,
-            probe_timeout: Duration::from_millis(s.config.probe.timeout_ms),
+            window_ms: u64::try_from(s.config.members.window.as_millis()).unwrap_or(u64::MAX),
+            probe_timeout: s.config.probe.timeout,
         };
         match Members::new(socket, key, &opts, s.layout.clone(), prober) {
             Ok(m) => {

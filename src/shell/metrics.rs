@@ -383,7 +383,7 @@ pub fn start(
     listener: std::net::TcpListener,
     reports: watch::Receiver<StatusReport>,
     mgmt: Option<PathBuf>,
-    interval_ms: u64,
+    interval: Duration,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -397,7 +397,7 @@ pub fn start(
     let health = Health {
         reports,
         mgmt,
-        stall: Duration::from_millis(interval_ms.max(1000) * 5),
+        stall: interval.max(Duration::from_secs(1)) * 5,
     };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "metrics at http://{addr}/metrics, /healthz, /readyz");

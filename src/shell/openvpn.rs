@@ -439,7 +439,7 @@ impl Vpn {
     }
 
     /// Stop the running identity at once, start `slot`, and wait until it is
-    /// up (bounded by `vpn.up_timeout_ms`, restarting OpenVPN on exit,
+    /// up (bounded by `vpn.up_timeout`, restarting OpenVPN on exit,
     /// AUTH_FAILED or a wrong address). Returns the overlay address.
     pub async fn switch(&self, slot: Slot) -> Result<Ipv4Addr, VpnError> {
         let (reply, rx) = oneshot::channel();
@@ -652,7 +652,7 @@ async fn bring_up(
     run: &mut Option<Running>,
 ) -> Result<Ipv4Addr, VpnError> {
     let want = s.layout.overlay_addr(slot);
-    let timeout = Duration::from_millis(s.cfg.up_timeout_ms);
+    let timeout = s.cfg.up_timeout;
     let start = Instant::now();
     let mut last = "not started".to_string();
     let mut delays = crate::backoff::delays(Duration::from_millis(250), Duration::from_secs(2));
@@ -710,9 +710,9 @@ async fn bring_up(
 
 async fn supervise(s: VpnSettings, mut rx: mpsc::Receiver<Cmd>) {
     let mut run: Option<Running> = None;
-    let mut health = tokio::time::interval(Duration::from_millis(s.cfg.health_interval_ms));
+    let mut health = tokio::time::interval(s.cfg.health_interval);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let health_deadline = Duration::from_millis(s.cfg.health_timeout_ms);
+    let health_deadline = s.cfg.health_timeout;
     let mut silent = 0u32;
     loop {
         let running = run.is_some();

@@ -19,7 +19,7 @@ pub async fn on_sighup(mut running: Settings, tx: UnboundedSender<CoreConfig>) {
             tracing::warn!("SIGHUP: running on built-in defaults, no file to reload");
             continue;
         };
-        let new = match Config::load(Some(&path), |k| std::env::var(k).ok()) {
+        let new = match Config::load(Some(&path), crate::config::process_env()) {
             Ok(new) => new,
             Err(e) => {
                 tracing::error!("SIGHUP: reload refused, the running config stays: {e}");

@@ -31,9 +31,9 @@ use crate::shell::members::Members;
 /// One check's outcome: `Err` says what failed.
 pub type CheckResult = Result<(), String>;
 
-/// Run the configured check once, bounded by `service.timeout_ms`.
+/// Run the configured check once, bounded by `service.timeout`.
 pub async fn check(cfg: &ServiceConfig) -> CheckResult {
-    let deadline = Duration::from_millis(cfg.timeout_ms);
+    let deadline = cfg.timeout;
     let work = async {
         match cfg.check {
             ServiceCheck::None => Ok(()),
@@ -151,7 +151,7 @@ pub async fn wait_up(cfg: &ServiceConfig, health: &mut Health) {
             last = e.clone();
         }
         if health.record(r.is_ok()) != Some(true) {
-            tokio::time::sleep(Duration::from_millis(cfg.interval_ms)).await;
+            tokio::time::sleep(cfg.interval).await;
         }
     }
     tracing::info!(check = cfg.check.as_str(), "service up");
@@ -160,7 +160,7 @@ pub async fn wait_up(cfg: &ServiceConfig, health: &mut Health) {
 /// Check forever; return the last error once the service is down (`fall`
 /// bad checks in a row after being up).
 pub async fn watch(cfg: &ServiceConfig, mut health: Health) -> String {
-    let mut tick = tokio::time::interval(Duration::from_millis(cfg.interval_ms));
+    let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {

@@ -193,7 +193,7 @@ pub fn vars_yaml(ev: &TransitionEvent) -> String {
 }
 
 /// Run `playbook` for `ev`: `ansible-playbook -i <inventory> <playbook> -e
-/// @<event vars>` (see [`vars_yaml`]), bounded by `worker.timeout_ms`, its
+/// @<event vars>` (see [`vars_yaml`]), bounded by `worker.timeout`, its
 /// output in the log.
 pub async fn run_playbook(
     cfg: &WorkerConfig,
@@ -254,7 +254,7 @@ pub async fn run_playbook(
             }
         }));
     }
-    let timeout = Duration::from_millis(cfg.timeout_ms);
+    let timeout = cfg.timeout;
     let status = tokio::time::timeout(timeout, child.wait()).await;
     for r in readers {
         let _ = tokio::time::timeout(Duration::from_secs(2), r).await;

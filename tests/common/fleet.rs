@@ -700,7 +700,7 @@ impl Fleet {
         std::fs::write(
             d.join("worker.toml"),
             format!(
-                "[aws]\nfleet = \"{}\"\n[announce]\nrabbitmq_urls = [\"{}\"]\nallow_plain_amqp = true\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{}/worker\"\ninventory = \"{}\"\nplaybook = \"{}/ansible/failover.yml\"\nattempts = 3\nretry_backoff_ms = 1000\npublishers = [\"{}\"]\n",
+                "[aws]\nfleet = \"{}\"\n[announce]\nrabbitmq_urls = [\"{}\"]\nallow_plain_amqp = true\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{}/worker\"\ninventory = \"{}\"\nplaybook = \"{}/ansible/failover.yml\"\nattempts = 3\nretry_backoff = \"1000ms\"\npublishers = [\"{}\"]\n",
                 self.fleet,
                 rabbit.url(),
                 d.display(),
@@ -844,7 +844,7 @@ fn write_config(
     let announce = match rabbit {
         Some(r) => format!(
             // The rig's broker is on its bridge, without TLS.
-            "[announce]\nrabbitmq_urls = [\"{}\"]\nallow_plain_amqp = true\ncloudwatch_log_group = \"/rig/transitions\"\nretry_max_ms = 2000\n",
+            "[announce]\nrabbitmq_urls = [\"{}\"]\nallow_plain_amqp = true\ncloudwatch_log_group = \"/rig/transitions\"\nretry_max = \"2000ms\"\n",
             r.url()
         ),
         None => "[announce]\ncloudwatch_log_group = \"/rig/transitions\"\n".to_string(),
@@ -875,14 +875,14 @@ instance_id = "{instance}"
 [aws]
 fleet = "{fleet}"
 elastic_ip_allocation = "{alloc}"
-fence_timeout_ms = 20000
+fence_timeout = "20000ms"
 fabric_fence = {fabric}
 {budget}[vpn]
 pki_dir = "{pki}"
 template_dir = "{repo}/openvpn"
 remote = "10.77.{net}.1"
 hook_binary = "{bin}"
-up_timeout_ms = 20000
+up_timeout = "20000ms"
 {service}{alerts}{announce}"#,
             d = node.dir.display(),
             instance = node.instance,

@@ -576,7 +576,7 @@ pub fn announce_config(urls: Vec<String>) -> chainwatch::config::AnnounceConfig 
     chainwatch::config::AnnounceConfig {
         rabbitmq_urls: urls,
         cloudwatch_log_group: String::new(),
-        timeout_ms: 5000,
+        timeout: Duration::from_millis(5000),
         ..Default::default()
     }
 }

@@ -2,7 +2,7 @@
 //! log group with one stream per instance, in Embedded Metric Format, so
 //! that `FailoverMs`, `DetectionMs` and `FenceMs` become metrics with the
 //! role as dimension. `chainwatch history` reads them back. Every
-//! `announce.heartbeat_secs` each daemon also writes a `Heartbeat` metric, so
+//! `announce.heartbeat` each daemon also writes a `Heartbeat` metric, so
 //! that a silent daemon can raise an alarm (missing data).
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -260,7 +260,9 @@ async fn describe(
 }
 
 /// Poll until every instance is `stopped` (or `terminated`), bounded by
-/// `timeout`.
+/// `timeout`, every `poll` (`aws.fence_poll`, 500 ms by default). Not the
+/// SDK's `wait_until_instance_stopped`: its waiter sleeps 15 s between
+/// calls, and every second of this wait is a second the takeover waits.
 async fn wait_down(
     client: &Client,
     ids: &[String],
@@ -294,7 +296,7 @@ pub enum PowerFenceState {
     Stopping,
     /// EC2 reports every instance `stopped` (or `terminated`).
     Confirmed,
-    /// EC2 did not report them stopped within `aws.fence_timeout_ms`: check
+    /// EC2 did not report them stopped within `aws.fence_timeout`: check
     /// them in EC2.
     NotConfirmed,
 }
@@ -343,8 +345,8 @@ impl PowerFence {
 /// region and per-call time-out.
 pub async fn client(cfg: &AwsConfig) -> Client {
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .operation_timeout(Duration::from_millis(cfg.api_timeout_ms))
-        .connect_timeout(Duration::from_millis(cfg.api_timeout_ms.min(3000)))
+        .operation_timeout(cfg.api_timeout)
+        .connect_timeout(cfg.api_timeout.min(Duration::from_millis(3000)))
         .build();
     let mut loader =
         aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
@@ -361,8 +363,8 @@ impl Ec2Registry {
             client,
             fleet: cfg.fleet.clone(),
             me,
-            fence_timeout: Duration::from_millis(cfg.fence_timeout_ms),
-            fence_poll: Duration::from_millis(cfg.fence_poll_ms),
+            fence_timeout: cfg.fence_timeout,
+            fence_poll: cfg.fence_poll,
             eip_allocation: cfg.elastic_ip_allocation.clone(),
             fabric_fence: cfg.fabric_fence,
             underlay: Mutex::new(HashMap::new()),
@@ -780,7 +782,7 @@ impl Ec2Registry {
     }
 
     /// Poll until every instance is `stopped` (or `terminated`), bounded by
-    /// `aws.fence_timeout_ms`.
+    /// `aws.fence_timeout`.
     pub async fn wait_stopped(&self, ids: &[String]) -> Result<(), Ec2Error> {
         wait_down(&self.client, ids, self.fence_timeout, self.fence_poll).await
     }
