@@ -29,7 +29,10 @@ fn unknown_keys_and_bad_values_stop_the_daemon_before_it_starts() {
     for (extra, want) in [
         ("[probe]\nmises = 3\n", "mises"),
         ("[probe]\ntimeout = \"2000ms\"\n", "probe.timeout"),
-        ("[probe]\ntimeout = \"2 fortnights\"\n", "expected a duration"),
+        (
+            "[probe]\ntimeout = \"2 fortnights\"\n",
+            "expected a duration",
+        ),
         // 0.1's spelling of a duration: the error says what to write now.
         (
             "[probe]\ninterval_ms = 500\n",
