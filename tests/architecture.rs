@@ -277,3 +277,17 @@ fn the_reader_sees_grouped_and_relative_imports() {
     );
     assert_eq!(room_of_file(&src().join("core/tests/plan.rs")), "core");
 }
+
+#[test]
+fn no_file_of_the_core_is_longer_than_500_lines() {
+    let mut all = Vec::new();
+    files(&src().join("core"), &mut all);
+    assert!(all.len() >= 6, "the core's files: {all:?}");
+    let long: Vec<String> = all
+        .iter()
+        .map(|f| (f, std::fs::read_to_string(f).unwrap().lines().count()))
+        .filter(|(_, n)| *n > 500)
+        .map(|(f, n)| format!("{}: {n} lines", f.display()))
+        .collect();
+    assert!(long.is_empty(), "split these by concern: {long:?}");
+}
