@@ -291,3 +291,37 @@ fn no_file_of_the_core_is_longer_than_500_lines() {
         .collect();
     assert!(long.is_empty(), "split these by concern: {long:?}");
 }
+
+#[test]
+fn the_code_map_names_every_folder_of_src_and_only_those() {
+    let map =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md"))
+            .unwrap();
+    fn dirs(dir: &Path, out: &mut BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                let rel = p.strip_prefix(src()).unwrap().display().to_string();
+                out.insert(format!("src/{rel}/"));
+                dirs(&p, out);
+            }
+        }
+    }
+    let mut have = BTreeSet::from(["src/".to_string()]);
+    dirs(&src(), &mut have);
+    let named: BTreeSet<String> = map
+        .split('`')
+        .filter(|s| s.starts_with("src/") && s.ends_with('/'))
+        .map(str::to_string)
+        .collect();
+    let missing: Vec<&String> = have.difference(&named).collect();
+    let stale: Vec<&String> = named.difference(&have).collect();
+    assert!(
+        missing.is_empty(),
+        "folders the code map does not name: {missing:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "folders the code map names that do not exist: {stale:?}"
+    );
+}
