@@ -27,6 +27,15 @@ struct Worker {
 }
 
 impl Worker {
+    /// `chainwatch <args>` with this worker's config.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin())
+            .arg("--config")
+            .arg(self.dir.path().join("chainwatch.toml"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
     fn record(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join("record"))
             .unwrap_or_default()
@@ -40,6 +49,11 @@ impl Worker {
 }
 
 fn start_worker(mq: &Rabbit, playbook: &str, attempts: u32) -> Worker {
+    start_worker_with(mq, playbook, attempts, "")
+}
+
+/// A worker whose config ends with `extra` (more sections).
+fn start_worker_with(mq: &Rabbit, playbook: &str, attempts: u32, extra: &str) -> Worker {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(
@@ -58,7 +72,7 @@ fn start_worker(mq: &Rabbit, playbook: &str, attempts: u32) -> Worker {
         format!(
             // The queue handling without EC2 (tests/worker_trust.rs checks
             // events against it).
-            "[aws]\nfleet = \"test\"\n[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{d}/state\"\ninventory = \"{d}/inventory.ini\"\nplaybook = \"{}\"\nattempts = {attempts}\nretry_backoff = \"100ms\"\ntimeout = \"60000ms\"\npublishers = [\"{}\"]\nverify_registry = false\n",
+            "[aws]\nfleet = \"test\"\n[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{d}/state\"\ninventory = \"{d}/inventory.ini\"\nplaybook = \"{}\"\nattempts = {attempts}\nretry_backoff = \"100ms\"\ntimeout = \"60000ms\"\npublishers = [\"{}\"]\nverify_registry = false\n{extra}",
             mq.url(),
             playbook.display(),
             mq.user,
@@ -202,4 +216,67 @@ async fn malformed_messages_are_dead_lettered_and_frontend_events_logged() {
     });
     assert!(w.record().is_empty(), "no playbook for frontend events");
     assert_eq!(mq.count(&cfg.queue).await, 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn dead_letters_are_alerted_listed_and_replayed_after_a_fix() {
+    if !ready() {
+        return;
+    }
+    let mq = Rabbit::new("worker-replay", "127.0.0.1");
+    let alerts = tempfile::NamedTempFile::new().unwrap();
+    let sh = format!("cat >> {0}; echo >> {0}", alerts.path().display());
+    let w = start_worker_with(
+        &mq,
+        "until_fixed.yml",
+        1,
+        &format!("[alerts]\nnotify_command = [\"/bin/sh\", \"-c\", \"{sh}\"]\n"),
+    );
+    let cfg = announce_config(vec![mq.url()]);
+    let ev = event(Role::Backend, 2, 1, 1, "i-000000b2", &["i-000000b1"]);
+    RabbitSink::new(&cfg).deliver(&ev).await.unwrap();
+    wait_for("the dead letter", Duration::from_secs(60), || {
+        w.log().contains("dead-lettered").then_some(())
+    });
+    // The operator hears of it.
+    let alert = wait_for("the dead_letter alert", Duration::from_secs(10), || {
+        let a = std::fs::read_to_string(alerts.path()).unwrap_or_default();
+        a.contains(r#""kind":"dead_letter""#).then_some(a)
+    });
+    assert!(alert.contains(&ev.event_id), "{alert}");
+    // Listed with its reason, and listing leaves it where it is.
+    for _ in 0..2 {
+        let out = w.cli(&["worker", "dead-letters"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(text.contains(&ev.event_id), "{text}");
+        assert!(text.contains("backend2->backend1 epoch 1"), "{text}");
+        assert!(text.contains("playbook failed 1 times"), "{text}");
+    }
+    assert_eq!(mq.count(&cfg.dead_letter_queue).await, 1);
+    let out = w.cli(&["worker", "replay", "no-such-event"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no dead letter with the ID no-such-event"),
+        "{out:?}"
+    );
+    assert_eq!(mq.count(&cfg.dead_letter_queue).await, 1, "still there");
+    // The fix, then the replay: the worker checks the event again and
+    // applies it this time.
+    std::fs::write(w.dir.path().join("record.fixed"), "").unwrap();
+    let out = w.cli(&["worker", "replay", &ev.event_id]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(
+        "the replayed event applied",
+        Duration::from_secs(60),
+        || w.log().contains(": applied").then_some(()),
+    );
+    assert_eq!(mq.count(&cfg.dead_letter_queue).await, 0);
+    assert_eq!(w.record(), vec![ev.event_id.clone(), ev.event_id.clone()]);
+    let applied = std::fs::read_to_string(w.dir.path().join("state/applied.json")).unwrap();
+    assert!(applied.contains(&ev.event_id));
+    // Once applied, a second replay would be refused as a duplicate: none is
+    // left to replay.
+    let out = w.cli(&["worker", "dead-letters"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no dead letters"));
 }

@@ -38,29 +38,169 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::{CmdError, settings};
 use crate::config::Settings;
 use crate::event::TransitionEvent;
-use crate::layout::Role;
+use crate::layout::{Role, escaped};
+use crate::shell::alert::Notifier;
 use crate::shell::aws::ec2::{HolderCheck, check_holder};
-use crate::shell::broker::{Topology, connect};
+use crate::shell::broker::{Topology, broker_user, connect, take_all};
 use crate::shell::worker::{AppliedStore, Decision, run_playbook};
 
 /// What the worker needs besides the settings.
 struct Ctx {
     s: Settings,
     ec2: Option<aws_sdk_ec2::Client>,
+    /// `alerts.notify_command`, told of every dead letter.
+    notifier: Option<Notifier>,
+    /// The worker's own broker users: what `chainwatch worker replay`
+    /// publishes carries one of them.
+    own_users: Vec<String>,
 }
 
 /// Arguments of `worker`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Without an action: consume and apply events until SIGTERM.
+    #[command(subcommand)]
+    pub action: Option<Action>,
+}
 
-/// Run until SIGTERM or SIGINT.
-pub async fn main(config: Option<&Path>, _args: &Args) -> Result<(), CmdError> {
+/// What to do with the dead letters.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// List the dead-lettered events with the reason each was refused (they
+    /// stay in the dead-letter queue).
+    DeadLetters,
+    /// Publish one dead-lettered event again, as the worker's broker user,
+    /// and take it out of the dead-letter queue. The worker checks it anew
+    /// (fleet, EC2, epochs): a replay is a second look, never a bypass.
+    Replay {
+        /// The event ID (`dead-letters` lists them).
+        event_id: String,
+    },
+}
+
+/// Run the worker, or the dead-letter action.
+pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
     let s = settings(config)?;
     if s.config.announce.rabbitmq_urls.is_empty() {
         return Err(CmdError::Other(
             "the worker needs announce.rabbitmq_urls in the config".into(),
         ));
     }
+    match &args.action {
+        None => run(s).await,
+        Some(Action::DeadLetters) => list_dead_letters(&s).await,
+        Some(Action::Replay { event_id }) => replay(&s, event_id).await,
+    }
+}
+
+/// A channel on the worker's broker, with the topology declared, and the
+/// broker user it logged in as.
+async fn channel(
+    s: &Settings,
+) -> Result<(lapin::Connection, Channel, Topology, Option<String>), CmdError> {
+    let a = &s.config.announce;
+    let (conn, url) = connect(&a.rabbitmq_urls, a.timeout)
+        .await
+        .map_err(CmdError::Other)?;
+    let other = |e: lapin::Error| CmdError::Other(format!("RabbitMQ: {e}"));
+    let ch = conn.create_channel().await.map_err(other)?;
+    let topology = Topology::from_config(a);
+    topology.declare(&ch).await.map_err(other)?;
+    Ok((conn, ch, topology, broker_user(&url)))
+}
+
+/// Print the dead letters; closing the channel puts them all back.
+async fn list_dead_letters(s: &Settings) -> Result<(), CmdError> {
+    let (conn, ch, topology, _) = channel(s).await?;
+    let letters = take_all(&ch, &topology.dlq)
+        .await
+        .map_err(|e| CmdError::Other(format!("reading {}: {e}", topology.dlq)))?;
+    if letters.is_empty() {
+        println!("no dead letters in {}", topology.dlq);
+    }
+    for (l, _) in &letters {
+        let what = match TransitionEvent::parse(&l.data) {
+            Ok(ev) => format!(
+                "{}{}->{}{} epoch {} instance {}",
+                ev.role, ev.from_id, ev.role, ev.to_id, ev.epoch, ev.instance_id
+            ),
+            Err(_) => format!("not a transition event ({} bytes)", l.data.len()),
+        };
+        println!(
+            "{}  {}  {}\n    reason: {}",
+            escaped(if l.id.is_empty() { "-" } else { &l.id }),
+            escaped(&l.routing_key),
+            escaped(&what),
+            escaped(&l.reason)
+        );
+    }
+    let _ = ch.close(200, "listed".into()).await;
+    let _ = conn.close(200, "listed".into()).await;
+    Ok(())
+}
+
+/// Publish the dead letter `event_id` to the exchange again (confirmed),
+/// then ack it out of the dead-letter queue.
+async fn replay(s: &Settings, event_id: &str) -> Result<(), CmdError> {
+    let (conn, ch, topology, user) = channel(s).await?;
+    let other = |e: lapin::Error| CmdError::Other(format!("RabbitMQ: {e}"));
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(other)?;
+    let letters = take_all(&ch, &topology.dlq).await.map_err(other)?;
+    let Some((letter, tag)) = letters.iter().find(|(l, _)| l.id == event_id) else {
+        let _ = conn.close(200, "not found".into()).await;
+        return Err(CmdError::Other(format!(
+            "no dead letter with the ID {} in {}: `chainwatch worker dead-letters` lists them",
+            escaped(event_id),
+            topology.dlq
+        )));
+    };
+    let mut props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(letter.id.as_str().into());
+    if let Some(u) = &user {
+        // The broker checks that this is the user who publishes.
+        props = props.with_user_id(u.as_str().into());
+    }
+    let confirm = ch
+        .basic_publish(
+            topology.exchange.as_str().into(),
+            letter.routing_key.as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            &letter.data,
+            props,
+        )
+        .await
+        .map_err(other)?
+        .await
+        .map_err(other)?;
+    if !confirm.is_ack() || confirm.take_message().is_some() {
+        let _ = conn.close(200, "not replayed".into()).await;
+        return Err(CmdError::Other(format!(
+            "the broker did not take the replay of {} (no queue bound to {}?); it stays a dead letter",
+            escaped(event_id),
+            topology.exchange
+        )));
+    }
+    ch.basic_ack(*tag, BasicAckOptions::default())
+        .await
+        .map_err(other)?;
+    let _ = ch.close(200, "replayed".into()).await;
+    let _ = conn.close(200, "replayed".into()).await;
+    println!(
+        "replayed {}: the worker checks it again (its log says what became of it)",
+        escaped(event_id)
+    );
+    Ok(())
+}
+
+/// Run until SIGTERM or SIGINT.
+async fn run(s: Settings) -> Result<(), CmdError> {
     let mut store = AppliedStore::open(&s.config.worker.state_dir)
         .map_err(|e| CmdError::Other(e.to_string()))?;
     let w = &s.config.worker;
@@ -77,7 +217,20 @@ pub async fn main(config: Option<&Path>, _args: &Args) -> Result<(), CmdError> {
         );
         None
     };
-    let ctx = Ctx { s, ec2 };
+    let notifier = Notifier::from_settings(&s, Some("worker"));
+    let own_users = s
+        .config
+        .announce
+        .rabbitmq_urls
+        .iter()
+        .filter_map(|u| broker_user(u))
+        .collect();
+    let ctx = Ctx {
+        s,
+        ec2,
+        notifier,
+        own_users,
+    };
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| CmdError::Other(e.to_string()))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| CmdError::Other(e.to_string()))?;
@@ -137,6 +290,7 @@ async fn consume(ctx: &Ctx, store: &mut AppliedStore) -> Result<(), String> {
 /// is acked. Should the copy fail, the original is rejected (the queue
 /// dead-letters it, without the reason).
 async fn dead_letter(
+    ctx: &Ctx,
     ch: &Channel,
     topology: &Topology,
     d: &Delivery,
@@ -146,6 +300,19 @@ async fn dead_letter(
         user = ?d.properties.user_id().as_ref().map(|u| u.to_string()),
         "dead-lettered: {reason}"
     );
+    if let Some(n) = &ctx.notifier {
+        let id = d.properties.message_id().as_ref().map(|s| s.to_string());
+        n.raise(
+            "dead_letter",
+            "worker".into(),
+            d.routing_key.to_string(),
+            None,
+            format!(
+                "{reason} (event {}; `chainwatch worker dead-letters` lists it, `chainwatch worker replay` retries it)",
+                id.as_deref().unwrap_or("-")
+            ),
+        );
+    }
     let mut headers = d.properties.headers().clone().unwrap_or_default();
     headers.insert(
         ShortString::from("x-chainwatch-reason"),
@@ -230,7 +397,14 @@ async fn handle(
     let ev = match TransitionEvent::parse(&d.data) {
         Ok(ev) => ev,
         Err(e) => {
-            return dead_letter(ch, topology, &d, &format!("not a transition event: {e}")).await;
+            return dead_letter(
+                ctx,
+                ch,
+                topology,
+                &d,
+                &format!("not a transition event: {e}"),
+            )
+            .await;
         }
     };
     let span = format!(
@@ -240,25 +414,31 @@ async fn handle(
     let w = &s.config.worker;
     if !w.publishers.is_empty() {
         let user = d.properties.user_id().as_ref().map(|u| u.to_string());
-        if !user.as_ref().is_some_and(|u| w.publishers.contains(u)) {
-            let reason =
-                format!("{span}: published by broker user {user:?}, not one of worker.publishers");
-            return dead_letter(ch, topology, &d, &reason).await;
+        // The worker's own user: a `chainwatch worker replay` of a dead
+        // letter, checked from here on like any event.
+        if !user
+            .as_ref()
+            .is_some_and(|u| w.publishers.contains(u) || ctx.own_users.contains(u))
+        {
+            let reason = format!(
+                "{span}: published by broker user {user:?}, not one of worker.publishers (nor the worker's own)"
+            );
+            return dead_letter(ctx, ch, topology, &d, &reason).await;
         }
     }
     if let Err(e) = ev.check(&s.config.aws.fleet, &s.layout) {
-        return dead_letter(ch, topology, &d, &format!("{span}: {e}")).await;
+        return dead_letter(ctx, ch, topology, &d, &format!("{span}: {e}")).await;
     }
     match store.decide(&ev) {
         Decision::Duplicate => {
             let reason = format!("{span}: already applied (a replay or a redelivery)");
-            return dead_letter(ch, topology, &d, &reason).await;
+            return dead_letter(ctx, ch, topology, &d, &reason).await;
         }
         Decision::Conflict { applied_event } => {
             let reason = format!(
                 "{span}: event {applied_event} was applied at the same epoch; one of them is forged"
             );
-            return dead_letter(ch, topology, &d, &reason).await;
+            return dead_letter(ctx, ch, topology, &d, &reason).await;
         }
         Decision::Stale { applied } => {
             tracing::warn!(event_id = %ev.event_id, applied, "{span}: stale (epoch {} < applied {applied}), skipping", ev.epoch);
@@ -274,7 +454,7 @@ async fn handle(
         }
         Ok(HolderCheck::NotHolder(why)) => {
             let reason = format!("{span}: EC2 does not show the holder it claims: {why}");
-            return dead_letter(ch, topology, &d, &reason).await;
+            return dead_letter(ctx, ch, topology, &d, &reason).await;
         }
         Err(e) => {
             // EC2 unreachable: not the event's fault. Requeue and retry later.
@@ -317,5 +497,5 @@ async fn handle(
         }
     }
     let reason = format!("{span}: playbook failed {} times, last: {last}", w.attempts);
-    dead_letter(ch, topology, &d, &reason).await
+    dead_letter(ctx, ch, topology, &d, &reason).await
 }

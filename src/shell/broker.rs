@@ -122,6 +122,61 @@ pub fn broker_user(url: &str) -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
+/// One dead letter, as `chainwatch worker dead-letters` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The message ID (the event ID for chainwatch's events).
+    pub id: String,
+    /// The routing key it was published with.
+    pub routing_key: String,
+    /// Why the worker refused it (`x-chainwatch-reason`).
+    pub reason: String,
+    /// The body.
+    pub data: Vec<u8>,
+}
+
+/// Take every message of `queue` without acking it, with its delivery tag:
+/// the caller acks (`basic_ack`) what it consumed, and closing the channel
+/// puts the rest back.
+pub async fn take_all(ch: &Channel, queue: &str) -> lapin::Result<Vec<(DeadLetter, u64)>> {
+    let mut out = Vec::new();
+    while let Some(m) = ch
+        .basic_get(
+            queue.into(),
+            lapin::options::BasicGetOptions { no_ack: false },
+        )
+        .await?
+    {
+        let d = m.delivery;
+        let reason = d
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-chainwatch-reason").cloned())
+            .and_then(|v| match v {
+                AMQPValue::LongString(s) => Some(s.to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "(no reason recorded)".into());
+        let id = d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        out.push((
+            DeadLetter {
+                id,
+                routing_key: d.routing_key.to_string(),
+                reason,
+                data: d.data,
+            },
+            d.delivery_tag,
+        ));
+    }
+    Ok(out)
+}
+
 /// Connect to the first broker that answers, returning the connection and
 /// the URL it used; errors name every URL tried, without passwords.
 pub async fn connect(urls: &[String], timeout: Duration) -> Result<(Connection, String), String> {
