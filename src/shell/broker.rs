@@ -135,6 +135,35 @@ pub struct DeadLetter {
     pub data: Vec<u8>,
 }
 
+impl DeadLetter {
+    /// A delivery as a dead letter: its message ID, routing key, the
+    /// worker's reason (`x-chainwatch-reason`) and body.
+    pub fn of(d: &lapin::message::Delivery) -> DeadLetter {
+        let reason = d
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| match h.inner().get("x-chainwatch-reason") {
+                Some(AMQPValue::LongString(r)) => {
+                    Some(String::from_utf8_lossy(r.as_bytes()).into_owned())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| "(no reason recorded)".into());
+        DeadLetter {
+            id: d
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            routing_key: d.routing_key.to_string(),
+            reason,
+            data: d.data.clone(),
+        }
+    }
+}
+
 /// Take every message of `queue` without acking it, with its delivery tag:
 /// the caller acks (`basic_ack`) what it consumed, and closing the channel
 /// puts the rest back.
@@ -147,32 +176,7 @@ pub async fn take_all(ch: &Channel, queue: &str) -> lapin::Result<Vec<(DeadLette
         )
         .await?
     {
-        let d = m.delivery;
-        let reason = d
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-chainwatch-reason").cloned())
-            .and_then(|v| match v {
-                AMQPValue::LongString(s) => Some(s.to_string()),
-                _ => None,
-            })
-            .unwrap_or_else(|| "(no reason recorded)".into());
-        let id = d
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        out.push((
-            DeadLetter {
-                id,
-                routing_key: d.routing_key.to_string(),
-                reason,
-                data: d.data,
-            },
-            d.delivery_tag,
-        ));
+        out.push((DeadLetter::of(&m.delivery), m.delivery.delivery_tag));
     }
     Ok(out)
 }

@@ -132,24 +132,8 @@ impl Rabbit {
             .await
             .iter()
             .map(|m| {
-                let id = m
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|s| s.to_string())
-                    .unwrap_or_default();
-                let reason = m
-                    .properties
-                    .headers()
-                    .as_ref()
-                    .and_then(|h| match h.inner().get("x-chainwatch-reason") {
-                        Some(lapin::types::AMQPValue::LongString(r)) => {
-                            Some(String::from_utf8_lossy(r.as_bytes()).into_owned())
-                        }
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                (id, reason)
+                let l = chainwatch::shell::broker::DeadLetter::of(m);
+                (l.id, l.reason)
             })
             .collect()
     }
