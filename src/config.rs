@@ -758,33 +758,35 @@ impl Config {
             var: var.to_string(),
             reason,
         };
-        let mut table = match toml::Value::try_from(&*self) {
-            Ok(toml::Value::Table(t)) => t,
-            Ok(_) => unreachable!("a struct serializes to a table"),
-            Err(e) => return Err(bad(&set[0].0, format!("cannot layer the environment: {e}"))),
-        };
+        // Through TOML text (the file's values over the defaults), so the
+        // layer reuses the parser and printer the file and the user-data
+        // already need instead of a second, typed path through
+        // `toml::Value`.
+        let mut table: toml::Table = toml::to_string(&*self)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| bad(&set[0].0, "cannot layer the environment".into()))?;
         for (var, section, key, value) in &set {
             let Some(toml::Value::Table(t)) = table.get_mut(section.as_str()) else {
                 return Err(bad(var, format!("there is no section [{section}]")));
             };
             let value = match t.get(key.as_str()) {
                 None | Some(toml::Value::String(_)) => toml::Value::String(value.clone()),
-                Some(_) => toml::from_str::<toml::Table>(&format!("v = {value}"))
+                Some(_) => format!("v = {value}")
+                    .parse::<toml::Table>()
                     .ok()
                     .and_then(|mut v| v.remove("v"))
                     .ok_or_else(|| bad(var, format!("not a TOML value for {section}.{key}")))?,
             };
             t.insert(key.clone(), value);
         }
-        *self = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                let vars: Vec<&str> = set.iter().map(|(v, ..)| v.as_str()).collect();
-                bad(
-                    &vars.join(", "),
-                    redact_text(e.message().trim_end()) + &renamed_hint(e.message()),
-                )
-            })?;
+        *self = toml::from_str(&table.to_string()).map_err(|e: toml::de::Error| {
+            let vars: Vec<&str> = set.iter().map(|(v, ..)| v.as_str()).collect();
+            bad(
+                &vars.join(", "),
+                redact_text(e.message().trim_end()) + &renamed_hint(e.message()),
+            )
+        })?;
         Ok(())
     }
 
