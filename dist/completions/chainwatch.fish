@@ -134,10 +134,24 @@ complete -c chainwatch -n "__fish_chainwatch_using_subcommand iam-policy" -l con
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand iam-policy" -l log-format -d 'Log format' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand iam-policy" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker" -l config -d 'Config file [default: /etc/chainwatch/chainwatch.toml if present, else built-in defaults]' -r -F
-complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker" -l log-format -d 'Log format' -r -f -a "text\t'Human-readable lines'
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker; and not __fish_seen_subcommand_from dead-letters replay help" -l config -d 'Config file [default: /etc/chainwatch/chainwatch.toml if present, else built-in defaults]' -r -F
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker; and not __fish_seen_subcommand_from dead-letters replay help" -l log-format -d 'Log format' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
-complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker; and not __fish_seen_subcommand_from dead-letters replay help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker; and not __fish_seen_subcommand_from dead-letters replay help" -f -a "dead-letters" -d 'List the dead-lettered events with the reason each was refused (they stay in the dead-letter queue)'
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker; and not __fish_seen_subcommand_from dead-letters replay help" -f -a "replay" -d 'Publish one dead-lettered event again, as the worker\'s broker user, and take it out of the dead-letter queue. The worker checks it anew (fleet, EC2, epochs): a replay is a second look, never a bypass'
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker; and not __fish_seen_subcommand_from dead-letters replay help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker; and __fish_seen_subcommand_from dead-letters" -l config -d 'Config file [default: /etc/chainwatch/chainwatch.toml if present, else built-in defaults]' -r -F
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker; and __fish_seen_subcommand_from dead-letters" -l log-format -d 'Log format' -r -f -a "text\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker; and __fish_seen_subcommand_from dead-letters" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker; and __fish_seen_subcommand_from replay" -l config -d 'Config file [default: /etc/chainwatch/chainwatch.toml if present, else built-in defaults]' -r -F
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker; and __fish_seen_subcommand_from replay" -l log-format -d 'Log format' -r -f -a "text\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker; and __fish_seen_subcommand_from replay" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker; and __fish_seen_subcommand_from help" -f -a "dead-letters" -d 'List the dead-lettered events with the reason each was refused (they stay in the dead-letter queue)'
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker; and __fish_seen_subcommand_from help" -f -a "replay" -d 'Publish one dead-lettered event again, as the worker\'s broker user, and take it out of the dead-letter queue. The worker checks it anew (fleet, EC2, epochs): a replay is a second look, never a bypass'
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand worker; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand history" -l role -d 'Only this role' -r -f -a "frontend\t'OpenVPN server (ID 1) and clients; frontend1 owns the public address'
 backend\t'MySQL primary (ID 1) and replicas'"
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand history" -l since -d 'From this time: a duration ago (`90m`, `2h`, `7days`) or an RFC 3339 time (`2026-11-22T10:00:00Z`)' -r
@@ -177,3 +191,5 @@ complete -c chainwatch -n "__fish_chainwatch_using_subcommand help; and __fish_s
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand help; and __fish_seen_subcommand_from maint" -f -a "on" -d 'Start maintenance: no fence (so no takeover) of the target until it ends'
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand help; and __fish_seen_subcommand_from maint" -f -a "off" -d 'End maintenance now'
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand help; and __fish_seen_subcommand_from maint" -f -a "list" -d 'The instances with a maintenance tag, active or expired'
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand help; and __fish_seen_subcommand_from worker" -f -a "dead-letters" -d 'List the dead-lettered events with the reason each was refused (they stay in the dead-letter queue)'
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand help; and __fish_seen_subcommand_from worker" -f -a "replay" -d 'Publish one dead-lettered event again, as the worker\'s broker user, and take it out of the dead-letter queue. The worker checks it anew (fleet, EC2, epochs): a replay is a second look, never a bypass'
