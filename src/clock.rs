@@ -37,6 +37,12 @@ pub fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whole milliseconds of `d` (saturating), for configs and wire fields
+/// kept in ms.
+pub fn whole_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Round a duration to fractional milliseconds.
 pub fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0

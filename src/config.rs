@@ -13,16 +13,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::whole_ms as ms;
 use crate::core::CoreConfig;
 use crate::layout::{Layout, LayoutConfig, LayoutError};
 
 /// Where the config file is looked for when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/chainwatch/chainwatch.toml";
-
-/// Whole milliseconds of `d` (the unit of the range checks).
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
 
 /// The prefix of the environment layer (`CHAINWATCH_<SECTION>__<KEY>`).
 pub const ENV_PREFIX: &str = "CHAINWATCH_";

@@ -260,7 +260,7 @@ impl Members {
         let opts = MembersOptions {
             port: s.config.members.port,
             helpers: s.config.members.helpers as usize,
-            window_ms: u64::try_from(s.config.members.window.as_millis()).unwrap_or(u64::MAX),
+            window_ms: crate::clock::whole_ms(s.config.members.window),
             probe_timeout: s.config.probe.timeout,
         };
         match Members::new(socket, key, &opts, s.layout.clone(), prober) {
