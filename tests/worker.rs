@@ -261,6 +261,25 @@ async fn dead_letters_are_alerted_listed_and_replayed_after_a_fix() {
         "{out:?}"
     );
     assert_eq!(mq.count(&cfg.dead_letter_queue).await, 1, "still there");
+    // A replay is checked anew: an event of another fleet comes back to the
+    // dead-letter queue with the same reason.
+    let mut foreign = event(Role::Backend, 3, 1, 2, "i-000000b3", &["i-000000b1"]);
+    foreign.fleet = "another-fleet".into();
+    RabbitSink::new(&cfg).deliver(&foreign).await.unwrap();
+    wait_for("the foreign event refused", Duration::from_secs(30), || {
+        (w.log().matches("not this worker's fleet").count() == 1).then_some(())
+    });
+    let out = w.cli(&["worker", "replay", &foreign.event_id]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for("the replay refused again", Duration::from_secs(30), || {
+        (w.log().matches("not this worker's fleet").count() == 2).then_some(())
+    });
+    let out = w.cli(&["worker", "dead-letters"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&foreign.event_id) && text.contains(&ev.event_id),
+        "{text}"
+    );
     // The fix, then the replay: the worker checks the event again and
     // applies it this time.
     std::fs::write(w.dir.path().join("record.fixed"), "").unwrap();
@@ -271,12 +290,19 @@ async fn dead_letters_are_alerted_listed_and_replayed_after_a_fix() {
         Duration::from_secs(60),
         || w.log().contains(": applied").then_some(()),
     );
-    assert_eq!(mq.count(&cfg.dead_letter_queue).await, 0);
+    assert_eq!(
+        mq.count(&cfg.dead_letter_queue).await,
+        1,
+        "only the foreign one"
+    );
     assert_eq!(w.record(), vec![ev.event_id.clone(), ev.event_id.clone()]);
     let applied = std::fs::read_to_string(w.dir.path().join("state/applied.json")).unwrap();
     assert!(applied.contains(&ev.event_id));
-    // Once applied, a second replay would be refused as a duplicate: none is
-    // left to replay.
+    // The applied event left the dead-letter queue; the foreign one stays.
     let out = w.cli(&["worker", "dead-letters"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("no dead letters"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains(&ev.event_id) && text.contains(&foreign.event_id),
+        "{text}"
+    );
 }
