@@ -281,7 +281,8 @@ pub struct MembersConfig {
     pub key_file: Option<PathBuf>,
     /// UDP port of the channel on the overlay, the same on every member.
     pub port: u16,
-    /// Helpers whose failure to reach the peer confirms its death.
+    /// The quorum: helpers whose failure to reach the peer confirms its
+    /// death (every other member in a smaller fleet).
     pub helpers: u32,
     /// How far a datagram's send time may be from the receiver's clock;
     /// older ones are dropped as replays.

@@ -36,9 +36,10 @@ async fn no_fence_for(f: &Fleet, secs: u64, watcher: usize) -> u64 {
         }
         assert!(
             f.takeovers().is_empty(),
-            "a healthy node was fenced after {:?}: {:?}",
+            "a healthy node was fenced after {:?}: {:?}\n{}",
             start.elapsed(),
-            f.takeovers()
+            f.takeovers(),
+            f.recent_logs(40)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -460,7 +460,8 @@ impl World {
                         None => {}
                     }
                 }
-                let verdict = Verdict::of(asked, u32::from(reached), answered);
+                // The shell's quorum: `members.helpers`, 3 by default.
+                let verdict = Verdict::of(asked, u32::from(reached), answered, 3);
                 let after = if reached {
                     self.ms(5, 100)
                 } else {

@@ -402,12 +402,16 @@ impl Monitor {
         match self.verdict {
             Some(Verdict::Unreached { .. } | Verdict::NoneToAsk) => Ok(()),
             // Lifeguard: a node its helpers do not answer suspects itself
-            // first. It falls back to the witness rule, but only after
-            // twice the misses.
-            Some(Verdict::NoneAnswered { .. }) if self.misses >= need * 2 => Ok(()),
-            Some(Verdict::NoneAnswered { .. }) => {
+            // first, and a lone "no" may come from the peer's partner in a
+            // pairwise partition. Either way it falls back to the witness
+            // rule, but only after twice the misses.
+            Some(Verdict::TooFew { .. }) if self.misses >= need * 2 => Ok(()),
+            Some(Verdict::TooFew { unreached: 0, .. }) => {
                 Err("no helper answered this node, which may be the sick one")
             }
+            Some(Verdict::TooFew { .. }) => Err(
+                "too few helpers confirm: the one that could not reach the peer may share its path fault",
+            ),
             Some(Verdict::Reached) => Err("a helper reached the peer"),
             None => Err("waiting for the helpers' probes"),
         }

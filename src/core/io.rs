@@ -66,11 +66,16 @@ pub enum Verdict {
         /// How many helpers answered.
         helpers: u32,
     },
-    /// Helpers were asked, and none answered: this node may be the sick one
-    /// (Lifeguard's local health). It accuses later, by the witness rule.
-    NoneAnswered {
+    /// Helpers were asked, and fewer than the quorum answered that they
+    /// could not reach the peer (none at all, perhaps): this node may be
+    /// the sick one (Lifeguard's local health), or the one helper that
+    /// answered may share the peer's path fault (a pairwise partition). It
+    /// accuses later, by the witness rule.
+    TooFew {
         /// How many were asked.
         asked: u32,
+        /// How many answered that they did not reach the peer.
+        unreached: u32,
     },
     /// There is no other member to ask: the witness rule decides.
     NoneToAsk,
@@ -79,16 +84,19 @@ pub enum Verdict {
 impl Verdict {
     /// What the answers of `asked` helpers add up to: `reached` of them
     /// reached the peer, `unreached` answered that they did not (the others
-    /// did not answer). One that reached it is enough to clear it.
-    pub fn of(asked: u32, reached: u32, unreached: u32) -> Verdict {
+    /// did not answer). One that reached it is enough to clear it; a death
+    /// needs `quorum` helpers (`members.helpers`), or every one asked when
+    /// fewer were, to say they could not reach it. A lone "no" proves
+    /// little: in a pairwise partition it comes from the peer's partner.
+    pub fn of(asked: u32, reached: u32, unreached: u32, quorum: u32) -> Verdict {
         if asked == 0 {
             Verdict::NoneToAsk
         } else if reached > 0 {
             Verdict::Reached
-        } else if unreached > 0 {
+        } else if unreached >= quorum.min(asked).max(1) {
             Verdict::Unreached { helpers: unreached }
         } else {
-            Verdict::NoneAnswered { asked }
+            Verdict::TooFew { asked, unreached }
         }
     }
 }

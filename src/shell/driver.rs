@@ -360,7 +360,21 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                             m.ask(peer, addrs, timeout.saturating_sub(started.elapsed()))
                                 .await
                         }
-                        Some(m) => m.ask(peer, m.overlay_helpers(me, peer), timeout).await,
+                        Some(m) => {
+                            // The members that hold a slot, so that the
+                            // quorum counts only helpers that can answer;
+                            // without EC2's word, every slot of the layout
+                            // (vacant ones never answer, and the node waits
+                            // twice the misses rather than accuse).
+                            let held =
+                                tokio::time::timeout(timeout / 3, registry.held_slots(&layout))
+                                    .await
+                                    .ok()
+                                    .and_then(Result::ok);
+                            let helpers = m.overlay_helpers(me, peer, held.as_deref());
+                            m.ask(peer, helpers, timeout.saturating_sub(started.elapsed()))
+                                .await
+                        }
                         None => crate::core::Verdict::NoneToAsk,
                     };
                     let _ = tx.send(Input::HelpersSaid { round, verdict });

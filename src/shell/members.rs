@@ -10,8 +10,8 @@
 //!   overlay address (about the hub, whose overlay may be what is sick, to
 //!   their underlay addresses) and collects the answers: one helper that reached the
 //!   peer is enough ([`Verdict::Reached`]); `members.helpers` answers that
-//!   did not, or the timeout with at least one, make
-//!   [`Verdict::Unreached`]; none at all make [`Verdict::NoneAnswered`].
+//!   did not (every helper's, in a smaller fleet) make
+//!   [`Verdict::Unreached`]; fewer by the timeout make [`Verdict::TooFew`].
 //!
 //! * **Resigner.** A holder whose service failed gives up its ID and tells
 //!   its watcher so ([`Members::resign`]), on the underlay since its overlay
@@ -364,12 +364,13 @@ impl Members {
         (seq, wire::seal(&self.key, &d))
     }
 
-    /// The overlay addresses of every slot but `me` and `peer`: the helpers
-    /// of an ordinary second opinion.
-    pub fn overlay_helpers(&self, me: Slot, peer: Slot) -> Vec<Ipv4Addr> {
+    /// The overlay addresses of every slot in `held` (every slot of the
+    /// layout when that is unknown) but `me` and `peer`: the helpers of an
+    /// ordinary second opinion.
+    pub fn overlay_helpers(&self, me: Slot, peer: Slot, held: Option<&[Slot]>) -> Vec<Ipv4Addr> {
         self.layout
             .all_slots()
-            .filter(|s| *s != me && *s != peer)
+            .filter(|s| *s != me && *s != peer && held.is_none_or(|h| h.contains(s)))
             .map(|s| self.layout.overlay_addr(s))
             .collect()
     }
@@ -414,7 +415,8 @@ impl Members {
             }
         }
         lock(&self.waiting).remove(&seq);
-        let verdict = Verdict::of(asked, reached, unreached.len() as u32);
+        let quorum = u32::try_from(self.helpers).unwrap_or(u32::MAX);
+        let verdict = Verdict::of(asked, reached, unreached.len() as u32, quorum);
         if verdict == Verdict::Reached {
             bump(&self.counters.vouched);
         }
@@ -539,10 +541,10 @@ mod tests {
 
     /// A resignation is delivered to the driver once per datagram, counted,
     /// and one naming a slot the layout does not have is malformed.
-    #[tokio::test]
-    async fn a_resignation_is_counted_and_handed_to_the_driver() {
-        let prober = match IcmpProber::new(1) {
-            Ok(p) => Arc::new(p),
+    /// A prober, or `None` (and a loud skip) where no ICMP socket opens.
+    fn prober() -> Option<Arc<IcmpProber>> {
+        match IcmpProber::new(1) {
+            Ok(p) => Some(Arc::new(p)),
             Err(e) => {
                 let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
                 assert!(
@@ -550,9 +552,46 @@ mod tests {
                     "prerequisite missing under CI=true: an ICMP socket: {e}"
                 );
                 eprintln!("SKIPPED: no ICMP socket here ({e}); run as root");
-                return;
+                None
             }
+        }
+    }
+
+    /// The helpers asked are the other holders when EC2 named them (so a
+    /// quorum counts only members that can answer), every other slot of
+    /// the layout when it did not.
+    #[tokio::test]
+    async fn the_helpers_are_the_other_holders_or_every_other_slot() {
+        let Some(prober) = prober() else { return };
+        let opts = MembersOptions {
+            port: 7947,
+            helpers: 3,
+            window_ms: 10_000,
+            probe_timeout: Duration::from_millis(100),
         };
+        let layout = Layout::default();
+        let m = Members::new(
+            Members::bind(0).unwrap(),
+            Key::new(&[b'k'; 32]).unwrap(),
+            &opts,
+            layout.clone(),
+            prober,
+        )
+        .unwrap();
+        let fe = |id| Slot::new(crate::layout::Role::Frontend, id);
+        let held = [fe(1), fe(2), fe(3), fe(4)];
+        assert_eq!(
+            m.overlay_helpers(fe(4), fe(3), Some(&held)),
+            vec![layout.overlay_addr(fe(1)), layout.overlay_addr(fe(2))]
+        );
+        let all = m.overlay_helpers(fe(4), fe(3), None);
+        assert_eq!(all.len(), layout.all_slots().count() - 2);
+        assert!(!all.contains(&layout.overlay_addr(fe(3))));
+    }
+
+    #[tokio::test]
+    async fn a_resignation_is_counted_and_handed_to_the_driver() {
+        let Some(prober) = prober() else { return };
         let key = Key::new(&[b'k'; 32]).unwrap();
         let opts = MembersOptions {
             port: 7947,

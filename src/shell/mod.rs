@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::{Fenced, Holder};
 use crate::event::TransitionEvent;
-use crate::layout::{Role, Slot};
+use crate::layout::{Layout, Role, Slot};
 use crate::shell::aws::ec2::Ec2Registry;
 pub use crate::shell::aws::ec2::{PowerFence, PowerFenceState};
 
@@ -67,6 +67,11 @@ pub trait Registry: Send + Sync + 'static {
     fn witness(&self) -> impl Future<Output = Result<(), String>> + Send;
     /// The underlay (VPC) address of `slot`'s holder.
     fn underlay_addr(&self, slot: Slot) -> impl Future<Output = Result<Ipv4Addr, String>> + Send;
+    /// The slots that running instances hold (a recent read is fine): the
+    /// members that can be asked for a second opinion, and so how many
+    /// answers make a quorum.
+    fn held_slots(&self, layout: &Layout)
+    -> impl Future<Output = Result<Vec<Slot>, String>> + Send;
     /// The power fences this daemon sent, latest per slot: whether EC2 has
     /// reported their instances stopped yet.
     fn power_fences(&self) -> Vec<PowerFence> {
@@ -92,6 +97,9 @@ impl Registry for Ec2Registry {
     async fn underlay_addr(&self, slot: Slot) -> Result<Ipv4Addr, String> {
         self.underlay_of(slot).await
     }
+    async fn held_slots(&self, layout: &Layout) -> Result<Vec<Slot>, String> {
+        Ec2Registry::held_slots(self, layout).await
+    }
     fn power_fences(&self) -> Vec<PowerFence> {
         Ec2Registry::power_fences(self)
     }
@@ -113,6 +121,9 @@ impl<R: Registry> Registry for std::sync::Arc<R> {
     }
     async fn underlay_addr(&self, slot: Slot) -> Result<Ipv4Addr, String> {
         R::underlay_addr(self, slot).await
+    }
+    async fn held_slots(&self, layout: &Layout) -> Result<Vec<Slot>, String> {
+        R::held_slots(self, layout).await
     }
     fn power_fences(&self) -> Vec<PowerFence> {
         R::power_fences(self)
@@ -213,6 +224,9 @@ impl Registry for StaticRegistry {
                 "the underlay address of {slot} comes from EC2, which this mode does not ask"
             )),
         }
+    }
+    async fn held_slots(&self, _layout: &Layout) -> Result<Vec<Slot>, String> {
+        Err("the holders come from EC2, which this mode does not ask".into())
     }
 }
 

@@ -516,6 +516,25 @@ impl Fleet {
         std::fs::read_to_string(self.nodes[i].dir.join("log")).unwrap_or_default()
     }
 
+    /// The last `lines` log lines of every node, for a failure message: what
+    /// each one saw just before an assertion tripped.
+    pub fn recent_logs(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for i in 0..self.nodes.len() {
+            let log = self.log(i);
+            let all: Vec<&str> = log.lines().collect();
+            out.push_str(&format!(
+                "\n--- node {i}, last {lines} of {} lines\n",
+                all.len()
+            ));
+            for l in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// One ICMP echo from node `i` to `addr`, waiting up to `wait_ms`.
     pub fn ping(&self, i: usize, addr: Ipv4Addr, wait_ms: u32) -> bool {
         Command::new("ip")

@@ -108,7 +108,35 @@ fn at_the_last_miss_a_pending_opinion_is_awaited_then_decides() {
 fn a_node_no_helper_answers_suspects_itself_and_accuses_only_after_twice_the_misses() {
     let mut h = with_opinion(be(3));
     h.round(Some(RTT), Some(RTT));
-    declared_at_miss(&mut h, 6, Verdict::NoneAnswered { asked: 3 });
+    declared_at_miss(
+        &mut h,
+        6,
+        Verdict::TooFew {
+            asked: 3,
+            unreached: 0,
+        },
+    );
+}
+
+#[test]
+fn a_lone_helper_that_cannot_reach_the_peer_is_no_confirmation() {
+    // A pairwise partition: the peer's partner answers "not reached", the
+    // other helper does not answer in time. The node waits, as one no
+    // helper answered would, for twice the misses.
+    let mut h = with_opinion(be(3));
+    h.round(Some(RTT), Some(RTT));
+    declared_at_miss(
+        &mut h,
+        6,
+        Verdict::TooFew {
+            asked: 2,
+            unreached: 1,
+        },
+    );
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        Event::Withheld { why, .. } if why.contains("too few helpers")
+    )));
 }
 
 #[test]
@@ -230,7 +258,14 @@ fn a_hub_whose_overlay_is_silent_past_the_grace_is_fenced_once_helpers_confirm()
 fn a_sick_hub_is_never_fenced_on_this_nodes_word_alone() {
     for verdict in [
         Verdict::Reached,
-        Verdict::NoneAnswered { asked: 4 },
+        Verdict::TooFew {
+            asked: 4,
+            unreached: 0,
+        },
+        Verdict::TooFew {
+            asked: 4,
+            unreached: 1,
+        },
         Verdict::NoneToAsk,
     ] {
         let mut h = with_opinion(fe(2));
@@ -260,10 +295,34 @@ fn the_hub_overlay_back_ends_the_sickness() {
 
 #[test]
 fn answers_add_up_to_a_verdict() {
-    assert_eq!(Verdict::of(0, 0, 0), Verdict::NoneToAsk);
-    assert_eq!(Verdict::of(4, 1, 3), Verdict::Reached, "one reach clears");
-    assert_eq!(Verdict::of(4, 0, 2), Verdict::Unreached { helpers: 2 });
-    assert_eq!(Verdict::of(4, 0, 0), Verdict::NoneAnswered { asked: 4 });
+    assert_eq!(Verdict::of(0, 0, 0, 3), Verdict::NoneToAsk);
+    assert_eq!(
+        Verdict::of(4, 1, 3, 3),
+        Verdict::Reached,
+        "one reach clears"
+    );
+    assert_eq!(Verdict::of(4, 0, 3, 3), Verdict::Unreached { helpers: 3 });
+    assert_eq!(
+        Verdict::of(2, 0, 2, 3),
+        Verdict::Unreached { helpers: 2 },
+        "a smaller fleet: every helper asked"
+    );
+    assert_eq!(
+        Verdict::of(4, 0, 0, 3),
+        Verdict::TooFew {
+            asked: 4,
+            unreached: 0
+        }
+    );
+    // A pairwise partition: the peer's partner cannot reach it, the other
+    // helper did not answer in time. That is no confirmation.
+    assert_eq!(
+        Verdict::of(2, 0, 1, 3),
+        Verdict::TooFew {
+            asked: 2,
+            unreached: 1
+        }
+    );
 }
 
 /// The resignation arrives between rounds: the round it starts at once.
@@ -344,7 +403,10 @@ fn a_resigned_peer_a_helper_reaches_is_not_declared_and_the_word_ends() {
     // usual rules are back (Lifeguard: twice the misses without helpers).
     // Under the word, two such misses would fence; these two come within
     // its window (interval x misses = 3 s).
-    let none = Verdict::NoneAnswered { asked: 3 };
+    let none = Verdict::TooFew {
+        asked: 3,
+        unreached: 0,
+    };
     for _ in 0..2 {
         for round in miss(&mut h) {
             said(&mut h, round, none);

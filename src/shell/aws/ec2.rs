@@ -183,6 +183,7 @@ pub struct Ec2Registry {
     eip_allocation: Option<String>,
     fabric_fence: bool,
     underlay: Mutex<HashMap<Slot, (Ipv4Addr, Instant)>>,
+    held: Mutex<Option<(Vec<Slot>, Instant)>>,
     /// The instances a fence of a slot has sent a stop to, kept until that
     /// fence is confirmed. A stopped instance no longer holds its slot, so
     /// after a stop that went through but whose reply (or the tagging after
@@ -368,6 +369,7 @@ impl Ec2Registry {
             eip_allocation: cfg.elastic_ip_allocation.clone(),
             fabric_fence: cfg.fabric_fence,
             underlay: Mutex::new(HashMap::new()),
+            held: Mutex::new(None),
             fence_targets: Mutex::new(HashMap::new()),
             power_fences: Arc::new(Mutex::new(Vec::new())),
             budget: None,
@@ -1029,6 +1031,30 @@ impl Ec2Registry {
     }
 
     /// The underlay address of `slot`'s holder (cached for a while).
+    /// The slots held by running (or pending) instances of the fleet that
+    /// are not tagged `fenced`, read at most every [`UNDERLAY_TTL`].
+    pub async fn held_slots(&self, layout: &Layout) -> Result<Vec<Slot>, String> {
+        {
+            let cache = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((slots, at)) = cache.as_ref()
+                && at.elapsed() < UNDERLAY_TTL
+            {
+                return Ok(slots.clone());
+            }
+        }
+        let slots: Vec<Slot> = self
+            .members(layout)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|m| !m.fenced && matches!(m.state.as_str(), "running" | "pending"))
+            .filter_map(|m| Some(Slot::new(m.role?, m.id?)))
+            .collect();
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((slots.clone(), Instant::now()));
+        Ok(slots)
+    }
+
     pub async fn underlay_of(&self, slot: Slot) -> Result<Ipv4Addr, String> {
         {
             let cache = self.underlay.lock().unwrap_or_else(|p| p.into_inner());
