@@ -11,7 +11,9 @@
 //! * Hostile datagrams: oversize, malformed, forged, stale and replayed
 //!   datagrams thrown at a member's channel, over the overlay and the
 //!   underlay, are counted, none is acted on, the daemon lives and its
-//!   probing goes on.
+//!   probing goes on. Then `fleet`, run on frontend1, shows every holder's
+//!   live status over the same channel, and a member cut off as
+//!   unreachable.
 
 mod common;
 
@@ -166,4 +168,33 @@ async fn hostile_datagrams_are_counted_and_change_nothing() {
     assert_eq!(s["misses"], 0);
     assert!(!f.daemon_exited(2));
     assert!(f.takeovers().is_empty(), "{:?}", f.takeovers());
+
+    // `fleet`, run on frontend1, adds each holder's live status, asked over
+    // the same channel; a member cut off shows as unreachable.
+    let fleet = |args: &[&str]| {
+        let o = f.cli_in(0, &[&["fleet"], args].concat());
+        assert!(o.status.success(), "{}", common::output_text(&o));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let v: serde_json::Value = serde_json::from_str(&fleet(&["--json"])).unwrap();
+    let live = &v["live"];
+    assert_eq!(live["frontend1"]["phase"], "idle", "{v}");
+    for (name, id) in [("frontend2", 2), ("frontend3", 3)] {
+        assert_eq!(live[name]["phase"], "watching", "{v}");
+        assert_eq!(live[name]["slot"]["id"], id, "{v}");
+        assert_eq!(live[name]["misses"], 0, "{v}");
+        assert!(live[name]["rtt_us"].as_u64().is_some_and(|r| r > 0), "{v}");
+        assert!(live[name]["rounds"].as_u64().unwrap() >= 5, "{v}");
+    }
+    f.link(2, false);
+    let v: serde_json::Value = serde_json::from_str(&fleet(&["--json"])).unwrap();
+    assert!(v["live"]["frontend3"].is_null(), "{v}");
+    assert_eq!(v["live"]["frontend2"]["phase"], "watching", "{v}");
+    let table = fleet(&[]);
+    let row = table
+        .lines()
+        .find(|l| l.contains(&f.nodes[2].instance))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.ends_with("unreachable"), "{table}");
+    f.link(2, true);
 }

@@ -67,7 +67,7 @@ complete -c chainwatch -n "__fish_chainwatch_using_subcommand status" -s h -l he
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand fleet" -l config -d 'Config file [default: /etc/chainwatch/chainwatch.toml if present, else built-in defaults]' -r -F
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand fleet" -l log-format -d 'Log format' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
-complete -c chainwatch -n "__fish_chainwatch_using_subcommand fleet" -l json -d 'Print JSON (`members`, `findings`, `status`) instead of a table'
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand fleet" -l json -d 'Print JSON (`members`, `live`, `findings`, `status`) instead of a table'
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand fleet" -l check -d 'Exit 0 (OK), 1 (WARNING), 2 (CRITICAL) or 3 (UNKNOWN: EC2 could not be read) by the findings: a hole in the IDs, two holders of one slot, a fenced instance still running, a holder nobody watches'
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand fleet" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand config; and not __fish_seen_subcommand_from check help" -l config -d 'Config file [default: /etc/chainwatch/chainwatch.toml if present, else built-in defaults]' -r -F

@@ -344,6 +344,9 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
         prober.socket_kind().as_str(),
     );
     let (status_tx, status_rx) = watch::channel(report);
+    if let Some(m) = &members {
+        m.share_status(status_rx.clone());
+    }
     let metrics_server = common.metrics.and_then(|listener| {
         metrics::start(
             listener,

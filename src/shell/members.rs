@@ -19,6 +19,10 @@
 //!   [`Members::resignations`] and judges the slot at once instead of after
 //!   `probe.misses` rounds, still with its own probe and the second opinion.
 //!
+//! * **Reporter.** On an authentic status request (from `chainwatch
+//!   fleet`, run on any member) it answers with its live status: slot,
+//!   phase, misses, degraded, the peer's last RTT, rounds ([`ask_status`]).
+//!
 //! Datagrams are sealed with the fleet's members key ([`wire`]). Only
 //! datagrams from the overlay subnet or a private (VPC) address are looked
 //! at; a datagram that is
@@ -36,9 +40,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 
-use self::wire::{Body, Datagram, Key, Rejected, Replay};
+use self::wire::{Body, Datagram, Key, Live, Rejected, Replay};
 use super::prober::IcmpProber;
 use crate::clock::unix_ms;
 use crate::config::Settings;
@@ -200,6 +204,7 @@ pub struct Members {
     counters: Atomics,
     resigned: mpsc::Sender<Slot>,
     resignations: Mutex<Option<mpsc::Receiver<Slot>>>,
+    live: std::sync::OnceLock<watch::Receiver<super::StatusReport>>,
 }
 
 /// The members' key and the channel's port, bound, when the key is
@@ -309,7 +314,14 @@ impl Members {
             counters: Atomics::default(),
             resigned,
             resignations: Mutex::new(Some(resignations)),
+            live: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Answer status requests from the daemon's status reports (until
+    /// this is called, they go unanswered).
+    pub fn share_status(&self, status: watch::Receiver<super::StatusReport>) {
+        let _ = self.live.set(status);
     }
 
     /// The counters so far.
@@ -468,6 +480,33 @@ impl Members {
             }
         };
         match d.body {
+            Body::StatusReq => {
+                let Some(status) = self.live.get() else {
+                    return;
+                };
+                let live = {
+                    let r = status.borrow();
+                    Live {
+                        slot: Slot::new(r.role, r.id),
+                        phase: wire::PHASES
+                            .into_iter()
+                            .find(|p| *p == r.phase)
+                            .unwrap_or("idle"),
+                        misses: u8::try_from(r.misses).unwrap_or(u8::MAX),
+                        degraded: r.degraded,
+                        cut_off: r.cut_off,
+                        rtt_us: r
+                            .last_rtt_ms
+                            .map(|ms| (ms * 1000.0).clamp(1.0, f64::from(u32::MAX)) as u32),
+                        rounds: r.rounds,
+                    }
+                };
+                let (_, bytes) = self.next(Body::Status { req: d.seq, live });
+                // Non-blocking: a full socket buffer drops the answer, as
+                // the network might.
+                let _ = self.socket.try_send_to(&bytes, SocketAddr::V4(from));
+            }
+            Body::Status { .. } => {} // answers go to `chainwatch fleet`
             Body::Ack { req, reached, .. } => {
                 if let Some(tx) = lock(&self.waiting).get(&req) {
                     let _ = tx.send((*from.ip(), reached));
@@ -510,6 +549,60 @@ impl Members {
             }
         }
     }
+}
+
+/// Ask the daemons at `addrs` (overlay addresses, port `port`) for their
+/// live status, from a fresh socket, and collect the authentic answers
+/// that arrive within `timeout`, by the address that sent them.
+pub async fn ask_status(
+    key: &Key,
+    port: u16,
+    addrs: &[Ipv4Addr],
+    timeout: Duration,
+) -> Result<HashMap<Ipv4Addr, Live>, MembersError> {
+    let bind = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    let socket = UdpSocket::bind(bind)
+        .await
+        .map_err(|e| MembersError::Bind {
+            addr: bind,
+            reason: e.to_string(),
+        })?;
+    let (sender, _) = uuid::Uuid::new_v4().as_u64_pair();
+    let mut asked = HashMap::new();
+    for (seq, ip) in (1u64..).zip(addrs) {
+        let d = Datagram {
+            sender,
+            seq,
+            sent_ms: unix_ms(SystemTime::now()),
+            body: Body::StatusReq,
+        };
+        // An address nobody holds, or no route: simply no answer.
+        let _ = socket
+            .send_to(&wire::seal(key, &d), SocketAddrV4::new(*ip, port))
+            .await;
+        asked.insert(*ip, seq);
+    }
+    let mut out = HashMap::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; wire::MAX_LEN + 1];
+    // Answers sent long ago (a replay) are as good as none.
+    let mut fresh = Replay::new(10_000, 4 * asked.len().max(1));
+    while out.len() < asked.len() {
+        let (n, from) = match tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
+            Ok(Ok(got)) => got,
+            Ok(Err(_)) | Err(_) => break,
+        };
+        let SocketAddr::V4(from) = from else { continue };
+        // Only the answer to the request sent to that very address.
+        if let Ok(d) = wire::open(key, &buf[..n])
+            && let Body::Status { req, live } = d.body
+            && asked.get(from.ip()) == Some(&req)
+            && fresh.admit(&d, unix_ms(SystemTime::now())).is_ok()
+        {
+            out.insert(*from.ip(), live);
+        }
+    }
+    Ok(out)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -516,6 +516,21 @@ impl Fleet {
         std::fs::read_to_string(self.nodes[i].dir.join("log")).unwrap_or_default()
     }
 
+    /// `chainwatch --config <node i's config> <args>` run inside node `i`'s
+    /// namespace (so on the overlay, as an operator on that host would),
+    /// against the rig's EC2.
+    pub fn cli_in(&self, i: usize, args: &[&str]) -> std::process::Output {
+        let n = &self.nodes[i];
+        super::aws_env(&mut Command::new("ip"), &self.shared.api_endpoint)
+            .args(["netns", "exec", &n.ns])
+            .arg(bin())
+            .arg("--config")
+            .arg(n.dir.join("chainwatch.toml"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     /// The last `lines` log lines of every node, for a failure message: what
     /// each one saw just before an assertion tripped.
     pub fn recent_logs(&self, lines: usize) -> String {

@@ -1,16 +1,22 @@
 //! The members' datagrams: a ping request ("probe this slot for me") and its
+//! answer, a resignation, and a status request (`chainwatch fleet`) and its
 //! answer, each sealed with HMAC-SHA256 under the fleet's members key.
 //!
 //! Fixed layout, big-endian, nothing optional:
 //!
 //! ```text
 //! 0..4    magic "CWM1"
-//! 4       kind: 1 ping-req, 2 ack, 3 resign
+//! 4       kind: 1 ping-req, 2 ack, 3 resign, 4 status-req, 5 status
 //! 5..13   sender: random per daemon start
 //! 13..21  seq: per sender, from 1
 //! 21..29  sent: Unix milliseconds
 //! ping-req, resign: 29 role (0 frontend, 1 backend), 30..34 id
 //! ack:      29..37 the request's seq, 37 reached (0 or 1), 38..42 rtt (µs)
+//! status-req: nothing more
+//! status:   29..37 the request's seq, 37 role, 38..42 id, 42 phase (0 idle,
+//!           1 watching, 2 fencing, 3 taking over), 43 misses (saturating),
+//!           44 flags (1 degraded, 2 cut off), 45..49 rtt (µs, 0: none),
+//!           49..57 rounds
 //! then 32 bytes of HMAC-SHA256 over everything before them
 //! ```
 //!
@@ -36,6 +42,10 @@ pub const PING_REQ_LEN: usize = HEADER + 5 + TAG;
 pub const RESIGN_LEN: usize = PING_REQ_LEN;
 /// An ack's size on the wire.
 pub const ACK_LEN: usize = HEADER + 13 + TAG;
+/// A status request's size on the wire.
+pub const STATUS_REQ_LEN: usize = HEADER + TAG;
+/// A status answer's size on the wire.
+pub const STATUS_LEN: usize = HEADER + 28 + TAG;
 /// Nothing longer is even looked at.
 pub const MAX_LEN: usize = 128;
 /// The shortest key accepted (bytes).
@@ -66,7 +76,38 @@ pub enum Body {
         /// The slot given up.
         slot: Slot,
     },
+    /// "Tell me how you are" (`chainwatch fleet`).
+    StatusReq,
+    /// The answer to the status request `req`.
+    Status {
+        /// The request's `seq`.
+        req: u64,
+        /// What the daemon says about itself.
+        live: Live,
+    },
 }
+
+/// A daemon's live status, as the members' channel carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Live {
+    /// The slot it holds.
+    pub slot: Slot,
+    /// `idle`, `watching`, `fencing` or `taking-over`.
+    pub phase: &'static str,
+    /// Consecutive missed rounds (255 or more: 255).
+    pub misses: u8,
+    /// Its rounds are degraded (frontend1 silent on the overlay).
+    pub degraded: bool,
+    /// Its last round was inconclusive.
+    pub cut_off: bool,
+    /// The RTT of its peer's last answer, in microseconds.
+    pub rtt_us: Option<u32>,
+    /// Rounds evaluated since it started.
+    pub rounds: u64,
+}
+
+/// The phases, by their code on the wire.
+pub const PHASES: [&str; 4] = ["idle", "watching", "fencing", "taking-over"];
 
 /// A whole datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,17 +183,29 @@ pub fn seal(key: &Key, d: &Datagram) -> Vec<u8> {
         Body::PingReq { .. } => 1,
         Body::Ack { .. } => 2,
         Body::Resign { .. } => 3,
+        Body::StatusReq => 4,
+        Body::Status { .. } => 5,
     });
     out.extend_from_slice(&d.sender.to_be_bytes());
     out.extend_from_slice(&d.seq.to_be_bytes());
     out.extend_from_slice(&d.sent_ms.to_be_bytes());
     match d.body {
-        Body::PingReq { target: slot } | Body::Resign { slot } => {
-            out.push(match slot.role {
-                Role::Frontend => 0,
-                Role::Backend => 1,
-            });
-            out.extend_from_slice(&slot.id.to_be_bytes());
+        Body::PingReq { target: slot } | Body::Resign { slot } => put_slot(&mut out, slot),
+        Body::StatusReq => {}
+        Body::Status { req, live } => {
+            out.extend_from_slice(&req.to_be_bytes());
+            put_slot(&mut out, live.slot);
+            out.push(
+                PHASES
+                    .iter()
+                    .position(|p| *p == live.phase)
+                    .and_then(|i| u8::try_from(i).ok())
+                    .unwrap_or(u8::MAX),
+            );
+            out.push(live.misses);
+            out.push(u8::from(live.degraded) | (u8::from(live.cut_off) << 1));
+            out.extend_from_slice(&live.rtt_us.unwrap_or(0).to_be_bytes());
+            out.extend_from_slice(&live.rounds.to_be_bytes());
         }
         Body::Ack {
             req,
@@ -168,6 +221,14 @@ pub fn seal(key: &Key, d: &Datagram) -> Vec<u8> {
     mac.update(&out);
     out.extend_from_slice(&mac.finalize().into_bytes());
     out
+}
+
+fn put_slot(out: &mut Vec<u8>, slot: Slot) {
+    out.push(match slot.role {
+        Role::Frontend => 0,
+        Role::Backend => 1,
+    });
+    out.extend_from_slice(&slot.id.to_be_bytes());
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
@@ -208,6 +269,8 @@ pub fn open(key: &Key, bytes: &[u8]) -> Result<Datagram, Rejected> {
         1 => PING_REQ_LEN,
         2 => ACK_LEN,
         3 => RESIGN_LEN,
+        4 => STATUS_REQ_LEN,
+        5 => STATUS_LEN,
         _ => return Err(Rejected::Malformed),
     };
     if bytes.len() != want {
@@ -223,6 +286,22 @@ pub fn open(key: &Key, bytes: &[u8]) -> Result<Datagram, Rejected> {
         },
         3 => Body::Resign {
             slot: slot_at(bytes, HEADER)?,
+        },
+        4 => Body::StatusReq,
+        5 => Body::Status {
+            req: u64_at(bytes, HEADER),
+            live: Live {
+                slot: slot_at(bytes, HEADER + 8)?,
+                phase: PHASES
+                    .get(usize::from(bytes[HEADER + 13]))
+                    .copied()
+                    .ok_or(Rejected::Malformed)?,
+                misses: bytes[HEADER + 14],
+                degraded: bytes[HEADER + 15] & 1 != 0,
+                cut_off: bytes[HEADER + 15] & 2 != 0,
+                rtt_us: Some(u32_at(bytes, HEADER + 16)).filter(|r| *r != 0),
+                rounds: u64_at(bytes, HEADER + 20),
+            },
         },
         _ => Body::Ack {
             req: u64_at(bytes, HEADER),
@@ -332,6 +411,56 @@ mod tests {
         let b = seal(&k, &g);
         assert_eq!(b.len(), RESIGN_LEN);
         assert_eq!(open(&k, &b), Ok(g));
+        let q = Datagram {
+            body: Body::StatusReq,
+            ..r
+        };
+        let b = seal(&k, &q);
+        assert_eq!(b.len(), STATUS_REQ_LEN);
+        assert_eq!(open(&k, &b), Ok(q));
+        for (phase, rtt_us) in PHASES.iter().zip([None, Some(812), Some(u32::MAX), None]) {
+            let st = Datagram {
+                body: Body::Status {
+                    req: 77,
+                    live: Live {
+                        slot: Slot::new(Role::Backend, 5),
+                        phase,
+                        misses: 2,
+                        degraded: rtt_us.is_none(),
+                        cut_off: true,
+                        rtt_us,
+                        rounds: 1 << 40,
+                    },
+                },
+                ..a
+            };
+            let b = seal(&k, &st);
+            assert_eq!(b.len(), STATUS_LEN);
+            assert!(b.len() <= MAX_LEN);
+            assert_eq!(open(&k, &b), Ok(st));
+        }
+        // A phase the protocol does not have is malformed, sealed or not.
+        let mut odd = seal(
+            &k,
+            &Datagram {
+                body: Body::Status {
+                    req: 1,
+                    live: Live {
+                        slot: Slot::new(Role::Frontend, 1),
+                        phase: "sleeping",
+                        misses: 0,
+                        degraded: false,
+                        cut_off: false,
+                        rtt_us: None,
+                        rounds: 0,
+                    },
+                },
+                ..a
+            },
+        );
+        assert_eq!(open(&k, &odd), Err(Rejected::Malformed));
+        odd.truncate(STATUS_REQ_LEN);
+        assert_eq!(open(&k, &odd), Err(Rejected::Malformed));
         // The kind is under the MAC: a ping request relabelled as a
         // resignation is forged.
         let mut relabelled = seal(&k, &r);
