@@ -650,18 +650,22 @@ mod tests {
         }
     }
 
+    fn test_options() -> MembersOptions {
+        MembersOptions {
+            port: 7947,
+            helpers: 3,
+            window_ms: 10_000,
+            probe_timeout: Duration::from_millis(100),
+        }
+    }
+
     /// The helpers asked are the other holders when EC2 named them (so a
     /// quorum counts only members that can answer), every other slot of
     /// the layout when it did not.
     #[tokio::test]
     async fn the_helpers_are_the_other_holders_or_every_other_slot() {
         let Some(prober) = prober() else { return };
-        let opts = MembersOptions {
-            port: 7947,
-            helpers: 3,
-            window_ms: 10_000,
-            probe_timeout: Duration::from_millis(100),
-        };
+        let opts = test_options();
         let layout = Layout::default();
         let m = Members::new(
             Members::bind(0).unwrap(),
@@ -686,12 +690,7 @@ mod tests {
     async fn a_resignation_is_counted_and_handed_to_the_driver() {
         let Some(prober) = prober() else { return };
         let key = Key::new(&[b'k'; 32]).unwrap();
-        let opts = MembersOptions {
-            port: 7947,
-            helpers: 3,
-            window_ms: 10_000,
-            probe_timeout: Duration::from_millis(100),
-        };
+        let opts = test_options();
         let layout = Layout::default();
         let make = || {
             Members::new(
