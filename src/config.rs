@@ -212,6 +212,9 @@ impl Default for AwsConfig {
     }
 }
 
+/// Alerts the alerts queue keeps; beyond, the oldest are dropped.
+pub const ALERTS_QUEUE_MAX: i64 = 10_000;
+
 /// `[announce]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -227,6 +230,9 @@ pub struct AnnounceConfig {
     pub dead_letter_exchange: String,
     /// Its queue.
     pub dead_letter_queue: String,
+    /// The queue that keeps the daemons' alerts (bound to `alert.*`, at
+    /// most [`ALERTS_QUEUE_MAX`] of them, the oldest dropped first).
+    pub alerts_queue: String,
     /// CloudWatch Logs group; one stream per instance. Empty: no CloudWatch
     /// sink.
     pub cloudwatch_log_group: String,
@@ -258,6 +264,7 @@ impl Default for AnnounceConfig {
             queue: "chainwatch.worker".into(),
             dead_letter_exchange: "chainwatch.dlx".into(),
             dead_letter_queue: "chainwatch.dead".into(),
+            alerts_queue: "chainwatch.alerts".into(),
             cloudwatch_log_group: "/chainwatch/transitions".into(),
             metric_namespace: "chainwatch".into(),
             heartbeat: Duration::from_secs(60),
@@ -1077,6 +1084,7 @@ impl Config {
             ("announce.queue", &n.queue),
             ("announce.dead_letter_exchange", &n.dead_letter_exchange),
             ("announce.dead_letter_queue", &n.dead_letter_queue),
+            ("announce.alerts_queue", &n.alerts_queue),
             ("announce.metric_namespace", &n.metric_namespace),
         ] {
             if v.is_empty() || v.len() > 255 {

@@ -256,6 +256,74 @@ impl TransitionEvent {
     }
 }
 
+/// The kinds of [`Alert`].
+pub const ALERT_KINDS: [&str; 6] = [
+    "fence_failed",
+    "fence_blocked",
+    "takeover_stuck",
+    "degraded",
+    "rejoin",
+    "dead_letter",
+];
+
+/// An alert: what an operator must hear about besides a takeover. It goes
+/// to `alerts.notify_command`, and, from a daemon, through the outbox to
+/// RabbitMQ (routing key `alert.<kind>`) and CloudWatch like a transition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alert {
+    /// Unique per alert (a UUID): consumers drop duplicates by it.
+    pub alert_id: String,
+    /// One of [`ALERT_KINDS`].
+    pub kind: String,
+    /// The fleet.
+    pub fleet: String,
+    /// The raiser's slot when it raised the alert (common name).
+    pub node: String,
+    /// The raiser's instance.
+    pub instance_id: String,
+    /// The slot concerned (the peer, the slot being taken, the slot
+    /// rejoined).
+    pub slot: String,
+    /// Attempt number, for failures.
+    pub attempt: Option<u32>,
+    /// What happened, in words.
+    pub detail: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+impl Alert {
+    /// Its routing key on the exchange.
+    pub fn routing_key(&self) -> String {
+        format!("alert.{}", self.kind)
+    }
+
+    /// One line of JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parse and check an alert (from the outbox: a file may be damaged).
+    pub fn parse(bytes: &[u8]) -> Result<Self, EventError> {
+        let a: Alert =
+            serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))?;
+        if uuid::Uuid::parse_str(&a.alert_id).is_err() {
+            return Err(EventError::Invalid(format!(
+                "alert_id {:?} is not a UUID",
+                a.alert_id
+            )));
+        }
+        if !ALERT_KINDS.contains(&a.kind.as_str()) {
+            return Err(EventError::Invalid(format!(
+                "{:?} is no alert kind",
+                a.kind
+            )));
+        }
+        Ok(a)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

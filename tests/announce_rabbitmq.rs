@@ -60,6 +60,50 @@ async fn an_event_published_with_confirms_arrives_once() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn an_alert_goes_to_the_alerts_queue_and_never_to_the_worker() {
+    let Some(mq) = broker() else { return };
+    let cfg = announce_config(vec![mq.url()]);
+    let sink = RabbitSink::new(&cfg);
+    let alert = chainwatch::event::Alert {
+        alert_id: "7d4f0c1e-2b3a-4c5d-8e9f-0a1b2c3d4e5f".into(),
+        kind: "fence_blocked".into(),
+        fleet: "chainwatch".into(),
+        node: "frontend4".into(),
+        instance_id: "i-f4".into(),
+        slot: "frontend2".into(),
+        attempt: Some(1),
+        detail: "fence budget exhausted".into(),
+        at_ms: 1_700_000_000_000,
+    };
+    sink.deliver(&alert).await.unwrap();
+    let got = mq.drain(&cfg.alerts_queue, 1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1, "exactly once");
+    let d = &got[0];
+    assert_eq!(chainwatch::event::Alert::parse(&d.data).unwrap(), alert);
+    assert_eq!(d.routing_key.as_str(), "alert.fence_blocked");
+    assert_eq!(d.properties.delivery_mode(), &Some(2), "persistent");
+    assert_eq!(
+        d.properties.kind().as_ref().map(|k| k.as_str()),
+        Some("chainwatch.alert")
+    );
+    assert_eq!(
+        d.properties.message_id().as_ref().map(|m| m.as_str()),
+        Some(alert.alert_id.as_str())
+    );
+    assert_eq!(mq.count(&cfg.queue).await, 0, "the worker never sees it");
+    // The alerts queue is bounded: the oldest go first.
+    let out = common::sh(&format!(
+        "rabbitmqctl -q list_queues -p {} name arguments",
+        mq.vhost
+    ));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("chainwatch.alerts"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("x-max-length"), "{out}");
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn an_unroutable_event_is_a_failure_not_a_loss() {
     let Some(mq) = broker() else { return };
     let cfg = announce_config(vec![mq.url()]);

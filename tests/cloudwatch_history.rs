@@ -6,20 +6,8 @@ mod common;
 
 use chainwatch::event::TransitionEvent;
 use chainwatch::layout::Role;
-use chainwatch::shell::aws::cloudwatch::{CloudWatchSink, EVENT_KEY};
-use common::{Moto, event, prerequisite};
-
-async fn logs_client(endpoint: &str) -> aws_sdk_cloudwatchlogs::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .load()
-        .await;
-    aws_sdk_cloudwatchlogs::Client::new(&config)
-}
+use chainwatch::shell::aws::cloudwatch::{ALERT_KEY, CloudWatchSink, EVENT_KEY};
+use common::{Moto, event, logs_client, prerequisite};
 
 fn history(endpoint: &str, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     let config = dir.join("chainwatch.toml");
@@ -123,6 +111,44 @@ async fn transitions_are_written_as_emf_and_read_back_by_history() {
     assert_eq!(
         beat["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
         "Heartbeat"
+    );
+
+    // An alert: an `Alerts` count with the kind as dimension, the alert in
+    // full under its own key (history skips it: still 4 transitions).
+    let alert = chainwatch::event::Alert {
+        alert_id: "0b7e4f7a-3c1d-4e59-9a51-0e7c1f1b2a33".into(),
+        kind: "fence_failed".into(),
+        fleet: "rig".into(),
+        node: "frontend3".into(),
+        instance_id: "i-f3".into(),
+        slot: "frontend2".into(),
+        attempt: Some(2),
+        detail: "StopInstances: 503".into(),
+        at_ms: e2.timings.identity_up_ms + 1,
+    };
+    f3.deliver(&alert).await.unwrap();
+    let out = client
+        .get_log_events()
+        .log_group_name(&group)
+        .log_stream_name("i-f3")
+        .send()
+        .await
+        .unwrap();
+    let rec: serde_json::Value = out
+        .events()
+        .iter()
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e.message()?).ok())
+        .find(|r| r.get(ALERT_KEY).is_some())
+        .expect("an alert record in i-f3's stream");
+    assert_eq!(rec["Alerts"], 1);
+    assert_eq!(rec["Kind"], "fence_failed");
+    assert_eq!(
+        rec["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        serde_json::json!([["Kind"]])
+    );
+    assert_eq!(
+        chainwatch::event::Alert::parse(rec[ALERT_KEY].to_string().as_bytes()).unwrap(),
+        alert
     );
 
     let dir = tempfile::tempdir().unwrap();

@@ -211,7 +211,7 @@ impl Backends {
     async fn deliver(&self, events: &[&chainwatch::event::TransitionEvent]) {
         let sink = RabbitSink::new(&announce_config(vec![self.mq.url()]));
         for ev in events {
-            sink.deliver(ev).await.unwrap();
+            sink.deliver(*ev).await.unwrap();
         }
         let last = &events[events.len() - 1].event_id;
         wait_for(

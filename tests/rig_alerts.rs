@@ -1,7 +1,8 @@
 //! Rig scenario: alerts. EC2 refuses every StopInstances (503) when
 //! frontend2 dies: frontend3's fence fails, and its `alerts.notify_command`
 //! receives a `fence_failed` alert as JSON on its standard input. Once EC2
-//! answers again the takeover goes through.
+//! answers again the takeover goes through, and the same alert, through the
+//! outbox, is in frontend3's CloudWatch stream.
 
 mod common;
 
@@ -49,4 +50,23 @@ async fn a_failed_fence_reaches_the_notify_command() {
     wait_for("frontend3 to take over", Duration::from_secs(60), || {
         f.status(2).filter(|s| s["id"] == 2)
     });
+    // The outbox delivered the alert as well: the same alert ID.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        let r =
+            common::log_records(&f.proxy.endpoint, "/rig/transitions", &f.nodes[2].instance).await;
+        if r.iter()
+            .any(|r| r["chainwatch_alert"]["kind"] == "fence_failed")
+            || std::time::Instant::now() > deadline
+        {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let delivered = records
+        .iter()
+        .find(|r| r["chainwatch_alert"]["alert_id"] == alert["alert_id"])
+        .unwrap_or_else(|| panic!("alert {alert} not in CloudWatch: {records:?}"));
+    assert_eq!(delivered["Kind"], "fence_failed", "{delivered}");
+    assert_eq!(delivered["chainwatch_alert"]["slot"], "frontend2");
 }

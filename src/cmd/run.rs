@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::{CmdError, settings};
 use crate::config::{ServiceCheck, Settings};
@@ -26,6 +26,7 @@ use crate::shell::identity::{self, BootIdentity};
 use crate::shell::members::{self, Members, wire::Key};
 use crate::shell::metrics;
 use crate::shell::openvpn::{self, Vpn, VpnSettings};
+use crate::shell::outbox::Outbox;
 use crate::shell::prober::{IcmpProber, SocketKind};
 use crate::shell::resolve::HostsResolver;
 use crate::shell::service::{self, Health};
@@ -60,6 +61,9 @@ struct Common {
     mgmt: Option<std::path::PathBuf>,
     /// The members key and the channel's bound port (no key: `None`).
     members: Option<(Key, std::net::UdpSocket)>,
+    /// Where an active daemon's alerts go besides the notify command: the
+    /// outbox, and the delivery task's waker.
+    alerts: Option<(Arc<Outbox>, Option<Arc<Notify>>)>,
 }
 
 /// Start the daemon and run until SIGTERM or SIGINT.
@@ -197,6 +201,7 @@ async fn active(
     let announcer = announce::start(s, registry.instance_id(), slot.role)
         .await
         .map_err(CmdError::Other)?;
+    common.alerts = Some(announcer.alerts_route());
     if let Some(ev) = interrupted {
         takeover::finish_interrupted(ev, slot, epoch, &announcer, &s.config.node.state_dir)
             .await
@@ -289,6 +294,7 @@ fn start_common(s: &Settings, boot: BootIdentity) -> Result<Common, CmdError> {
         metrics,
         mgmt: None,
         members,
+        alerts: None,
     })
 }
 
@@ -367,6 +373,7 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
         env!("CARGO_PKG_VERSION")
     );
     let common_instance = common.boot.instance_id.clone();
+    let alerts = common.alerts.clone();
     let (reload_tx, reload) = tokio::sync::mpsc::unbounded_channel();
     let reloader = tokio::spawn(reload::on_sighup(s.clone(), reload_tx));
     let driver = Driver {
@@ -382,7 +389,7 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
         fleet: s.config.aws.fleet.clone(),
         status: status_tx,
         reload,
-        notifier: Notifier::from_settings(s, common_instance.as_deref()),
+        notifier: Notifier::for_daemon(s, common_instance.as_deref(), alerts),
         members: members.clone(),
     };
     let me = driver.run(shutdown).await;

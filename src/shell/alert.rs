@@ -1,41 +1,23 @@
 //! Alerts: what an operator must hear about besides a successful takeover
 //! (a fence that failed or is held off, a takeover that keeps failing, a
 //! degraded overlay, a rejoin), handed to `alerts.notify_command` like
-//! keepalived's `notify` scripts: the alert as one JSON object on its
-//! standard input, bounded in time, never blocking the daemon.
+//! keepalived's `notify` scripts (the alert as one JSON object on its
+//! standard input, bounded in time, never blocking the daemon) and, from a
+//! daemon with sinks, written to the outbox like a transition: delivered
+//! to RabbitMQ (`alert.<kind>`) and CloudWatch, at least once, across
+//! restarts and broker outages.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
 
 use crate::clock::unix_ms;
 use crate::config::Settings;
 use crate::core::Event;
-
-/// One alert, as the command reads it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Alert {
-    /// `fence_failed`, `fence_blocked`, `takeover_stuck`, `degraded` or
-    /// `rejoin`.
-    pub kind: &'static str,
-    /// The fleet.
-    pub fleet: String,
-    /// This node's slot when it raised the alert (common name).
-    pub node: String,
-    /// This instance.
-    pub instance_id: String,
-    /// The slot concerned (the peer, the slot being taken, the slot
-    /// rejoined).
-    pub slot: String,
-    /// Attempt number, for failures.
-    pub attempt: Option<u32>,
-    /// What happened, in words.
-    pub detail: String,
-    /// When, ms since the Unix epoch.
-    pub at_ms: u64,
-}
+pub use crate::event::Alert;
+use crate::shell::outbox::Outbox;
 
 /// The takeover attempt from which failures are `takeover_stuck`.
 pub const STUCK_AFTER: u32 = 3;
@@ -70,13 +52,15 @@ pub fn from_event(event: &Event) -> Option<(&'static str, String, Option<u32>, S
     }
 }
 
-/// Runs `alerts.notify_command` for each alert.
+/// Raises alerts: runs `alerts.notify_command` for each, and puts each in
+/// the outbox when it has one.
 #[derive(Debug, Clone)]
 pub struct Notifier {
     argv: Arc<Vec<String>>,
     timeout: Duration,
     fleet: String,
     instance_id: String,
+    outbox: Option<(Arc<Outbox>, Option<Arc<Notify>>)>,
 }
 
 impl Notifier {
@@ -102,6 +86,28 @@ impl Notifier {
             timeout,
             fleet: fleet.to_string(),
             instance_id: instance_id.to_string(),
+            outbox: None,
+        })
+    }
+
+    /// A daemon's notifier: the command of `[alerts]` if one is set, and
+    /// `outbox` (woken through `wake`, or at its next pass) when there is
+    /// one; `None` when neither is.
+    pub fn for_daemon(
+        s: &Settings,
+        instance_id: Option<&str>,
+        outbox: Option<(Arc<Outbox>, Option<Arc<Notify>>)>,
+    ) -> Option<Notifier> {
+        let outbox = outbox.filter(|(o, _)| !o.sinks().is_empty());
+        if s.config.alerts.notify_command.is_empty() && outbox.is_none() {
+            return None;
+        }
+        Some(Notifier {
+            argv: Arc::new(s.config.alerts.notify_command.clone()),
+            timeout: s.config.alerts.notify_timeout,
+            fleet: s.config.aws.fleet.clone(),
+            instance_id: instance_id.unwrap_or("unknown").to_string(),
+            outbox,
         })
     }
 
@@ -115,7 +121,8 @@ impl Notifier {
         detail: String,
     ) {
         let alert = Alert {
-            kind,
+            alert_id: uuid::Uuid::new_v4().to_string(),
+            kind: kind.to_string(),
             fleet: self.fleet.clone(),
             node,
             instance_id: self.instance_id.clone(),
@@ -124,10 +131,24 @@ impl Notifier {
             detail,
             at_ms: unix_ms(std::time::SystemTime::now()),
         };
+        tracing::warn!(kind, alert_id = %alert.alert_id, slot = %alert.slot, "alert: {}", alert.detail);
+        if let Some((outbox, wake)) = &self.outbox {
+            match outbox.put_alert(&alert) {
+                Ok(()) => {
+                    if let Some(w) = wake {
+                        w.notify_one();
+                    }
+                }
+                Err(e) => tracing::error!(kind, "cannot write the alert to the outbox: {e}"),
+            }
+        }
+        if self.argv.is_empty() {
+            return;
+        }
         let this = self.clone();
         tokio::spawn(async move {
             if let Err(e) = this.run(&alert).await {
-                tracing::error!(kind = alert.kind, "alerts.notify_command failed: {e}");
+                tracing::error!(kind = %alert.kind, "alerts.notify_command failed: {e}");
             }
         });
     }

@@ -13,7 +13,7 @@ use crate::layout::Role;
 use crate::shell::Announcer;
 use crate::shell::aws::cloudwatch::{self, CloudWatchSink};
 use crate::shell::broker::RabbitSink;
-use crate::shell::outbox::Outbox;
+use crate::shell::outbox::{Entry, Outbox};
 
 /// A place transitions are delivered to.
 pub enum Sink {
@@ -32,11 +32,12 @@ impl Sink {
         }
     }
 
-    /// Deliver one event; `Ok` only when the sink confirmed it.
-    pub async fn deliver(&self, ev: &TransitionEvent) -> Result<(), String> {
+    /// Deliver one transition or alert; `Ok` only when the sink
+    /// confirmed it.
+    pub async fn deliver(&self, entry: &Entry) -> Result<(), String> {
         match self {
-            Sink::Rabbit(s) => s.deliver(ev).await,
-            Sink::CloudWatch(s) => s.deliver(ev).await,
+            Sink::Rabbit(s) => s.deliver(entry).await,
+            Sink::CloudWatch(s) => s.deliver(entry).await,
         }
     }
 }
@@ -77,6 +78,31 @@ impl Announcer for OutboxAnnouncer {
     fn pending(&self) -> u64 {
         self.outbox.count()
     }
+}
+
+impl OutboxAnnouncer {
+    /// The outbox and the delivery task's waker, for alerts.
+    pub fn alerts_route(&self) -> (Arc<Outbox>, Option<Arc<Notify>>) {
+        (self.outbox.clone(), Some(self.notify.clone()))
+    }
+}
+
+/// The sinks `[announce]` configures, by name.
+pub fn sink_names(s: &Settings) -> Vec<String> {
+    let a = &s.config.announce;
+    let mut names = Vec::new();
+    if !a.rabbitmq_urls.is_empty() {
+        names.push("rabbitmq".to_string());
+    }
+    if !a.cloudwatch_log_group.is_empty() {
+        names.push("cloudwatch".to_string());
+    }
+    names
+}
+
+/// The node's outbox (`<state_dir>/outbox`), for the configured sinks.
+pub fn open_outbox(s: &Settings) -> Result<Outbox, String> {
+    Outbox::open(s.config.node.state_dir.join("outbox"), sink_names(s)).map_err(|e| e.to_string())
 }
 
 /// Back-off of the delivery task.
@@ -126,7 +152,7 @@ pub async fn deliver_pass(outbox: &Outbox, sinks: &[Sink]) -> bool {
     let mut failed: Vec<&'static str> = Vec::new();
     for p in pending {
         if sinks.is_empty() {
-            tracing::warn!(event_id = %p.event.event_id, "no sink configured (announce.rabbitmq_urls, announce.cloudwatch_log_group): the transition is only logged");
+            tracing::warn!(event_id = %p.entry.id(), "no sink configured (announce.rabbitmq_urls, announce.cloudwatch_log_group): the transition is only logged");
             let _ = std::fs::remove_file(&p.path);
             continue;
         }
@@ -135,16 +161,16 @@ pub async fn deliver_pass(outbox: &Outbox, sinks: &[Sink]) -> bool {
             if p.confirmed.iter().any(|c| c == name) || failed.contains(&name) {
                 continue;
             }
-            match sink.deliver(&p.event).await {
+            match sink.deliver(&p.entry).await {
                 Ok(()) => {
-                    tracing::info!(event_id = %p.event.event_id, sink = name, "event delivered");
+                    tracing::info!(event_id = %p.entry.id(), sink = name, "event delivered");
                     if let Err(e) = outbox.confirm(&p, name) {
                         tracing::error!("cannot record the delivery in the outbox: {e}");
                         failed.push(name);
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(event_id = %p.event.event_id, sink = name, "delivery failed, the event stays in the outbox and is retried: {e}");
+                    tracing::warn!(event_id = %p.entry.id(), sink = name, "delivery failed, the event stays in the outbox and is retried: {e}");
                     failed.push(name);
                 }
             }
@@ -207,9 +233,13 @@ pub async fn start(s: &Settings, instance_id: &str, role: Role) -> Result<Outbox
             "no sink configured: transitions are only logged (set announce.rabbitmq_urls and announce.cloudwatch_log_group)"
         );
     }
-    let names = sinks.iter().map(|k| k.name().to_string()).collect();
-    let outbox = Arc::new(
-        Outbox::open(s.config.node.state_dir.join("outbox"), names).map_err(|e| e.to_string())?,
+    let outbox = Arc::new(open_outbox(s)?);
+    debug_assert_eq!(
+        outbox.sinks(),
+        sinks
+            .iter()
+            .map(|k| k.name().to_string())
+            .collect::<Vec<_>>()
     );
     let pending = outbox.count();
     if pending > 0 {

@@ -6,7 +6,9 @@
 //! * `chainwatch.worker` — durable quorum queue bound to `*.takeover`, whose
 //!   rejected messages go to the dead-letter exchange;
 //! * `chainwatch.dlx` — durable fanout dead-letter exchange, and
-//!   `chainwatch.dead`, the durable queue that keeps what it receives.
+//!   `chainwatch.dead`, the durable queue that keeps what it receives;
+//! * `chainwatch.alerts` — durable queue bound to `alert.*`: the daemons'
+//!   alerts, the latest [`ALERTS_QUEUE_MAX`] kept.
 //!
 //! Publishes are persistent and mandatory and wait for the publisher
 //! confirm; a nack, a return (no queue bound) or a time-out is a failure
@@ -22,9 +24,8 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
 
-use crate::config::AnnounceConfig;
-use crate::config::redact;
-use crate::event::TransitionEvent;
+use crate::config::{ALERTS_QUEUE_MAX, AnnounceConfig, redact};
+use crate::shell::outbox::Outgoing;
 
 /// Exchange and queue names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub struct Topology {
     pub dlx: String,
     /// Dead-letter queue.
     pub dlq: String,
+    /// Alerts queue.
+    pub alerts: String,
 }
 
 impl Topology {
@@ -47,6 +50,7 @@ impl Topology {
             queue: c.queue.clone(),
             dlx: c.dead_letter_exchange.clone(),
             dlq: c.dead_letter_queue.clone(),
+            alerts: c.alerts_queue.clone(),
         }
     }
 
@@ -84,6 +88,21 @@ impl Topology {
             self.dlq.as_str().into(),
             self.dlx.as_str().into(),
             "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        let mut bounded = FieldTable::default();
+        bounded.insert(
+            ShortString::from("x-max-length"),
+            AMQPValue::LongLongInt(ALERTS_QUEUE_MAX),
+        );
+        ch.queue_declare(self.alerts.as_str().into(), durable_queue, bounded)
+            .await?;
+        ch.queue_bind(
+            self.alerts.as_str().into(),
+            self.exchange.as_str().into(),
+            "alert.*".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
@@ -247,14 +266,23 @@ impl RabbitSink {
         &self,
         ch: &Channel,
         user: Option<&str>,
-        ev: &TransitionEvent,
+        entry: Outgoing<'_>,
     ) -> Result<(), String> {
+        let (at_ms, kind, routing_key, body) = match entry {
+            Outgoing::Transition(ev) => (
+                ev.timings.announced_ms,
+                "chainwatch.takeover",
+                ev.routing_key(),
+                ev.to_json(),
+            ),
+            Outgoing::Alert(a) => (a.at_ms, "chainwatch.alert", a.routing_key(), a.to_json()),
+        };
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_message_id(ev.event_id.as_str().into())
-            .with_timestamp(ev.timings.announced_ms / 1000)
-            .with_type("chainwatch.takeover".into())
+            .with_message_id(entry.id().into())
+            .with_timestamp(at_ms / 1000)
+            .with_type(kind.into())
             .with_app_id("chainwatch".into());
         // The broker checks that `user_id` is the connection's user: the
         // worker can trust it to name the publisher.
@@ -264,12 +292,12 @@ impl RabbitSink {
         let confirm = ch
             .basic_publish(
                 self.topology.exchange.as_str().into(),
-                ev.routing_key().as_str().into(),
+                routing_key.as_str().into(),
                 BasicPublishOptions {
                     mandatory: true,
                     ..BasicPublishOptions::default()
                 },
-                &ev.to_json(),
+                &body,
                 props,
             )
             .await
@@ -281,18 +309,17 @@ impl RabbitSink {
         }
         if let Some(returned) = confirm.take_message() {
             return Err(format!(
-                "the broker returned the message ({} {}): no queue is bound to {}",
-                returned.reply_code,
-                returned.reply_text,
-                ev.routing_key()
+                "the broker returned the message ({} {}): no queue is bound to {routing_key}",
+                returned.reply_code, returned.reply_text,
             ));
         }
         Ok(())
     }
 
-    /// Deliver one event; on any error the cached connection is dropped so
+    /// Deliver one entry; on any error the cached connection is dropped so
     /// the next attempt reconnects (possibly to the next broker).
-    pub async fn deliver(&self, ev: &TransitionEvent) -> Result<(), String> {
+    pub async fn deliver<'a>(&self, entry: impl Into<Outgoing<'a>>) -> Result<(), String> {
+        let entry = entry.into();
         let mut guard = self.channel.lock().await;
         let work = async {
             if guard
@@ -302,7 +329,7 @@ impl RabbitSink {
                 *guard = Some(self.open().await?);
             }
             let (_, ch, user) = guard.as_ref().ok_or("no channel")?;
-            self.publish(ch, user.as_deref(), ev).await
+            self.publish(ch, user.as_deref(), entry).await
         };
         let result = match tokio::time::timeout(self.timeout, work).await {
             Ok(r) => r,

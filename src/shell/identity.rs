@@ -219,7 +219,12 @@ pub async fn settle(
         Rejoin::Keep(slot) => slot,
         Rejoin::Tail { slot, reason } => {
             tracing::warn!(old = %boot.slot, new = %slot, "{reason}: rejoining at the tail of the chain as {slot}");
-            if let Some(n) = Notifier::from_settings(s, Some(registry.instance_id())) {
+            // The outbox too: the delivery task, started later, sends it.
+            let outbox = super::announce::open_outbox(s)
+                .map_err(|e| tracing::error!("cannot open the outbox for the rejoin alert: {e}"))
+                .ok()
+                .map(|o| (std::sync::Arc::new(o), None));
+            if let Some(n) = Notifier::for_daemon(s, Some(registry.instance_id()), outbox) {
                 n.raise(
                     "rejoin",
                     boot.slot.common_name(),

@@ -189,7 +189,7 @@ pub trait Switcher: Send + Sync + 'static {
 pub trait Announcer: Send + Sync + 'static {
     /// Record a transition durably and have it delivered.
     fn announce(&self, event: &TransitionEvent) -> impl Future<Output = ()> + Send;
-    /// Transitions not yet confirmed by every sink.
+    /// Transitions (and alerts) not yet confirmed by every sink.
     fn pending(&self) -> u64 {
         0
     }
@@ -291,7 +291,7 @@ pub struct StatusReport {
     pub last_error: Option<String>,
     /// The last transition this daemon made.
     pub last_transition: Option<TransitionEvent>,
-    /// Transitions not yet confirmed by every sink.
+    /// Transitions (and alerts) not yet confirmed by every sink.
     pub pending_events: u64,
     /// The power fences this daemon sent, latest per slot.
     #[serde(default)]

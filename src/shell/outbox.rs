@@ -1,8 +1,9 @@
 //! The durable outbox (`<state_dir>/outbox/`).
 //!
-//! Every transition is written here first — atomically and fsync'd — and
-//! removed only when every sink has confirmed it. Each event is one file,
-//! `<announced_ms>-<event_id>.json`; a sink's confirmation is a marker file
+//! Every transition, and every alert a daemon raises, is written here first
+//! — atomically and fsync'd — and removed only when every sink has
+//! confirmed it. Each is one file, `<announced_ms>-<event_id>.json` or
+//! `<at_ms>-<alert_id>.alert.json`; a sink's confirmation is a marker file
 //! `<event file>.<sink>.ok`. Names sort by time, so delivery keeps the order
 //! of transitions. A crash at any point leaves either the event (delivered
 //! again: at least once, with its event ID for consumers to drop
@@ -13,7 +14,7 @@ use std::fs::{self, File};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::event::TransitionEvent;
+use crate::event::{Alert, TransitionEvent};
 
 /// Errors of the outbox.
 #[derive(Debug, thiserror::Error)]
@@ -28,13 +29,75 @@ pub enum OutboxError {
     },
 }
 
-/// One pending event.
+/// What an outbox entry carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A transition.
+    Transition(TransitionEvent),
+    /// An alert.
+    Alert(Alert),
+}
+
+impl Entry {
+    /// Its unique ID (event or alert ID), for the log.
+    pub fn id(&self) -> &str {
+        match self {
+            Entry::Transition(ev) => &ev.event_id,
+            Entry::Alert(a) => &a.alert_id,
+        }
+    }
+}
+
+/// A transition or an alert to send, borrowed: what a sink delivers.
+#[derive(Debug, Clone, Copy)]
+pub enum Outgoing<'a> {
+    /// A transition.
+    Transition(&'a TransitionEvent),
+    /// An alert.
+    Alert(&'a Alert),
+}
+
+impl Outgoing<'_> {
+    /// Its unique ID (event or alert ID).
+    pub fn id(&self) -> &str {
+        match self {
+            Outgoing::Transition(ev) => &ev.event_id,
+            Outgoing::Alert(a) => &a.alert_id,
+        }
+    }
+}
+
+impl<'a> From<&'a TransitionEvent> for Outgoing<'a> {
+    fn from(ev: &'a TransitionEvent) -> Self {
+        Outgoing::Transition(ev)
+    }
+}
+
+impl<'a> From<&'a Alert> for Outgoing<'a> {
+    fn from(a: &'a Alert) -> Self {
+        Outgoing::Alert(a)
+    }
+}
+
+impl<'a> From<&'a Entry> for Outgoing<'a> {
+    fn from(e: &'a Entry) -> Self {
+        match e {
+            Entry::Transition(ev) => Outgoing::Transition(ev),
+            Entry::Alert(a) => Outgoing::Alert(a),
+        }
+    }
+}
+
+/// Suffix of an alert's file.
+const ALERT_SUFFIX: &str = ".alert.json";
+
+/// One pending entry.
 #[derive(Debug, Clone)]
 pub struct Pending {
     /// Its file.
     pub path: PathBuf,
-    /// The event.
-    pub event: TransitionEvent,
+    /// The transition or alert.
+    pub entry: Entry,
     /// Sinks that confirmed it.
     pub confirmed: Vec<String>,
 }
@@ -84,7 +147,13 @@ impl Outbox {
         write_durably(&self.dir, &name, &ev.to_json())
     }
 
-    /// Pending events, oldest first. Unreadable files are moved to
+    /// Store an alert durably.
+    pub fn put_alert(&self, a: &Alert) -> Result<(), OutboxError> {
+        let name = format!("{:013}-{}{ALERT_SUFFIX}", a.at_ms, a.alert_id);
+        write_durably(&self.dir, &name, &a.to_json())
+    }
+
+    /// Pending entries, oldest first. Unreadable files are moved to
     /// `corrupt/` with an error in the log.
     pub fn pending(&self) -> Result<Vec<Pending>, OutboxError> {
         let mut names: Vec<String> = fs::read_dir(&self.dir)
@@ -97,11 +166,16 @@ impl Outbox {
         let mut out = Vec::new();
         for name in names {
             let path = self.dir.join(&name);
-            let parsed = fs::read(&path)
+            let parsed = fs::read(&path).map_err(|e| e.to_string()).and_then(|b| {
+                if name.ends_with(ALERT_SUFFIX) {
+                    Alert::parse(&b).map(Entry::Alert)
+                } else {
+                    TransitionEvent::parse(&b).map(Entry::Transition)
+                }
                 .map_err(|e| e.to_string())
-                .and_then(|b| TransitionEvent::parse(&b).map_err(|e| e.to_string()));
+            });
             match parsed {
-                Ok(event) => {
+                Ok(entry) => {
                     let confirmed = self
                         .sinks
                         .iter()
@@ -110,7 +184,7 @@ impl Outbox {
                         .collect();
                     out.push(Pending {
                         path,
-                        event,
+                        entry,
                         confirmed,
                     });
                 }
@@ -206,7 +280,7 @@ mod tests {
         ob.put(&b).unwrap();
         assert_eq!(ob.count(), 2);
         let p = ob.pending().unwrap();
-        assert_eq!(p[0].event, b, "oldest first");
+        assert_eq!(p[0].entry, Entry::Transition(b), "oldest first");
         assert!(!ob.confirm(&p[0], "rabbitmq").unwrap());
         // A restart sees the partial confirmation.
         let ob = Outbox::open(dir.path().join("outbox"), sinks).unwrap();
@@ -215,11 +289,55 @@ mod tests {
         assert!(ob.confirm(&p[0], "cloudwatch").unwrap());
         assert_eq!(ob.count(), 1);
         let p = ob.pending().unwrap();
-        assert_eq!(p[0].event, a);
+        assert_eq!(p[0].entry, Entry::Transition(a));
         assert!(p[0].confirmed.is_empty());
         // Nothing but the remaining event is left on disk.
         let files: Vec<_> = fs::read_dir(dir.path().join("outbox")).unwrap().collect();
         assert_eq!(files.len(), 1);
+    }
+
+    fn alert(at_ms: u64, kind: &str) -> Alert {
+        Alert {
+            alert_id: uuid::Uuid::new_v4().to_string(),
+            kind: kind.into(),
+            fleet: "f".into(),
+            node: "frontend3".into(),
+            instance_id: "i-0123456789abcdef0".into(),
+            slot: "frontend2".into(),
+            attempt: Some(1),
+            detail: "StopInstances denied".into(),
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn alerts_queue_with_transitions_in_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(dir.path().to_path_buf(), vec!["x".into()]).unwrap();
+        let (early, late) = (alert(1000, "fence_failed"), alert(3000, "rejoin"));
+        let between = ev(2000);
+        ob.put_alert(&late).unwrap();
+        ob.put(&between).unwrap();
+        ob.put_alert(&early).unwrap();
+        let p = ob.pending().unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0].entry, Entry::Alert(early.clone()));
+        assert_eq!(p[1].entry, Entry::Transition(between));
+        assert_eq!(p[2].entry, Entry::Alert(late));
+        assert_eq!(p[0].entry.id(), early.alert_id);
+        assert!(ob.confirm(&p[0], "x").unwrap());
+        assert_eq!(ob.count(), 2);
+        // An alert file of an unknown kind is damaged: set aside.
+        let mut odd = alert(500, "fence_failed");
+        odd.kind = "made_up".into();
+        fs::write(
+            dir.path()
+                .join(format!("0000000000500-{}.alert.json", odd.alert_id)),
+            odd.to_json(),
+        )
+        .unwrap();
+        assert_eq!(ob.pending().unwrap().len(), 2);
+        assert_eq!(fs::read_dir(dir.path().join("corrupt")).unwrap().count(), 1);
     }
 
     #[test]

@@ -142,6 +142,37 @@ pub fn aws_env<'a>(cmd: &'a mut Command, endpoint: &str) -> &'a mut Command {
         .env("AWS_EC2_METADATA_DISABLED", "true")
 }
 
+/// A CloudWatch Logs client for the emulator at `endpoint`.
+pub async fn logs_client(endpoint: &str) -> aws_sdk_cloudwatchlogs::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    aws_sdk_cloudwatchlogs::Client::new(&config)
+}
+
+/// The records of CloudWatch Logs stream `stream` in `group`, parsed.
+pub async fn log_records(endpoint: &str, group: &str, stream: &str) -> Vec<serde_json::Value> {
+    let out = logs_client(endpoint)
+        .await
+        .get_log_events()
+        .log_group_name(group)
+        .log_stream_name(stream)
+        .send()
+        .await;
+    out.map(|o| {
+        o.events()
+            .iter()
+            .filter_map(|e| serde_json::from_str(e.message()?).ok())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 /// `chainwatch --config <config> <args>` against the AWS API at `endpoint`.
 pub fn chainwatch_aws(endpoint: &str, config: &Path, args: &[&str]) -> std::process::Output {
     aws_env(

@@ -1,7 +1,9 @@
 //! The CloudWatch Logs sink: one log event per transition, in a configured
 //! log group with one stream per instance, in Embedded Metric Format, so
 //! that `FailoverMs`, `DetectionMs` and `FenceMs` become metrics with the
-//! role as dimension. `chainwatch history` reads them back. Every
+//! role as dimension. `chainwatch history` reads them back. A daemon's
+//! alerts go to the same stream as an `Alerts` count with the kind as
+//! dimension, the alert under [`ALERT_KEY`] (`history` skips them). Every
 //! `announce.heartbeat` each daemon also writes a `Heartbeat` metric, so
 //! that a silent daemon can raise an alarm (missing data).
 
@@ -13,10 +15,31 @@ use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata, S
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use serde_json::{Value, json};
 
-use crate::event::TransitionEvent;
+use crate::event::{Alert, TransitionEvent};
+use crate::shell::outbox::Outgoing;
 
 /// The key under which the full event sits in the log record.
 pub const EVENT_KEY: &str = "chainwatch_event";
+
+/// The key under which the full alert sits in its log record.
+pub const ALERT_KEY: &str = "chainwatch_alert";
+
+/// The EMF log record of an alert: `Alerts` = 1 with the kind as dimension.
+pub fn alert_emf(a: &Alert, namespace: &str) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": a.at_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [["Kind"]],
+                "Metrics": [{"Name": "Alerts", "Unit": "Count"}]
+            }]
+        },
+        "Kind": a.kind,
+        "Alerts": 1,
+        ALERT_KEY: a,
+    })
+}
 
 /// The EMF log record of an event.
 pub fn emf(ev: &TransitionEvent, namespace: &str) -> Value {
@@ -116,10 +139,15 @@ impl CloudWatchSink {
         Ok(())
     }
 
-    /// Write one event.
-    pub async fn deliver(&self, ev: &TransitionEvent) -> Result<(), String> {
-        self.put(ev.timings.identity_up_ms, emf(ev, &self.namespace))
-            .await
+    /// Write one transition or alert.
+    pub async fn deliver<'a>(&self, entry: impl Into<Outgoing<'a>>) -> Result<(), String> {
+        match entry.into() {
+            Outgoing::Transition(ev) => {
+                self.put(ev.timings.identity_up_ms, emf(ev, &self.namespace))
+                    .await
+            }
+            Outgoing::Alert(a) => self.put(a.at_ms, alert_emf(a, &self.namespace)).await,
+        }
     }
 
     /// Write one heartbeat of this instance (`role`).
