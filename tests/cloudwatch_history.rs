@@ -7,7 +7,7 @@ mod common;
 use chainwatch::event::TransitionEvent;
 use chainwatch::layout::Role;
 use chainwatch::shell::aws::cloudwatch::{ALERT_KEY, CloudWatchSink, EVENT_KEY};
-use common::{Moto, event, logs_client, prerequisite};
+use common::{Moto, event, log_records, logs_client, prerequisite};
 
 fn history(endpoint: &str, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     let config = dir.join("chainwatch.toml");
@@ -88,17 +88,9 @@ async fn transitions_are_written_as_emf_and_read_back_by_history() {
 
     // A heartbeat: a metric per role and instance, and no event.
     f3.heartbeat("frontend").await.unwrap();
-    let out = client
-        .get_log_events()
-        .log_group_name(&group)
-        .log_stream_name("i-f3")
-        .send()
+    let beat = log_records(&moto.endpoint, &group, "i-f3")
         .await
-        .unwrap();
-    let beat: serde_json::Value = out
-        .events()
-        .iter()
-        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e.message()?).ok())
+        .into_iter()
         .find(|r| r.get("Heartbeat").is_some())
         .expect("a heartbeat record in i-f3's stream");
     assert_eq!(beat["Heartbeat"], 1);
@@ -127,17 +119,9 @@ async fn transitions_are_written_as_emf_and_read_back_by_history() {
         at_ms: e2.timings.identity_up_ms + 1,
     };
     f3.deliver(&alert).await.unwrap();
-    let out = client
-        .get_log_events()
-        .log_group_name(&group)
-        .log_stream_name("i-f3")
-        .send()
+    let rec = log_records(&moto.endpoint, &group, "i-f3")
         .await
-        .unwrap();
-    let rec: serde_json::Value = out
-        .events()
-        .iter()
-        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e.message()?).ok())
+        .into_iter()
         .find(|r| r.get(ALERT_KEY).is_some())
         .expect("an alert record in i-f3's stream");
     assert_eq!(rec["Alerts"], 1);
