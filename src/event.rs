@@ -324,6 +324,37 @@ impl Alert {
     }
 }
 
+/// A transition or an alert to send, borrowed: what a sink delivers.
+#[derive(Debug, Clone, Copy)]
+pub enum Outgoing<'a> {
+    /// A transition.
+    Transition(&'a TransitionEvent),
+    /// An alert.
+    Alert(&'a Alert),
+}
+
+impl Outgoing<'_> {
+    /// Its unique ID (event or alert ID).
+    pub fn id(&self) -> &str {
+        match self {
+            Outgoing::Transition(ev) => &ev.event_id,
+            Outgoing::Alert(a) => &a.alert_id,
+        }
+    }
+}
+
+impl<'a> From<&'a TransitionEvent> for Outgoing<'a> {
+    fn from(ev: &'a TransitionEvent) -> Self {
+        Outgoing::Transition(ev)
+    }
+}
+
+impl<'a> From<&'a Alert> for Outgoing<'a> {
+    fn from(a: &'a Alert) -> Self {
+        Outgoing::Alert(a)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

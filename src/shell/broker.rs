@@ -25,7 +25,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use tokio::sync::Mutex;
 
 use crate::config::{ALERTS_QUEUE_MAX, AnnounceConfig, redact};
-use crate::shell::outbox::Outgoing;
+use crate::event::Outgoing;
 
 /// Exchange and queue names.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use std::fs::{self, File};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::event::{Alert, TransitionEvent};
+use crate::event::{Alert, Outgoing, TransitionEvent};
 
 /// Errors of the outbox.
 #[derive(Debug, thiserror::Error)]
@@ -45,37 +45,6 @@ impl Entry {
             Entry::Transition(ev) => &ev.event_id,
             Entry::Alert(a) => &a.alert_id,
         }
-    }
-}
-
-/// A transition or an alert to send, borrowed: what a sink delivers.
-#[derive(Debug, Clone, Copy)]
-pub enum Outgoing<'a> {
-    /// A transition.
-    Transition(&'a TransitionEvent),
-    /// An alert.
-    Alert(&'a Alert),
-}
-
-impl Outgoing<'_> {
-    /// Its unique ID (event or alert ID).
-    pub fn id(&self) -> &str {
-        match self {
-            Outgoing::Transition(ev) => &ev.event_id,
-            Outgoing::Alert(a) => &a.alert_id,
-        }
-    }
-}
-
-impl<'a> From<&'a TransitionEvent> for Outgoing<'a> {
-    fn from(ev: &'a TransitionEvent) -> Self {
-        Outgoing::Transition(ev)
-    }
-}
-
-impl<'a> From<&'a Alert> for Outgoing<'a> {
-    fn from(a: &'a Alert) -> Self {
-        Outgoing::Alert(a)
     }
 }
 

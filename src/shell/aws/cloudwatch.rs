@@ -15,8 +15,7 @@ use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata, S
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use serde_json::{Value, json};
 
-use crate::event::{Alert, TransitionEvent};
-use crate::shell::outbox::Outgoing;
+use crate::event::{Alert, Outgoing, TransitionEvent};
 
 /// The key under which the full event sits in the log record.
 pub const EVENT_KEY: &str = "chainwatch_event";
