@@ -195,6 +195,11 @@ pub struct AwsConfig {
     /// Fences this node may send in one hour; the next one waits for
     /// `chainwatch ack` (or the hour to pass). 0: no budget.
     pub fence_budget_per_hour: u32,
+    /// After a fence (the start of a takeover), no new fence by this node
+    /// for this long, unless the peer was seen dying with the last one
+    /// (look-ahead) or an operator runs `chainwatch ack`. 0: none.
+    #[serde(with = "humantime_serde")]
+    pub takeover_cooldown: Duration,
 }
 
 impl Default for AwsConfig {
@@ -208,6 +213,7 @@ impl Default for AwsConfig {
             api_timeout: Duration::from_millis(5_000),
             fabric_fence: true,
             fence_budget_per_hour: 3,
+            takeover_cooldown: Duration::ZERO,
         }
     }
 }

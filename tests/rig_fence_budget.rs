@@ -3,6 +3,12 @@
 //! it over, but its second fence (of frontend2) is held — alert
 //! `fence_blocked`, no StopInstances, no takeover — until `chainwatch ack`
 //! on that node; then it goes out and frontend2 is filled.
+//!
+//! And the cooldown after a takeover: with `aws.takeover_cooldown = 120s`,
+//! frontend3 dies and frontend4 takes it over; frontend2 dies a little
+//! later (a fresh death, not seen with the first): its fence is held —
+//! alert `fence_blocked` naming the cooldown, no StopInstances — until
+//! `chainwatch ack`.
 
 mod common;
 
@@ -65,6 +71,50 @@ async fn a_fence_beyond_the_budget_waits_for_an_ack() {
         "{}",
         output_text(&ack)
     );
+    f.wait_overlay(3, fe(2), 60);
+    assert_eq!(f.proxy.stops().len(), 2);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_fresh_death_within_the_cooldown_waits_for_an_ack() {
+    if !rig_ready(false) {
+        return;
+    }
+    let f = Fleet::frontends_with(
+        4,
+        Options {
+            alerts: true,
+            fence_budget: Some(0),
+            cooldown_secs: Some(120),
+            ..Options::default()
+        },
+    )
+    .await;
+    f.kill(2);
+    f.wait_overlay(3, fe(3), 60);
+    assert_eq!(f.proxy.stops().len(), 1);
+    // frontend2 dies after the takeover: frontend4 (now frontend3) sees it
+    // die on its own, within the cooldown.
+    f.kill(1);
+    let alert = f.alert(3, "fence_blocked", Duration::from_secs(60));
+    assert_eq!(alert["slot"], "frontend2", "{alert}");
+    assert!(
+        alert["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cooldown after a takeover"),
+        "{alert}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(f.proxy.stops().len(), 1, "{:?}", f.proxy.stops());
+    assert_eq!(f.tun_addr(3), Some(f.layout.overlay_addr(fe(3))));
+    let ack = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(f.node_dir(3).join("chainwatch.toml"))
+        .arg("ack")
+        .output()
+        .unwrap();
+    assert!(ack.status.success(), "{}", output_text(&ack));
     f.wait_overlay(3, fe(2), 60);
     assert_eq!(f.proxy.stops().len(), 2);
 }

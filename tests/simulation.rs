@@ -529,7 +529,7 @@ impl World {
                     },
                 );
             }
-            Action::Fence { slot, attempt } => {
+            Action::Fence { slot, attempt, .. } => {
                 self.check_witness(i, "fences", self.cfg.interval + self.cfg.probe_timeout);
                 if attempt == 1 {
                     self.check_fence(i, slot);

@@ -1,5 +1,6 @@
 //! `chainwatch ack`: acknowledge the fences this node sent, so that a fence
-//! held by the fence budget goes out (the daemon retries it by itself).
+//! held by the fence budget or the cooldown after a takeover goes out (the
+//! daemon retries it by itself).
 
 use std::path::Path;
 
@@ -22,8 +23,9 @@ pub fn main(config: Option<&Path>, _args: &Args) -> Result<(), CmdError> {
         ))
     })?;
     println!(
-        "acknowledged {used} fence(s) of the last hour: this node may fence again (budget {} per hour)",
-        s.config.aws.fence_budget_per_hour
+        "acknowledged {used} fence(s) of the last hour: this node may fence again (budget {} per hour, cooldown after a takeover {})",
+        s.config.aws.fence_budget_per_hour,
+        humantime::format_duration(s.config.aws.takeover_cooldown)
     );
     Ok(())
 }

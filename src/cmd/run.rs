@@ -128,7 +128,8 @@ async fn active(
     openvpn::render(&vpn_settings, boot.slot).map_err(other)?;
     let registry = Arc::new(
         Ec2Registry::new(ec2::client(&s.config.aws).await, &s.config.aws, instance_id).with_budget(
-            budget::FenceBudget::new(&s.config.node.state_dir, s.config.aws.fence_budget_per_hour),
+            budget::FenceBudget::new(&s.config.node.state_dir, s.config.aws.fence_budget_per_hour)
+                .with_cooldown(s.config.aws.takeover_cooldown),
         ),
     );
 

@@ -432,6 +432,7 @@ impl Monitor {
         }
         if verdict == Verdict::Reached {
             self.resigned_until = None;
+            self.chained_peer = None;
             self.events.push_back(Event::Vouched {
                 peer,
                 after: self.misses,

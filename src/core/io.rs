@@ -208,6 +208,11 @@ pub enum Action {
         slot: Slot,
         /// 1 for the first try.
         attempt: u32,
+        /// The peer's death was counted before this node took over its
+        /// successor (look-ahead: both died together). Such a fence is part
+        /// of the same failure, so the cooldown after a takeover
+        /// (`aws.takeover_cooldown`) does not hold it.
+        chained: bool,
     },
     /// Move this node from `from` to `to`; report [`Input::TakeOverDone`].
     TakeOver {

@@ -116,6 +116,10 @@ pub struct Monitor {
     beyond_misses: u32,
     /// Start of n-2's first missed round.
     beyond_silent_since: Option<Instant>,
+    /// The peer whose misses were carried over from the look-ahead at the
+    /// last takeover, until it answers: its fence is chained to that
+    /// takeover.
+    chained_peer: Option<Slot>,
     /// Until then, a peer never seen is not declared dead.
     grace_until: Instant,
     /// Until then, the peer's resignation holds: one missed round is a
@@ -165,6 +169,7 @@ impl Monitor {
             peer_seen: false,
             beyond_misses: 0,
             beyond_silent_since: None,
+            chained_peer: None,
             grace_until,
             resigned_until: None,
             overlay_up: true,

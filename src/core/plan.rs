@@ -38,7 +38,13 @@ pub(super) enum Phase {
 impl Monitor {
     /// The peer answered: a fence that is not yet confirmed is called off.
     pub(super) fn peer_alive(&mut self) {
+        self.chained_peer = None;
         self.call_off_fence();
+    }
+
+    /// Whether a fence of `peer` is chained to the last takeover.
+    fn chained(&self, peer: Slot) -> bool {
+        self.chained_peer == Some(peer)
     }
 
     /// Call off a fence that is not confirmed: at once when none is in
@@ -77,6 +83,7 @@ impl Monitor {
         self.actions.push_back(Action::Fence {
             slot: peer,
             attempt: 1,
+            chained: self.chained(peer),
         });
     }
 
@@ -245,7 +252,9 @@ impl Monitor {
                 // The new peer was n-2: its misses, seen with this node's
                 // witness while it took over, count. One more silent round
                 // declares it dead.
+                self.chained_peer = None;
                 if carried.0 > 0 {
+                    self.chained_peer = self.peer();
                     self.misses = carried.0;
                     self.silent_since = carried.1;
                     self.peer_silent = true;
@@ -286,9 +295,11 @@ impl Monitor {
                     retry_at: None,
                     cancel: false,
                 };
+                let chained = self.chained(peer);
                 self.actions.push_back(Action::Fence {
                     slot: peer,
                     attempt,
+                    chained,
                 });
             }
             Phase::TakingOver {

@@ -390,7 +390,11 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                     let _ = tx.send(Input::HolderChecked { slot, result });
                 });
             }
-            Action::Fence { slot, attempt } => {
+            Action::Fence {
+                slot,
+                attempt,
+                chained,
+            } => {
                 if self.observe {
                     tracing::warn!(
                         peer = %slot,
@@ -403,10 +407,10 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                     });
                     return;
                 }
-                tracing::warn!(peer = %slot, attempt, "fencing {slot}");
+                tracing::warn!(peer = %slot, attempt, chained, "fencing {slot}");
                 let registry = self.registry.clone();
                 tasks.spawn(async move {
-                    let result = registry.fence(slot).await;
+                    let result = registry.fence(slot, chained).await;
                     let _ = tx.send(Input::FenceDone { slot, result });
                 });
             }

@@ -61,7 +61,13 @@ pub trait Registry: Send + Sync + 'static {
     /// Whether an instance that is not stopped holds `slot`.
     fn check_holder(&self, slot: Slot) -> impl Future<Output = Result<Holder, String>> + Send;
     /// Stop every holder of `slot` and wait until EC2 reports it stopped.
-    fn fence(&self, slot: Slot) -> impl Future<Output = Result<Fenced, String>> + Send;
+    /// `chained`: the peer's death was counted with the takeover before
+    /// (look-ahead), so the cooldown after that takeover does not apply.
+    fn fence(
+        &self,
+        slot: Slot,
+        chained: bool,
+    ) -> impl Future<Output = Result<Fenced, String>> + Send;
     /// A cheap API call; `Ok` means the control plane answers (the witness
     /// used when the watched peer is the hub).
     fn witness(&self) -> impl Future<Output = Result<(), String>> + Send;
@@ -88,8 +94,10 @@ impl Registry for Ec2Registry {
     async fn check_holder(&self, slot: Slot) -> Result<Holder, String> {
         self.holder(slot).await
     }
-    async fn fence(&self, slot: Slot) -> Result<Fenced, String> {
-        self.fence_slot(slot).await.map_err(|e| e.to_string())
+    async fn fence(&self, slot: Slot, chained: bool) -> Result<Fenced, String> {
+        self.fence_slot(slot, chained)
+            .await
+            .map_err(|e| e.to_string())
     }
     async fn witness(&self) -> Result<(), String> {
         self.witness_call().await
@@ -113,8 +121,8 @@ impl<R: Registry> Registry for std::sync::Arc<R> {
     async fn check_holder(&self, slot: Slot) -> Result<Holder, String> {
         R::check_holder(self, slot).await
     }
-    async fn fence(&self, slot: Slot) -> Result<Fenced, String> {
-        R::fence(self, slot).await
+    async fn fence(&self, slot: Slot, chained: bool) -> Result<Fenced, String> {
+        R::fence(self, slot, chained).await
     }
     async fn witness(&self) -> Result<(), String> {
         R::witness(self).await
@@ -208,7 +216,7 @@ impl Registry for StaticRegistry {
     async fn check_holder(&self, _slot: Slot) -> Result<Holder, String> {
         Err("no EC2 registry in this mode: holders are unknown".into())
     }
-    async fn fence(&self, slot: Slot) -> Result<Fenced, String> {
+    async fn fence(&self, slot: Slot, _chained: bool) -> Result<Fenced, String> {
         Err(format!("no EC2 registry in this mode: cannot fence {slot}"))
     }
     async fn witness(&self) -> Result<(), String> {

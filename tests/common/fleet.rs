@@ -77,6 +77,8 @@ pub struct Options {
     pub alerts: bool,
     /// `aws.fence_budget_per_hour` (default: the daemon's).
     pub fence_budget: Option<u32>,
+    /// `aws.takeover_cooldown`, in seconds (default: the daemon's, none).
+    pub cooldown_secs: Option<u64>,
 }
 
 /// One emulated instance.
@@ -927,7 +929,12 @@ up_timeout = "20000ms"
             budget = opts
                 .fence_budget
                 .map(|n| format!("fence_budget_per_hour = {n}\n"))
-                .unwrap_or_default(),
+                .into_iter()
+                .chain(
+                    opts.cooldown_secs
+                        .map(|n| format!("takeover_cooldown = \"{n}s\"\n"))
+                )
+                .collect::<String>(),
         ),
     )
     .unwrap();

@@ -132,7 +132,8 @@ fn a_silent_overlay_witness_degrades_rounds_to_underlay_and_ec2() {
     h.round(None, Some(RTT));
     assert!(h.take_work().contains(&Action::Fence {
         slot: be(2),
-        attempt: 1
+        attempt: 1,
+        chained: false
     }));
 }
 
@@ -251,7 +252,8 @@ fn two_dead_in_a_row_take_one_detection_window_not_two() {
     }
     assert!(h.take_work().contains(&Action::Fence {
         slot: fe(3),
-        attempt: 1
+        attempt: 1,
+        chained: false
     }));
     let fence_at = h.elapsed();
     h.input(
@@ -272,11 +274,13 @@ fn two_dead_in_a_row_take_one_detection_window_not_two() {
     h.take_work();
     // Probed from the second missed round of frontend3 on: two misses.
     assert_eq!(h.m.snapshot().misses, 2, "frontend2's misses carried over");
-    // One more silent round of frontend2 declares it dead.
+    // One more silent round of frontend2 declares it dead, and its fence
+    // is chained to the takeover (the cooldown after it does not hold it).
     h.round(None, Some(RTT));
     assert!(h.take_work().contains(&Action::Fence {
         slot: fe(2),
-        attempt: 1
+        attempt: 1,
+        chained: true
     }));
     let second = h.elapsed() - fence_at;
     assert!(second < Duration::from_secs(2), "{second:?}");
@@ -302,6 +306,23 @@ fn a_live_n_minus_2_carries_nothing() {
         },
     );
     assert_eq!(h.m.snapshot().misses, 0);
+    // frontend2 dies later: a fresh death, not chained to the takeover.
+    h.take_work();
+    for _ in 0..3 {
+        h.round(None, Some(RTT));
+    }
+    assert!(
+        h.take_work().iter().any(|a| matches!(
+            a,
+            Action::Fence {
+                slot,
+                chained: false,
+                ..
+            } if *slot == fe(2)
+        )),
+        "{:?}",
+        h.events
+    );
     // The hub is never probed as n-2 (frontend3 watching frontend2).
     let mut h = Harness::new(fe(3));
     h.round(None, Some(RTT));

@@ -45,7 +45,8 @@ fn peer_death_is_declared_after_exactly_misses_rounds() {
         h.take_work(),
         vec![Action::Fence {
             slot: be(2),
-            attempt: 1
+            attempt: 1,
+            chained: false
         }]
     );
     assert!(h.events.contains(&Event::PeerDead {

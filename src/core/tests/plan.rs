@@ -49,7 +49,8 @@ fn fence_failure_means_no_takeover_and_bounded_backoff() {
         assert!(
             work.contains(&Action::Fence {
                 slot: be(2),
-                attempt: attempt + 1
+                attempt: attempt + 1,
+                chained: false
             }),
             "{work:?} {:?}",
             h.events

@@ -1,6 +1,9 @@
 //! The fence budget: how many fences this node sent in the last hour, and
 //! when an operator last acknowledged (`chainwatch ack`). Kept in
-//! `<state_dir>/fence-budget.json`, so a restart does not reset it.
+//! `<state_dir>/fence-budget.json`, so a restart does not reset it. The
+//! same ledger times the cooldown after a takeover: no new fence within
+//! `aws.takeover_cooldown` of this node's last one, unless it is chained
+//! to it (look-ahead) or acknowledged.
 
 use std::path::{Path, PathBuf};
 
@@ -26,11 +29,27 @@ impl Ledger {
     }
 }
 
+/// Why a new fence is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// The budget is used up: this many fences count.
+    Budget(usize),
+    /// The cooldown after this node's last fence runs: it was `ago_ms`
+    /// ago, `left_ms` remain.
+    Cooldown {
+        /// Since the last fence.
+        ago_ms: u64,
+        /// Until the cooldown ends.
+        left_ms: u64,
+    },
+}
+
 /// The budget of one node.
 #[derive(Debug, Clone)]
 pub struct FenceBudget {
     file: PathBuf,
     per_hour: u32,
+    cooldown_ms: u64,
 }
 
 /// Where the ledger of `state_dir` lives.
@@ -44,7 +63,20 @@ impl FenceBudget {
         FenceBudget {
             file: path(state_dir),
             per_hour,
+            cooldown_ms: 0,
         }
+    }
+
+    /// No new fence within `cooldown` of the last one (zero: none), unless
+    /// chained or acknowledged.
+    pub fn with_cooldown(mut self, cooldown: std::time::Duration) -> FenceBudget {
+        self.cooldown_ms = crate::clock::whole_ms(cooldown);
+        self
+    }
+
+    /// The cooldown, in milliseconds.
+    pub fn cooldown_ms(&self) -> u64 {
+        self.cooldown_ms
     }
 
     /// The ledger; a missing or unreadable file is an empty one (a ledger
@@ -63,17 +95,31 @@ impl FenceBudget {
         }
     }
 
-    /// `Err(used)` when another fence at `now_ms` would exceed the budget.
-    pub fn check(&self, now_ms: u64) -> Result<(), usize> {
-        if self.per_hour == 0 {
+    /// Whether a new fence at `now_ms` is held: beyond the budget, or
+    /// (unless `chained`) within the cooldown of the last fence that no
+    /// ack came after.
+    pub fn check(&self, now_ms: u64, chained: bool) -> Result<(), Held> {
+        if self.per_hour == 0 && self.cooldown_ms == 0 {
             return Ok(());
         }
-        let used = Self::load(&self.file).used(now_ms);
-        if used >= self.per_hour as usize {
-            Err(used)
-        } else {
-            Ok(())
+        let ledger = Self::load(&self.file);
+        let used = ledger.used(now_ms);
+        if self.per_hour > 0 && used >= self.per_hour as usize {
+            return Err(Held::Budget(used));
         }
+        if let Some(last) = ledger.fences_ms.iter().max().copied()
+            && !chained
+            && last > ledger.ack_ms
+        {
+            let ago_ms = now_ms.saturating_sub(last);
+            if ago_ms < self.cooldown_ms {
+                return Err(Held::Cooldown {
+                    ago_ms,
+                    left_ms: self.cooldown_ms - ago_ms,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The budget per hour.
@@ -84,11 +130,12 @@ impl FenceBudget {
     /// Count a confirmed fence at `now_ms`, forgetting those older than an
     /// hour.
     pub fn record(&self, now_ms: u64) {
-        if self.per_hour == 0 {
+        if self.per_hour == 0 && self.cooldown_ms == 0 {
             return;
         }
         let mut l = Self::load(&self.file);
-        l.fences_ms.retain(|t| *t > now_ms.saturating_sub(HOUR_MS));
+        l.fences_ms
+            .retain(|t| *t > now_ms.saturating_sub(HOUR_MS.max(self.cooldown_ms)));
         l.fences_ms.push(now_ms);
         self.store(&l);
     }
@@ -113,27 +160,65 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = FenceBudget::new(dir.path(), 2);
         let t = 10 * HOUR_MS;
-        assert_eq!(b.check(t), Ok(()));
+        assert_eq!(b.check(t, false), Ok(()));
         b.record(t);
         b.record(t + 1000);
-        assert_eq!(b.check(t + 2000), Err(2));
+        assert_eq!(b.check(t + 2000, false), Err(Held::Budget(2)));
+        assert_eq!(
+            b.check(t + 2000, true),
+            Err(Held::Budget(2)),
+            "chained or not"
+        );
         // An hour after the first, one slot is free again.
-        assert_eq!(b.check(t + HOUR_MS + 1), Ok(()));
+        assert_eq!(b.check(t + HOUR_MS + 1, false), Ok(()));
         // An ack frees them at once.
         assert_eq!(acknowledge(dir.path(), t + 3000).unwrap(), 2);
-        assert_eq!(b.check(t + 3000), Ok(()));
+        assert_eq!(b.check(t + 3000, false), Ok(()));
         b.record(t + 4000);
         b.record(t + 5000);
-        assert_eq!(b.check(t + 6000), Err(2));
+        assert_eq!(b.check(t + 6000, false), Err(Held::Budget(2)));
         // No budget: never blocked.
         let none = FenceBudget::new(dir.path(), 0);
-        assert_eq!(none.check(t + 6000), Ok(()));
+        assert_eq!(none.check(t + 6000, false), Ok(()));
+    }
+
+    #[test]
+    fn a_fence_within_the_cooldown_is_held_unless_chained_or_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FenceBudget::new(dir.path(), 0).with_cooldown(std::time::Duration::from_secs(60));
+        let t = 10 * HOUR_MS;
+        assert_eq!(b.check(t, false), Ok(()), "no fence yet");
+        b.record(t);
+        assert_eq!(
+            b.check(t + 20_000, false),
+            Err(Held::Cooldown {
+                ago_ms: 20_000,
+                left_ms: 40_000
+            })
+        );
+        assert_eq!(
+            b.check(t + 20_000, true),
+            Ok(()),
+            "look-ahead: the same failure"
+        );
+        assert_eq!(b.check(t + 60_000, false), Ok(()), "the cooldown is over");
+        acknowledge(dir.path(), t + 30_000).unwrap();
+        assert_eq!(b.check(t + 30_001, false), Ok(()), "acknowledged");
+        b.record(t + 40_000);
+        assert!(matches!(
+            b.check(t + 41_000, false),
+            Err(Held::Cooldown { .. })
+        ));
+        // A restart keeps it: the ledger is on disk.
+        let again =
+            FenceBudget::new(dir.path(), 0).with_cooldown(std::time::Duration::from_secs(60));
+        assert!(again.check(t + 41_000, false).is_err());
     }
 
     #[test]
     fn a_garbled_ledger_blocks_nothing() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(path(dir.path()), b"{not json").unwrap();
-        assert_eq!(FenceBudget::new(dir.path(), 1).check(1), Ok(()));
+        assert_eq!(FenceBudget::new(dir.path(), 1).check(1, false), Ok(()));
     }
 }

@@ -32,6 +32,7 @@ use crate::clock::unix_ms;
 use crate::config::AwsConfig;
 use serde::{Deserialize, Serialize};
 
+use super::budget::Held;
 use crate::core::{Fenced, Holder};
 use crate::layout::{Layout, Role, Slot};
 
@@ -97,6 +98,18 @@ pub enum Ec2Error {
         /// The budget.
         per_hour: u32,
     },
+    /// This node took over within `aws.takeover_cooldown`.
+    #[error(
+        "cooldown after a takeover: this node's last fence was {ago_s} s ago (aws.takeover_cooldown = {cooldown_s} s); no new fence and no takeover for {left_s} s more, or until `chainwatch ack` on this node"
+    )]
+    Cooldown {
+        /// Seconds since the last fence.
+        ago_s: u64,
+        /// The cooldown, in seconds.
+        cooldown_s: u64,
+        /// Seconds left.
+        left_s: u64,
+    },
     /// A holder to fence is in maintenance: no fence, so no takeover.
     #[error(
         "{instance} is in maintenance until {until}: no fence and no takeover until it ends (or `chainwatch maint off`)"
@@ -129,6 +142,7 @@ impl Ec2Error {
     /// or a holder in maintenance — rather than one that failed.
     pub fn held_back(message: &str) -> bool {
         message.starts_with("fence budget exhausted")
+            || message.starts_with("cooldown after a takeover")
             || message.contains(" is in maintenance until ")
     }
 }
@@ -581,7 +595,7 @@ impl Ec2Registry {
     /// and fenced again by the next call for the slot, even when EC2 no
     /// longer lists them as holders (they were stopped, but the reply or the
     /// tagging was lost).
-    pub async fn fence_slot(&self, slot: Slot) -> Result<Fenced, Ec2Error> {
+    pub async fn fence_slot(&self, slot: Slot, chained: bool) -> Result<Fenced, Ec2Error> {
         let remembered: Vec<String> = self
             .fence_targets
             .lock()
@@ -636,11 +650,18 @@ impl Ec2Registry {
         let now_ms = unix_ms(now);
         if !retry
             && let Some(b) = &self.budget
-            && let Err(used) = b.check(now_ms)
+            && let Err(held) = b.check(now_ms, chained)
         {
-            return Err(Ec2Error::BudgetExhausted {
-                used,
-                per_hour: b.per_hour(),
+            return Err(match held {
+                Held::Budget(used) => Ec2Error::BudgetExhausted {
+                    used,
+                    per_hour: b.per_hour(),
+                },
+                Held::Cooldown { ago_ms, left_ms } => Ec2Error::Cooldown {
+                    ago_s: ago_ms / 1000,
+                    cooldown_s: b.cooldown_ms() / 1000,
+                    left_s: left_ms.div_ceil(1000),
+                },
             });
         }
         if ids.is_empty() {
