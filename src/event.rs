@@ -333,9 +333,9 @@ pub enum Outgoing<'a> {
     Alert(&'a Alert),
 }
 
-impl Outgoing<'_> {
+impl<'a> Outgoing<'a> {
     /// Its unique ID (event or alert ID).
-    pub fn id(&self) -> &str {
+    pub fn id(self) -> &'a str {
         match self {
             Outgoing::Transition(ev) => &ev.event_id,
             Outgoing::Alert(a) => &a.alert_id,

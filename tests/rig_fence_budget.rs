@@ -22,43 +22,32 @@ fn fe(id: u32) -> Slot {
     Slot::new(Role::Frontend, id)
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_fence_beyond_the_budget_waits_for_an_ack() {
-    if !rig_ready(false) {
-        return;
-    }
-    let f = Fleet::frontends_with(
+/// A 4-frontend fleet whose nodes raise alerts, with these fence limits.
+async fn fleet(budget: u32, cooldown_secs: Option<u64>) -> Fleet {
+    Fleet::frontends_with(
         4,
         Options {
             alerts: true,
-            fence_budget: Some(1),
+            fence_budget: Some(budget),
+            cooldown_secs,
             ..Options::default()
         },
     )
-    .await;
-    f.kill(1);
-    f.kill(2);
-    // frontend4 takes frontend3 over (its one fence) ...
-    f.wait_overlay(3, fe(3), 60);
-    // ... and is held at the second.
+    .await
+}
+
+/// frontend4, now frontend3, holds its fence of frontend2 (alert
+/// `fence_blocked` saying `why`, no StopInstances beyond the first, still
+/// frontend3) until the operator acknowledges; then the fence goes out and
+/// it takes frontend2. Returns what `chainwatch ack` printed.
+fn held_until_acknowledged(f: &Fleet, why: &str) -> String {
     let alert = f.alert(3, "fence_blocked", Duration::from_secs(60));
     assert_eq!(alert["slot"], "frontend2", "{alert}");
-    assert!(
-        alert["detail"]
-            .as_str()
-            .unwrap()
-            .contains("fence budget exhausted"),
-        "{alert}"
-    );
+    assert!(alert["detail"].as_str().unwrap().contains(why), "{alert}");
     std::thread::sleep(Duration::from_secs(3));
     let stops = f.proxy.stops();
-    assert_eq!(
-        stops.len(),
-        1,
-        "only the budgeted fence went out: {stops:?}"
-    );
+    assert_eq!(stops.len(), 1, "only the first fence went out: {stops:?}");
     assert_eq!(f.tun_addr(3), Some(f.layout.overlay_addr(fe(3))));
-    // The operator acknowledges on that node: the fence goes out.
     let ack = std::process::Command::new(bin())
         .arg("--config")
         .arg(f.node_dir(3).join("chainwatch.toml"))
@@ -66,13 +55,24 @@ async fn a_fence_beyond_the_budget_waits_for_an_ack() {
         .output()
         .unwrap();
     assert!(ack.status.success(), "{}", output_text(&ack));
-    assert!(
-        output_text(&ack).contains("acknowledged 1 fence"),
-        "{}",
-        output_text(&ack)
-    );
     f.wait_overlay(3, fe(2), 60);
     assert_eq!(f.proxy.stops().len(), 2);
+    output_text(&ack)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_fence_beyond_the_budget_waits_for_an_ack() {
+    if !rig_ready(false) {
+        return;
+    }
+    let f = fleet(1, None).await;
+    f.kill(1);
+    f.kill(2);
+    // frontend4 takes frontend3 over (its one fence), and is held at the
+    // second until the operator acknowledges on that node.
+    f.wait_overlay(3, fe(3), 60);
+    let ack = held_until_acknowledged(&f, "fence budget exhausted");
+    assert!(ack.contains("acknowledged 1 fence"), "{ack}");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -80,41 +80,12 @@ async fn a_fresh_death_within_the_cooldown_waits_for_an_ack() {
     if !rig_ready(false) {
         return;
     }
-    let f = Fleet::frontends_with(
-        4,
-        Options {
-            alerts: true,
-            fence_budget: Some(0),
-            cooldown_secs: Some(120),
-            ..Options::default()
-        },
-    )
-    .await;
+    let f = fleet(0, Some(120)).await;
     f.kill(2);
     f.wait_overlay(3, fe(3), 60);
     assert_eq!(f.proxy.stops().len(), 1);
     // frontend2 dies after the takeover: frontend4 (now frontend3) sees it
     // die on its own, within the cooldown.
     f.kill(1);
-    let alert = f.alert(3, "fence_blocked", Duration::from_secs(60));
-    assert_eq!(alert["slot"], "frontend2", "{alert}");
-    assert!(
-        alert["detail"]
-            .as_str()
-            .unwrap()
-            .contains("cooldown after a takeover"),
-        "{alert}"
-    );
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(f.proxy.stops().len(), 1, "{:?}", f.proxy.stops());
-    assert_eq!(f.tun_addr(3), Some(f.layout.overlay_addr(fe(3))));
-    let ack = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(f.node_dir(3).join("chainwatch.toml"))
-        .arg("ack")
-        .output()
-        .unwrap();
-    assert!(ack.status.success(), "{}", output_text(&ack));
-    f.wait_overlay(3, fe(2), 60);
-    assert_eq!(f.proxy.stops().len(), 2);
+    held_until_acknowledged(&f, "cooldown after a takeover");
 }

@@ -41,10 +41,7 @@ pub enum Entry {
 impl Entry {
     /// Its unique ID (event or alert ID), for the log.
     pub fn id(&self) -> &str {
-        match self {
-            Entry::Transition(ev) => &ev.event_id,
-            Entry::Alert(a) => &a.alert_id,
-        }
+        Outgoing::from(self).id()
     }
 }
 
