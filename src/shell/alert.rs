@@ -111,7 +111,8 @@ impl Notifier {
         })
     }
 
-    /// Raise an alert: logged, and the command run in the background.
+    /// Raise an alert: into the outbox when there is one, and the command
+    /// run in the background (the caller logs what happened).
     pub fn raise(
         &self,
         kind: &'static str,
@@ -131,7 +132,6 @@ impl Notifier {
             detail,
             at_ms: unix_ms(std::time::SystemTime::now()),
         };
-        tracing::warn!(kind, alert_id = %alert.alert_id, slot = %alert.slot, "alert: {}", alert.detail);
         if let Some((outbox, wake)) = &self.outbox {
             match outbox.put_alert(&alert) {
                 Ok(()) => {
