@@ -192,7 +192,8 @@ pub struct AwsConfig {
     /// Elastic IP moved), while EC2 finishes stopping it in the
     /// background. Off: every takeover waits until EC2 reports `stopped`.
     pub fabric_fence: bool,
-    /// Fences this node may send in one hour; the next one waits for
+    /// Fences of one role the fleet may send in one hour (counted from
+    /// EC2's `chainwatch:fenced-at` tags); the next one waits for
     /// `chainwatch ack` (or the hour to pass). 0: no budget.
     pub fence_budget_per_hour: u32,
     /// After a fence (the start of a takeover), no new fence by this node

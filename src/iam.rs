@@ -6,7 +6,8 @@
 //!   `ec2:SourceInstanceARN`), and only with `chainwatch:id`,
 //!   `chainwatch:state` and `chainwatch:epoch`;
 //! * on the other instances of its fleet and role it may only set
-//!   `chainwatch:state=fenced` and stop them;
+//!   `chainwatch:state=fenced` (with `chainwatch:fenced-at`, which the
+//!   fleet-wide fence budget counts) and stop them;
 //! * `chainwatch:fleet` and `chainwatch:role` are denied outright except at
 //!   `RunInstances` (whoever launches the instance sets them), so an
 //!   instance cannot move itself out of its fleet or role;
@@ -78,7 +79,7 @@ pub fn policy(fleet: &str, log_group: &str, role: Role) -> Value {
                     role_tag.clone(): role.as_str(),
                     format!("aws:RequestTag/{}", tags::STATE): "fenced"
                 },
-                "ForAllValues:StringEquals": {"aws:TagKeys": [tags::STATE]}
+                "ForAllValues:StringEquals": {"aws:TagKeys": [tags::STATE, tags::FENCED_AT]}
             }
         }),
         json!({
@@ -187,7 +188,7 @@ mod tests {
             assert_eq!(eq["aws:ResourceTag/chainwatch:role"], role.as_str());
             assert_eq!(
                 others["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
-                json!(["chainwatch:state"])
+                json!(["chainwatch:state", "chainwatch:fenced-at"])
             );
             let stop = statement(&p, "FenceOnlyThisFleetAndRole");
             assert_eq!(stop["Action"], "ec2:StopInstances");

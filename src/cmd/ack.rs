@@ -16,14 +16,14 @@ pub fn main(config: Option<&Path>, _args: &Args) -> Result<(), CmdError> {
     let s = settings(config)?;
     let dir = &s.config.node.state_dir;
     let now = crate::clock::unix_ms(std::time::SystemTime::now());
-    let used = budget::acknowledge(dir, now).map_err(|e| {
+    budget::acknowledge(dir, now).map_err(|e| {
         CmdError::Other(format!(
             "cannot write {}: {e} (run as root, on the node whose fence is held)",
             budget::path(dir).display()
         ))
     })?;
     println!(
-        "acknowledged {used} fence(s) of the last hour: this node may fence again (budget {} per hour, cooldown after a takeover {})",
+        "acknowledged: the fences so far no longer count for this node, which may fence again (budget {} per role and hour, cooldown after a takeover {})",
         s.config.aws.fence_budget_per_hour,
         humantime::format_duration(s.config.aws.takeover_cooldown)
     );

@@ -1,6 +1,8 @@
-//! The fence budget: how many fences this node sent in the last hour, and
-//! when an operator last acknowledged (`chainwatch ack`). Kept in
-//! `<state_dir>/fence-budget.json`, so a restart does not reset it. The
+//! The fence budget: how many instances of the role the fleet fenced in the
+//! last hour (EC2's `chainwatch:fenced-at` tags; this node's own fences
+//! when EC2 cannot say), and when an operator last acknowledged on this
+//! node (`chainwatch ack`). The node's fences and its ack are kept in
+//! `<state_dir>/fence-budget.json`, so a restart does not reset them. The
 //! same ledger times the cooldown after a takeover: no new fence within
 //! `aws.takeover_cooldown` of this node's last one, unless it is chained
 //! to it (look-ahead) or acknowledged.
@@ -95,15 +97,23 @@ impl FenceBudget {
         }
     }
 
-    /// Whether a new fence at `now_ms` is held: beyond the budget, or
-    /// (unless `chained`) within the cooldown of the last fence that no
-    /// ack came after.
-    pub fn check(&self, now_ms: u64, chained: bool) -> Result<(), Held> {
+    /// Whether a new fence at `now_ms` is held: beyond the budget (the
+    /// fleet's fences of the role, `fleet`, when known; this node's own
+    /// otherwise), or (unless `chained`) within the cooldown of this node's
+    /// last fence that no ack came after.
+    pub fn check(&self, now_ms: u64, chained: bool, fleet: &Option<Vec<u64>>) -> Result<(), Held> {
         if self.per_hour == 0 && self.cooldown_ms == 0 {
             return Ok(());
         }
         let ledger = Self::load(&self.file);
-        let used = ledger.used(now_ms);
+        let used = match fleet {
+            Some(times) => Ledger {
+                fences_ms: times.clone(),
+                ack_ms: ledger.ack_ms,
+            }
+            .used(now_ms),
+            None => ledger.used(now_ms),
+        };
         if self.per_hour > 0 && used >= self.per_hour as usize {
             return Err(Held::Budget(used));
         }
@@ -141,14 +151,13 @@ impl FenceBudget {
     }
 }
 
-/// `chainwatch ack`: fences before `now_ms` no longer count.
-pub fn acknowledge(state_dir: &Path, now_ms: u64) -> std::io::Result<usize> {
+/// `chainwatch ack`: fences before `now_ms` no longer count for this
+/// node.
+pub fn acknowledge(state_dir: &Path, now_ms: u64) -> std::io::Result<()> {
     let file = path(state_dir);
     let mut l = FenceBudget::load(&file);
-    let used = l.used(now_ms);
     l.ack_ms = now_ms;
-    crate::fsio::write_atomic(&file, &serde_json::to_vec(&l).unwrap_or_default())?;
-    Ok(used)
+    crate::fsio::write_atomic(&file, &serde_json::to_vec(&l).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -160,26 +169,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = FenceBudget::new(dir.path(), 2);
         let t = 10 * HOUR_MS;
-        assert_eq!(b.check(t, false), Ok(()));
+        assert_eq!(b.check(t, false, &None), Ok(()));
         b.record(t);
         b.record(t + 1000);
-        assert_eq!(b.check(t + 2000, false), Err(Held::Budget(2)));
+        assert_eq!(b.check(t + 2000, false, &None), Err(Held::Budget(2)));
         assert_eq!(
-            b.check(t + 2000, true),
+            b.check(t + 2000, true, &None),
             Err(Held::Budget(2)),
             "chained or not"
         );
         // An hour after the first, one slot is free again.
-        assert_eq!(b.check(t + HOUR_MS + 1, false), Ok(()));
+        assert_eq!(b.check(t + HOUR_MS + 1, false, &None), Ok(()));
         // An ack frees them at once.
-        assert_eq!(acknowledge(dir.path(), t + 3000).unwrap(), 2);
-        assert_eq!(b.check(t + 3000, false), Ok(()));
+        acknowledge(dir.path(), t + 3000).unwrap();
+        assert_eq!(b.check(t + 3000, false, &None), Ok(()));
         b.record(t + 4000);
         b.record(t + 5000);
-        assert_eq!(b.check(t + 6000, false), Err(Held::Budget(2)));
+        assert_eq!(b.check(t + 6000, false, &None), Err(Held::Budget(2)));
         // No budget: never blocked.
         let none = FenceBudget::new(dir.path(), 0);
-        assert_eq!(none.check(t + 6000, false), Ok(()));
+        assert_eq!(none.check(t + 6000, false, &None), Ok(()));
     }
 
     #[test]
@@ -187,38 +196,62 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = FenceBudget::new(dir.path(), 0).with_cooldown(std::time::Duration::from_secs(60));
         let t = 10 * HOUR_MS;
-        assert_eq!(b.check(t, false), Ok(()), "no fence yet");
+        assert_eq!(b.check(t, false, &None), Ok(()), "no fence yet");
         b.record(t);
         assert_eq!(
-            b.check(t + 20_000, false),
+            b.check(t + 20_000, false, &None),
             Err(Held::Cooldown {
                 ago_ms: 20_000,
                 left_ms: 40_000
             })
         );
         assert_eq!(
-            b.check(t + 20_000, true),
+            b.check(t + 20_000, true, &None),
             Ok(()),
             "look-ahead: the same failure"
         );
-        assert_eq!(b.check(t + 60_000, false), Ok(()), "the cooldown is over");
+        assert_eq!(
+            b.check(t + 60_000, false, &None),
+            Ok(()),
+            "the cooldown is over"
+        );
         acknowledge(dir.path(), t + 30_000).unwrap();
-        assert_eq!(b.check(t + 30_001, false), Ok(()), "acknowledged");
+        assert_eq!(b.check(t + 30_001, false, &None), Ok(()), "acknowledged");
         b.record(t + 40_000);
         assert!(matches!(
-            b.check(t + 41_000, false),
+            b.check(t + 41_000, false, &None),
             Err(Held::Cooldown { .. })
         ));
         // A restart keeps it: the ledger is on disk.
         let again =
             FenceBudget::new(dir.path(), 0).with_cooldown(std::time::Duration::from_secs(60));
-        assert!(again.check(t + 41_000, false).is_err());
+        assert!(again.check(t + 41_000, false, &None).is_err());
+    }
+
+    #[test]
+    fn the_fleet_s_fences_count_when_ec2_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FenceBudget::new(dir.path(), 2);
+        let t = 10 * HOUR_MS;
+        // This node fenced nothing; others did twice, once too long ago.
+        let fleet = Some(vec![t - HOUR_MS - 1, t - 1000]);
+        assert_eq!(b.check(t, false, &fleet), Ok(()));
+        let fleet = Some(vec![t - 5000, t - 1000]);
+        assert_eq!(b.check(t, false, &fleet), Err(Held::Budget(2)));
+        // Unknown (EC2 did not say): this node's own ledger counts.
+        assert_eq!(b.check(t, false, &None), Ok(()));
+        // An ack on this node: the fleet's fences before it no longer count.
+        acknowledge(dir.path(), t).unwrap();
+        assert_eq!(b.check(t + 1, false, &fleet), Ok(()));
     }
 
     #[test]
     fn a_garbled_ledger_blocks_nothing() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(path(dir.path()), b"{not json").unwrap();
-        assert_eq!(FenceBudget::new(dir.path(), 1).check(1, false), Ok(()));
+        assert_eq!(
+            FenceBudget::new(dir.path(), 1).check(1, false, &None),
+            Ok(())
+        );
     }
 }

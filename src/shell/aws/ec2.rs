@@ -51,6 +51,9 @@ pub mod tags {
     /// Maintenance: no fence of this instance until this time (RFC 3339,
     /// UTC); set and cleared by `chainwatch maint`.
     pub const MAINT_UNTIL: &str = "chainwatch:maint-until";
+    /// When the instance was fenced (ms since the Unix epoch): what the
+    /// fleet-wide fence budget counts.
+    pub const FENCED_AT: &str = "chainwatch:fenced-at";
 }
 
 /// The end of `i`'s maintenance if it is in maintenance at `now`.
@@ -88,15 +91,17 @@ pub enum Ec2Error {
         /// Their last reported states.
         states: Vec<String>,
     },
-    /// This node used its fence budget.
+    /// The fleet used the fence budget of the role.
     #[error(
-        "fence budget exhausted: {used} fences by this node in the last hour (aws.fence_budget_per_hour = {per_hour}); no fence and no takeover until `chainwatch ack` on this node or the hour has passed"
+        "fence budget exhausted: {used} {role}s of the fleet fenced in the last hour (aws.fence_budget_per_hour = {per_hour}); no fence and no takeover until `chainwatch ack` on this node or the hour has passed"
     )]
     BudgetExhausted {
         /// Fences counted.
         used: usize,
         /// The budget.
         per_hour: u32,
+        /// The role.
+        role: Role,
     },
     /// This node took over within `aws.takeover_cooldown`.
     #[error(
@@ -154,6 +159,7 @@ mod error_tests {
     #[test]
     fn held_back_fences_are_told_from_failed_ones_by_their_text() {
         let budget = Ec2Error::BudgetExhausted {
+            role: Role::Frontend,
             used: 3,
             per_hour: 3,
         };
@@ -650,12 +656,13 @@ impl Ec2Registry {
         let now_ms = unix_ms(now);
         if !retry
             && let Some(b) = &self.budget
-            && let Err(held) = b.check(now_ms, chained)
+            && let Err(held) = b.check(now_ms, chained, &self.fenced_at(slot.role, b, now_ms).await)
         {
             return Err(match held {
                 Held::Budget(used) => Ec2Error::BudgetExhausted {
                     used,
                     per_hour: b.per_hour(),
+                    role: slot.role,
                 },
                 Held::Cooldown { ago_ms, left_ms } => Ec2Error::Cooldown {
                     ago_s: ago_ms / 1000,
@@ -695,8 +702,14 @@ impl Ec2Registry {
                 PowerFenceState::Confirmed,
             );
         }
-        self.create_tags(&ids, &[(tags::STATE, "fenced".to_string())])
-            .await?;
+        self.create_tags(
+            &ids,
+            &[
+                (tags::STATE, "fenced".to_string()),
+                (tags::FENCED_AT, now_ms.to_string()),
+            ],
+        )
+        .await?;
         if fabric {
             // Read our write back: the hub must see it before the taker's
             // session as the slot can be admitted.
@@ -734,6 +747,35 @@ impl Ec2Registry {
             b.record(now_ms);
         }
         Ok(Fenced { instances: ids })
+    }
+
+    /// When the fleet's instances of `role` were fenced (their
+    /// `chainwatch:fenced-at` tags), for the fleet-wide budget; `None` when
+    /// there is no budget or EC2 cannot say (the node's own ledger counts
+    /// then).
+    async fn fenced_at(
+        &self,
+        role: Role,
+        b: &super::budget::FenceBudget,
+        now_ms: u64,
+    ) -> Option<Vec<u64>> {
+        if b.per_hour() == 0 {
+            return None;
+        }
+        match self.fleet_instances(Some(role)).await {
+            // A time in the future is no fence (a tag written by hand or
+            // by a clock far ahead must not hold every fence for an hour).
+            Ok(all) => Some(
+                all.iter()
+                    .filter_map(|i| tag(i, tags::FENCED_AT)?.parse().ok())
+                    .filter(|t| *t <= now_ms + 60_000)
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!("cannot count the fleet's fences ({e}); counting this node's own");
+                None
+            }
+        }
     }
 
     /// Poll until every instance shows `chainwatch:state=fenced`, bounded
