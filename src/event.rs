@@ -240,12 +240,7 @@ impl TransitionEvent {
         }
         let ev: TransitionEvent =
             serde_json::from_value(value).map_err(|e| EventError::Malformed(e.to_string()))?;
-        if uuid::Uuid::parse_str(&ev.event_id).is_err() {
-            return Err(EventError::Invalid(format!(
-                "event_id {:?} is not a UUID",
-                ev.event_id
-            )));
-        }
+        uuid_field("event_id", &ev.event_id)?;
         if ev.to_id == 0 || ev.from_id == 0 {
             return Err(EventError::Invalid("IDs start at 1".into()));
         }
@@ -253,6 +248,16 @@ impl TransitionEvent {
             return Err(EventError::Invalid("instance_id is empty".into()));
         }
         Ok(ev)
+    }
+}
+
+/// `Ok` when `value`, the field `name`, is a UUID.
+fn uuid_field(name: &str, value: &str) -> Result<(), EventError> {
+    match uuid::Uuid::parse_str(value) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(EventError::Invalid(format!(
+            "{name} {value:?} is not a UUID"
+        ))),
     }
 }
 
@@ -308,12 +313,7 @@ impl Alert {
     pub fn parse(bytes: &[u8]) -> Result<Self, EventError> {
         let a: Alert =
             serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))?;
-        if uuid::Uuid::parse_str(&a.alert_id).is_err() {
-            return Err(EventError::Invalid(format!(
-                "alert_id {:?} is not a UUID",
-                a.alert_id
-            )));
-        }
+        uuid_field("alert_id", &a.alert_id)?;
         if !ALERT_KINDS.contains(&a.kind.as_str()) {
             return Err(EventError::Invalid(format!(
                 "{:?} is no alert kind",

@@ -74,58 +74,43 @@ impl Topology {
             FieldTable::default(),
         )
         .await?;
-        let durable_queue = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        ch.queue_declare(
-            self.dlq.as_str().into(),
-            durable_queue,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.queue_bind(
-            self.dlq.as_str().into(),
-            self.dlx.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
         let mut bounded = FieldTable::default();
         bounded.insert(
             ShortString::from("x-max-length"),
             AMQPValue::LongLongInt(ALERTS_QUEUE_MAX),
         );
-        ch.queue_declare(self.alerts.as_str().into(), durable_queue, bounded)
-            .await?;
-        ch.queue_bind(
-            self.alerts.as_str().into(),
-            self.exchange.as_str().into(),
-            "alert.*".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-        let mut args = FieldTable::default();
-        args.insert(
+        let mut worker = FieldTable::default();
+        worker.insert(
             ShortString::from("x-queue-type"),
             AMQPValue::LongString("quorum".into()),
         );
-        args.insert(
+        worker.insert(
             ShortString::from("x-dead-letter-exchange"),
             AMQPValue::LongString(self.dlx.as_str().into()),
         );
-        ch.queue_declare(self.queue.as_str().into(), durable_queue, args)
+        for (queue, args, exchange, key) in [
+            (&self.dlq, FieldTable::default(), &self.dlx, "#"),
+            (&self.alerts, bounded, &self.exchange, "alert.*"),
+            (&self.queue, worker, &self.exchange, "*.takeover"),
+        ] {
+            ch.queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                args,
+            )
             .await?;
-        ch.queue_bind(
-            self.queue.as_str().into(),
-            self.exchange.as_str().into(),
-            "*.takeover".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+            ch.queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
         Ok(())
     }
 }
