@@ -390,7 +390,7 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
         fleet: s.config.aws.fleet.clone(),
         status: status_tx,
         reload,
-        notifier: Notifier::for_daemon(s, common_instance.as_deref(), alerts),
+        notifier: Notifier::from_settings(s, common_instance.as_deref(), alerts),
         members: members.clone(),
     };
     let me = driver.run(shutdown).await;

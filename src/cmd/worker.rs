@@ -217,7 +217,7 @@ async fn run(s: Settings) -> Result<(), CmdError> {
         );
         None
     };
-    let notifier = Notifier::from_settings(&s, Some("worker"));
+    let notifier = Notifier::from_settings(&s, Some("worker"), None);
     let own_users = s
         .config
         .announce

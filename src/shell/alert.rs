@@ -64,36 +64,11 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// The notifier of `[alerts]`, if a command is configured.
-    pub fn from_settings(s: &Settings, instance_id: Option<&str>) -> Option<Notifier> {
-        Notifier::new(
-            &s.config.alerts.notify_command,
-            s.config.alerts.notify_timeout,
-            &s.config.aws.fleet,
-            instance_id.unwrap_or("unknown"),
-        )
-    }
-
-    /// A notifier; `None` when no command is configured.
-    pub fn new(
-        argv: &[String],
-        timeout: Duration,
-        fleet: &str,
-        instance_id: &str,
-    ) -> Option<Notifier> {
-        (!argv.is_empty()).then(|| Notifier {
-            argv: Arc::new(argv.to_vec()),
-            timeout,
-            fleet: fleet.to_string(),
-            instance_id: instance_id.to_string(),
-            outbox: None,
-        })
-    }
-
-    /// A daemon's notifier: the command of `[alerts]` if one is set, and
-    /// `outbox` (woken through `wake`, or at its next pass) when there is
-    /// one; `None` when neither is.
-    pub fn for_daemon(
+    /// The notifier of `[alerts]`: its command if one is set, and `outbox`
+    /// (a daemon's, with the delivery task's waker, or none to be sent at
+    /// the task's next pass) when there is one with sinks; `None` when
+    /// neither is.
+    pub fn from_settings(
         s: &Settings,
         instance_id: Option<&str>,
         outbox: Option<(Arc<Outbox>, Option<Arc<Notify>>)>,

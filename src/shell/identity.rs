@@ -224,7 +224,7 @@ pub async fn settle(
                 .map_err(|e| tracing::error!("cannot open the outbox for the rejoin alert: {e}"))
                 .ok()
                 .map(|o| (std::sync::Arc::new(o), None));
-            if let Some(n) = Notifier::for_daemon(s, Some(registry.instance_id()), outbox) {
+            if let Some(n) = Notifier::from_settings(s, Some(registry.instance_id()), outbox) {
                 n.raise(
                     "rejoin",
                     boot.slot.common_name(),
