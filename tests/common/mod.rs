@@ -144,15 +144,18 @@ pub fn aws_env<'a>(cmd: &'a mut Command, endpoint: &str) -> &'a mut Command {
 
 /// A CloudWatch Logs client for the emulator at `endpoint`.
 pub async fn logs_client(endpoint: &str) -> aws_sdk_cloudwatchlogs::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    aws_sdk_cloudwatchlogs::Client::new(&aws_test_config(endpoint).load().await)
+}
+
+/// The SDK's config loader for the emulator at `endpoint`, with test
+/// credentials.
+fn aws_test_config(endpoint: &str) -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
             "testing", "testing", None, None, "test",
         ))
-        .load()
-        .await;
-    aws_sdk_cloudwatchlogs::Client::new(&config)
 }
 
 /// The records of CloudWatch Logs stream `stream` in `group`, parsed.
@@ -490,12 +493,7 @@ impl Ec2Proxy {
 
 /// An EC2 client for `endpoint` with test credentials.
 pub async fn ec2_client(endpoint: &str) -> aws_sdk_ec2::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
+    let config = aws_test_config(endpoint)
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
                 .operation_timeout(Duration::from_secs(3))
