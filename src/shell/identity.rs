@@ -250,7 +250,8 @@ pub async fn settle(
         boot.epoch
             .max(ec2::retry("own epoch", || registry.own_epoch()).await?)
     };
-    if slot != boot.slot {
+    let rejoined = slot != boot.slot;
+    if rejoined {
         let now = unix_ms(std::time::SystemTime::now()) / 1000;
         state::store(
             &s.config.node.state_dir,
@@ -260,7 +261,19 @@ pub async fn settle(
         boot.slot = slot;
     }
     boot.epoch = epoch;
-    ec2::retry("tagging this instance", || registry.tag_self(slot, epoch)).await
+    if !rejoined {
+        return ec2::retry("tagging this instance", || registry.tag_self(slot, epoch)).await;
+    }
+    // A rejoin connects as a slot the hub has not admitted yet: like a
+    // taker, it waits until EC2 shows its new tags and the hub has reread
+    // its list, so that its first handshake is admitted (a refused one is
+    // retried only after the client's hand-window).
+    ec2::retry("tagging this instance", || {
+        registry.tag_self_confirmed(slot, epoch)
+    })
+    .await?;
+    tokio::time::sleep(crate::admission::SETTLE).await;
+    Ok(())
 }
 
 #[cfg(test)]
