@@ -20,6 +20,10 @@ pub struct Member {
     pub epoch: Option<u64>,
     /// Tagged `chainwatch:state=fenced`.
     pub fenced: bool,
+    /// Tagged `chainwatch:state=released`: it handed its slot over in a
+    /// switchover and holds nothing until it rejoins.
+    #[serde(default)]
+    pub released: bool,
     /// Availability zone.
     pub az: Option<String>,
     /// VPC address.
@@ -37,9 +41,9 @@ impl Member {
         !matches!(self.state.as_str(), "stopped" | "terminated")
     }
 
-    /// Holds its slot: up and not fenced.
+    /// Holds its slot: up, neither fenced nor released.
     pub fn holds(&self) -> bool {
-        self.is_up() && !self.fenced && self.role.is_some() && self.id.is_some()
+        self.is_up() && !self.fenced && !self.released && self.role.is_some() && self.id.is_some()
     }
 }
 
@@ -208,6 +212,7 @@ mod tests {
             id: Some(id),
             epoch: Some(1),
             fenced,
+            released: false,
             az: None,
             address: None,
             maint_until: None,

@@ -148,6 +148,9 @@ impl Monitor {
             return;
         };
         self.rounds += 1;
+        if self.released(now) && self.phase == Phase::Watching {
+            self.check_holder(peer);
+        }
         if !round.degraded && !peer.is_hub() {
             // In a normal round the witness is frontend1 on the overlay.
             let up = matches!(round.witness, Some(ProbeOutcome::Reply { .. }))
@@ -309,11 +312,25 @@ impl Monitor {
     /// answer from the peer ends it. So a resignation only saves time: a
     /// false one (a replay, a key holder lying) cannot fence a peer that
     /// answers, and the hub, judged on its underlay, never resigns.
+    ///
+    /// Whatever the peer, the word also opens the handover window
+    /// (`interval` x `misses`): EC2 is asked at once and every round whether
+    /// the peer released its slot, and two look-ups that find it vacant
+    /// take it without a fence (see [`Monitor::on_holder`]). That is how
+    /// the hub, which never resigns for a failed service, is handed over.
     pub(super) fn on_resigned(&mut self, now: Instant, slot: Slot) {
         let Some(peer) = self.peer() else {
             return;
         };
-        if slot != peer || peer.is_hub() || self.phase != Phase::Watching {
+        if slot != peer || self.phase != Phase::Watching {
+            return;
+        }
+        if !self.released(now) {
+            self.released_until = Some(now + self.cfg.interval * self.cfg.misses);
+            self.check_holder(peer);
+        }
+        if peer.is_hub() {
+            self.events.push_back(Event::HandingOver { peer });
             return;
         }
         if self.resigned(now) {
@@ -347,6 +364,11 @@ impl Monitor {
 
     fn resigned(&self, now: Instant) -> bool {
         self.resigned_until.is_some_and(|until| now < until)
+    }
+
+    /// Within the handover window of the peer's resignation.
+    pub(super) fn released(&self, now: Instant) -> bool {
+        self.released_until.is_some_and(|until| now < until)
     }
 
     fn in_grace(&self, now: Instant) -> bool {

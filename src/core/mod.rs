@@ -63,6 +63,13 @@
 //!   is probed as well. If both died together, n-2's misses are already
 //!   counted when this node has taken over n-1, so one more silent round
 //!   declares it dead instead of a whole detection window.
+//! * Planned switchover: a holder that hands its slot over takes its
+//!   identity down, tags itself `released` in EC2 and resigns to its
+//!   watcher. On the word the watcher asks EC2 at once and every round for
+//!   a while whether anyone holds the slot; two look-ups that find it
+//!   vacant take it, without a fence, even while the old holder still
+//!   answers (the hub's underlay does). The word alone takes nothing: only
+//!   EC2's answer, which the old holder wrote about itself, does.
 //! * After a takeover it announces the [`Transition`] and watches its new
 //!   predecessor at once. ID 1 watches nobody.
 
@@ -125,6 +132,10 @@ pub struct Monitor {
     /// Until then, the peer's resignation holds: one missed round is a
     /// death (with the second opinion).
     resigned_until: Option<Instant>,
+    /// Until then, after the peer's resignation, EC2 is asked every round
+    /// whether it released its slot (a planned switchover): a released
+    /// slot is taken without a fence even while its old holder answers.
+    released_until: Option<Instant>,
     /// frontend1 answered on the overlay lately; when not, rounds are
     /// degraded: the peer is probed on its underlay with EC2 as witness.
     overlay_up: bool,
@@ -172,6 +183,7 @@ impl Monitor {
             chained_peer: None,
             grace_until,
             resigned_until: None,
+            released_until: None,
             overlay_up: true,
             asking: false,
             streak_seq: None,
@@ -299,6 +311,7 @@ impl Monitor {
         self.beyond_misses = 0;
         self.beyond_silent_since = None;
         self.resigned_until = None;
+        self.released_until = None;
         self.overlay_up = true;
         self.asking = false;
         self.end_streak();

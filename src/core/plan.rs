@@ -93,8 +93,11 @@ impl Monitor {
         }
         self.holder_check_in_flight = false;
         // Only act while the peer is silent: a slot whose holder answers is
-        // not vacant, whatever a stale look-up says.
-        if result == Ok(Holder::Vacant) && self.phase == Phase::Watching && self.peer_silent {
+        // not vacant, whatever a stale look-up says; unless it resigned
+        // lately, and so may have released the slot while it still answers
+        // (a planned switchover).
+        let silent = self.peer_silent || self.released(now);
+        if result == Ok(Holder::Vacant) && self.phase == Phase::Watching && silent {
             // EC2's reads are eventually consistent: a look-up may miss a
             // node that tagged itself with the slot a moment ago. Believe a
             // vacancy only when a look-up at least VACANCY_CONFIRM after

@@ -106,6 +106,12 @@ pub enum Event {
         /// The peer.
         peer: Slot,
     },
+    /// The hub said it is handing its slot over (a planned switchover):
+    /// EC2 is asked whether it released it.
+    HandingOver {
+        /// The hub.
+        peer: Slot,
+    },
     /// Another member reached the silent peer: its misses are forgotten.
     Vouched {
         /// The peer.

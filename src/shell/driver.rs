@@ -506,7 +506,10 @@ fn log_event(event: &Event, observe: bool, rounds: u64) {
             tracing::warn!(peer = %peer, silent_ms = silent_for.as_millis() as u64, "{peer} answers on its underlay but its overlay has been silent for {:.1} s: the hub is sick; its rounds count as misses, and the other members are asked on the underlay", silent_for.as_secs_f64())
         }
         Event::Resigned { peer } => {
-            tracing::warn!(peer = %peer, "{peer} says it gave up its ID (its service failed): its next missed round is enough, with the second opinion")
+            tracing::warn!(peer = %peer, "{peer} says it gave up its ID (its service failed, or a switchover): its next missed round is enough, with the second opinion, and a slot it released is taken without a fence")
+        }
+        Event::HandingOver { peer } => {
+            tracing::warn!(peer = %peer, "{peer} says it is handing its ID over (a switchover): once EC2 shows the slot released, it is taken without a fence")
         }
         Event::Vouched { peer, after } => {
             tracing::info!(peer = %peer, after, "{peer} is silent to this node but another member reached it: {after} misses forgotten (a path fault, not a death)")

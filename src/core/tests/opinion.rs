@@ -422,13 +422,21 @@ fn a_verdict_asked_on_the_word_may_come_before_the_miss() {
 }
 
 #[test]
-fn a_resignation_of_another_slot_or_of_the_hub_changes_nothing() {
+fn a_resignation_of_another_slot_changes_nothing_and_the_hub_s_only_asks_ec2() {
     let mut h = with_opinion(be(3));
     h.round(Some(RTT), Some(RTT));
     assert!(resign_now(&mut h, be(1)).is_empty());
     assert!(resign_now(&mut h, be(3)).is_empty());
+    assert!(h.take_work().is_empty());
+    // The hub is judged on its underlay: its word starts no round and
+    // hurries no death; it only has EC2 asked whether it released its slot
+    // (see plan.rs for the switchover).
     let mut hub_watcher = with_opinion(fe(2));
     assert!(resign_now(&mut hub_watcher, fe(1)).is_empty());
+    assert_eq!(
+        hub_watcher.take_work(),
+        vec![Action::CheckHolder { slot: fe(1) }]
+    );
     for h in [&h, &hub_watcher] {
         assert!(
             !h.events.iter().any(|e| matches!(e, Event::Resigned { .. })),

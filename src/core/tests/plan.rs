@@ -298,3 +298,63 @@ fn a_vacant_slot_is_taken_even_while_the_overlay_witness_is_down() {
     }
     assert_eq!(h.fences(), 0);
 }
+
+/// A planned switchover: the hub resigns and EC2 shows its slot released.
+/// Its underlay still answers (the instance lives on), and yet two look-ups
+/// that find the slot vacant take it, without a fence.
+#[test]
+fn a_hub_that_released_its_slot_is_taken_without_a_fence_while_it_answers() {
+    let mut h = Harness::new(fe(2));
+    h.round(Some(RTT), Some(RTT));
+    h.input(Duration::ZERO, Input::Resigned { slot: fe(1) });
+    assert!(h.events.contains(&Event::HandingOver { peer: fe(1) }));
+    assert_eq!(h.take_work(), vec![Action::CheckHolder { slot: fe(1) }]);
+    h.input(Duration::from_millis(20), holder(fe(1), Holder::Vacant));
+    assert!(h.take_work().is_empty(), "one look-up may be stale");
+    // The next round: the old hub answers on its underlay; EC2 is asked
+    // again and still finds the slot released.
+    h.round(Some(RTT), Some(RTT));
+    assert_eq!(h.take_work(), vec![Action::CheckHolder { slot: fe(1) }]);
+    h.input(Duration::from_millis(20), holder(fe(1), Holder::Vacant));
+    let planned = one_takeover(h.take_work(), fe(2), fe(1), 1);
+    assert!(planned.vacant && planned.fenced.is_empty());
+    assert_eq!(h.fences(), 0);
+    let t = h.took_over(Duration::from_millis(100), fe(1));
+    assert!(t.vacant && t.fenced.is_empty());
+    assert_eq!(h.m.peer(), None, "frontend1 watches nobody");
+}
+
+/// The word alone takes nothing: while EC2 shows the slot held (the word
+/// was a lie, a replay, or the holder did not release it), the hub is not
+/// touched, and once the window has passed EC2 is no longer asked.
+#[test]
+fn a_resignation_without_a_released_slot_takes_nothing() {
+    for peer in [fe(1), be(2)] {
+        let me = peer.watcher().unwrap();
+        let mut h = Harness::new(me);
+        h.round(Some(RTT), Some(RTT));
+        h.input(Duration::ZERO, Input::Resigned { slot: peer });
+        let mut looked = 0;
+        for _ in 0..6 {
+            for a in h.take_work() {
+                assert_eq!(a, Action::CheckHolder { slot: peer });
+                looked += 1;
+                h.input(Duration::ZERO, holder(peer, Holder::Held));
+            }
+            h.round(Some(RTT), Some(RTT));
+        }
+        h.take_work();
+        assert!(
+            (2..=4).contains(&looked),
+            "{peer}: EC2 asked {looked} times"
+        );
+        assert_eq!(h.fences(), 0);
+        assert_eq!(h.m.me(), me);
+        // A vacancy seen after the window, while the peer answers, is
+        // ignored as before.
+        h.input(Duration::ZERO, holder(peer, Holder::Vacant));
+        h.round(Some(RTT), Some(RTT));
+        h.input(Duration::from_millis(600), holder(peer, Holder::Vacant));
+        assert!(h.take_work().is_empty(), "{peer}");
+    }
+}

@@ -174,6 +174,10 @@ mod error_tests {
     }
 }
 
+/// The `chainwatch:state` of an instance that handed its slot over in a
+/// switchover: it holds nothing (EC2 shows the slot vacant to its watcher).
+pub const RELEASED: &str = "released";
+
 /// What a node should do at boot about its ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejoin {
@@ -553,6 +557,7 @@ impl Ec2Registry {
                 id,
                 epoch: tag(&i, tags::EPOCH).and_then(|e| e.parse().ok()),
                 fenced: tag(&i, tags::STATE) == Some("fenced"),
+                released: tag(&i, tags::STATE) == Some(RELEASED),
                 az: i
                     .placement()
                     .and_then(|p| p.availability_zone())
@@ -583,8 +588,40 @@ impl Ec2Registry {
             .describe(filters, Vec::new())
             .await?
             .into_iter()
-            .filter(|i| !is_down(i) && i.instance_id() != Some(self.me.as_str()))
+            .filter(|i| {
+                !is_down(i)
+                    && i.instance_id() != Some(self.me.as_str())
+                    && tag(i, tags::STATE) != Some(RELEASED)
+            })
             .collect())
+    }
+
+    /// Tag this instance `released` and read it back: it handed its slot
+    /// over (its identity is down already) and holds nothing until it
+    /// rejoins, which tags it `active` again. Bounded by 10 s.
+    pub async fn release_self(&self) -> Result<(), Ec2Error> {
+        self.create_tags(
+            std::slice::from_ref(&self.me),
+            &[(tags::STATE, RELEASED.to_string())],
+        )
+        .await?;
+        let start = Instant::now();
+        loop {
+            let me = self.describe(Vec::new(), vec![self.me.clone()]).await?;
+            if me.first().and_then(|i| tag(i, tags::STATE)) == Some(RELEASED) {
+                return Ok(());
+            }
+            if start.elapsed() >= Duration::from_secs(10) {
+                return Err(Ec2Error::Api {
+                    op: "CreateTags",
+                    message: format!(
+                        "this instance's tags do not show it released after {:?}",
+                        start.elapsed()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Stop every holder of `slot` with force and without an OS shutdown
@@ -1110,7 +1147,7 @@ impl Ec2Registry {
             .await
             .map_err(|e| e.to_string())?
             .into_iter()
-            .filter(|m| !m.fenced && matches!(m.state.as_str(), "running" | "pending"))
+            .filter(|m| m.holds() && matches!(m.state.as_str(), "running" | "pending"))
             .filter_map(|m| Some(Slot::new(m.role?, m.id?)))
             .collect();
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) =
