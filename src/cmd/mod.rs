@@ -12,6 +12,7 @@ pub mod maint;
 pub mod render_user_data;
 pub mod run;
 pub mod status;
+pub mod switchover;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -65,6 +66,10 @@ pub enum Command {
     /// Hold fences off an instance or the fleet for patching.
     #[command(subcommand)]
     Maint(maint::Action),
+    /// Hand this node's ID over to its watcher without a fence (planned
+    /// switchover; the hub included) and report the new holder and the
+    /// overlay whole again.
+    Switchover(switchover::Args),
     /// Let this node fence again after its fence budget held a fence.
     Ack(ack::Args),
     /// Write the shell completions and man pages (for packaging).
@@ -124,6 +129,9 @@ pub fn main() -> ExitCode {
         }
         Command::History(args) => report(with_runtime(history::main(cli.config.as_deref(), &args))),
         Command::GenerateAssets(args) => report(assets::main(&args)),
+        Command::Switchover(args) => {
+            report(with_runtime(switchover::main(cli.config.as_deref(), &args)))
+        }
         Command::Ack(args) => report(ack::main(cli.config.as_deref(), &args)),
         Command::Maint(args) => report(with_runtime(maint::main(cli.config.as_deref(), &args))),
         Command::Config(args) => report(with_runtime(config_check::main(

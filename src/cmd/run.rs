@@ -20,6 +20,7 @@ use crate::shell::alert::Notifier;
 use crate::shell::announce;
 use crate::shell::aws::budget;
 use crate::shell::aws::ec2::{self, Ec2Registry};
+use crate::shell::control;
 use crate::shell::driver::Driver;
 use crate::shell::fabric::{self, Fabric};
 use crate::shell::identity::{self, BootIdentity};
@@ -30,6 +31,7 @@ use crate::shell::outbox::Outbox;
 use crate::shell::prober::{IcmpProber, SocketKind};
 use crate::shell::resolve::HostsResolver;
 use crate::shell::service::{self, Health};
+use crate::shell::switchover;
 use crate::shell::takeover::{self, Takeover};
 use crate::shell::{
     Announcer, LogAnnouncer, NoSwitch, Registry, StaticRegistry, Switcher, reload, status,
@@ -181,6 +183,7 @@ async fn active(
         }
     }
     let hub = Arc::new(AtomicBool::new(slot.is_hub()));
+    let mgmt = vpn_mgmt.clone();
     tokio::spawn(
         Fabric {
             registry: registry.clone(),
@@ -215,10 +218,20 @@ async fn active(
         let why = service::until_given_up(svc, health.clone(), &hub_now).await;
         *gave_up.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
     };
+    // So does a switchover asked on the control socket, once checked.
+    let control = control::bind_for(&s.config.node.status_socket).map_err(other)?;
+    let (requests, mut asked) = tokio::sync::mpsc::channel(1);
+    let control_server = tokio::spawn(control::serve(control, requests));
+    let handing_over = std::sync::Mutex::new(None);
+    let handover = async {
+        let accepted = switchover::accept(&mut asked, s, slot, &registry).await;
+        *handing_over.lock().unwrap_or_else(|p| p.into_inner()) = Some(accepted);
+    };
     let stop = async {
         tokio::select! {
             _ = &mut shutdown => {}
             _ = service_down => {}
+            _ = handover => {}
         }
     };
     let maint = tokio::spawn(ec2::follow_maintenance(registry.clone()));
@@ -233,6 +246,22 @@ async fn active(
     )
     .await;
     maint.abort();
+    control_server.abort();
+    let _ = std::fs::remove_file(control::path(&s.config.node.status_socket));
+    if let Some(accepted) = handing_over.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        let e = switchover::complete(
+            accepted,
+            s,
+            ended.members.as_deref(),
+            &registry,
+            &vpn,
+            &mgmt,
+        )
+        .await;
+        return Err(CmdError::Other(format!(
+            "cannot start again after the switchover ({e}): start chainwatch again by hand; it rejoins at the tail"
+        )));
+    }
     if let Some(why) = gave_up.into_inner().unwrap_or_else(|p| p.into_inner()) {
         // Give up the ID: the identity goes down, the successor finds this
         // node silent and takes over as for a death (fencing it). Telling

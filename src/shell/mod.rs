@@ -16,6 +16,7 @@ pub mod alert;
 pub mod announce;
 pub mod aws;
 pub mod broker;
+pub mod control;
 pub mod driver;
 pub mod fabric;
 pub mod identity;
@@ -28,6 +29,7 @@ pub mod reload;
 pub mod resolve;
 pub mod service;
 pub mod status;
+pub mod switchover;
 pub mod takeover;
 pub mod worker;
 

@@ -364,6 +364,20 @@ pub async fn kill_session(mgmt: &Path, client_id: u64) -> Result<(), String> {
     }
 }
 
+/// Tell every client of the server to reconnect now (`client-kill` sends
+/// them a RESTART): the hub does this when it hands its slot over, so that
+/// its clients look for the new server at once instead of after the
+/// keepalive's silence. How many were told.
+pub async fn restart_clients(mgmt: &Path) -> usize {
+    let mut told = 0;
+    for s in sessions(mgmt).await.unwrap_or_default() {
+        if kill_session(mgmt, s.client_id).await.is_ok() {
+            told += 1;
+        }
+    }
+    told
+}
+
 /// Ask the management interface for the current state.
 pub async fn query_state(mgmt: &Path) -> Option<MgmtState> {
     mgmt_command(mgmt, "state")

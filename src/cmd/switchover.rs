@@ -1,0 +1,158 @@
+//! `chainwatch switchover`: a planned handover of this node's slot to its
+//! watcher, without a fence (for patching the hub, say). Run on the holder
+//! to relieve. It asks the local daemon over the control socket, then
+//! reports, as it happens: the new holder in EC2, this node back at the
+//! tail of the chain, and every member answering on the overlay again
+//! (through the new hub when the hub moved), each with the time since the
+//! request. See `shell/switchover.rs` for the daemon's side.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::{CmdError, settings};
+use crate::layout::{Role, Slot};
+use crate::shell::aws::ec2::{self, Ec2Registry};
+use crate::shell::prober::IcmpProber;
+use crate::shell::{control, status};
+
+/// Arguments of `switchover`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The role to switch over: must be this node's. Only `frontend` is
+    /// supported: a backend's MySQL primary would have to be demoted first,
+    /// which chainwatch does not do yet.
+    #[arg(long, value_name = "ROLE")]
+    pub role: Option<Role>,
+    /// How long to wait for the overlay to be whole again before giving up
+    /// (exit 1).
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+fn other(e: impl std::fmt::Display) -> CmdError {
+    CmdError::Other(e.to_string())
+}
+
+/// Hand the slot over and report; the exit code.
+pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
+    let s = settings(config)?;
+    let socket = &s.config.node.status_socket;
+    let before = status::fetch(socket).await.map_err(other)?;
+    if before.mode != "active" {
+        return Err(other(format!(
+            "the daemon runs in {} mode: it holds no identity to hand over",
+            before.mode
+        )));
+    }
+    if let Some(role) = args.role
+        && role != before.role
+    {
+        return Err(other(format!(
+            "this node is a {}, not a {role}: run switchover on the {role} to relieve",
+            before.role
+        )));
+    }
+    if before.role == Role::Backend {
+        return Err(other(
+            "a backend switchover must demote the MySQL primary before its successor is promoted, which chainwatch does not do yet; a backend can only be failed over (stop its instance)",
+        ));
+    }
+    let me = Slot::new(before.role, before.id);
+    let Some(instance) = before.instance_id.clone() else {
+        return Err(other("the daemon does not know its EC2 instance ID"));
+    };
+    let registry = Ec2Registry::new(ec2::client(&s.config.aws).await, &s.config.aws, instance);
+    let start = Instant::now();
+    let said = control::ask(&control::path(socket), control::HANDOVER)
+        .await
+        .map_err(|e| other(format!("switchover refused: {e}")))?;
+    println!("{:>6.2} s  {said}", start.elapsed().as_secs_f64());
+    let deadline = start + args.timeout;
+    let late = |what: &str| {
+        other(format!(
+            "{what} within {:?} of the request; see the daemons' logs (`chainwatch fleet` shows the chain)",
+            args.timeout
+        ))
+    };
+    // The new holder, as EC2 shows it.
+    let new_holder = loop {
+        if let Ok(h) = registry.holders(me).await
+            && let Some(i) = h.first()
+        {
+            break i.instance_id().unwrap_or("?").to_string();
+        }
+        if Instant::now() >= deadline {
+            return Err(late(&format!("nobody took {me}")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "{:>6.2} s  {me} is held by {new_holder}",
+        start.elapsed().as_secs_f64()
+    );
+    // This node, started again, at the tail.
+    let now = loop {
+        if let Ok(r) = status::fetch(socket).await
+            && r.id != me.id
+            && r.pid == before.pid
+        {
+            break Slot::new(r.role, r.id);
+        }
+        if Instant::now() >= deadline {
+            return Err(late("this node did not rejoin"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "{:>6.2} s  this node rejoined the chain as {now}",
+        start.elapsed().as_secs_f64()
+    );
+    // Every holder answers on the overlay, from here (through the hub).
+    let prober = IcmpProber::new(1).map_err(other)?;
+    let mut first_answer: std::collections::BTreeMap<Slot, f64> = Default::default();
+    loop {
+        let held: Vec<Slot> = match registry.members(&s.layout).await {
+            Ok(members) => members
+                .iter()
+                .filter(|m| m.holds() && m.state == "running")
+                .filter_map(|m| Some(Slot::new(m.role?, m.id?)))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut silent = Vec::new();
+        for slot in &held {
+            let addr = s.layout.overlay_addr(*slot);
+            if prober
+                .probe(addr, Duration::from_millis(500))
+                .await
+                .is_none()
+            {
+                silent.push(slot.to_string());
+            } else {
+                first_answer
+                    .entry(*slot)
+                    .or_insert_with(|| start.elapsed().as_secs_f64());
+            }
+        }
+        if !held.is_empty() && silent.is_empty() {
+            let each: Vec<String> = held
+                .iter()
+                .filter_map(|slot| Some(format!("{slot} {:.2} s", first_answer.get(slot)?)))
+                .collect();
+            println!(
+                "{:>6.2} s  the overlay is whole: all {} members answer on it (first answers: {})",
+                start.elapsed().as_secs_f64(),
+                held.len(),
+                each.join(", ")
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(late(&format!(
+                "the overlay was not whole again ({} silent)",
+                silent.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
