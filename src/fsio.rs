@@ -23,6 +23,15 @@ pub fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// A test's scratch directory (removed when dropped) and the path `name`
+/// in it.
+#[cfg(test)]
+pub(crate) fn scratch(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join(name);
+    (dir, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,8 +39,7 @@ mod tests {
 
     #[test]
     fn writes_whole_files_private_and_leaves_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
+        let (dir, p) = crate::fsio::scratch("f");
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");

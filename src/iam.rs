@@ -171,25 +171,31 @@ mod tests {
     fn an_instance_tags_only_itself_and_marks_only_its_peers_fenced() {
         for role in Role::ALL {
             let p = policy("prod", "/cw", role);
-            let own = statement(&p, "TagOnlyItself");
-            assert_eq!(own["Action"], "ec2:CreateTags");
-            let eq = &own["Condition"]["StringEquals"];
-            assert_eq!(eq["aws:ARN"], "${ec2:SourceInstanceARN}");
-            assert_eq!(eq["aws:ResourceTag/chainwatch:fleet"], "prod");
-            assert_eq!(eq["aws:ResourceTag/chainwatch:role"], role.as_str());
-            assert_eq!(
-                own["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
-                json!(["chainwatch:id", "chainwatch:state", "chainwatch:epoch"])
-            );
-            let others = statement(&p, "MarkOthersFenced");
-            let eq = &others["Condition"]["StringEquals"];
-            assert_eq!(eq["aws:RequestTag/chainwatch:state"], "fenced");
-            assert_eq!(eq["aws:ResourceTag/chainwatch:fleet"], "prod");
-            assert_eq!(eq["aws:ResourceTag/chainwatch:role"], role.as_str());
-            assert_eq!(
-                others["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
-                json!(["chainwatch:state", "chainwatch:fenced-at"])
-            );
+            // Both CreateTags statements: only this fleet and role, only
+            // these keys; one only on itself, the other only `fenced`.
+            for (sid, (key, value), keys) in [
+                (
+                    "TagOnlyItself",
+                    ("aws:ARN", "${ec2:SourceInstanceARN}"),
+                    json!(["chainwatch:id", "chainwatch:state", "chainwatch:epoch"]),
+                ),
+                (
+                    "MarkOthersFenced",
+                    ("aws:RequestTag/chainwatch:state", "fenced"),
+                    json!(["chainwatch:state", "chainwatch:fenced-at"]),
+                ),
+            ] {
+                let st = statement(&p, sid);
+                assert_eq!(st["Action"], "ec2:CreateTags");
+                let eq = &st["Condition"]["StringEquals"];
+                assert_eq!(eq[key], value, "{sid}");
+                assert_eq!(eq["aws:ResourceTag/chainwatch:fleet"], "prod");
+                assert_eq!(eq["aws:ResourceTag/chainwatch:role"], role.as_str());
+                assert_eq!(
+                    st["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
+                    keys
+                );
+            }
             let stop = statement(&p, "FenceOnlyThisFleetAndRole");
             assert_eq!(stop["Action"], "ec2:StopInstances");
             assert_eq!(

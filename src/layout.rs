@@ -624,36 +624,46 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_layouts_are_rejected() {
-        let cfg = LayoutConfig {
-            frontend_base: 99,
-            ..LayoutConfig::default()
+    fn overlapping_layouts_and_layouts_outside_the_subnet_are_rejected() {
+        let kind = |e: &LayoutError| match e {
+            LayoutError::Overlap { .. } => "overlap",
+            LayoutError::OutsideSubnet { .. } => "outside",
+            _ => "other",
         };
-        let err = Layout::new(&cfg).unwrap_err();
-        assert!(matches!(err, LayoutError::Overlap { .. }), "{err}");
-        let cfg = LayoutConfig {
-            frontend_hub: 11,
-            ..LayoutConfig::default()
-        };
-        assert!(matches!(
-            Layout::new(&cfg),
-            Err(LayoutError::Overlap { .. })
-        ));
-    }
-
-    #[test]
-    fn layouts_outside_the_subnet_are_rejected() {
-        let cfg = LayoutConfig {
-            backend_base: 252,
-            ..LayoutConfig::default()
-        };
-        let err = Layout::new(&cfg).unwrap_err();
-        assert!(matches!(err, LayoutError::OutsideSubnet { .. }), "{err}");
-        let cfg = LayoutConfig {
-            frontend_hub: 0,
-            ..LayoutConfig::default()
-        };
-        assert!(Layout::new(&cfg).is_err());
+        let d = LayoutConfig::default;
+        for (cfg, want) in [
+            (
+                LayoutConfig {
+                    frontend_base: 99,
+                    ..d()
+                },
+                "overlap",
+            ),
+            (
+                LayoutConfig {
+                    frontend_hub: 11,
+                    ..d()
+                },
+                "overlap",
+            ),
+            (
+                LayoutConfig {
+                    backend_base: 252,
+                    ..d()
+                },
+                "outside",
+            ),
+            (
+                LayoutConfig {
+                    frontend_hub: 0,
+                    ..d()
+                },
+                "outside",
+            ),
+        ] {
+            let err = Layout::new(&cfg).unwrap_err();
+            assert_eq!(kind(&err), want, "{cfg:?}: {err}");
+        }
         for subnet in ["192.168.21.1/24", "192.168.21.0", "10.0.0.0/31", "x/24"] {
             let cfg = LayoutConfig {
                 subnet: subnet.into(),

@@ -155,8 +155,7 @@ mod tests {
 
     #[test]
     fn store_then_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let sub = dir.path().join("nested/state");
+        let (_dir, sub) = crate::fsio::scratch("nested/state");
         let l = Layout::default();
         assert_eq!(load(&sub, &l).unwrap(), None);
         let s = PersistedState::new(Slot::new(Role::Backend, 1), 7, 1_700_000_000);

@@ -149,8 +149,7 @@ mod tests {
 
     #[test]
     fn good_names_get_their_address_and_bad_ones_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("c.toml");
+        let (dir, cfg) = crate::fsio::scratch("c.toml");
         // The layout alone (tests/client_connect.rs checks the admission
         // list).
         std::fs::write(&cfg, "[vpn]\nverify_holder = false\n").unwrap();

@@ -15,16 +15,16 @@ pub struct Args {
     pub role: Option<Role>,
     /// From this time: a duration ago (`90m`, `2h`, `7days`) or an RFC 3339
     /// time (`2026-11-22T10:00:00Z`).
-    #[arg(long, default_value = "7days")]
+    #[arg(long, value_name = "TIME", default_value = "7days")]
     pub since: String,
     /// Until this time (same forms); default: now.
-    #[arg(long)]
+    #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
     /// Print JSON (one array of events) instead of a table.
     #[arg(long)]
     pub json: bool,
     /// Log group [default: announce.cloudwatch_log_group].
-    #[arg(long)]
+    #[arg(long, value_name = "GROUP")]
     pub log_group: Option<String>,
 }
 
@@ -66,7 +66,7 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
         s.config.announce.timeout.max(Duration::from_millis(10_000)),
     )
     .await;
-    let mut events = cloudwatch::history(&client, &group, Some(start), end)
+    let mut events = cloudwatch::history(&client, &group, (Some(start), end))
         .await
         .map_err(CmdError::Other)?;
     if let Some(role) = args.role {

@@ -117,15 +117,18 @@ impl Monitor {
         }
     }
 
-    /// Attempt `attempt` failed with `error`: it is the last error, and the
-    /// next attempt waits the back-off.
-    fn failed(&mut self, attempt: u32, error: String) -> Failure {
+    /// Attempt `attempt` failed with `error` at `now`: it is the last
+    /// error, and the next attempt waits the back-off; the failure and
+    /// when to retry.
+    fn failed(&mut self, now: Instant, attempt: u32, error: String) -> (Failure, Instant) {
         self.last_error = Some(error.clone());
-        Failure {
+        let retry_in = self.cfg.backoff(attempt);
+        let failure = Failure {
             attempt,
             error,
-            retry_in: self.cfg.backoff(attempt),
-        }
+            retry_in,
+        };
+        (failure, now + retry_in)
     }
 
     pub(super) fn on_fence_done(
@@ -161,8 +164,7 @@ impl Monitor {
                 self.events.push_back(Event::FenceCancelled { peer: slot });
             }
             Err(error) => {
-                let failure = self.failed(attempt, error);
-                let retry_in = failure.retry_in;
+                let (failure, retry_at) = self.failed(now, attempt, error);
                 self.events.push_back(Event::FenceFailed {
                     peer: slot,
                     failure,
@@ -170,7 +172,7 @@ impl Monitor {
                 self.phase = Phase::Fencing {
                     attempt: attempt + 1,
                     in_flight: false,
-                    retry_at: Some(now + retry_in),
+                    retry_at: Some(retry_at),
                     cancel: false,
                 };
             }
@@ -200,8 +202,8 @@ impl Monitor {
         });
     }
 
-    /// The transition a takeover of `to` in progress will make, as known
-    /// now (the identity is not up yet: `identity_up_at` is `now`).
+    /// The transition a takeover of `to` in progress makes, as known now
+    /// (`identity_up_at` is `now`: when planned, not up yet; when done, up).
     fn planned(&self, now: Instant, to: Slot) -> Transition {
         let (fenced, vacant) = match &self.phase {
             Phase::TakingOver { fenced, vacant, .. } => (fenced.instances.clone(), *vacant),
@@ -220,33 +222,20 @@ impl Monitor {
     }
 
     pub(super) fn on_takeover_done(&mut self, now: Instant, to: Slot, result: Result<(), String>) {
-        if Some(to) != self.peer() {
-            return;
-        }
-        let Phase::TakingOver {
-            attempt,
-            in_flight: true,
-            fenced,
-            vacant,
-            ..
-        } = &self.phase
-        else {
-            return;
+        // Only the answer to the takeover of the peer that is in flight.
+        let attempt = match &self.phase {
+            Phase::TakingOver {
+                attempt,
+                in_flight: true,
+                ..
+            } if Some(to) == self.peer() => *attempt,
+            _ => return,
         };
-        let (attempt, fenced, vacant) = (*attempt, fenced.clone(), *vacant);
         match result {
             Ok(()) => {
                 let from = self.me;
-                let transition = Transition {
-                    from,
-                    to,
-                    fenced: fenced.instances,
-                    vacant,
-                    silent_since: self.silent_since,
-                    declared_at: self.declared_at.unwrap_or(now),
-                    fenced_at: self.fenced_at.unwrap_or(now),
-                    identity_up_at: now,
-                };
+                // The identity is up now: the transition as planned.
+                let transition = self.planned(now, to);
                 let carried = (self.beyond_misses, self.beyond_silent_since);
                 self.me = to;
                 self.events.push_back(Event::TookOver { from, to });
@@ -265,16 +254,17 @@ impl Monitor {
                 }
             }
             Err(error) => {
-                let failure = self.failed(attempt, error);
-                let retry_in = failure.retry_in;
+                let (failure, retry) = self.failed(now, attempt, error);
                 self.events.push_back(Event::TakeOverFailed { to, failure });
-                self.phase = Phase::TakingOver {
-                    attempt: attempt + 1,
-                    in_flight: false,
-                    retry_at: Some(now + retry_in),
-                    fenced,
-                    vacant,
-                };
+                if let Phase::TakingOver {
+                    attempt: next,
+                    in_flight,
+                    retry_at,
+                    ..
+                } = &mut self.phase
+                {
+                    (*next, *in_flight, *retry_at) = (attempt + 1, false, Some(retry));
+                }
             }
         }
     }

@@ -60,20 +60,19 @@ impl Topology {
             durable: true,
             ..ExchangeDeclareOptions::default()
         };
-        ch.exchange_declare(
-            self.exchange.as_str().into(),
-            ExchangeKind::Topic,
-            durable_exchange,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.exchange_declare(
-            self.dlx.as_str().into(),
-            ExchangeKind::Fanout,
-            durable_exchange,
-            FieldTable::default(),
-        )
-        .await?;
+        // The events' topic exchange and the dead letters' fanout one.
+        for (name, kind) in [
+            (&self.exchange, ExchangeKind::Topic),
+            (&self.dlx, ExchangeKind::Fanout),
+        ] {
+            ch.exchange_declare(
+                name.as_str().into(),
+                kind,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+        }
         let mut bounded = FieldTable::default();
         bounded.insert(
             ShortString::from("x-max-length"),

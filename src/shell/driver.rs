@@ -332,8 +332,7 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                 timeout,
             } => {
                 let me = self.core.me();
-                let members = self.members.clone();
-                let registry = self.registry.clone();
+                let (members, registry) = (self.members.clone(), self.registry.clone());
                 let layout = self.layout.clone();
                 tasks.spawn(async move {
                     let started = Instant::now();
@@ -396,15 +395,9 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                 chained,
             } => {
                 if self.observe {
-                    tracing::warn!(
-                        peer = %slot,
-                        attempt,
-                        "observe mode: would fence {slot} now (stop its instance through EC2); not acting"
-                    );
-                    let _ = tx.send(Input::FenceDone {
-                        slot,
-                        result: Err("observe mode: not fencing".into()),
-                    });
+                    let would = format!("fence {slot} now (stop its instance through EC2)");
+                    let result = Err(not_acting(&would, attempt));
+                    let _ = tx.send(Input::FenceDone { slot, result });
                     return;
                 }
                 tracing::warn!(peer = %slot, attempt, chained, "fencing {slot}");
@@ -421,16 +414,11 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                 planned,
             } => {
                 if self.observe {
-                    tracing::warn!(
-                        from = %from,
-                        to = %to,
+                    let result = Err(not_acting(
+                        &format!("take over {to} now, from {from}"),
                         attempt,
-                        "observe mode: would take over {to} now; not acting"
-                    );
-                    let _ = tx.send(Input::TakeOverDone {
-                        to,
-                        result: Err("observe mode: not taking over".into()),
-                    });
+                    ));
+                    let _ = tx.send(Input::TakeOverDone { to, result });
                     return;
                 }
                 tracing::warn!(from = %from, to = %to, attempt, "taking over {to}");
@@ -546,4 +534,11 @@ fn log_event(event: &Event, observe: bool, rounds: u64) {
             tracing::warn!(from = %from, to = %to, rounds, "took over {to} (was {from})")
         }
     }
+}
+
+/// Observe mode: log what an action would do, and the error that reports
+/// it not done.
+fn not_acting(would: &str, attempt: u32) -> String {
+    tracing::warn!(attempt, "observe mode: would {would}; not acting");
+    format!("observe mode: would {would}; not acting")
 }

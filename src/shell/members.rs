@@ -617,8 +617,7 @@ mod tests {
 
     #[test]
     fn a_key_file_must_be_private_and_long_enough_and_may_be_absent() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("members.key");
+        let (_dir, p) = crate::fsio::scratch("members.key");
         assert!(matches!(read_key(&p), Ok(None)), "no file: channel off");
         std::fs::write(&p, "0123456789abcdef0123456789abcdef0123\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -626,37 +626,38 @@ async fn spawn_openvpn(s: &VpnSettings, slot: Slot) -> Result<Child, VpnError> {
     Ok(child)
 }
 
+/// Stop OpenVPN: SIGTERM (no explicit-exit-notify in the configs, so it
+/// ends at once), SIGKILL if it is still there after 1.5 s; reaped.
 async fn stop_openvpn(run: &mut Option<Running>) {
-    if let Some(mut r) = run.take() {
-        // No explicit-exit-notify in the configs: SIGTERM ends it at once.
-        if let Some(pid) = r.pid() {
-            let _ = kill(pid, Signal::SIGTERM);
-        }
-        if tokio::time::timeout(Duration::from_millis(1500), r.wait())
-            .await
-            .is_err()
-            && let Some(pid) = r.pid()
-        {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = tokio::time::timeout(Duration::from_millis(1000), r.wait()).await;
-        }
-        tracing::info!(identity = %r.slot, "openvpn stopped");
-    }
+    end_openvpn(run, Signal::SIGTERM, Duration::from_millis(1500)).await;
 }
 
 /// Kill a hung OpenVPN at once (SIGTERM would stay pending in a stopped
 /// process) and reap it.
 async fn kill_openvpn(run: &mut Option<Running>) {
-    if let Some(mut r) = run.take() {
+    end_openvpn(run, Signal::SIGKILL, Duration::from_millis(2000)).await;
+}
+
+/// Send `first`, then SIGKILL if it is still there after `grace`, and reap
+/// it; one that survives SIGKILL too (uninterruptible) is left behind.
+async fn end_openvpn(run: &mut Option<Running>, first: Signal, grace: Duration) {
+    let Some(mut r) = run.take() else {
+        return;
+    };
+    let mut signal = first;
+    loop {
         if let Some(pid) = r.pid() {
-            let _ = kill(pid, Signal::SIGKILL);
+            let _ = kill(pid, signal);
         }
-        if tokio::time::timeout(Duration::from_millis(2000), r.wait())
-            .await
-            .is_err()
-        {
-            tracing::error!(identity = %r.slot, "openvpn survived SIGKILL for 2 s (uninterruptible?); starting a new one anyway");
+        if tokio::time::timeout(grace, r.wait()).await.is_ok() {
+            tracing::info!(identity = %r.slot, "openvpn stopped");
+            return;
         }
+        if signal == Signal::SIGKILL {
+            tracing::error!(identity = %r.slot, "openvpn survived SIGKILL for {grace:?} (uninterruptible?); starting a new one anyway");
+            return;
+        }
+        signal = Signal::SIGKILL;
     }
 }
 

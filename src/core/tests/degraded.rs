@@ -195,13 +195,8 @@ fn a_peer_never_seen_is_not_declared_dead_during_the_startup_grace() {
     // backend2 is still booting: 10 silent rounds, witness up, no fence.
     for _ in 0..10 {
         h.round(None, Some(RTT));
-        for a in h.take_work() {
-            if let Action::CheckHolder { slot } = a {
-                h.input(Duration::ZERO, holder(slot, Holder::Held));
-            } else {
-                panic!("{a:?}");
-            }
-        }
+        let rest = h.held_lookups();
+        assert!(rest.is_empty(), "{rest:?}");
     }
     assert_eq!(h.m.snapshot().misses, 10);
     // Past the grace, the next miss declares it dead.
@@ -256,13 +251,7 @@ fn two_dead_in_a_row_take_one_detection_window_not_two() {
         chained: false
     }));
     let fence_at = h.elapsed();
-    h.input(
-        Duration::from_millis(200),
-        Input::FenceDone {
-            slot: fe(3),
-            result: Ok(Fenced::default()),
-        },
-    );
+    h.fenced(Duration::from_millis(200), fe(3), &[]);
     h.take_work();
     h.input(
         Duration::from_millis(300),
@@ -291,13 +280,7 @@ fn a_live_n_minus_2_carries_nothing() {
     let mut h = Harness::new(fe(4));
     dead(&mut h); // frontend3 silent, frontend2 answering the look-ahead
     h.take_work();
-    h.input(
-        Duration::ZERO,
-        Input::FenceDone {
-            slot: fe(3),
-            result: Ok(Fenced::default()),
-        },
-    );
+    h.fenced(Duration::ZERO, fe(3), &[]);
     h.input(
         Duration::ZERO,
         Input::TakeOverDone {

@@ -173,8 +173,40 @@ impl Harness {
         self.input(after, Input::FenceDone { slot, result });
     }
 
+    /// The fence of `slot` is confirmed `after` from now, having stopped
+    /// `instances`.
+    pub(super) fn fenced(&mut self, after: Duration, slot: Slot, instances: &[&str]) {
+        let instances = instances.iter().map(|i| i.to_string()).collect();
+        let result = Ok(Fenced { instances });
+        self.input(after, Input::FenceDone { slot, result });
+    }
+
     pub(super) fn take_work(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.work)
+    }
+
+    /// The work so far, with every holder look-up answered `Held` at once;
+    /// the rest.
+    pub(super) fn held_lookups(&mut self) -> Vec<Action> {
+        let mut rest = Vec::new();
+        for a in self.take_work() {
+            match a {
+                Action::CheckHolder { slot } => {
+                    self.input(Duration::ZERO, holder(slot, Holder::Held))
+                }
+                other => rest.push(other),
+            }
+        }
+        rest
+    }
+
+    /// Every piece of work so far is a holder look-up (never a fence).
+    pub(super) fn only_lookups(&mut self) {
+        let work = self.take_work();
+        assert!(
+            work.iter().all(|a| matches!(a, Action::CheckHolder { .. })),
+            "{work:?}"
+        );
     }
 
     /// The takeover of `to` completes `after` from now: the one action that
@@ -207,12 +239,7 @@ pub(super) fn holder(slot: Slot, h: Holder) -> Input {
 pub(super) fn dead(h: &mut Harness) {
     for _ in 0..3 {
         h.round(None, Some(RTT));
-        for a in h.take_work() {
-            if let Action::CheckHolder { slot } = a {
-                h.input(Duration::ZERO, holder(slot, Holder::Held));
-            } else {
-                h.work.push(a);
-            }
-        }
+        let rest = h.held_lookups();
+        h.work.extend(rest);
     }
 }

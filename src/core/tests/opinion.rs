@@ -28,12 +28,16 @@ fn miss(h: &mut Harness) -> Vec<u64> {
 /// The helpers' requests (about backend2) made so far; holder look-ups
 /// answer `Held`, other work stays.
 fn asked(h: &mut Harness) -> Vec<u64> {
+    asked_about(h, be(2))
+}
+
+/// The helpers' requests about `about` made so far (see [`asked`]).
+fn asked_about(h: &mut Harness, about: Slot) -> Vec<u64> {
     let mut asks = Vec::new();
-    for a in h.take_work() {
+    for a in h.held_lookups() {
         match a {
-            Action::CheckHolder { slot } => h.input(Duration::ZERO, holder(slot, Holder::Held)),
             Action::AskHelpers { round, peer, .. } => {
-                assert_eq!(peer, be(2));
+                assert_eq!(peer, about);
                 asks.push(round);
             }
             other => h.work.push(other),
@@ -201,18 +205,7 @@ fn hub_round(h: &mut Harness, overlay: bool) -> Vec<u64> {
             },
         );
     }
-    let mut asks = Vec::new();
-    for a in h.take_work() {
-        match a {
-            Action::CheckHolder { slot } => h.input(Duration::ZERO, holder(slot, Holder::Held)),
-            Action::AskHelpers { round, peer, .. } => {
-                assert_eq!(peer, fe(1));
-                asks.push(round);
-            }
-            other => h.work.push(other),
-        }
-    }
-    asks
+    asked_about(h, fe(1))
 }
 
 #[test]
@@ -351,14 +344,22 @@ fn a_resigned_peer_is_declared_at_its_next_miss_once_the_helpers_confirm() {
     assert_eq!(h.fences(), 1, "one miss and the helpers' word");
 }
 
-#[test]
-fn a_resignation_never_fences_a_peer_that_answers_and_ends_when_it_does() {
+/// backend3 with the second opinion hears backend2's resignation after a
+/// good round: the probes of the round it starts, and the helpers' early
+/// requests.
+fn word_heard() -> (Harness, Vec<(u64, Target, ProbeAddr)>, Vec<u64>) {
     let mut h = with_opinion(be(3));
     h.round(Some(RTT), Some(RTT));
-    // A resignation heard while the peer still answers (a lie, or a
-    // replay within the window): the peer's answer ends it.
     let probes = resign_now(&mut h, be(2));
     let early = asked(&mut h);
+    (h, probes, early)
+}
+
+#[test]
+fn a_resignation_never_fences_a_peer_that_answers_and_ends_when_it_does() {
+    // A resignation heard while the peer still answers (a lie, or a
+    // replay within the window): the peer's answer ends it.
+    let (mut h, probes, early) = word_heard();
     assert_eq!(early.len(), 1, "the helpers are asked with the probe");
     let seq = probes[0].0;
     for target in [Target::Peer, Target::Witness] {
@@ -411,10 +412,7 @@ fn a_resigned_peer_a_helper_reaches_is_not_declared_and_the_word_ends() {
 
 #[test]
 fn a_verdict_asked_on_the_word_may_come_before_the_miss() {
-    let mut h = with_opinion(be(3));
-    h.round(Some(RTT), Some(RTT));
-    let probes = resign_now(&mut h, be(2));
-    let early = asked(&mut h);
+    let (mut h, probes, early) = word_heard();
     said(&mut h, early[0], Verdict::Unreached { helpers: 3 });
     assert_eq!(h.fences(), 0, "the helpers alone declare nothing");
     silent(&mut h, &probes);

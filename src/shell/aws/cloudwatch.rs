@@ -198,13 +198,12 @@ where
 }
 
 /// Read transitions back: every stream of `group` between `start_ms` and
-/// `end_ms`, oldest first. Records that are not chainwatch events are
-/// skipped.
+/// `end_ms` (ms since the epoch; unbounded where `None`), oldest first.
+/// Records that are not chainwatch events are skipped.
 pub async fn history(
     client: &Client,
     group: &str,
-    start_ms: Option<i64>,
-    end_ms: Option<i64>,
+    (start_ms, end_ms): (Option<i64>, Option<i64>),
 ) -> Result<Vec<TransitionEvent>, String> {
     let pages = client
         .filter_log_events()

@@ -598,26 +598,55 @@ impl Ec2Registry {
 
     /// Tag this instance `released` and read it back: it handed its slot
     /// over (its identity is down already) and holds nothing until it
-    /// rejoins, which tags it `active` again. Bounded by 10 s.
+    /// rejoins, which tags it `active` again.
     pub async fn release_self(&self) -> Result<(), Ec2Error> {
         self.create_tags(
             std::slice::from_ref(&self.me),
             &[(tags::STATE, RELEASED.to_string())],
         )
         .await?;
+        self.read_back("it released", |i| tag(i, tags::STATE) == Some(RELEASED))
+            .await
+    }
+
+    /// Read this instance's tags until `shows` holds: a write of its own
+    /// tags counts once EC2 shows it (the hub's admission list is read from
+    /// EC2 too). Bounded by 10 s.
+    async fn read_back(
+        &self,
+        what: &str,
+        shows: impl Fn(&Instance) -> bool,
+    ) -> Result<(), Ec2Error> {
+        let me = std::slice::from_ref(&self.me);
+        let within = Duration::from_secs(10);
+        self.until_tags_show(
+            me,
+            within,
+            &format!("this instance's tags do not show {what}"),
+            |found| found.first().is_some_and(&shows),
+        )
+        .await
+    }
+
+    /// Read the tags of `ids` every 100 ms until `shows` holds for what EC2
+    /// returns, for at most `within`; the error says `missing`.
+    async fn until_tags_show(
+        &self,
+        ids: &[String],
+        within: Duration,
+        missing: &str,
+        shows: impl Fn(&[Instance]) -> bool,
+    ) -> Result<(), Ec2Error> {
         let start = Instant::now();
         loop {
-            let me = self.describe(Vec::new(), vec![self.me.clone()]).await?;
-            if me.first().and_then(|i| tag(i, tags::STATE)) == Some(RELEASED) {
+            if shows(&self.describe(Vec::new(), ids.to_vec()).await?) {
                 return Ok(());
             }
-            if start.elapsed() >= Duration::from_secs(10) {
+            if start.elapsed() >= within {
+                let message = format!("{missing} after {:?}", start.elapsed());
                 return Err(Ec2Error::Api {
                     op: "CreateTags",
-                    message: format!(
-                        "this instance's tags do not show it released after {:?}",
-                        start.elapsed()
-                    ),
+                    message,
                 });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -818,27 +847,12 @@ impl Ec2Registry {
     /// Poll until every instance shows `chainwatch:state=fenced`, bounded
     /// by one API time-out.
     async fn wait_tagged_fenced(&self, ids: &[String]) -> Result<(), Ec2Error> {
-        let start = Instant::now();
-        loop {
-            let instances = self.describe(Vec::new(), ids.to_vec()).await?;
-            if instances.len() == ids.len()
-                && instances
-                    .iter()
-                    .all(|i| tag(i, tags::STATE) == Some("fenced"))
-            {
-                return Ok(());
-            }
-            if start.elapsed() >= self.fence_timeout.min(Duration::from_secs(10)) {
-                return Err(Ec2Error::Api {
-                    op: "CreateTags",
-                    message: format!(
-                        "the fenced tag on {ids:?} did not show within {:?}",
-                        start.elapsed()
-                    ),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let within = self.fence_timeout.min(Duration::from_secs(10));
+        let missing = format!("the fenced tag on {ids:?} did not show");
+        self.until_tags_show(ids, within, &missing, |found| {
+            found.len() == ids.len() && found.iter().all(|i| tag(i, tags::STATE) == Some("fenced"))
+        })
+        .await
     }
 
     /// Compute the hub's admission list (see [`crate::admission`]) from
@@ -957,27 +971,14 @@ impl Ec2Registry {
     }
 
     /// Tag this instance as the holder of `slot` at `epoch` and read it
-    /// back: the write counts once EC2 shows it (the hub's admission list
-    /// is read from EC2 too). Bounded by 10 s.
+    /// back (see `read_back`).
     pub async fn tag_self_confirmed(&self, slot: Slot, epoch: u64) -> Result<(), Ec2Error> {
         self.tag_self(slot, epoch).await?;
-        let start = Instant::now();
-        loop {
-            let (_, id, e) = self.own_tags().await?;
-            if id == Some(slot.id) && e == epoch {
-                return Ok(());
-            }
-            if start.elapsed() >= Duration::from_secs(10) {
-                return Err(Ec2Error::Api {
-                    op: "CreateTags",
-                    message: format!(
-                        "this instance's tags do not show {slot} at epoch {epoch} after {:?}",
-                        start.elapsed()
-                    ),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (id, epoch_tag) = (slot.id.to_string(), epoch.to_string());
+        self.read_back(&format!("{slot} at epoch {epoch}"), |i| {
+            tag(i, tags::ID) == Some(id.as_str()) && tag(i, tags::EPOCH) == Some(epoch_tag.as_str())
+        })
+        .await
     }
 
     /// The epoch tag of this instance (0 when it has none).
