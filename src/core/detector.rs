@@ -32,7 +32,7 @@ impl Monitor {
         };
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.round = Some(Round {
+        self.view.round = Some(Round {
             seq,
             started: now,
             peer: None,
@@ -53,7 +53,7 @@ impl Monitor {
         });
         let hub = Slot::new(Role::Frontend, 1);
         let degraded = !peer.is_hub() && !self.overlay_up;
-        if let Some(round) = self.round.as_mut() {
+        if let Some(round) = self.view.round.as_mut() {
             round.degraded = degraded;
         }
         let mut probes = if peer.is_hub() || degraded {
@@ -72,20 +72,20 @@ impl Monitor {
         }
         if peer.is_hub() && self.cfg.second_opinion {
             probes.push((Target::HubOverlay, ProbeAddr::Overlay(hub)));
-            if let Some(round) = self.round.as_mut() {
+            if let Some(round) = self.view.round.as_mut() {
                 round.hub_overlay_probed = true;
             }
         }
         // Look ahead while the peer is missing: its predecessor may have died
         // with it (never the hub, whose overlay probe is the witness itself).
         if let Some(beyond) = peer.predecessor()
-            && self.misses > 0
+            && self.view.misses > 0
             && !degraded
             && !peer.is_hub()
             && !beyond.is_hub()
         {
             probes.push((Target::Beyond, ProbeAddr::Overlay(beyond)));
-            if let Some(round) = self.round.as_mut() {
+            if let Some(round) = self.view.round.as_mut() {
                 round.beyond_probed = true;
             }
         }
@@ -114,7 +114,7 @@ impl Monitor {
             }
             return;
         }
-        let Some(round) = self.round.as_mut() else {
+        let Some(round) = self.view.round.as_mut() else {
             return;
         };
         if round.seq != seq {
@@ -141,7 +141,7 @@ impl Monitor {
     }
 
     pub(super) fn evaluate_round(&mut self, now: Instant) {
-        let Some(round) = self.round.take() else {
+        let Some(round) = self.view.round.take() else {
             return;
         };
         let Some(peer) = self.peer() else {
@@ -163,60 +163,60 @@ impl Monitor {
             && matches!(round.peer, Some(ProbeOutcome::Silent))
             && matches!(round.witness, Some(ProbeOutcome::Reply { .. }));
         if beyond_silent {
-            self.beyond_misses += 1;
-            if self.beyond_misses == 1 {
-                self.beyond_silent_since = Some(round.started);
+            self.view.beyond_misses += 1;
+            if self.view.beyond_misses == 1 {
+                self.view.beyond_silent_since = Some(round.started);
             }
         } else {
-            self.beyond_misses = 0;
-            self.beyond_silent_since = None;
+            self.view.beyond_misses = 0;
+            self.view.beyond_silent_since = None;
         }
         // Counted only while this node can see its witness (EC2): a node
         // that cannot accuses nobody, a sick hub included.
         let witness_up = matches!(round.witness, Some(ProbeOutcome::Reply { .. }));
         self.track_hub_overlay(now, &round, peer);
-        if self.sick_hub && witness_up {
-            self.last_rtt = None;
-            self.cut_off = false;
-            self.peer_silent = true;
+        if self.view.sick_hub && witness_up {
+            self.view.last_rtt = None;
+            self.view.cut_off = false;
+            self.view.peer_silent = true;
             self.count_miss(now, peer, round.seq, round.started);
             return;
         }
         match (round.peer, round.witness) {
             (Some(ProbeOutcome::Reply { rtt }), _) => {
-                self.last_rtt = Some(rtt);
-                self.cut_off = false;
-                self.peer_silent = false;
+                self.view.last_rtt = Some(rtt);
+                self.view.cut_off = false;
+                self.view.peer_silent = false;
                 self.peer_seen = true;
-                if self.misses > 0 {
+                if self.view.misses > 0 {
                     self.events.push_back(Event::Recovered {
                         peer,
-                        after: self.misses,
+                        after: self.view.misses,
                     });
                 }
-                self.misses = 0;
-                self.silent_since = None;
-                self.resigned_until = None;
+                self.view.misses = 0;
+                self.view.silent_since = None;
+                self.view.resigned_until = None;
                 self.end_streak();
                 self.peer_alive();
             }
             (Some(ProbeOutcome::Silent), Some(ProbeOutcome::Reply { .. })) => {
-                self.cut_off = false;
-                self.peer_silent = true;
+                self.view.cut_off = false;
+                self.view.peer_silent = true;
                 self.count_miss(now, peer, round.seq, round.started);
             }
             _ => {
                 // Logged once per streak of inconclusive rounds.
-                if !self.cut_off || self.misses > 0 {
+                if !self.view.cut_off || self.view.misses > 0 {
                     self.events.push_back(Event::Inconclusive {
                         peer,
-                        discarded: self.misses,
+                        discarded: self.view.misses,
                     });
                 }
-                self.cut_off = true;
-                self.peer_silent = true;
-                self.misses = 0;
-                self.silent_since = None;
+                self.view.cut_off = true;
+                self.view.peer_silent = true;
+                self.view.misses = 0;
+                self.view.silent_since = None;
                 self.end_streak();
                 // A node that can no longer see the witness cannot vouch for
                 // its verdict any more: a pending fence is called off.
@@ -240,16 +240,17 @@ impl Monitor {
             && round.hub_overlay == Some(ProbeOutcome::Silent)
             && matches!(round.peer, Some(ProbeOutcome::Reply { .. }));
         if overlay_silent {
-            self.hub_silent_since.get_or_insert(round.started);
+            self.view.hub_silent_since.get_or_insert(round.started);
         } else {
-            self.hub_silent_since = None;
+            self.view.hub_silent_since = None;
         }
-        let was_sick = self.sick_hub;
+        let was_sick = self.view.sick_hub;
         let silent_for = self
+            .view
             .hub_silent_since
             .map(|since| now.saturating_duration_since(since));
-        self.sick_hub = silent_for.is_some_and(|d| d >= self.cfg.hub_overlay_grace);
-        if self.sick_hub && !was_sick {
+        self.view.sick_hub = silent_for.is_some_and(|d| d >= self.cfg.hub_overlay_grace);
+        if self.view.sick_hub && !was_sick {
             self.events.push_back(Event::SickHub {
                 peer,
                 silent_for: silent_for.unwrap_or_default(),
@@ -260,17 +261,17 @@ impl Monitor {
     /// One missed round (the peer silent while the witness answered, or a
     /// sick hub).
     fn count_miss(&mut self, now: Instant, peer: Slot, seq: u64, started: Instant) {
-        self.misses += 1;
-        if self.misses == 1 {
-            self.silent_since = Some(started);
+        self.view.misses += 1;
+        if self.view.misses == 1 {
+            self.view.silent_since = Some(started);
         }
-        if self.streak_seq.is_none() {
-            self.streak_seq = Some(seq);
-            self.verdict = None;
+        if self.view.streak_seq.is_none() {
+            self.view.streak_seq = Some(seq);
+            self.view.verdict = None;
         }
         self.events.push_back(Event::Miss {
             peer,
-            misses: self.misses,
+            misses: self.view.misses,
             of: self.misses_needed(now),
         });
         if self.phase != Phase::Watching {
@@ -278,13 +279,13 @@ impl Monitor {
         }
         self.ask_helpers(seq, peer);
         let need = self.misses_needed(now);
-        if self.misses >= need && !self.in_grace(now) {
+        if self.view.misses >= need && !self.in_grace(now) {
             match self.second_opinion(need) {
                 Ok(()) => self.declare_dead(now, peer),
                 Err(why) => {
                     self.events.push_back(Event::Withheld {
                         peer,
-                        misses: self.misses,
+                        misses: self.view.misses,
                         why,
                     });
                     self.check_holder(peer);
@@ -312,12 +313,9 @@ impl Monitor {
     /// answer from the peer ends it. So a resignation only saves time: a
     /// false one (a replay, a key holder lying) cannot fence a peer that
     /// answers, and the hub, judged on its underlay, never resigns.
-    ///
-    /// Whatever the peer, the word also opens the handover window
-    /// (`interval` x `misses`): EC2 is asked at once and every round whether
-    /// the peer released its slot, and two look-ups that find it vacant
-    /// take it without a fence (see [`Monitor::on_holder`]). That is how
-    /// the hub, which never resigns for a failed service, is handed over.
+    /// Whatever the peer, the word also opens the handover window (see
+    /// `released`): how the hub, which never resigns otherwise, is handed
+    /// over.
     pub(super) fn on_resigned(&mut self, now: Instant, slot: Slot) {
         let Some(peer) = self.peer() else {
             return;
@@ -326,7 +324,7 @@ impl Monitor {
             return;
         }
         if !self.released(now) {
-            self.released_until = Some(now + self.cfg.interval * self.cfg.misses);
+            self.view.released_until = Some(now + self.cfg.interval * self.cfg.misses);
             self.check_holder(peer);
         }
         if peer.is_hub() {
@@ -336,9 +334,9 @@ impl Monitor {
         if self.resigned(now) {
             return;
         }
-        self.resigned_until = Some(now + self.cfg.interval * self.cfg.misses);
+        self.view.resigned_until = Some(now + self.cfg.interval * self.cfg.misses);
         self.events.push_back(Event::Resigned { peer });
-        if self.misses >= 1 && !self.in_grace(now) {
+        if self.view.misses >= 1 && !self.in_grace(now) {
             // The identity went down before the word came, and a round
             // already missed: that miss is enough.
             match self.second_opinion(1) {
@@ -350,25 +348,27 @@ impl Monitor {
         // Probe now rather than at the next tick (a round in flight has its
         // probe out already, and counts), and ask the helpers at the same
         // time rather than after the miss.
-        if self.round.is_none() {
+        if self.view.round.is_none() {
             self.start_round(now, now);
         }
-        if let Some(seq) = self.round.as_ref().map(|r| r.seq) {
-            if self.streak_seq.is_none() {
-                self.streak_seq = Some(seq);
-                self.verdict = None;
+        if let Some(seq) = self.view.round.as_ref().map(|r| r.seq) {
+            if self.view.streak_seq.is_none() {
+                self.view.streak_seq = Some(seq);
+                self.view.verdict = None;
             }
             self.ask_helpers(seq, peer);
         }
     }
 
     fn resigned(&self, now: Instant) -> bool {
-        self.resigned_until.is_some_and(|until| now < until)
+        self.view.resigned_until.is_some_and(|until| now < until)
     }
 
-    /// Within the handover window of the peer's resignation.
+    /// Within the handover window of the peer's resignation (`interval` x
+    /// `misses`): EC2 is asked every round whether the peer released its
+    /// slot, and two look-ups that find it vacant take it without a fence.
     pub(super) fn released(&self, now: Instant) -> bool {
-        self.released_until.is_some_and(|until| now < until)
+        self.view.released_until.is_some_and(|until| now < until)
     }
 
     fn in_grace(&self, now: Instant) -> bool {
@@ -377,8 +377,8 @@ impl Monitor {
 
     /// Forget the second opinion of a streak that ended.
     pub(super) fn end_streak(&mut self) {
-        self.streak_seq = None;
-        self.verdict = None;
+        self.view.streak_seq = None;
+        self.view.verdict = None;
     }
 
     /// One request at a time: while one is out, later misses wait for it.
@@ -386,12 +386,12 @@ impl Monitor {
     /// and the hub (probed on its underlay) carries that overlay itself.
     fn ask_helpers(&mut self, seq: u64, peer: Slot) {
         let channel_up = if peer.is_hub() {
-            self.sick_hub // asked over the underlay
+            self.view.sick_hub // asked over the underlay
         } else {
             self.overlay_up
         };
-        if self.cfg.second_opinion && !self.asking && channel_up {
-            self.asking = true;
+        if self.cfg.second_opinion && !self.view.asking && channel_up {
+            self.view.asking = true;
             self.actions.push_back(Action::AskHelpers {
                 round: seq,
                 peer,
@@ -406,10 +406,10 @@ impl Monitor {
         let Some(peer) = self.peer() else {
             return Err("no peer");
         };
-        if self.sick_hub {
+        if self.view.sick_hub {
             // Its underlay answers: only helpers that cannot reach its
             // overlay either condemn it, never the fallback.
-            return match self.verdict {
+            return match self.view.verdict {
                 Some(Verdict::Unreached { .. }) => Ok(()),
                 Some(Verdict::Reached) => Err("a helper reached the hub's overlay"),
                 None => Err("waiting for the helpers' probes of the hub's overlay"),
@@ -421,13 +421,13 @@ impl Monitor {
         if !self.cfg.second_opinion || peer.is_hub() || !self.overlay_up {
             return Ok(()); // the witness rule alone
         }
-        match self.verdict {
+        match self.view.verdict {
             Some(Verdict::Unreached { .. } | Verdict::NoneToAsk) => Ok(()),
             // Lifeguard: a node its helpers do not answer suspects itself
             // first, and a lone "no" may come from the peer's partner in a
             // pairwise partition. Either way it falls back to the witness
             // rule, but only after twice the misses.
-            Some(Verdict::TooFew { .. }) if self.misses >= need * 2 => Ok(()),
+            Some(Verdict::TooFew { .. }) if self.view.misses >= need * 2 => Ok(()),
             Some(Verdict::TooFew { unreached: 0, .. }) => {
                 Err("no helper answered this node, which may be the sick one")
             }
@@ -440,35 +440,35 @@ impl Monitor {
     }
 
     pub(super) fn on_helpers(&mut self, now: Instant, seq: u64, verdict: Verdict) {
-        self.asking = false;
+        self.view.asking = false;
         let Some(peer) = self.peer() else {
             return;
         };
         // Only a request of the current streak counts.
-        let Some(start) = self.streak_seq else {
+        let Some(start) = self.view.streak_seq else {
             return;
         };
         // Before the first miss only when asked early on a resignation.
-        if seq < start || (self.misses == 0 && !self.resigned(now)) {
+        if seq < start || (self.view.misses == 0 && !self.resigned(now)) {
             return;
         }
         if verdict == Verdict::Reached {
-            self.resigned_until = None;
+            self.view.resigned_until = None;
             self.chained_peer = None;
             self.events.push_back(Event::Vouched {
                 peer,
-                after: self.misses,
+                after: self.view.misses,
             });
-            self.misses = 0;
-            self.silent_since = None;
+            self.view.misses = 0;
+            self.view.silent_since = None;
             self.end_streak();
             self.call_off_fence();
             return;
         }
-        self.verdict = Some(verdict);
+        self.view.verdict = Some(verdict);
         let need = self.misses_needed(now);
         if self.phase == Phase::Watching
-            && self.misses >= need
+            && self.view.misses >= need
             && !self.in_grace(now)
             && self.second_opinion(need).is_ok()
         {
@@ -491,8 +491,8 @@ impl Monitor {
     }
 
     pub(super) fn check_holder(&mut self, peer: Slot) {
-        if !self.holder_check_in_flight {
-            self.holder_check_in_flight = true;
+        if !self.view.holder_check_in_flight {
+            self.view.holder_check_in_flight = true;
             self.actions.push_back(Action::CheckHolder { slot: peer });
         }
     }

@@ -78,16 +78,17 @@ mod detector;
 mod io;
 mod plan;
 mod report;
+mod view;
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub use config::CoreConfig;
-use detector::Round;
 pub use io::{Action, Fenced, Holder, Input, ProbeAddr, ProbeOutcome, Target, Verdict};
 use plan::Phase;
 pub use plan::VACANCY_CONFIRM;
 pub use report::{Event, Failure, PhaseName, Snapshot, Transition};
+use view::PeerView;
 
 use crate::layout::Slot;
 
@@ -100,59 +101,25 @@ pub struct Monitor {
     cfg: CoreConfig,
     me: Slot,
     phase: Phase,
-    round: Option<Round>,
     next_seq: u64,
     next_round_at: Option<Instant>,
-    misses: u32,
-    silent_since: Option<Instant>,
-    declared_at: Option<Instant>,
-    fenced_at: Option<Instant>,
-    last_rtt: Option<Duration>,
-    cut_off: bool,
     rounds: u64,
-    holder_check_in_flight: bool,
-    /// When EC2 first said the silent peer's slot is vacant (a vacancy is
-    /// acted on only once a later look-up agrees: see
-    /// [`VACANCY_CONFIRM`]).
-    vacant_since: Option<Instant>,
-    /// The last evaluated round had no answer from the peer.
-    peer_silent: bool,
     /// The peer answered at least once since this monitor started.
     peer_seen: bool,
-    /// Consecutive missed rounds of n-2 (see [`Target::Beyond`]).
-    beyond_misses: u32,
-    /// Start of n-2's first missed round.
-    beyond_silent_since: Option<Instant>,
     /// The peer whose misses were carried over from the look-ahead at the
     /// last takeover, until it answers: its fence is chained to that
     /// takeover.
     chained_peer: Option<Slot>,
     /// Until then, a peer never seen is not declared dead.
     grace_until: Instant,
-    /// Until then, the peer's resignation holds: one missed round is a
-    /// death (with the second opinion).
-    resigned_until: Option<Instant>,
-    /// Until then, after the peer's resignation, EC2 is asked every round
-    /// whether it released its slot (a planned switchover): a released
-    /// slot is taken without a fence even while its old holder answers.
-    released_until: Option<Instant>,
     /// frontend1 answered on the overlay lately; when not, rounds are
     /// degraded: the peer is probed on its underlay with EC2 as witness.
     overlay_up: bool,
-    /// An [`Action::AskHelpers`] is out.
-    asking: bool,
-    /// The round of the current streak's first miss.
-    streak_seq: Option<u64>,
-    /// The helpers' latest verdict in the current streak.
-    verdict: Option<Verdict>,
-    /// Start of the hub's overlay silence while its underlay answers.
-    hub_silent_since: Option<Instant>,
-    /// The hub has been silent on the overlay longer than
-    /// `hub_overlay_grace` while its underlay answers.
-    sick_hub: bool,
-    last_error: Option<String>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
+    /// What this node knows of its current peer; forgotten when the peer
+    /// changes (see `PeerView`).
+    view: PeerView,
 }
 
 impl Monitor {
@@ -164,33 +131,14 @@ impl Monitor {
             cfg,
             me,
             phase: Phase::Idle,
-            round: None,
             next_seq: 1,
             next_round_at: None,
-            misses: 0,
-            silent_since: None,
-            declared_at: None,
-            fenced_at: None,
-            last_rtt: None,
-            cut_off: false,
             rounds: 0,
-            holder_check_in_flight: false,
-            vacant_since: None,
-            peer_silent: false,
             peer_seen: false,
-            beyond_misses: 0,
-            beyond_silent_since: None,
             chained_peer: None,
             grace_until,
-            resigned_until: None,
-            released_until: None,
             overlay_up: true,
-            asking: false,
-            streak_seq: None,
-            verdict: None,
-            hub_silent_since: None,
-            sick_hub: false,
-            last_error: None,
+            view: PeerView::default(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -245,14 +193,14 @@ impl Monitor {
             me: self.me,
             peer: self.peer(),
             phase,
-            misses: self.misses,
+            misses: self.view.misses,
             misses_to_declare: self.cfg.misses,
-            last_rtt: self.last_rtt,
-            cut_off: self.cut_off,
+            last_rtt: self.view.last_rtt,
+            cut_off: self.view.cut_off,
             degraded: !self.overlay_up,
             rounds: self.rounds,
             attempt,
-            last_error: self.last_error.clone(),
+            last_error: self.view.last_error.clone(),
         }
     }
 
@@ -263,7 +211,7 @@ impl Monitor {
         if let Some(at) = self.next_round_at
             && now >= at
         {
-            if self.round.is_some() {
+            if self.view.round.is_some() {
                 // The shell did not report both results in a whole
                 // interval: count nothing rather than guess.
                 self.evaluate_round(now);
@@ -298,26 +246,8 @@ impl Monitor {
     }
 
     fn watch_predecessor(&mut self, now: Instant) {
-        self.round = None;
-        self.misses = 0;
-        self.silent_since = None;
-        self.declared_at = None;
-        self.fenced_at = None;
-        self.last_rtt = None;
-        self.cut_off = false;
-        self.holder_check_in_flight = false;
-        self.vacant_since = None;
-        self.peer_silent = false;
-        self.beyond_misses = 0;
-        self.beyond_silent_since = None;
-        self.resigned_until = None;
-        self.released_until = None;
+        self.view = PeerView::default();
         self.overlay_up = true;
-        self.asking = false;
-        self.end_streak();
-        self.hub_silent_since = None;
-        self.sick_hub = false;
-        self.last_error = None;
         let peer = self.peer();
         self.events.push_back(Event::Watching { me: self.me, peer });
         if peer.is_some() {

@@ -62,17 +62,17 @@ impl Monitor {
                 *cancel = true;
             } else {
                 self.phase = Phase::Watching;
-                self.declared_at = None;
+                self.view.declared_at = None;
                 self.events.push_back(Event::FenceCancelled { peer });
             }
         }
     }
 
     pub(super) fn declare_dead(&mut self, now: Instant, peer: Slot) {
-        self.declared_at = Some(now);
+        self.view.declared_at = Some(now);
         self.events.push_back(Event::PeerDead {
             peer,
-            misses: self.misses,
+            misses: self.view.misses,
         });
         self.phase = Phase::Fencing {
             attempt: 1,
@@ -91,29 +91,29 @@ impl Monitor {
         if Some(slot) != self.peer() {
             return;
         }
-        self.holder_check_in_flight = false;
+        self.view.holder_check_in_flight = false;
         // Only act while the peer is silent: a slot whose holder answers is
         // not vacant, whatever a stale look-up says; unless it resigned
         // lately, and so may have released the slot while it still answers
         // (a planned switchover).
-        let silent = self.peer_silent || self.released(now);
+        let silent = self.view.peer_silent || self.released(now);
         if result == Ok(Holder::Vacant) && self.phase == Phase::Watching && silent {
             // EC2's reads are eventually consistent: a look-up may miss a
             // node that tagged itself with the slot a moment ago. Believe a
             // vacancy only when a look-up at least VACANCY_CONFIRM after
             // the first still finds it.
-            match self.vacant_since {
+            match self.view.vacant_since {
                 Some(first) if now.saturating_duration_since(first) >= VACANCY_CONFIRM => {
-                    self.vacant_since = None;
+                    self.view.vacant_since = None;
                     self.events.push_back(Event::Vacant { peer: slot });
-                    self.declared_at = Some(now);
+                    self.view.declared_at = Some(now);
                     self.begin_takeover(now, Fenced::default(), true);
                 }
                 Some(_) => {}
-                None => self.vacant_since = Some(now),
+                None => self.view.vacant_since = Some(now),
             }
         } else {
-            self.vacant_since = None;
+            self.view.vacant_since = None;
         }
     }
 
@@ -121,7 +121,7 @@ impl Monitor {
     /// error, and the next attempt waits the back-off; the failure and
     /// when to retry.
     fn failed(&mut self, now: Instant, attempt: u32, error: String) -> (Failure, Instant) {
-        self.last_error = Some(error.clone());
+        self.view.last_error = Some(error.clone());
         let retry_in = self.cfg.backoff(attempt);
         let failure = Failure {
             attempt,
@@ -158,9 +158,9 @@ impl Monitor {
                 self.begin_takeover(now, fenced, false);
             }
             Err(error) if cancel => {
-                self.last_error = Some(error);
+                self.view.last_error = Some(error);
                 self.phase = Phase::Watching;
-                self.declared_at = None;
+                self.view.declared_at = None;
                 self.events.push_back(Event::FenceCancelled { peer: slot });
             }
             Err(error) => {
@@ -183,8 +183,8 @@ impl Monitor {
         let Some(peer) = self.peer() else {
             return;
         };
-        self.fenced_at = Some(now);
-        self.round = None;
+        self.view.fenced_at = Some(now);
+        self.view.round = None;
         self.next_round_at = None;
         self.phase = Phase::TakingOver {
             attempt: 1,
@@ -214,9 +214,9 @@ impl Monitor {
             to,
             fenced,
             vacant,
-            silent_since: self.silent_since,
-            declared_at: self.declared_at.unwrap_or(now),
-            fenced_at: self.fenced_at.unwrap_or(now),
+            silent_since: self.view.silent_since,
+            declared_at: self.view.declared_at.unwrap_or(now),
+            fenced_at: self.view.fenced_at.unwrap_or(now),
             identity_up_at: now,
         }
     }
@@ -236,7 +236,7 @@ impl Monitor {
                 let from = self.me;
                 // The identity is up now: the transition as planned.
                 let transition = self.planned(now, to);
-                let carried = (self.beyond_misses, self.beyond_silent_since);
+                let carried = (self.view.beyond_misses, self.view.beyond_silent_since);
                 self.me = to;
                 self.events.push_back(Event::TookOver { from, to });
                 self.actions.push_back(Action::Announce(transition));
@@ -247,9 +247,9 @@ impl Monitor {
                 self.chained_peer = None;
                 if carried.0 > 0 {
                     self.chained_peer = self.peer();
-                    self.misses = carried.0;
-                    self.silent_since = carried.1;
-                    self.peer_silent = true;
+                    self.view.misses = carried.0;
+                    self.view.silent_since = carried.1;
+                    self.view.peer_silent = true;
                     self.peer_seen = true;
                 }
             }
