@@ -167,6 +167,7 @@ pub struct IdentityConfig {
 }
 
 /// `[aws]`.
+#[serde_with::apply(Duration => #[serde(with = "humantime_serde")])]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsConfig {
@@ -179,13 +180,10 @@ pub struct AwsConfig {
     /// that becomes frontend1).
     pub elastic_ip_allocation: Option<String>,
     /// How long a fence waits for EC2 to report the instance stopped.
-    #[serde(with = "humantime_serde")]
     pub fence_timeout: Duration,
     /// Time between two `DescribeInstances` calls while waiting.
-    #[serde(with = "humantime_serde")]
     pub fence_poll: Duration,
     /// How long one API call may take, retries included.
-    #[serde(with = "humantime_serde")]
     pub api_timeout: Duration,
     /// Take over once the fabric fence holds (the old holder tagged
     /// `fenced`, so the hub refuses and drops it; for frontend1, the
@@ -199,7 +197,6 @@ pub struct AwsConfig {
     /// After a fence (the start of a takeover), no new fence by this node
     /// for this long, unless the peer was seen dying with the last one
     /// (look-ahead) or an operator runs `chainwatch ack`. 0: none.
-    #[serde(with = "humantime_serde")]
     pub takeover_cooldown: Duration,
 }
 
@@ -223,6 +220,7 @@ impl Default for AwsConfig {
 pub const ALERTS_QUEUE_MAX: i64 = 10_000;
 
 /// `[announce]`.
+#[serde_with::apply(Duration => #[serde(with = "humantime_serde")])]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnnounceConfig {
@@ -247,16 +245,12 @@ pub struct AnnounceConfig {
     pub metric_namespace: String,
     /// Seconds between two `Heartbeat` metrics in the CloudWatch log group
     /// (alarm on missing data: a silent daemon); 0: none.
-    #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
     /// How long one delivery attempt may take.
-    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// First retry delay after a failed delivery.
-    #[serde(with = "humantime_serde")]
     pub retry_initial: Duration,
     /// Largest retry delay.
-    #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
     /// Permit `amqp://` (no TLS) to a broker that is not on loopback: the
     /// broker password and every event then cross the network in clear.
@@ -285,6 +279,7 @@ impl Default for AnnounceConfig {
 
 /// `[members]`: the members' channel. A silent peer is declared dead only
 /// when other members, asked over this channel, cannot reach it either.
+#[serde_with::apply(Duration => #[serde(with = "humantime_serde")])]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MembersConfig {
@@ -300,7 +295,6 @@ pub struct MembersConfig {
     pub helpers: u32,
     /// How far a datagram's send time may be from the receiver's clock;
     /// older ones are dropped as replays.
-    #[serde(with = "humantime_serde")]
     pub window: Duration,
 }
 
@@ -373,6 +367,7 @@ pub struct MetricsConfig {
 }
 
 /// `[alerts]`: keepalived-style notify command.
+#[serde_with::apply(Duration => #[serde(with = "humantime_serde")])]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
@@ -380,7 +375,6 @@ pub struct AlertsConfig {
     /// alert as JSON on standard input. Empty: alerts are only logged.
     pub notify_command: Vec<String>,
     /// How long the command may take; it is killed after.
-    #[serde(with = "humantime_serde")]
     pub notify_timeout: Duration,
 }
 
@@ -394,6 +388,7 @@ impl Default for AlertsConfig {
 }
 
 /// `[worker]`.
+#[serde_with::apply(Duration => #[serde(with = "humantime_serde")])]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
@@ -408,12 +403,10 @@ pub struct WorkerConfig {
     /// Playbook run for frontend events; unset: they are only logged.
     pub frontend_playbook: Option<PathBuf>,
     /// How long one playbook run may take.
-    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Runs of a failing playbook before the event is dead-lettered.
     pub attempts: u32,
     /// Time between two runs (doubling).
-    #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
     /// Broker users allowed to publish events (the broker-validated
     /// `user_id` of each message). Empty: any user of the vhost (logged as
@@ -443,6 +436,7 @@ impl Default for WorkerConfig {
 }
 
 /// `[vpn]`.
+#[serde_with::apply(Duration => #[serde(with = "humantime_serde")])]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VpnConfig {
@@ -461,7 +455,6 @@ pub struct VpnConfig {
     /// `udp` or `tcp`.
     pub proto: String,
     /// How long a takeover waits for the new identity to be up.
-    #[serde(with = "humantime_serde")]
     pub up_timeout: Duration,
     /// The `chainwatch` binary the server runs as its client-connect hook.
     pub hook_binary: PathBuf,
@@ -471,11 +464,9 @@ pub struct VpnConfig {
     pub verify_holder: bool,
     /// Time between two health checks of the running OpenVPN
     /// through its management interface.
-    #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
     /// How long one health check may take; no answer in time is a miss
     /// (a stopped or hung OpenVPN accepts the connection but never answers).
-    #[serde(with = "humantime_serde")]
     pub health_timeout: Duration,
     /// Consecutive missed health checks after which OpenVPN is killed
     /// (SIGKILL) and restarted.
@@ -532,6 +523,7 @@ impl ServiceCheck {
 /// fails `fall` checks in a row gives up its ID (its VPN identity goes down,
 /// its successor fences it and takes over); the identity comes up only
 /// after `rise` good checks.
+#[serde_with::apply(Duration => #[serde(with = "humantime_serde")])]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
@@ -542,10 +534,8 @@ pub struct ServiceConfig {
     /// `command`: the program and its arguments (no shell).
     pub command: Vec<String>,
     /// Time between two checks.
-    #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// How long one check may take.
-    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Good checks in a row that make the service up.
     pub rise: u32,
@@ -571,14 +561,13 @@ impl Default for ServiceConfig {
 }
 
 /// `[probe]`.
+#[serde_with::apply(Duration => #[serde(with = "humantime_serde")])]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProbeConfig {
     /// Time between the starts of two rounds.
-    #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// How long one probe may take; less than `interval`.
-    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// ICMP echoes per probe, spread evenly over the timeout; the first reply
     /// answers the probe. More than one rides out random packet loss.
@@ -590,13 +579,11 @@ pub struct ProbeConfig {
     pub hub_underlay: Option<Ipv4Addr>,
     /// Time after start during which a peer that never answered is
     /// not declared dead (it may still be booting).
-    #[serde(with = "humantime_serde")]
     pub startup_grace: Duration,
     /// How long the hub's overlay may be silent while its underlay
     /// answers before frontend2 counts its rounds as misses (the hub
     /// restarts a hung OpenVPN itself faster than this). Only with the
     /// members' channel on.
-    #[serde(with = "humantime_serde")]
     pub hub_overlay_grace: Duration,
 }
 
@@ -615,14 +602,13 @@ impl Default for ProbeConfig {
 }
 
 /// `[retry]`.
+#[serde_with::apply(Duration => #[serde(with = "humantime_serde")])]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// First delay after a failed fence or takeover.
-    #[serde(with = "humantime_serde")]
     pub initial: Duration,
     /// Largest delay.
-    #[serde(with = "humantime_serde")]
     pub max: Duration,
 }
 
@@ -809,6 +795,46 @@ impl Config {
                 reason: reason.into(),
             }
         }
+        /// `value` (in `unit`) within `range`, or the error that says so
+        /// (with `why`, when a bound is another key's value).
+        fn within(
+            key: &'static str,
+            value: impl Into<u64>,
+            range: std::ops::RangeInclusive<u64>,
+            unit: &str,
+            why: &str,
+        ) -> Result<(), ConfigError> {
+            let value = value.into();
+            if range.contains(&value) {
+                return Ok(());
+            }
+            let (lo, hi) = range.into_inner();
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({why})")
+            };
+            let reason = format!("must be {lo}..={hi}{unit}{why}, got {value}{unit}");
+            Err(invalid(key, reason))
+        }
+        /// A check's `interval` (100..=60000ms) and its `timeout`: at least
+        /// `min` ms, and at most the interval (`below`: less than it).
+        fn timing(
+            (interval_key, timeout_key): (&'static str, &'static str),
+            interval: Duration,
+            timeout: Duration,
+            min: u64,
+            below: bool,
+        ) -> Result<(), ConfigError> {
+            within(interval_key, ms(interval), 100..=60_000, "ms", "")?;
+            let (most, why) = if below {
+                (ms(interval).saturating_sub(1), "less than")
+            } else {
+                (ms(interval), "up to")
+            };
+            let why = format!("{why} {interval_key}");
+            within(timeout_key, ms(timeout), min..=most, "ms", &why)
+        }
         for (key, path) in [
             ("node.state_dir", &self.node.state_dir),
             ("node.status_socket", &self.node.status_socket),
@@ -838,51 +864,25 @@ impl Config {
             ));
         }
         let p = &self.probe;
-        if !(100..=60_000).contains(&ms(p.interval)) {
-            return Err(invalid(
-                "probe.interval",
-                format!("must be 100..=60000ms, got {}ms", ms(p.interval)),
-            ));
-        }
-        if ms(p.timeout) < 10 || ms(p.timeout) >= ms(p.interval) {
-            return Err(invalid(
-                "probe.timeout",
-                format!(
-                    "must be at least 10ms and less than probe.interval ({}ms), got {}ms",
-                    ms(p.interval),
-                    ms(p.timeout)
-                ),
-            ));
-        }
-        if !(1..=10).contains(&p.attempts) {
-            return Err(invalid(
-                "probe.attempts",
-                format!("must be 1..=10, got {}", p.attempts),
-            ));
-        }
-        if !(1..=100).contains(&p.misses) {
-            return Err(invalid(
-                "probe.misses",
-                format!("must be 1..=100, got {}", p.misses),
-            ));
-        }
+        timing(
+            ("probe.interval", "probe.timeout"),
+            p.interval,
+            p.timeout,
+            10,
+            true,
+        )?;
+        within("probe.attempts", p.attempts, 1..=10, "", "")?;
+        within("probe.misses", p.misses, 1..=100, "", "")?;
         let r = &self.retry;
-        if ms(r.initial) < 10 {
-            return Err(invalid(
-                "retry.initial",
-                format!("must be at least 10ms, got {}ms", ms(r.initial)),
-            ));
-        }
-        if ms(r.max) < ms(r.initial) || ms(r.max) > 3_600_000 {
-            return Err(invalid(
-                "retry.max",
-                format!(
-                    "must be between retry.initial ({}ms) and 3600000ms, got {}ms",
-                    ms(r.initial),
-                    ms(r.max)
-                ),
-            ));
-        }
+        within("retry.initial", ms(r.initial), 10..=3_600_000, "ms", "")?;
+        let from = ms(r.initial);
+        within(
+            "retry.max",
+            ms(r.max),
+            from..=3_600_000,
+            "ms",
+            "from retry.initial",
+        )?;
         let a = &self.aws;
         if a.fleet.is_empty()
             || !a
@@ -895,16 +895,14 @@ impl Config {
                 format!("must be letters, digits, - or _, got {:?}", a.fleet),
             ));
         }
-        if ms(a.fence_poll) < 50 || ms(a.fence_poll) > ms(a.fence_timeout) {
-            return Err(invalid(
-                "aws.fence_poll",
-                format!(
-                    "must be at least 50ms and at most aws.fence_timeout ({}ms), got {}ms",
-                    ms(a.fence_timeout),
-                    ms(a.fence_poll)
-                ),
-            ));
-        }
+        let most = ms(a.fence_timeout);
+        within(
+            "aws.fence_poll",
+            ms(a.fence_poll),
+            50..=most,
+            "ms",
+            "up to aws.fence_timeout",
+        )?;
         if ms(a.api_timeout) < 100 {
             return Err(invalid(
                 "aws.api_timeout",
@@ -930,28 +928,9 @@ impl Config {
                 format!("must be at least 1000ms, got {}ms", ms(v.up_timeout)),
             ));
         }
-        if !(100..=60_000).contains(&ms(v.health_interval)) {
-            return Err(invalid(
-                "vpn.health_interval",
-                format!("must be 100..=60000ms, got {}ms", ms(v.health_interval)),
-            ));
-        }
-        if !(100..=ms(v.health_interval).max(100)).contains(&ms(v.health_timeout)) {
-            return Err(invalid(
-                "vpn.health_timeout",
-                format!(
-                    "must be 100ms..=vpn.health_interval ({}ms), got {}ms",
-                    ms(v.health_interval),
-                    ms(v.health_timeout)
-                ),
-            ));
-        }
-        if !(1..=100).contains(&v.health_misses) {
-            return Err(invalid(
-                "vpn.health_misses",
-                format!("must be 1..=100, got {}", v.health_misses),
-            ));
-        }
+        let keys = ("vpn.health_interval", "vpn.health_timeout");
+        timing(keys, v.health_interval, v.health_timeout, 100, false)?;
+        within("vpn.health_misses", v.health_misses, 1..=100, "", "")?;
         for (key, path) in [
             ("vpn.pki_dir", &v.pki_dir),
             ("vpn.template_dir", &v.template_dir),
@@ -965,15 +944,13 @@ impl Config {
                 ));
             }
         }
-        if !(1000..=600_000).contains(&ms(self.probe.hub_overlay_grace)) {
-            return Err(invalid(
-                "probe.hub_overlay_grace",
-                format!(
-                    "must be 1000..=600000ms, got {}ms",
-                    ms(self.probe.hub_overlay_grace)
-                ),
-            ));
-        }
+        within(
+            "probe.hub_overlay_grace",
+            ms(self.probe.hub_overlay_grace),
+            1000..=600_000,
+            "ms",
+            "",
+        )?;
         let m = &self.members;
         if m.key_file.as_ref().is_some_and(|p| !p.is_absolute()) {
             return Err(invalid(
@@ -984,18 +961,8 @@ impl Config {
         if m.port == 0 {
             return Err(invalid("members.port", "must be 1..=65535, got 0"));
         }
-        if !(1..=16).contains(&m.helpers) {
-            return Err(invalid(
-                "members.helpers",
-                format!("must be 1..=16, got {}", m.helpers),
-            ));
-        }
-        if !(1000..=300_000).contains(&ms(m.window)) {
-            return Err(invalid(
-                "members.window",
-                format!("must be 1000..=300000ms, got {}ms", ms(m.window)),
-            ));
-        }
+        within("members.helpers", m.helpers, 1..=16, "", "")?;
+        within("members.window", ms(m.window), 1000..=300_000, "ms", "")?;
         if self.announce.heartbeat.as_secs() > 86_400 {
             return Err(invalid(
                 "announce.heartbeat",
@@ -1014,12 +981,13 @@ impl Config {
                 format!("the program must be an absolute path, got {program:?}"),
             ));
         }
-        if !(100..=300_000).contains(&ms(al.notify_timeout)) {
-            return Err(invalid(
-                "alerts.notify_timeout",
-                format!("must be 100..=300000ms, got {}ms", ms(al.notify_timeout)),
-            ));
-        }
+        within(
+            "alerts.notify_timeout",
+            ms(al.notify_timeout),
+            100..=300_000,
+            "ms",
+            "",
+        )?;
         let sv = &self.service;
         match sv.check {
             ServiceCheck::Tcp | ServiceCheck::Mysql if sv.address.is_none() => {
@@ -1044,27 +1012,10 @@ impl Config {
             }
             _ => {}
         }
-        if !(100..=60_000).contains(&ms(sv.interval)) {
-            return Err(invalid(
-                "service.interval",
-                format!("must be 100..=60000ms, got {}ms", ms(sv.interval)),
-            ));
-        }
-        if ms(sv.timeout) < 50 || ms(sv.timeout) > ms(sv.interval) {
-            return Err(invalid(
-                "service.timeout",
-                format!(
-                    "must be 50ms..=service.interval ({}ms), got {}ms",
-                    ms(sv.interval),
-                    ms(sv.timeout)
-                ),
-            ));
-        }
-        for (key, n) in [("service.rise", sv.rise), ("service.fall", sv.fall)] {
-            if !(1..=100).contains(&n) {
-                return Err(invalid(key, format!("must be 1..=100, got {n}")));
-            }
-        }
+        let keys = ("service.interval", "service.timeout");
+        timing(keys, sv.interval, sv.timeout, 50, false)?;
+        within("service.rise", sv.rise, 1..=100, "", "")?;
+        within("service.fall", sv.fall, 1..=100, "", "")?;
         let n = &self.announce;
         for url in &n.rabbitmq_urls {
             if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
@@ -1106,12 +1057,7 @@ impl Config {
             ));
         }
         let w = &self.worker;
-        if !(1..=100).contains(&w.attempts) {
-            return Err(invalid(
-                "worker.attempts",
-                format!("must be 1..=100, got {}", w.attempts),
-            ));
-        }
+        within("worker.attempts", w.attempts, 1..=100, "", "")?;
         if ms(w.timeout) < 1000 {
             return Err(invalid(
                 "worker.timeout",

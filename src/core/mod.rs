@@ -87,7 +87,7 @@ pub use config::CoreConfig;
 pub use io::{Action, Fenced, Holder, Input, ProbeAddr, ProbeOutcome, Target, Verdict};
 use plan::Phase;
 pub use plan::VACANCY_CONFIRM;
-pub use report::{Event, Failure, PhaseName, Snapshot, Transition};
+pub use report::{Event, Failure, PhaseName, Snapshot, Transition, WatchStatus};
 use view::PeerView;
 
 use crate::layout::Slot;
@@ -189,18 +189,22 @@ impl Monitor {
             Phase::Fencing { attempt, .. } => (PhaseName::Fencing, *attempt),
             Phase::TakingOver { attempt, .. } => (PhaseName::TakingOver, *attempt),
         };
-        Snapshot {
-            me: self.me,
-            peer: self.peer(),
-            phase,
+        let watch = WatchStatus {
             misses: self.view.misses,
             misses_to_declare: self.cfg.misses,
-            last_rtt: self.view.last_rtt,
             cut_off: self.view.cut_off,
             degraded: !self.overlay_up,
             rounds: self.rounds,
             attempt,
             last_error: self.view.last_error.clone(),
+        };
+        let (me, peer, last_rtt) = (self.me, self.peer(), self.view.last_rtt);
+        Snapshot {
+            me,
+            peer,
+            phase,
+            last_rtt,
+            watch,
         }
     }
 

@@ -211,16 +211,24 @@ pub struct Snapshot {
     pub peer: Option<Slot>,
     /// Current phase.
     pub phase: PhaseName,
-    /// Consecutive missed rounds.
-    pub misses: u32,
-    /// Misses that declare death.
-    pub misses_to_declare: u32,
     /// RTT of the last peer answer.
     pub last_rtt: Option<Duration>,
-    /// Whether the last round was inconclusive (witness silent too).
+    /// How the watch stands.
+    pub watch: WatchStatus,
+}
+
+/// How the watch of the current peer stands: the part of a snapshot that
+/// status reports show as it is (flattened into their JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct WatchStatus {
+    /// Consecutive missed rounds.
+    pub misses: u32,
+    /// Misses that declare the peer dead.
+    pub misses_to_declare: u32,
+    /// The last round was inconclusive (witness silent too).
     pub cut_off: bool,
-    /// Whether rounds are degraded: frontend1 is silent on the overlay, so
-    /// the peer is probed on its underlay with EC2 as witness.
+    /// Rounds are degraded: frontend1 is silent on the overlay, so the
+    /// peer is probed on its underlay with EC2 as the witness.
     pub degraded: bool,
     /// Rounds evaluated since start.
     pub rounds: u64,

@@ -90,14 +90,8 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
             peer: None,
             peer_target: None,
             phase: String::new(),
-            misses: 0,
-            misses_to_declare: 0,
             last_rtt_ms: None,
-            cut_off: false,
-            degraded: false,
-            rounds: 0,
-            attempt: 0,
-            last_error: None,
+            watch: Default::default(),
             last_transition: None,
             pending_events: 0,
             power_fences: Vec::new(),
@@ -123,21 +117,15 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         r.overlay_addr = layout.overlay_addr(s.me);
         r.peer = s.peer.map(|p| p.common_name());
         r.peer_target = s.peer.map(|p| {
-            if p.is_hub() || s.degraded {
+            if p.is_hub() || s.watch.degraded {
                 "underlay address".to_string()
             } else {
                 layout.host_name(p)
             }
         });
         r.phase = s.phase.as_str().to_string();
-        r.misses = s.misses;
-        r.misses_to_declare = s.misses_to_declare;
         r.last_rtt_ms = s.last_rtt.map(ms);
-        r.cut_off = s.cut_off;
-        r.degraded = s.degraded;
-        r.rounds = s.rounds;
-        r.attempt = s.attempt;
-        r.last_error = s.last_error;
+        r.watch = s.watch;
     }
 
     /// Run until `shutdown` resolves; returns the slot this node holds then.

@@ -492,13 +492,13 @@ impl Members {
                             .into_iter()
                             .find(|p| *p == r.phase)
                             .unwrap_or("idle"),
-                        misses: u8::try_from(r.misses).unwrap_or(u8::MAX),
-                        degraded: r.degraded,
-                        cut_off: r.cut_off,
+                        misses: u8::try_from(r.watch.misses).unwrap_or(u8::MAX),
+                        degraded: r.watch.degraded,
+                        cut_off: r.watch.cut_off,
                         rtt_us: r
                             .last_rtt_ms
                             .map(|ms| (ms * 1000.0).clamp(1.0, f64::from(u32::MAX)) as u32),
-                        rounds: r.rounds,
+                        rounds: r.watch.rounds,
                     }
                 };
                 let (_, bytes) = self.next(Body::Status { req: d.seq, live });

@@ -74,7 +74,7 @@ const TOTALS: [(&str, &str); 6] = [
 
 fn totals(r: &StatusReport) -> [u64; TOTALS.len()] {
     [
-        r.rounds,
+        r.watch.rounds,
         r.counters.fences,
         r.counters.fence_failures,
         r.counters.takeovers,
@@ -212,10 +212,11 @@ impl Metrics {
                 .get_or_create(&vec![("phase".to_string(), phase.to_string())])
                 .set(i64::from(r.phase == phase));
         }
-        s.misses.set(i64::from(r.misses));
-        s.misses_to_declare.set(i64::from(r.misses_to_declare));
-        s.degraded.set(i64::from(r.degraded));
-        s.cut_off.set(i64::from(r.cut_off));
+        s.misses.set(i64::from(r.watch.misses));
+        s.misses_to_declare
+            .set(i64::from(r.watch.misses_to_declare));
+        s.degraded.set(i64::from(r.watch.degraded));
+        s.cut_off.set(i64::from(r.watch.cut_off));
         s.outbox
             .set(i64::try_from(r.pending_events).unwrap_or(i64::MAX));
         s.power_unconfirmed.set(
@@ -224,7 +225,7 @@ impl Metrics {
                 .filter(|p| p.state == super::PowerFenceState::NotConfirmed)
                 .count() as i64,
         );
-        if r.rounds > previous_rounds
+        if r.watch.rounds > previous_rounds
             && let Some(rtt) = r.last_rtt_ms
         {
             s.rtt.observe(rtt / 1000.0);
@@ -284,7 +285,7 @@ pub async fn follow(metrics: Arc<Metrics>, mut reports: watch::Receiver<StatusRe
             let r = reports.borrow_and_update();
             metrics.update(&r, rounds);
             metrics.touch();
-            rounds = r.rounds;
+            rounds = r.watch.rounds;
         }
         if reports.changed().await.is_err() {
             return;
@@ -430,7 +431,7 @@ mod tests {
         let mut r = crate::shell::tests::report();
         r.counters.fences = 2;
         r.counters.takeovers = 1;
-        r.misses = 1;
+        r.watch.misses = 1;
         r.pending_events = 4;
         r.members.vouched = 3;
         r.members.forged = 7;

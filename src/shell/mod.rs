@@ -282,23 +282,12 @@ pub struct StatusReport {
     pub peer_target: Option<String>,
     /// `idle`, `watching`, `fencing`, `taking-over`.
     pub phase: String,
-    /// Consecutive missed rounds.
-    pub misses: u32,
-    /// Misses that declare the peer dead.
-    pub misses_to_declare: u32,
     /// RTT of the last answer from the peer, in milliseconds.
     pub last_rtt_ms: Option<f64>,
-    /// The last round was inconclusive (witness silent too).
-    pub cut_off: bool,
-    /// frontend1 is silent on the overlay: the peer is probed on its
-    /// underlay with EC2 as the witness.
-    pub degraded: bool,
-    /// Rounds evaluated.
-    pub rounds: u64,
-    /// Current fence/takeover attempt.
-    pub attempt: u32,
-    /// Last fence/takeover error.
-    pub last_error: Option<String>,
+    /// Misses, rounds, the fence or takeover attempt and its last error
+    /// (flattened into the JSON).
+    #[serde(flatten)]
+    pub watch: crate::core::WatchStatus,
     /// The last transition this daemon made.
     pub last_transition: Option<TransitionEvent>,
     /// Transitions (and alerts) not yet confirmed by every sink.
@@ -351,22 +340,22 @@ impl StatusReport {
                 format!("failover in progress ({})", self.phase),
             ));
         }
-        if self.misses > 0 {
+        if self.watch.misses > 0 {
             found.push((
                 Severity::Warning,
                 format!(
                     "{} of {} rounds missed",
-                    self.misses, self.misses_to_declare
+                    self.watch.misses, self.watch.misses_to_declare
                 ),
             ));
         }
-        if self.cut_off {
+        if self.watch.cut_off {
             found.push((
                 Severity::Warning,
                 "last round inconclusive (witness silent)".into(),
             ));
         }
-        if self.degraded {
+        if self.watch.degraded {
             found.push((Severity::Warning, "overlay down: frontend1 silent".into()));
         }
         if self.pending_events > 0 {
@@ -375,7 +364,7 @@ impl StatusReport {
                 format!("{} events not yet delivered", self.pending_events),
             ));
         }
-        if let Some(e) = &self.last_error {
+        if let Some(e) = &self.watch.last_error {
             found.push((
                 Severity::Warning,
                 format!("last error: {}", crate::layout::escaped(e)),
@@ -429,9 +418,9 @@ impl StatusReport {
                 "misses",
                 format!(
                     "{} of {}{}",
-                    self.misses,
-                    self.misses_to_declare,
-                    if self.cut_off {
+                    self.watch.misses,
+                    self.watch.misses_to_declare,
+                    if self.watch.cut_off {
                         " (last round inconclusive: witness silent)"
                     } else {
                         ""
@@ -441,16 +430,16 @@ impl StatusReport {
             ("last rtt", rtt),
             (
                 "overlay",
-                if self.degraded {
+                if self.watch.degraded {
                     "DOWN (frontend1 silent): probing the underlay, EC2 as witness".into()
                 } else {
                     "up".into()
                 },
             ),
-            ("rounds", self.rounds.to_string()),
+            ("rounds", self.watch.rounds.to_string()),
             (
                 "last error",
-                self.last_error.clone().unwrap_or_else(|| "-".into()),
+                self.watch.last_error.clone().unwrap_or_else(|| "-".into()),
             ),
             ("last transition", transition),
             ("pending events", self.pending_events.to_string()),
@@ -558,7 +547,7 @@ pub(crate) mod tests {
         let r = report();
         assert_eq!(r.check(), (Severity::Ok, vec![]));
         let mut w = report();
-        w.misses = 2;
+        w.watch.misses = 2;
         w.pending_events = 1;
         let (sev, why) = w.check();
         assert_eq!(sev, Severity::Warning);

@@ -23,8 +23,8 @@ fn late_and_missing_results_are_handled() {
     let old = probes[0].0;
     // No report at all for a whole interval: the round counts nothing.
     let probes = h.tick();
-    assert_eq!(h.m.snapshot().misses, 0);
-    assert!(h.m.snapshot().cut_off);
+    assert_eq!(h.m.snapshot().watch.misses, 0);
+    assert!(h.m.snapshot().watch.cut_off);
     // A late report of the old round changes nothing.
     h.input(
         Duration::ZERO,
@@ -42,7 +42,7 @@ fn late_and_missing_results_are_handled() {
             outcome: ProbeOutcome::Silent,
         },
     );
-    assert_eq!(h.m.snapshot().misses, 0);
+    assert_eq!(h.m.snapshot().watch.misses, 0);
     // A peer silent with the witness result missing is not a miss either.
     h.input(
         Duration::from_millis(800),
@@ -53,7 +53,7 @@ fn late_and_missing_results_are_handled() {
         },
     );
     h.tick();
-    assert_eq!(h.m.snapshot().misses, 0);
+    assert_eq!(h.m.snapshot().watch.misses, 0);
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn a_silent_overlay_witness_degrades_rounds_to_underlay_and_ec2() {
     let mut h = Harness::new(be(3));
     h.round(None, None); // frontend1 silent on the overlay
     assert!(h.events.contains(&Event::Degraded { peer: be(2) }));
-    assert!(h.m.snapshot().degraded);
+    assert!(h.m.snapshot().watch.degraded);
     let probes = h.tick();
     assert_eq!(
         probes
@@ -124,7 +124,7 @@ fn a_silent_overlay_witness_degrades_rounds_to_underlay_and_ec2() {
             },
         );
     }
-    assert_eq!(h.m.snapshot().misses, 1);
+    assert_eq!(h.m.snapshot().watch.misses, 1);
     h.take_work();
     // Two more degraded misses declare the peer dead.
     h.round(None, Some(RTT));
@@ -161,7 +161,7 @@ fn the_overlay_coming_back_ends_degraded_rounds() {
     let probes = h.tick();
     assert_eq!(probes.len(), 2);
     assert_eq!(probes[0].2, ProbeAddr::Overlay(be(2)));
-    assert!(!h.m.snapshot().degraded);
+    assert!(!h.m.snapshot().watch.degraded);
 }
 
 #[test]
@@ -198,7 +198,7 @@ fn a_peer_never_seen_is_not_declared_dead_during_the_startup_grace() {
         let rest = h.held_lookups();
         assert!(rest.is_empty(), "{rest:?}");
     }
-    assert_eq!(h.m.snapshot().misses, 10);
+    assert_eq!(h.m.snapshot().watch.misses, 10);
     // Past the grace, the next miss declares it dead.
     let mut fenced_at = None;
     for _ in 0..40 {
@@ -262,7 +262,11 @@ fn two_dead_in_a_row_take_one_detection_window_not_two() {
     );
     h.take_work();
     // Probed from the second missed round of frontend3 on: two misses.
-    assert_eq!(h.m.snapshot().misses, 2, "frontend2's misses carried over");
+    assert_eq!(
+        h.m.snapshot().watch.misses,
+        2,
+        "frontend2's misses carried over"
+    );
     // One more silent round of frontend2 declares it dead, and its fence
     // is chained to the takeover (the cooldown after it does not hold it).
     h.round(None, Some(RTT));
@@ -288,7 +292,7 @@ fn a_live_n_minus_2_carries_nothing() {
             result: Ok(()),
         },
     );
-    assert_eq!(h.m.snapshot().misses, 0);
+    assert_eq!(h.m.snapshot().watch.misses, 0);
     // frontend2 dies later: a fresh death, not chained to the takeover.
     h.take_work();
     for _ in 0..3 {
@@ -341,6 +345,6 @@ fn a_probe_that_could_not_be_sent_is_no_evidence() {
             assert!(matches!(a, Action::CheckHolder { .. }), "{a:?}");
         }
     }
-    assert_eq!(h.m.snapshot().misses, 0);
+    assert_eq!(h.m.snapshot().watch.misses, 0);
     assert_eq!(h.fences(), 0);
 }

@@ -23,9 +23,9 @@ fn steady_state_probes_peer_and_witness_every_interval() {
     assert!(h.work.is_empty(), "{:?}", h.work);
     let s = h.m.snapshot();
     assert_eq!(s.phase, PhaseName::Watching);
-    assert_eq!(s.misses, 0);
+    assert_eq!(s.watch.misses, 0);
     assert_eq!(s.last_rtt, Some(RTT));
-    assert_eq!(s.rounds, 100);
+    assert_eq!(s.watch.rounds, 100);
     assert_eq!(s.peer, Some(fe(2)));
 }
 
@@ -35,7 +35,7 @@ fn peer_death_is_declared_after_exactly_misses_rounds() {
     h.round(Some(RTT), Some(RTT));
     for miss in 1..=2 {
         h.round(None, Some(RTT));
-        assert_eq!(h.m.snapshot().misses, miss);
+        assert_eq!(h.m.snapshot().watch.misses, miss);
         assert_eq!(h.take_work(), vec![Action::CheckHolder { slot: be(2) }]);
         h.input(Duration::ZERO, holder(be(2), Holder::Held));
         assert_eq!(h.fences(), 0);
@@ -67,8 +67,8 @@ fn witness_down_counts_no_misses() {
     // Only look-ups (for a vacant slot); never a fence.
     h.only_lookups();
     let s = h.m.snapshot();
-    assert_eq!(s.misses, 0);
-    assert!(s.cut_off);
+    assert_eq!(s.watch.misses, 0);
+    assert!(s.watch.cut_off);
     assert_eq!(s.phase, PhaseName::Watching);
 }
 
@@ -81,7 +81,7 @@ fn an_inconclusive_round_breaks_the_streak() {
     h.round(None, Some(RTT));
     h.round(None, Some(RTT));
     assert_eq!(h.fences(), 0);
-    assert_eq!(h.m.snapshot().misses, 2);
+    assert_eq!(h.m.snapshot().watch.misses, 2);
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn one_answer_resets_the_count() {
         h.round(Some(RTT), None); // the peer's answer counts even without the witness
     }
     assert_eq!(h.fences(), 0);
-    assert_eq!(h.m.snapshot().misses, 0);
+    assert_eq!(h.m.snapshot().watch.misses, 0);
     assert!(h.events.contains(&Event::Recovered {
         peer: fe(3),
         after: 2

@@ -75,7 +75,7 @@ fn a_peer_a_helper_reaches_is_never_declared_however_long_this_node_misses_it() 
     }
     assert_eq!(h.fences(), 0, "{:?}", h.work);
     assert!(h.events.iter().any(|e| matches!(e, Event::Vouched { .. })));
-    assert!(h.m.snapshot().misses < 3);
+    assert!(h.m.snapshot().watch.misses < 3);
 }
 
 #[test]
@@ -215,7 +215,7 @@ fn a_hub_whose_overlay_is_silent_past_the_grace_is_fenced_once_helpers_confirm()
     // 8 s of overlay silence: the hub may be restarting its OpenVPN.
     for _ in 0..8 {
         assert!(hub_round(&mut h, false).is_empty());
-        assert_eq!(h.m.snapshot().misses, 0);
+        assert_eq!(h.m.snapshot().watch.misses, 0);
     }
     let mut fenced_after = None;
     for n in 1..=5 {
@@ -262,9 +262,9 @@ fn the_hub_overlay_back_ends_the_sickness() {
     for _ in 0..10 {
         hub_round(&mut h, false);
     }
-    assert!(h.m.snapshot().misses > 0);
+    assert!(h.m.snapshot().watch.misses > 0);
     hub_round(&mut h, true);
-    assert_eq!(h.m.snapshot().misses, 0);
+    assert_eq!(h.m.snapshot().watch.misses, 0);
     for _ in 0..7 {
         assert!(hub_round(&mut h, false).is_empty(), "the grace starts over");
     }

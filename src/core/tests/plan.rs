@@ -65,7 +65,7 @@ fn fence_failure_means_no_takeover_and_bounded_backoff() {
         ]
     );
     assert_eq!(
-        h.m.snapshot().last_error.as_deref(),
+        h.m.snapshot().watch.last_error.as_deref(),
         Some("ec2 unreachable")
     );
     // Finally the fence is confirmed: take over.
@@ -183,7 +183,7 @@ fn takeover_announces_and_watches_the_new_predecessor() {
     // The new predecessor is probed at once.
     let probes = h.tick();
     assert_eq!(probes[0].2, ProbeAddr::Overlay(fe(2)));
-    assert_eq!(h.m.snapshot().misses, 0);
+    assert_eq!(h.m.snapshot().watch.misses, 0);
 }
 
 #[test]
