@@ -37,8 +37,15 @@
 //! accepted (the worker's Ansible included).
 //!
 //! `BENCH_ONLY` (comma-separated: `fence`, `power`, `old`, `keepalived`,
-//! `baseline`, `hang`, `hubsick`, `mysqld`, `idle`, `oneway`) runs a
-//! subset; default all.
+//! `baseline`, `hang`, `hubsick`, `mysqld`, `switchover`, `idle`, `oneway`)
+//! runs a subset; default all.
+//!
+//! Planned switchover (`BENCH_HANG_RUNS` runs): `chainwatch switchover` on
+//! the hub of a 3-frontend fleet, at a random phase of its rounds; seconds
+//! from the request until frontend2 holds frontend1, and until every
+//! member reaches the new hub and the new hub reaches it on the overlay, as
+//! the rig sees it while the command runs; the command's own reported
+//! time; StopInstances calls.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -256,6 +263,40 @@ async fn hub_sick_once() -> f64 {
     }
     sh_quiet(&format!("kill -KILL {daemon} {vpn}"));
     back
+}
+
+/// One planned switchover of the hub: (request → frontend2 holds
+/// frontend1, → the overlay whole through it as the rig sees it, the
+/// command's reported time, StopInstances calls).
+async fn switchover_once() -> (f64, f64, f64, usize) {
+    let f = Fleet::frontends(3).await;
+    wait_for("the overlay whole", Duration::from_secs(60), || {
+        (f.overlay_whole(0, 1) && f.overlay_whole(0, 2)).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(rand::random_range(0..1000)));
+    let t0 = Instant::now();
+    let (mut held, mut whole) = (f64::NAN, f64::NAN);
+    let mut command = f.cli_command(0, &["switchover"]);
+    let out = std::thread::scope(|scope| {
+        let cmd = scope.spawn(move || command.output().unwrap());
+        while t0.elapsed() < Duration::from_secs(120) && whole.is_nan() {
+            if held.is_nan() && f.status(1).is_some_and(|s| s["id"] == 1) {
+                held = t0.elapsed().as_secs_f64();
+            }
+            if !held.is_nan() && f.overlay_whole(1, 0) && f.overlay_whole(1, 2) {
+                whole = t0.elapsed().as_secs_f64();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cmd.join().unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reported = stdout
+        .lines()
+        .find(|l| l.contains("the overlay is whole"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN);
+    (held, whole, reported, f.proxy.stops().len())
 }
 
 /// backend1's mariadbd SIGSTOPped at a random phase: seconds to backend2
@@ -537,6 +578,16 @@ fn main() {
             t
         })
         .collect();
+    let switchovers: Vec<(f64, f64, f64, usize)> = (1..=n("switchover", hang_runs))
+        .map(|i| {
+            let r = rt.block_on(switchover_once());
+            eprintln!(
+                "switchover run {i}: frontend1 held by the old frontend2 after {:.2} s, overlay whole after {:.2} s (reported {:.2} s), {} StopInstances",
+                r.0, r.1, r.2, r.3
+            );
+            r
+        })
+        .collect();
     let mysqld: Vec<(f64, f64)> = (1..=n("mysqld", hang_runs))
         .map(|i| {
             let (p, a) = rt.block_on(mysqld_hung_once());
@@ -589,6 +640,7 @@ fn main() {
         base,
         hang,
         sick,
+        switchovers,
         mysqld,
         cw_fp,
         cw_false,
@@ -645,6 +697,7 @@ struct Results {
     base: Vec<(f64, f64)>,
     hang: Vec<f64>,
     sick: Vec<f64>,
+    switchovers: Vec<(f64, f64, f64, usize)>,
     mysqld: Vec<(f64, f64)>,
     cw_fp: (u64, f64),
     cw_false: usize,
@@ -735,6 +788,27 @@ fn print_results(r: &Results) {
         println!(
             "| chainwatch (probe.hub_overlay_grace_ms 8000, helpers on the underlay) | {median:.2} s | {worst:.2} s |"
         );
+    }
+    if !r.switchovers.is_empty() {
+        let col =
+            |k: usize| -> Vec<f64> { r.switchovers.iter().map(|x| [x.0, x.1, x.2][k]).collect() };
+        let stops: usize = r.switchovers.iter().map(|x| x.3).sum();
+        println!(
+            "\n## Planned hub switchover (`chainwatch switchover`), {} runs\n",
+            r.switchovers.len()
+        );
+        println!("| from the request | median / p95 |");
+        println!("|---|---|");
+        println!("| → frontend2 holds frontend1 | {} |", stats(col(0)));
+        println!(
+            "| → overlay whole through the new hub (rig's view) | {} |",
+            stats(col(1))
+        );
+        println!(
+            "| → overlay whole (the command's report) | {} |",
+            stats(col(2))
+        );
+        println!("| StopInstances calls, all runs | {stops} |");
     }
     if !r.mysqld.is_empty() {
         let (pm, pw) = median_worst(&r.mysqld.iter().map(|m| m.0).collect::<Vec<_>>());

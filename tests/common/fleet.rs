@@ -522,15 +522,21 @@ impl Fleet {
     /// namespace (so on the overlay, as an operator on that host would),
     /// against the rig's EC2.
     pub fn cli_in(&self, i: usize, args: &[&str]) -> std::process::Output {
+        self.cli_command(i, args).output().unwrap()
+    }
+
+    /// The command [`Fleet::cli_in`] runs, to run elsewhere (another
+    /// thread, while this one watches the fleet).
+    pub fn cli_command(&self, i: usize, args: &[&str]) -> Command {
         let n = &self.nodes[i];
-        super::aws_env(&mut Command::new("ip"), &self.shared.api_endpoint)
+        let mut cmd = Command::new("ip");
+        super::aws_env(&mut cmd, &self.shared.api_endpoint)
             .args(["netns", "exec", &n.ns])
             .arg(bin())
             .arg("--config")
             .arg(n.dir.join("chainwatch.toml"))
-            .args(args)
-            .output()
-            .unwrap()
+            .args(args);
+        cmd
     }
 
     /// The last `lines` log lines of every node, for a failure message: what
