@@ -43,14 +43,7 @@ async fn an_event_published_with_confirms_arrives_once() {
     assert_eq!(got[0].routing_key.as_str(), "frontend.takeover");
     // The queues exist as declared: the worker queue is a quorum queue
     // dead-lettering to chainwatch.dlx.
-    let out = common::sh(&format!(
-        "rabbitmqctl -q list_queues -p {} name type arguments",
-        mq.vhost
-    ));
-    let worker = out
-        .lines()
-        .find(|l| l.starts_with("chainwatch.worker"))
-        .unwrap();
+    let (out, worker) = queue_line(&mq, "chainwatch.worker");
     assert!(worker.contains("quorum"), "{out}");
     assert!(worker.contains("chainwatch.dlx"), "{out}");
     assert!(
@@ -92,15 +85,23 @@ async fn an_alert_goes_to_the_alerts_queue_and_never_to_the_worker() {
     );
     assert_eq!(mq.count(&cfg.queue).await, 0, "the worker never sees it");
     // The alerts queue is bounded: the oldest go first.
+    let (out, line) = queue_line(&mq, "chainwatch.alerts");
+    assert!(line.contains("x-max-length"), "{out}");
+}
+
+/// The broker's list of the vhost's queues (name, type, arguments), and
+/// the line of the queue `name`.
+fn queue_line(mq: &common::rabbit::Rabbit, name: &str) -> (String, String) {
     let out = common::sh(&format!(
-        "rabbitmqctl -q list_queues -p {} name arguments",
+        "rabbitmqctl -q list_queues -p {} name type arguments",
         mq.vhost
     ));
     let line = out
         .lines()
-        .find(|l| l.starts_with("chainwatch.alerts"))
-        .unwrap_or_else(|| panic!("{out}"));
-    assert!(line.contains("x-max-length"), "{out}");
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} in {out}"))
+        .to_string();
+    (out, line)
 }
 
 #[tokio::test(flavor = "current_thread")]

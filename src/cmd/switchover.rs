@@ -13,7 +13,7 @@ use super::{CmdError, settings};
 use crate::layout::{Role, Slot};
 use crate::shell::aws::ec2::{self, Ec2Registry};
 use crate::shell::prober::IcmpProber;
-use crate::shell::{control, status};
+use crate::shell::{control, status, switchover};
 
 /// Arguments of `switchover`.
 #[derive(Debug, clap::Args)]
@@ -75,17 +75,10 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
         ))
     };
     // The new holder, as EC2 shows it.
-    let new_holder = loop {
-        if let Ok(h) = registry.holders(me).await
-            && let Some(i) = h.first()
-        {
-            break i.instance_id().unwrap_or("?").to_string();
-        }
-        if Instant::now() >= deadline {
-            return Err(late(&format!("nobody took {me}")));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let new_holder = switchover::new_holder(&registry, me, left)
+        .await
+        .ok_or_else(|| late(&format!("nobody took {me}")))?;
     println!(
         "{:>6.2} s  {me} is held by {new_holder}",
         start.elapsed().as_secs_f64()

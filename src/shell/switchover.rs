@@ -90,11 +90,10 @@ pub async fn complete(
             let _ = reply.send(Ok(format!(
                 "{me} released (identity down, tagged released in EC2); {watcher} is told to take it"
             )));
-            match taken(registry, me).await {
-                Some(after) => tracing::warn!(
+            match new_holder(registry, me, TAKEN_WITHIN).await {
+                Some(holder) => tracing::warn!(
                     %me,
-                    "{me} is held by another instance after {:.1} s: starting again to rejoin at the tail",
-                    after.as_secs_f64()
+                    "{me} is held by {holder}: starting again to rejoin at the tail"
                 ),
                 None => tracing::error!(
                     %me,
@@ -160,17 +159,22 @@ async fn release(
     Ok(())
 }
 
-/// Wait until a running instance other than this one holds `slot`, up to
-/// [`TAKEN_WITHIN`]; how long it took, if it did.
-async fn taken(registry: &Ec2Registry, slot: Slot) -> Option<Duration> {
+/// Wait until a running instance other than this one holds `slot`, for
+/// at most `within`: its instance ID, once EC2 shows it. The daemon waits
+/// for it before it starts again; `chainwatch switchover` reports it.
+pub async fn new_holder(registry: &Ec2Registry, slot: Slot, within: Duration) -> Option<String> {
     let start = Instant::now();
-    while start.elapsed() < TAKEN_WITHIN {
-        if registry.holders(slot).await.is_ok_and(|h| !h.is_empty()) {
-            return Some(start.elapsed());
+    loop {
+        if let Ok(holders) = registry.holders(slot).await
+            && let Some(i) = holders.first()
+        {
+            return Some(i.instance_id().unwrap_or("?").to_string());
+        }
+        if start.elapsed() >= within {
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    None
 }
 
 /// Start this daemon again in place, with the same arguments: the start
