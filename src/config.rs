@@ -530,8 +530,10 @@ pub struct ServiceConfig {
     /// `none` (default), `tcp`, `mysql` or `command`.
     pub check: ServiceCheck,
     /// `tcp` and `mysql`: where the service listens (a loopback address).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<SocketAddr>,
     /// `command`: the program and its arguments (no shell).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
     /// Time between two checks.
     pub interval: Duration,
@@ -569,6 +571,13 @@ pub struct ProbeConfig {
     pub interval: Duration,
     /// How long one probe may take; less than `interval`.
     pub timeout: Duration,
+    /// Rounds that ask EC2 as the witness (watching the hub on its
+    /// underlay, or any peer while the overlay is down) go at the API's
+    /// pace: every `api_interval` (or `interval` if longer)...
+    pub api_interval: Duration,
+    /// ...with this timeout (or `timeout` if longer), less than
+    /// `api_interval`.
+    pub api_timeout: Duration,
     /// ICMP echoes per probe, spread evenly over the timeout; the first reply
     /// answers the probe. More than one rides out random packet loss.
     pub attempts: u32,
@@ -590,8 +599,10 @@ pub struct ProbeConfig {
 impl Default for ProbeConfig {
     fn default() -> Self {
         ProbeConfig {
-            interval: Duration::from_millis(1000),
-            timeout: Duration::from_millis(800),
+            interval: Duration::from_millis(250),
+            timeout: Duration::from_millis(200),
+            api_interval: Duration::from_millis(1000),
+            api_timeout: Duration::from_millis(800),
             attempts: 8,
             misses: 3,
             hub_underlay: None,
@@ -640,6 +651,8 @@ impl Settings {
         CoreConfig {
             interval: p.interval,
             probe_timeout: p.timeout,
+            api_interval: p.api_interval,
+            api_timeout: p.api_timeout,
             misses: p.misses,
             backoff_initial: r.initial,
             backoff_max: r.max,
@@ -868,6 +881,13 @@ impl Config {
             ("probe.interval", "probe.timeout"),
             p.interval,
             p.timeout,
+            10,
+            true,
+        )?;
+        timing(
+            ("probe.api_interval", "probe.api_timeout"),
+            p.api_interval,
+            p.api_timeout,
             10,
             true,
         )?;

@@ -190,9 +190,16 @@ struct World {
 impl World {
     fn new(seed: u64) -> Self {
         let start = Instant::now();
+        // Every round at the API's pace (1 s, 800 ms), the hub's and the
+        // degraded ones' as shipped: the chain's rules do not depend on the
+        // pace, and this world's delays and bounds are written in it. The
+        // overlay's faster pace is the core's unit tests' (tests/detector.rs).
+        let d = CoreConfig::default();
         let cfg = CoreConfig {
             second_opinion: true,
-            ..CoreConfig::default()
+            interval: d.api_interval,
+            probe_timeout: d.api_timeout,
+            ..d
         };
         let mut nodes = Vec::new();
         for role in Role::ALL {

@@ -9,6 +9,12 @@ pub struct CoreConfig {
     pub interval: Duration,
     /// How long one probe may take; must be shorter than `interval`.
     pub probe_timeout: Duration,
+    /// Rounds that ask EC2 as the witness (watching the hub on its
+    /// underlay, or any peer while the overlay is down) go at the API's
+    /// pace: this interval (or `interval` if longer)...
+    pub api_interval: Duration,
+    /// ...and this timeout (or `probe_timeout` if longer).
+    pub api_timeout: Duration,
     /// Consecutive missed rounds that declare the peer dead.
     pub misses: u32,
     /// First retry delay after a failed fence or takeover.
@@ -33,8 +39,10 @@ pub struct CoreConfig {
 impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
-            interval: Duration::from_millis(1000),
-            probe_timeout: Duration::from_millis(800),
+            interval: Duration::from_millis(250),
+            probe_timeout: Duration::from_millis(200),
+            api_interval: Duration::from_millis(1000),
+            api_timeout: Duration::from_millis(800),
             misses: 3,
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),

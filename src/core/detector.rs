@@ -2,9 +2,9 @@
 //! peer's own predecessor), their evaluation into misses, inconclusive
 //! rounds and answers, and the degraded mode when the overlay is down.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{Action, Event, Monitor, Phase, ProbeAddr, ProbeOutcome, Target, Verdict};
+use super::{Action, Event, Monitor, Phase, ProbeAddr, ProbeOutcome, Target};
 use crate::layout::{Role, Slot};
 
 #[derive(Debug, Clone)]
@@ -32,12 +32,14 @@ impl Monitor {
         };
         let seq = self.next_seq;
         self.next_seq += 1;
+        let degraded = !peer.is_hub() && !self.overlay_up;
+        let (interval, timeout) = self.pace(peer);
         self.view.round = Some(Round {
             seq,
             started: now,
             peer: None,
             witness: None,
-            degraded: false,
+            degraded,
             beyond_probed: false,
             beyond: None,
             hub_overlay_probed: false,
@@ -45,17 +47,9 @@ impl Monitor {
         });
         // Keep a steady cadence, but after a stall start afresh instead of
         // firing a burst of overdue rounds.
-        let next = scheduled + self.cfg.interval;
-        self.next_round_at = Some(if next > now {
-            next
-        } else {
-            now + self.cfg.interval
-        });
+        let next = scheduled + interval;
+        self.next_round_at = Some(if next > now { next } else { now + interval });
         let hub = Slot::new(Role::Frontend, 1);
-        let degraded = !peer.is_hub() && !self.overlay_up;
-        if let Some(round) = self.view.round.as_mut() {
-            round.degraded = degraded;
-        }
         let mut probes = if peer.is_hub() || degraded {
             vec![
                 (Target::Peer, ProbeAddr::Underlay(peer)),
@@ -94,8 +88,25 @@ impl Monitor {
                 round: seq,
                 target,
                 addr,
-                timeout: self.cfg.probe_timeout,
+                timeout,
             });
+        }
+    }
+
+    /// The interval and probe timeout of rounds on `peer`: the overlay's
+    /// fast pace, or the API's when EC2 is the witness (the hub, watched on
+    /// its underlay, or any peer while the overlay is down). A round must
+    /// end before the next starts, and a `DescribeInstances` takes longer
+    /// than an echo on the overlay.
+    pub(super) fn pace(&self, peer: Slot) -> (Duration, Duration) {
+        let c = &self.cfg;
+        if peer.is_hub() || !self.overlay_up {
+            (
+                c.api_interval.max(c.interval),
+                c.api_timeout.max(c.probe_timeout),
+            )
+        } else {
+            (c.interval, c.probe_timeout)
         }
     }
 
@@ -324,7 +335,7 @@ impl Monitor {
             return;
         }
         if !self.released(now) {
-            self.view.released_until = Some(now + self.cfg.interval * self.cfg.misses);
+            self.view.released_until = Some(now + self.pace(peer).0 * self.cfg.misses);
             self.check_holder(peer);
         }
         if peer.is_hub() {
@@ -334,7 +345,7 @@ impl Monitor {
         if self.resigned(now) {
             return;
         }
-        self.view.resigned_until = Some(now + self.cfg.interval * self.cfg.misses);
+        self.view.resigned_until = Some(now + self.pace(peer).0 * self.cfg.misses);
         self.events.push_back(Event::Resigned { peer });
         if self.view.misses >= 1 && !self.in_grace(now) {
             // The identity went down before the word came, and a round
@@ -360,7 +371,7 @@ impl Monitor {
         }
     }
 
-    fn resigned(&self, now: Instant) -> bool {
+    pub(super) fn resigned(&self, now: Instant) -> bool {
         self.view.resigned_until.is_some_and(|until| now < until)
     }
 
@@ -371,7 +382,7 @@ impl Monitor {
         self.view.released_until.is_some_and(|until| now < until)
     }
 
-    fn in_grace(&self, now: Instant) -> bool {
+    pub(super) fn in_grace(&self, now: Instant) -> bool {
         !self.peer_seen && now < self.grace_until
     }
 
@@ -379,101 +390,6 @@ impl Monitor {
     pub(super) fn end_streak(&mut self) {
         self.view.streak_seq = None;
         self.view.verdict = None;
-    }
-
-    /// One request at a time: while one is out, later misses wait for it.
-    /// Only overlay rounds ask: the members' channel runs on the overlay,
-    /// and the hub (probed on its underlay) carries that overlay itself.
-    fn ask_helpers(&mut self, seq: u64, peer: Slot) {
-        let channel_up = if peer.is_hub() {
-            self.view.sick_hub // asked over the underlay
-        } else {
-            self.overlay_up
-        };
-        if self.cfg.second_opinion && !self.view.asking && channel_up {
-            self.view.asking = true;
-            self.actions.push_back(Action::AskHelpers {
-                round: seq,
-                peer,
-                timeout: self.cfg.probe_timeout + self.cfg.probe_timeout / 2,
-            });
-        }
-    }
-
-    /// May a peer that has missed enough rounds be declared dead?
-    /// `Err` says why not yet.
-    pub(super) fn second_opinion(&self, need: u32) -> Result<(), &'static str> {
-        let Some(peer) = self.peer() else {
-            return Err("no peer");
-        };
-        if self.view.sick_hub {
-            // Its underlay answers: only helpers that cannot reach its
-            // overlay either condemn it, never the fallback.
-            return match self.view.verdict {
-                Some(Verdict::Unreached { .. }) => Ok(()),
-                Some(Verdict::Reached) => Err("a helper reached the hub's overlay"),
-                None => Err("waiting for the helpers' probes of the hub's overlay"),
-                Some(_) => Err(
-                    "no helper confirms the hub's overlay is down: a hub whose underlay answers is never fenced on this node's word alone",
-                ),
-            };
-        }
-        if !self.cfg.second_opinion || peer.is_hub() || !self.overlay_up {
-            return Ok(()); // the witness rule alone
-        }
-        match self.view.verdict {
-            Some(Verdict::Unreached { .. } | Verdict::NoneToAsk) => Ok(()),
-            // Lifeguard: a node its helpers do not answer suspects itself
-            // first, and a lone "no" may come from the peer's partner in a
-            // pairwise partition. Either way it falls back to the witness
-            // rule, but only after twice the misses.
-            Some(Verdict::TooFew { .. }) if self.view.misses >= need * 2 => Ok(()),
-            Some(Verdict::TooFew { unreached: 0, .. }) => {
-                Err("no helper answered this node, which may be the sick one")
-            }
-            Some(Verdict::TooFew { .. }) => Err(
-                "too few helpers confirm: the one that could not reach the peer may share its path fault",
-            ),
-            Some(Verdict::Reached) => Err("a helper reached the peer"),
-            None => Err("waiting for the helpers' probes"),
-        }
-    }
-
-    pub(super) fn on_helpers(&mut self, now: Instant, seq: u64, verdict: Verdict) {
-        self.view.asking = false;
-        let Some(peer) = self.peer() else {
-            return;
-        };
-        // Only a request of the current streak counts.
-        let Some(start) = self.view.streak_seq else {
-            return;
-        };
-        // Before the first miss only when asked early on a resignation.
-        if seq < start || (self.view.misses == 0 && !self.resigned(now)) {
-            return;
-        }
-        if verdict == Verdict::Reached {
-            self.view.resigned_until = None;
-            self.chained_peer = None;
-            self.events.push_back(Event::Vouched {
-                peer,
-                after: self.view.misses,
-            });
-            self.view.misses = 0;
-            self.view.silent_since = None;
-            self.end_streak();
-            self.call_off_fence();
-            return;
-        }
-        self.view.verdict = Some(verdict);
-        let need = self.misses_needed(now);
-        if self.phase == Phase::Watching
-            && self.view.misses >= need
-            && !self.in_grace(now)
-            && self.second_opinion(need).is_ok()
-        {
-            self.declare_dead(now, peer);
-        }
     }
 
     pub(super) fn set_overlay_up(&mut self, up: bool) {

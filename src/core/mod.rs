@@ -76,6 +76,7 @@
 mod config;
 mod detector;
 mod io;
+mod opinion;
 mod plan;
 mod report;
 mod view;

@@ -190,7 +190,7 @@ fn a_node_cut_off_from_everything_never_fences_even_degraded() {
 fn a_peer_never_seen_is_not_declared_dead_during_the_startup_grace() {
     let start = Instant::now();
     let mut h = Harness::new(be(3));
-    h.m = Monitor::new(CoreConfig::default(), be(3), start);
+    h.m = Monitor::new(slow(), be(3), start);
     h.drain();
     // backend2 is still booting: 10 silent rounds, witness up, no fence.
     for _ in 0..10 {
@@ -218,7 +218,7 @@ fn a_peer_never_seen_is_not_declared_dead_during_the_startup_grace() {
     );
     // A peer that answered once gets no grace.
     let mut h = Harness::new(be(3));
-    h.m = Monitor::new(CoreConfig::default(), be(3), h.start);
+    h.m = Monitor::new(slow(), be(3), h.start);
     h.drain();
     h.round(Some(RTT), Some(RTT));
     for _ in 0..3 {

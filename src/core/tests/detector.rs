@@ -119,6 +119,88 @@ fn the_hub_is_probed_on_its_underlay_with_ec2_as_witness() {
     assert_eq!(h.fences(), 1);
 }
 
+/// The defaults as shipped, without the startup grace.
+fn shipped(me: Slot) -> Harness {
+    let mut h = Harness::new(me);
+    let c = CoreConfig {
+        startup_grace: Duration::ZERO,
+        ..CoreConfig::default()
+    };
+    h.m = Monitor::new(c, me, h.now);
+    h.drain();
+    h
+}
+
+#[test]
+fn overlay_rounds_go_at_the_fast_pace_and_rounds_that_ask_ec2_at_the_apis() {
+    // frontend3 watches frontend2 on the overlay: every 250 ms, 200 ms probes.
+    let mut h = shipped(fe(3));
+    for i in 0..8u64 {
+        h.round(Some(RTT), Some(RTT));
+        assert_eq!(h.elapsed(), Duration::from_millis(250 * i + 3));
+        assert_eq!(h.timeout, Duration::from_millis(200));
+    }
+    // frontend2 watches the hub on its underlay, EC2 the witness: every 1 s,
+    // 800 ms, whatever the overlay's pace.
+    let mut h = shipped(fe(2));
+    for i in 0..4u64 {
+        h.round(Some(RTT), Some(RTT));
+        assert_eq!(h.elapsed(), Duration::from_millis(1000 * i + 3));
+        assert_eq!(h.timeout, Duration::from_millis(800));
+    }
+    // So does a peer while the overlay is down (EC2 the witness again).
+    let mut h = shipped(be(3));
+    h.round(None, None); // the witness on the overlay is silent: degraded
+    let probes = h.tick();
+    assert_eq!(probes[1].2, ProbeAddr::Ec2Api);
+    assert_eq!(h.timeout, Duration::from_millis(800));
+    // Operators who slow the overlay's rounds below the API's keep theirs.
+    let mut h = Harness::new(fe(2));
+    let c = CoreConfig {
+        interval: Duration::from_secs(2),
+        probe_timeout: Duration::from_millis(1500),
+        ..CoreConfig::default()
+    };
+    h.m = Monitor::new(c, fe(2), h.now);
+    h.drain();
+    h.round(Some(RTT), Some(RTT));
+    h.round(Some(RTT), Some(RTT));
+    assert_eq!(h.elapsed(), Duration::from_millis(2003));
+    assert_eq!(h.timeout, Duration::from_millis(1500));
+}
+
+/// A death at every phase of the 250 ms round, 10 ms apart, is declared
+/// within 0.95 s: the round under way when it dies (already answered),
+/// then three silent ones, the last reported at its 200 ms timeout.
+#[test]
+fn with_the_shipped_pace_a_death_at_any_phase_is_declared_within_a_second() {
+    let mut worst = Duration::ZERO;
+    for phase in (0..250).step_by(10) {
+        let mut h = shipped(be(3));
+        for _ in 0..4 {
+            h.round(Some(RTT), Some(RTT));
+        }
+        // The last round started 3 ms ago; the peer dies `phase` ms into it
+        // (a death before its answer makes that round the first miss).
+        let started = h.now - RTT;
+        let death = started + Duration::from_millis(phase.max(4));
+        loop {
+            h.round(None, Some(RTT));
+            if h.fences() > 0 {
+                break;
+            }
+            h.held_lookups();
+        }
+        let took = h.now - death;
+        assert!(
+            took <= Duration::from_millis(950),
+            "phase {phase} ms: {took:?}"
+        );
+        worst = worst.max(took);
+    }
+    assert!(worst >= Duration::from_millis(900), "{worst:?}");
+}
+
 #[test]
 fn id_1_watches_nobody() {
     for me in [fe(1), be(1)] {
