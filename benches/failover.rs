@@ -2,7 +2,7 @@
 //! failover`; `BENCH_RUNS` faults per contender, default 10;
 //! `BENCH_OLD_RUNS` faults for the power fence and for the old fence,
 //! default 3; `BENCH_LOSS_SECS`
-//! of 20 % loss, default 300). The rig's EC2 stops as slowly as AWS's
+//! of 30 % loss, default 300). The rig's EC2 stops as slowly as AWS's
 //! (`CHAINWATCH_RIG_STOP_MS`, `CHAINWATCH_RIG_STOP_SKIP_OS_MS`). The same
 //! fault — the peer's instance dies: processes killed, link down — many
 //! times, each at a uniformly random phase of the probe cycle, for:
@@ -21,7 +21,9 @@
 //! Reported: median and p95 of (a) death → death declared, (b) death → the
 //! new holder answering on the address, (c) → event confirmed (chainwatch
 //! only); resident memory and CPU while idle-probing; false takeovers under
-//! 20 % random loss on the peer's link; the hub's OpenVPN hung (SIGSTOP) →
+//! 30 % random loss on the peer's link; jitter (`BENCH_JITTER_SECS`,
+//! default 120): frontend2's OpenVPN paused for 200 ms at random, so every
+//! packet to and from it waits; fences counted; the hub's OpenVPN hung (SIGSTOP) →
 //! every member's overlay back (`BENCH_HANG_RUNS`, default 5; median and
 //! worst); one-way loss (`BENCH_ONEWAY_SECS`, default 600): frontend3
 //! drops everything from frontend2, fences counted; then frontend2 dies
@@ -37,7 +39,8 @@
 //! accepted (the worker's Ansible included).
 //!
 //! `BENCH_ONLY` (comma-separated: `fence`, `power`, `old`, `keepalived`,
-//! `baseline`, `hang`, `hubsick`, `mysqld`, `switchover`, `idle`, `oneway`)
+//! `baseline`, `hang`, `hubsick`, `mysqld`, `switchover`, `idle`, `oneway`,
+//! `jitter`)
 //! runs a subset; default all.
 //!
 //! Planned switchover (`BENCH_HANG_RUNS` runs): `chainwatch switchover` on
@@ -57,6 +60,9 @@ use chainwatch::layout::{Role, Slot};
 use common::fleet::{Fleet, Options};
 use common::{Proc, sh, sh_quiet, wait_for};
 
+/// Random loss on the peer's link in the false-takeover soak, both ways.
+const LOSS_PCT: u32 = 30;
+
 fn fe(id: u32) -> Slot {
     Slot::new(Role::Frontend, id)
 }
@@ -65,12 +71,14 @@ fn stats(mut v: Vec<f64>) -> String {
     if v.is_empty() {
         return "-".into();
     }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let med = v[v.len() / 2];
-    let p95 = v[((v.len() as f64 * 0.95).ceil() as usize)
-        .saturating_sub(1)
-        .min(v.len() - 1)];
-    format!("{med:.2} s / {p95:.2} s")
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    format!(
+        "{:.2} s / {:.2} s / {:.2} s",
+        v[v.len() / 2],
+        at(0.95),
+        at(0.99)
+    )
 }
 
 /// Median and worst of `v` (NaN when empty).
@@ -83,8 +91,10 @@ fn median_worst(v: &[f64]) -> (f64, f64) {
     )
 }
 
-/// RSS (kB) and CPU (% of one core) of `pid` over `secs`.
-fn footprint(pid: u32, secs: u64) -> (u64, f64) {
+/// RSS (kB), CPU (% of one core) of `pid` over `secs`, and the part of
+/// the RSS that is anonymous memory (heap, stacks; the rest is the
+/// binary's and the libraries' pages), kB.
+fn footprint(pid: u32, secs: u64) -> (u64, f64, u64) {
     let cpu = || -> f64 {
         let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let f: Vec<&str> = s
@@ -100,19 +110,31 @@ fn footprint(pid: u32, secs: u64) -> (u64, f64) {
     let c0 = cpu();
     std::thread::sleep(Duration::from_secs(secs));
     let c1 = cpu();
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|x| x.parse().ok()))
-        .unwrap_or(0);
-    (rss, 100.0 * (c1 - c0) / secs as f64)
+    let field = |file: &str, key: &str| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|x| x.parse().ok()))
+            .unwrap_or(0)
+    };
+    (
+        field("status", "VmRSS:"),
+        100.0 * (c1 - c0) / secs as f64,
+        field("smaps_rollup", "Anonymous:"),
+    )
 }
 
+/// One fault's timings, seconds after the death.
 struct Sample {
     declared: f64,
     holding: f64,
+    /// Both deliveries of the transition done (the later of the two).
     confirmed: Option<f64>,
+    /// RabbitMQ delivered the event to a consumer bound to the exchange.
+    delivered: Option<f64>,
+    /// CloudWatch Logs acknowledged the `PutLogEvents` that carried it.
+    logged: Option<f64>,
     /// The fence's StopInstances → EC2 (as the daemons see it) reports the
     /// old holder `stopped`, and whether it was seen `stopping` in between.
     fence_to_stopped: Option<f64>,
@@ -137,6 +159,73 @@ enum Fence {
     Old,
 }
 
+/// A consumer of the transitions published to the events' exchange, on a
+/// thread of its own: the instant each one is delivered to it.
+fn listen(url: String) -> std::sync::mpsc::Receiver<Instant> {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let conn = lapin::Connection::connect(&url, Default::default())
+                .await
+                .unwrap();
+            let ch = conn.create_channel().await.unwrap();
+            // As the daemons declare it (idempotent), whoever comes first.
+            let topology = chainwatch::shell::broker::Topology::from_config(
+                &chainwatch::config::AnnounceConfig::default(),
+            );
+            topology.declare(&ch).await.unwrap();
+            let q = ch
+                .queue_declare(
+                    "".into(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            ch.queue_bind(
+                q.name().clone(),
+                topology.exchange.as_str().into(),
+                "*.takeover".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+            let mut c = ch
+                .basic_consume(
+                    q.name().clone(),
+                    "bench".into(),
+                    BasicConsumeOptions {
+                        no_ack: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            let _ = ready_tx.send(());
+            while let Some(Ok(_)) = c.next().await {
+                if tx.send(Instant::now()).is_err() {
+                    break;
+                }
+            }
+        });
+    });
+    ready.recv().expect("the bench's consumer is bound");
+    rx
+}
+
 async fn chainwatch_once(fence: Fence) -> Sample {
     let mut f = Fleet::with(
         &[fe(1), fe(2), fe(3)],
@@ -153,14 +242,19 @@ async fn chainwatch_once(fence: Fence) -> Sample {
         f.proxy.mode("graceful");
     }
     let addr = f.layout.overlay_addr(fe(2));
-    // A uniformly random phase of the 1 s probe cycle.
+    let deliveries = listen(f.rabbit.as_ref().expect("the rabbit option").url());
+    // A uniformly random phase of the probe cycle (250 ms rounds on the
+    // overlay; four of them).
     std::thread::sleep(Duration::from_millis(rand::random_range(0..1000)));
     let t0 = Instant::now();
+    let t0_ms = unix_ms();
     f.kill(1);
-    let (mut declared, mut holding, mut confirmed) = (None, None, None);
+    let (mut declared, mut holding) = (None, None);
+    let (mut delivered, mut logged) = (None, None);
     let (mut stopped_ms, mut saw_stopping) = (None, false);
+    let successor = f.nodes[2].instance.clone();
     while t0.elapsed() < Duration::from_secs(150)
-        && (holding.is_none() || confirmed.is_none() || stopped_ms.is_none())
+        && (holding.is_none() || delivered.is_none() || logged.is_none() || stopped_ms.is_none())
     {
         if stopped_ms.is_none() {
             match f.instance(1).await.0.as_str() {
@@ -169,17 +263,26 @@ async fn chainwatch_once(fence: Fence) -> Sample {
                 _ => {}
             }
         }
-        if let Some(s) = f.status(2) {
-            if declared.is_none() && (s["phase"] != "watching" || s["id"] == 2) {
-                declared = Some(t0.elapsed().as_secs_f64());
-            }
-            if confirmed.is_none()
-                && s["id"] == 2
-                && s["pending_events"] == 0
-                && s["last_transition"].is_object()
-            {
-                confirmed = Some(t0.elapsed().as_secs_f64());
-            }
+        if declared.is_none()
+            && let Some(s) = f.status(2)
+            && (s["phase"] != "watching" || s["id"] == 2)
+        {
+            declared = Some(t0.elapsed().as_secs_f64());
+        }
+        if delivered.is_none()
+            && let Ok(at) = deliveries.try_recv()
+        {
+            delivered = Some(at.duration_since(t0).as_secs_f64());
+        }
+        if logged.is_none() && declared.is_some() {
+            logged = f
+                .proxy
+                .log_puts()
+                .iter()
+                .filter(|p| p["body"].as_str().is_some_and(|b| b.contains(&successor)))
+                .filter_map(|p| p["at_ms"].as_u64())
+                .find(|&at| at >= t0_ms)
+                .map(|at| (at - t0_ms) as f64 / 1000.0);
         }
         if holding.is_none() && declared.is_some() && f.ping(0, addr, 200) {
             holding = Some(t0.elapsed().as_secs_f64());
@@ -195,7 +298,9 @@ async fn chainwatch_once(fence: Fence) -> Sample {
     Sample {
         declared: declared.unwrap_or(f64::NAN),
         holding: holding.unwrap_or(f64::NAN),
-        confirmed,
+        confirmed: delivered.zip(logged).map(|(d, l)| d.max(l)),
+        delivered,
+        logged,
         fence_to_stopped: fence_ms
             .zip(stopped_ms)
             .map(|(a, b)| b.saturating_sub(a) as f64 / 1000.0),
@@ -215,6 +320,34 @@ async fn one_way_soak(secs: u64) -> (usize, u64, u64) {
         .map(|s| s["members"]["vouched"].as_u64().unwrap_or(0))
         .unwrap_or(0);
     (f.takeovers().len(), vouched, f.one_way_drops(2))
+}
+
+/// Three frontends; frontend2's OpenVPN is paused (SIGSTOP) for 200 ms
+/// every 0.3 to 1.5 s, at random, for `secs`: everything on frontend2's
+/// overlay path waits in its tun queue for that long, as in a burst of
+/// delay. (bursts, fences, the most misses frontend3 counted in a row,
+/// second opinions that cleared frontend2).
+async fn jitter_soak(secs: u64) -> (u32, usize, u64, u64) {
+    let f = Fleet::frontends(3).await;
+    let vpn = common::pid_in(&f.nodes[1].ns, "openvpn").expect("frontend2's openvpn");
+    let start = Instant::now();
+    let (mut bursts, mut most) = (0, 0);
+    while start.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_millis(rand::random_range(300..1500)));
+        sh(&format!("kill -STOP {vpn}"));
+        std::thread::sleep(Duration::from_millis(200));
+        sh(&format!("kill -CONT {vpn}"));
+        bursts += 1;
+        if let Some(s) = f.status(2) {
+            most = most.max(s["misses"].as_u64().unwrap_or(0));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let vouched = f
+        .status(2)
+        .map(|s| s["members"]["vouched"].as_u64().unwrap_or(0))
+        .unwrap_or(0);
+    (bursts, f.proxy.stops().len(), most, vouched)
 }
 
 /// Four frontends, frontend3 deaf to frontend2 for a few seconds, then
@@ -412,13 +545,29 @@ impl Drop for Pair {
     }
 }
 
-fn keepalived(p: &Pair, x: &str, prio: u32, me: u8, peer: u8, dir: &std::path::Path) -> Proc {
+/// keepalived's advertisement interval: VRRPv2's 1 s, or VRRPv3's fastest
+/// (keepalived 2.2 refuses anything below 0.01 s).
+const ADVERT_SLOW: &str = "1";
+const ADVERT_FAST: &str = "0.01";
+
+fn keepalived(
+    p: &Pair,
+    x: &str,
+    (prio, me, peer): (u32, u8, u8),
+    advert: &str,
+    dir: &std::path::Path,
+) -> Proc {
     let ns = p.ns(x);
     let conf = dir.join(format!("{ns}.conf"));
+    let version = if advert == ADVERT_SLOW {
+        ""
+    } else {
+        "\n  vrrp_version 3"
+    };
     std::fs::write(
         &conf,
         format!(
-            "global_defs {{\n  router_id {ns}\n}}\nvrrp_instance VI {{\n  state BACKUP\n  interface {ns}v\n  virtual_router_id 51\n  priority {prio}\n  advert_int 1\n  unicast_src_ip {}\n  unicast_peer {{\n    {}\n  }}\n  virtual_ipaddress {{\n    {}/24 dev {ns}v\n  }}\n}}\n",
+            "global_defs {{\n  router_id {ns}{version}\n}}\nvrrp_instance VI {{\n  state BACKUP\n  interface {ns}v\n  virtual_router_id 51\n  priority {prio}\n  advert_int {advert}\n  unicast_src_ip {}\n  unicast_peer {{\n    {}\n  }}\n  virtual_ipaddress {{\n    {}/24 dev {ns}v\n  }}\n}}\n",
             p.ip(me),
             p.ip(peer),
             p.ip(100)
@@ -440,16 +589,17 @@ fn keepalived(p: &Pair, x: &str, prio: u32, me: u8, peer: u8, dir: &std::path::P
     )
 }
 
-fn keepalived_once(k: usize) -> f64 {
+fn keepalived_once(k: usize, advert: &str) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let p = Pair::new("k", k);
-    let _a = keepalived(&p, "a", 150, 1, 2, dir.path());
-    let _b = keepalived(&p, "b", 100, 2, 1, dir.path());
+    let _a = keepalived(&p, "a", (150, 1, 2), advert, dir.path());
+    let _b = keepalived(&p, "b", (100, 2, 1), advert, dir.path());
     let vip = p.ip(100);
     wait_for("keepalived master", Duration::from_secs(30), || {
         p.holds("a", &vip).then_some(())
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // Settled, then a uniformly random phase of its advertisements.
+    std::thread::sleep(Duration::from_millis(3000 + rand::random_range(0..1000)));
     let t0 = Instant::now();
     p.kill("a");
     wait_for("keepalived backup", Duration::from_secs(30), || {
@@ -516,8 +666,8 @@ fn main() {
             .map(|i| {
                 let s = rt.block_on(chainwatch_once(fence));
                 eprintln!(
-                    "{label} run {i}: declared {:.2} s, holding {:.2} s, confirmed {:?}, fence -> stopped {:?} (stopping seen: {})",
-                    s.declared, s.holding, s.confirmed, s.fence_to_stopped, s.saw_stopping
+                    "{label} run {i}: declared {:.2} s, holding {:.2} s, delivered by RabbitMQ {:?}, by CloudWatch {:?}, fence -> stopped {:?} (stopping seen: {})",
+                    s.declared, s.holding, s.delivered, s.logged, s.fence_to_stopped, s.saw_stopping
                 );
                 s
             })
@@ -552,14 +702,25 @@ fn main() {
     } else {
         (None, Vec::new())
     };
-    let mut ka = Vec::new();
-    for k in 0..n("keepalived", runs) {
-        let t = keepalived_once(k);
+    let jitter_secs = common::env_u64("BENCH_JITTER_SECS", 120);
+    let jitter = only("jitter").then(|| {
+        let j = rt.block_on(jitter_soak(jitter_secs));
         eprintln!(
-            "keepalived run {}: backup holds the address after {t:.2} s",
-            k + 1
+            "jitter {jitter_secs} s: {} bursts of 200 ms, {} fences, at most {} misses in a row, {} second opinions cleared frontend2",
+            j.0, j.1, j.2, j.3
         );
-        ka.push(t);
+        j
+    });
+    let (mut ka, mut ka_fast) = (Vec::new(), Vec::new());
+    for k in 0..n("keepalived", runs) {
+        for (advert, out) in [(ADVERT_SLOW, &mut ka), (ADVERT_FAST, &mut ka_fast)] {
+            let t = keepalived_once(k, advert);
+            eprintln!(
+                "keepalived (advert_int {advert}) run {}: backup holds the address after {t:.2} s",
+                k + 1
+            );
+            out.push(t);
+        }
     }
     let hang_runs = common::env_u64("BENCH_HANG_RUNS", 5) as usize;
     let hang: Vec<f64> = (1..=n("hang", hang_runs))
@@ -605,28 +766,34 @@ fn main() {
         );
     }
 
-    // Footprint while idle-probing, and false takeovers under 20 % loss.
+    // Footprint while idle-probing, and false takeovers under random loss.
     let idle = only("idle");
     let (cw_fp, cw_false, cw_rounds) = if !idle {
-        ((0, 0.0), 0, 0)
+        ((0, 0.0, 0), 0, (0, 0))
     } else {
         rt.block_on(async {
             let f = Fleet::frontends(3).await;
             let pid = common::pid_in(&f.nodes[2].ns, "chainwatch").expect("frontend3's daemon");
             let fp = footprint(pid, 30);
-            f.loss(1, 20);
+            f.loss(1, LOSS_PCT);
             std::thread::sleep(Duration::from_secs(loss_secs));
-            let rounds = f
+            // Rounds, and suspicions the second opinion cleared.
+            let (rounds, vouched) = f
                 .status(2)
-                .map(|s| s["rounds"].as_u64().unwrap_or(0))
-                .unwrap_or(0);
-            (fp, f.takeovers().len(), rounds)
+                .map(|s| {
+                    (
+                        s["rounds"].as_u64().unwrap_or(0),
+                        s["members"]["vouched"].as_u64().unwrap_or(0),
+                    )
+                })
+                .unwrap_or((0, 0));
+            (fp, f.takeovers().len(), (rounds, vouched))
         })
     };
     let (ka_fp, ka_false) = if idle {
         keepalived_idle(loss_secs)
     } else {
-        ((0, 0.0), 0)
+        ((0, 0.0, 0), 0)
     };
     print_results(&Results {
         runs,
@@ -637,6 +804,9 @@ fn main() {
         power,
         old,
         ka,
+        ka_fast,
+        jitter_secs,
+        jitter,
         base,
         hang,
         sick,
@@ -653,12 +823,12 @@ fn main() {
     });
 }
 
-/// keepalived's idle footprint and its false takeovers under 20 % loss.
-fn keepalived_idle(loss_secs: u64) -> ((u64, f64), u32) {
+/// keepalived's idle footprint and its false takeovers under random loss.
+fn keepalived_idle(loss_secs: u64) -> ((u64, f64, u64), u32) {
     let dir = tempfile::tempdir().unwrap();
     let p = Pair::new("k", 49);
-    let _a = keepalived(&p, "a", 150, 1, 2, dir.path());
-    let _b = keepalived(&p, "b", 100, 2, 1, dir.path());
+    let _a = keepalived(&p, "a", (150, 1, 2), ADVERT_SLOW, dir.path());
+    let _b = keepalived(&p, "b", (100, 2, 1), ADVERT_SLOW, dir.path());
     let vip = p.ip(100);
     wait_for("keepalived master", Duration::from_secs(30), || {
         p.holds("a", &vip).then_some(())
@@ -668,7 +838,7 @@ fn keepalived_idle(loss_secs: u64) -> ((u64, f64), u32) {
         30,
     );
     sh(&format!(
-        "ip netns exec {} nft -f - <<'EOF'\ntable inet cwloss {{\n  chain input {{ type filter hook input priority 0; numgen random mod 100 < 20 drop; }}\n  chain output {{ type filter hook output priority 0; numgen random mod 100 < 20 drop; }}\n}}\nEOF",
+        "ip netns exec {} nft -f - <<'EOF'\ntable inet cwloss {{\n  chain input {{ type filter hook input priority 0; numgen random mod 100 < {LOSS_PCT} drop; }}\n  chain output {{ type filter hook output priority 0; numgen random mod 100 < {LOSS_PCT} drop; }}\n}}\nEOF",
         p.ns("a")
     ));
     let start = Instant::now();
@@ -694,15 +864,19 @@ struct Results {
     power: Vec<Sample>,
     old: Vec<Sample>,
     ka: Vec<f64>,
+    ka_fast: Vec<f64>,
+    jitter_secs: u64,
+    jitter: Option<(u32, usize, u64, u64)>,
     base: Vec<(f64, f64)>,
     hang: Vec<f64>,
     sick: Vec<f64>,
     switchovers: Vec<(f64, f64, f64, usize)>,
     mysqld: Vec<(f64, f64)>,
-    cw_fp: (u64, f64),
+    cw_fp: (u64, f64, u64),
     cw_false: usize,
-    cw_rounds: u64,
-    ka_fp: (u64, f64),
+    /// Rounds under loss, and suspicions the second opinion cleared.
+    cw_rounds: (u64, u64),
+    ka_fp: (u64, f64, u64),
     ka_false: u32,
     oneway_secs: u64,
     oneway: Option<(usize, u64, u64)>,
@@ -716,16 +890,17 @@ fn print_results(r: &Results) {
         loss_secs,
         hang_runs,
         oneway_secs,
+        jitter_secs,
         ..
     } = *r;
 
     println!("\n## Results ({runs} faults per contender, median / p95)\n");
     println!(
-        "| | (a) death → declared | (b) death → new holder answering | (c) → event confirmed |"
+        "| | (a) death → declared | (b) death → new holder answering | (c) → event delivered by RabbitMQ and CloudWatch |"
     );
     println!("|---|---|---|---|");
     println!(
-        "| chainwatch (defaults: 1 s, 800 ms, 3 misses) | {} | {} | {} |",
+        "| chainwatch (defaults: 250 ms, 200 ms, 3 misses) | {} | {} | {} |",
         stats(r.cw.iter().map(|s| s.declared).collect()),
         stats(r.cw.iter().map(|s| s.holding).collect()),
         stats(r.cw.iter().filter_map(|s| s.confirmed).collect())
@@ -746,6 +921,11 @@ fn print_results(r: &Results) {
         "| keepalived (VRRP unicast, advert_int 1) | {} | {} | n/a |",
         stats(r.ka.clone()),
         stats(r.ka.clone())
+    );
+    println!(
+        "| keepalived (VRRPv3 unicast, advert_int {ADVERT_FAST}, its fastest) | {} | {} | n/a |",
+        stats(r.ka_fast.clone()),
+        stats(r.ka_fast.clone())
     );
     println!(
         "| original chain script (5 s, 4 s, > 5 misses) | {} | {} | n/a |",
@@ -825,23 +1005,34 @@ fn print_results(r: &Results) {
     // Not measured unless `idle` is selected: no row of zeros.
     if only("idle") {
         println!("\n## Idle footprint (30 s)\n");
-        println!("| | resident memory | CPU |");
-        println!("|---|---|---|");
+        println!("| | resident memory | of which anonymous | CPU |");
+        println!("|---|---|---|---|");
         println!(
-            "| chainwatch (release build; probing 1/s) | {} kB | {:.2} % of one core |",
-            r.cw_fp.0, r.cw_fp.1
+            "| chainwatch (release build; overlay rounds every 250 ms) | {} kB | {} kB | {:.2} % of one core |",
+            r.cw_fp.0, r.cw_fp.2, r.cw_fp.1
         );
         println!(
-            "| keepalived backup (advert_int 1) | {} kB | {:.2} % of one core |",
-            r.ka_fp.0, r.ka_fp.1
+            "| keepalived backup (advert_int 1) | {} kB | {} kB | {:.2} % of one core |",
+            r.ka_fp.0, r.ka_fp.2, r.ka_fp.1
         );
         println!(
-            "\n## False takeovers under 20 % random loss on the peer's link ({loss_secs} s)\n"
+            "\n## False takeovers under {LOSS_PCT} % random loss on the peer's link ({loss_secs} s)\n"
         );
         println!("| | false takeovers |");
         println!("|---|---|");
-        println!("| chainwatch | {} ({} rounds) |", r.cw_false, r.cw_rounds);
+        println!(
+            "| chainwatch | {} ({} rounds; {} suspicions cleared by the second opinion) |",
+            r.cw_false, r.cw_rounds.0, r.cw_rounds.1
+        );
         println!("| keepalived | {} |", r.ka_false);
+    }
+    if let Some((bursts, fences, most, vouched)) = r.jitter {
+        println!("\n## Jitter: frontend2's OpenVPN paused 200 ms at random ({jitter_secs} s)\n");
+        println!(
+            "| | bursts | fences | most misses in a row | second opinions that cleared frontend2 |"
+        );
+        println!("|---|---|---|---|---|");
+        println!("| chainwatch | {bursts} | {fences} | {most} | {vouched} |");
     }
     if let Some((fences, vouched, drops)) = r.oneway {
         println!("\n## One-way loss (frontend3 drops everything from frontend2)\n");

@@ -465,6 +465,17 @@ impl Ec2Proxy {
 
     /// Every StopInstances the proxy saw: instances, force, skip_os_shutdown.
     pub fn stops(&self) -> Vec<serde_json::Value> {
+        self.record("stops")
+    }
+
+    /// Every `PutLogEvents` CloudWatch Logs acknowledged through the proxy:
+    /// when (`at_ms`) and the request (`body`).
+    #[allow(dead_code)] // used by the benchmarks
+    pub fn log_puts(&self) -> Vec<serde_json::Value> {
+        self.record("logs")
+    }
+
+    fn record(&self, key: &str) -> Vec<serde_json::Value> {
         let out = Command::new("python3")
             .arg("-c")
             .arg(format!(
@@ -473,8 +484,8 @@ impl Ec2Proxy {
             ))
             .output()
             .expect("python3 runs");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stops are JSON");
-        v["stops"].as_array().cloned().unwrap_or_default()
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("records are JSON");
+        v[key].as_array().cloned().unwrap_or_default()
     }
 
     /// Switch mode: pass, fail, hang, lose, failtags, stall, denystop.

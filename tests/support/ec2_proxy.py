@@ -117,7 +117,7 @@ def main():
     ap.add_argument("--stop-ms", type=int, default=0)
     ap.add_argument("--stop-skip-os-ms", type=int, default=0)
     args = ap.parse_args()
-    state = {"mode": "pass", "stops": []}
+    state = {"mode": "pass", "stops": [], "logs": []}
     # instance ID -> (deadline, request headers, request body)
     pending = {}
     lock = threading.Lock()
@@ -202,7 +202,7 @@ def main():
         def do_GET(self):
             if self.path.startswith("/_stops"):
                 with lock:
-                    body = json.dumps({"stops": state["stops"]}).encode()
+                    body = json.dumps({"stops": state["stops"], "logs": state["logs"]}).encode()
                 return self.reply(200, body, [("Content-Type", "application/json")])
             self.reply(404, b"")
 
@@ -259,6 +259,13 @@ def main():
             if action == "CreateTags" and mode == "failtags":
                 return self.reply(503, FAIL_BODY, [("Content-Type", "text/xml")])
             code, headers, out = forward(self.path, self.headers, body)
+            if code == 200 and self.headers.get("X-Amz-Target", "").endswith(".PutLogEvents"):
+                # When CloudWatch Logs acknowledged a batch (benches time
+                # the delivery of an event by it).
+                with lock:
+                    state["logs"].append(
+                        {"at_ms": int(time.time() * 1000), "body": body.decode(errors="replace")}
+                    )
             if action == "DescribeInstances":
                 with lock:
                     stopping = list(pending)
