@@ -717,6 +717,13 @@ impl Ec2Registry {
         if let Some((instance, until)) = in_maint {
             return Err(Ec2Error::Maintenance { instance, until });
         }
+        // Nobody holds the slot: nothing to stop, so nothing to count
+        // against the budget (a taker that moved on leaves its old slot
+        // vacant before its identity there goes down, and its watcher may
+        // judge the silence before two look-ups have found the vacancy).
+        if ids.is_empty() {
+            return Ok(Fenced::default());
+        }
         // A new fence (not the retry of one whose stop already went out)
         // must fit the budget.
         let now_ms = unix_ms(now);
@@ -736,9 +743,6 @@ impl Ec2Registry {
                     left_s: left_ms.div_ceil(1000),
                 },
             });
-        }
-        if ids.is_empty() {
-            return Ok(Fenced::default());
         }
         self.fence_targets
             .lock()
