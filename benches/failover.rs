@@ -159,9 +159,35 @@ enum Fence {
     Old,
 }
 
+/// Seconds from `t0_ms` (Unix ms) to the first answer of `addr` to an
+/// echo sent every 20 ms from namespace `ns` (ping's own time stamp of
+/// the reply), within 150 s.
+fn first_answer(ns: &str, addr: std::net::Ipv4Addr, t0_ms: u64) -> Option<f64> {
+    use std::io::BufRead;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-n", "-D", "-i", "0.02", "-w", "150"])
+        .arg(addr.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let out = child.stdout.take()?;
+    let at = std::io::BufReader::new(out)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("bytes from"))
+        .and_then(|l| {
+            let stamp = l.strip_prefix('[')?.split(']').next()?;
+            stamp.parse::<f64>().ok()
+        });
+    let _ = child.kill();
+    let _ = child.wait();
+    at.map(|secs| secs - t0_ms as f64 / 1000.0)
+}
+
 /// A consumer of the transitions published to the events' exchange, on a
 /// thread of its own: the instant each one is delivered to it.
-fn listen(url: String) -> std::sync::mpsc::Receiver<Instant> {
+fn listen(url: String) -> std::sync::mpsc::Receiver<(Instant, Vec<u8>)> {
     use futures_util::StreamExt;
     use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
     use lapin::types::FieldTable;
@@ -215,8 +241,8 @@ fn listen(url: String) -> std::sync::mpsc::Receiver<Instant> {
                 .await
                 .unwrap();
             let _ = ready_tx.send(());
-            while let Some(Ok(_)) = c.next().await {
-                if tx.send(Instant::now()).is_err() {
+            while let Some(Ok(d)) = c.next().await {
+                if tx.send((Instant::now(), d.data)).is_err() {
                     break;
                 }
             }
@@ -243,51 +269,64 @@ async fn chainwatch_once(fence: Fence) -> Sample {
     }
     let addr = f.layout.overlay_addr(fe(2));
     let deliveries = listen(f.rabbit.as_ref().expect("the rabbit option").url());
-    // A uniformly random phase of the probe cycle (250 ms rounds on the
-    // overlay; four of them).
-    std::thread::sleep(Duration::from_millis(rand::random_range(0..1000)));
+    // A fleet in its steady state (frontend3's first rounds after the
+    // overlay came up may still be on the API's pace), then a uniformly
+    // random phase of the probe cycle (250 ms rounds on the overlay; four
+    // of them).
+    std::thread::sleep(Duration::from_millis(3000 + rand::random_range(0..1000)));
     let t0 = Instant::now();
     let t0_ms = unix_ms();
     f.kill(1);
-    let (mut declared, mut holding) = (None, None);
-    let (mut delivered, mut logged) = (None, None);
-    let (mut stopped_ms, mut saw_stopping) = (None, false);
-    let successor = f.nodes[2].instance.clone();
-    while t0.elapsed() < Duration::from_secs(150)
-        && (holding.is_none() || delivered.is_none() || logged.is_none() || stopped_ms.is_none())
-    {
-        if stopped_ms.is_none() {
-            match f.instance(1).await.0.as_str() {
-                "stopping" => saw_stopping = true,
-                "stopped" => stopped_ms = Some(unix_ms()),
-                _ => {}
+    // The new holder's first answer, from frontend1, pinged back to back
+    // on a thread of its own (the old holder's processes and link are
+    // gone: any answer is the new holder's).
+    let holding = {
+        let ns = f.nodes[0].ns.clone();
+        let pinger = std::thread::spawn(move || first_answer(&ns, addr, t0_ms));
+        let (mut declared, mut delivered, mut logged) = (None, None, None);
+        let (mut stopped_ms, mut saw_stopping) = (None, false);
+        let successor = f.nodes[2].instance.clone();
+        while t0.elapsed() < Duration::from_secs(150)
+            && (!pinger.is_finished()
+                || delivered.is_none()
+                || logged.is_none()
+                || stopped_ms.is_none())
+        {
+            if stopped_ms.is_none() {
+                match f.instance(1).await.0.as_str() {
+                    "stopping" => saw_stopping = true,
+                    "stopped" => stopped_ms = Some(unix_ms()),
+                    _ => {}
+                }
             }
+            // Declared: the event's own time stamp (the core's `declared_at`).
+            while let Ok((at, body)) = deliveries.try_recv() {
+                let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                if event["instance_id"] == successor.as_str() && delivered.is_none() {
+                    delivered = Some(at.duration_since(t0).as_secs_f64());
+                    declared = event["timings"]["detected_ms"]
+                        .as_u64()
+                        .map(|ms| ms.saturating_sub(t0_ms) as f64 / 1000.0);
+                }
+            }
+            if logged.is_none() {
+                logged = f
+                    .proxy
+                    .log_puts()
+                    .iter()
+                    .filter(|p| p["body"].as_str().is_some_and(|b| b.contains(&successor)))
+                    .filter_map(|p| p["at_ms"].as_u64())
+                    .find(|&at| at >= t0_ms)
+                    .map(|at| (at - t0_ms) as f64 / 1000.0);
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        if declared.is_none()
-            && let Some(s) = f.status(2)
-            && (s["phase"] != "watching" || s["id"] == 2)
-        {
-            declared = Some(t0.elapsed().as_secs_f64());
-        }
-        if delivered.is_none()
-            && let Ok(at) = deliveries.try_recv()
-        {
-            delivered = Some(at.duration_since(t0).as_secs_f64());
-        }
-        if logged.is_none() && declared.is_some() {
-            logged = f
-                .proxy
-                .log_puts()
-                .iter()
-                .filter(|p| p["body"].as_str().is_some_and(|b| b.contains(&successor)))
-                .filter_map(|p| p["at_ms"].as_u64())
-                .find(|&at| at >= t0_ms)
-                .map(|at| (at - t0_ms) as f64 / 1000.0);
-        }
-        if holding.is_none() && declared.is_some() && f.ping(0, addr, 200) {
-            holding = Some(t0.elapsed().as_secs_f64());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        let holding = pinger.join().unwrap();
+        (declared, holding, delivered, logged, stopped_ms, saw_stopping)
+    };
+    let (declared, holding, delivered, logged, stopped_ms, saw_stopping) = holding;
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        eprintln!("death at {t0_ms} ms; frontend3's log:\n{}", f.log(2));
     }
     let fence_ms = f
         .proxy

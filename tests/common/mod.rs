@@ -11,7 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The binary under test (for the demo example, the debug build).
+/// `CHAINWATCH_BIN` names another (the benchmark, built quickly in the dev
+/// profile, runs the release daemon through it).
 pub fn bin() -> PathBuf {
+    if let Some(b) = std::env::var_os("CHAINWATCH_BIN") {
+        return PathBuf::from(b);
+    }
     option_env!("CARGO_BIN_EXE_chainwatch")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/chainwatch"))
