@@ -122,6 +122,10 @@ impl Monitor {
             // current round and the one just evaluated.
             if seq + 1 >= self.next_seq && matches!(outcome, ProbeOutcome::Reply { .. }) {
                 self.set_overlay_up(true);
+                // Back to the overlay's pace now, not after the slower
+                // round already scheduled.
+                let soon = now + self.cfg.interval;
+                self.next_round_at = self.next_round_at.map(|at| at.min(soon));
             }
             return;
         }

@@ -154,6 +154,18 @@ fn overlay_rounds_go_at_the_fast_pace_and_rounds_that_ask_ec2_at_the_apis() {
     let probes = h.tick();
     assert_eq!(probes[1].2, ProbeAddr::Ec2Api);
     assert_eq!(h.timeout, Duration::from_millis(800));
+    // The overlay back: the next round comes at the overlay's pace, not
+    // at the end of the degraded round's second.
+    let started = h.now;
+    let probes = h.drain_after_overlay_back(probes[0].0);
+    assert!(probes.is_empty(), "{probes:?}");
+    let next = h.tick();
+    assert_eq!(next[1].2, ProbeAddr::Overlay(fe(1)), "{next:?}");
+    assert!(
+        h.now - started <= Duration::from_millis(260),
+        "{:?}",
+        h.now - started
+    );
     // Operators who slow the overlay's rounds below the API's keep theirs.
     let mut h = Harness::new(fe(2));
     let c = CoreConfig {

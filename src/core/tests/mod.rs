@@ -183,6 +183,14 @@ impl Harness {
         }
     }
 
+    /// Round `seq`'s probe of frontend1 on the overlay answers 5 ms from
+    /// now (a degraded round learning that the overlay is back); returns
+    /// the probes asked for.
+    pub(super) fn drain_after_overlay_back(&mut self, seq: u64) -> Vec<(u64, Target, ProbeAddr)> {
+        self.probed(Duration::from_millis(5), seq, Target::Overlay, true);
+        self.drain()
+    }
+
     /// The fence of `slot` fails `after` from now with `error`.
     pub(super) fn fence_fails(&mut self, after: Duration, slot: Slot, error: &str) {
         let result = Err(error.into());
