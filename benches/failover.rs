@@ -165,7 +165,9 @@ enum Fence {
 fn first_answer(ns: &str, addr: std::net::Ipv4Addr, t0_ms: u64) -> Option<f64> {
     use std::io::BufRead;
     let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "ping", "-n", "-D", "-i", "0.02", "-w", "150"])
+        .args([
+            "netns", "exec", ns, "ping", "-n", "-D", "-i", "0.02", "-w", "150",
+        ])
         .arg(addr.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -322,7 +324,14 @@ async fn chainwatch_once(fence: Fence) -> Sample {
             std::thread::sleep(Duration::from_millis(20));
         }
         let holding = pinger.join().unwrap();
-        (declared, holding, delivered, logged, stopped_ms, saw_stopping)
+        (
+            declared,
+            holding,
+            delivered,
+            logged,
+            stopped_ms,
+            saw_stopping,
+        )
     };
     let (declared, holding, delivered, logged, stopped_ms, saw_stopping) = holding;
     if std::env::var_os("BENCH_VERBOSE").is_some() {
