@@ -15,11 +15,14 @@
 //! * chainwatch with the fence of 0.1.0 (`Force` without `SkipOsShutdown`,
 //!   so EC2 first tries a graceful shutdown, and waiting for `stopped`),
 //!   for comparison;
-//! * keepalived, VRRP unicast between two namespaces, advert_int 1;
+//! * keepalived, VRRP unicast between two namespaces, advert_int 1 and
+//!   VRRPv3's fastest, 0.01;
 //! * the original chain script's algorithm (bench/baseline_chain.sh).
 //!
-//! Reported: median and p95 of (a) death → death declared, (b) death → the
-//! new holder answering on the address, (c) → event confirmed (chainwatch
+//! Reported: p50, p95 and p99 of (a) death → death declared (the event's
+//! `detected_ms`), (b) death → the new holder answering on the address
+//! (ping's time stamp, an echo every 20 ms), (c) → the event delivered by
+//! RabbitMQ to a consumer and acknowledged by CloudWatch Logs (chainwatch
 //! only); resident memory and CPU while idle-probing; false takeovers under
 //! 30 % random loss on the peer's link; jitter (`BENCH_JITTER_SECS`,
 //! default 120): frontend2's OpenVPN paused for 200 ms at random, so every
@@ -49,6 +52,11 @@
 //! member reaches the new hub and the new hub reaches it on the overlay, as
 //! the rig sees it while the command runs; the command's own reported
 //! time; StopInstances calls.
+//!
+//! `CHAINWATCH_BIN` runs another daemon binary than the one cargo built
+//! with the bench (a bench built quickly in the dev profile can drive the
+//! release daemon); `BENCH_VERBOSE` prints frontend3's log after each
+//! chainwatch fault.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
