@@ -89,6 +89,20 @@ async fn one_way_loss_fences_nobody_and_a_real_death_is_still_declared() {
         "frontend2 died under the one-way fault: frontend3 holds ID 2 {:.2} s later",
         died.elapsed().as_secs_f64()
     );
+    // frontend3 told the hub of its takeover on the members' channel and
+    // connected as frontend2 on the hub's answer, not after a fixed wait.
+    assert!(
+        f.log(0)
+            .contains("claim heard: admission list read again, it admits the claimer"),
+        "the hub heard no claim, or did not admit it\n{}",
+        f.log(0)
+    );
+    assert!(
+        f.log(2)
+            .contains("the hub's admission list admits this node as frontend2"),
+        "frontend3 connected without the hub's answer to its claim\n{}",
+        f.log(2)
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

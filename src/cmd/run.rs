@@ -66,6 +66,9 @@ struct Common {
     /// Where an active daemon's alerts go besides the notify command: the
     /// outbox, and the delivery task's waker.
     alerts: Option<(Arc<Outbox>, Option<Arc<Notify>>)>,
+    /// An active daemon's: where the channel's claims go (the fabric
+    /// loop), and where the started channel is shared (the switcher).
+    claims: Option<(tokio::sync::mpsc::Sender<members::Claim>, members::Shared)>,
 }
 
 /// Start the daemon and run until SIGTERM or SIGINT.
@@ -183,6 +186,9 @@ async fn active(
         }
     }
     let hub = Arc::new(AtomicBool::new(slot.is_hub()));
+    let (claims, heard) = tokio::sync::mpsc::channel(8);
+    let shared = members::Shared::default();
+    common.claims = Some((claims, shared.clone()));
     let mgmt = vpn_mgmt.clone();
     tokio::spawn(
         Fabric {
@@ -191,6 +197,7 @@ async fn active(
             list: crate::admission::path(&openvpn::run_dir(&s.config.node.state_dir)),
             mgmt: vpn_mgmt,
             hub: hub.clone(),
+            claims: Some(heard),
         }
         .run(),
     );
@@ -201,6 +208,7 @@ async fn active(
         s.config.node.state_dir.clone(),
         epoch,
         hub,
+        shared,
     );
     let announcer = announce::start(s, registry.instance_id(), slot.role)
         .await
@@ -325,6 +333,7 @@ fn start_common(s: &Settings, boot: BootIdentity) -> Result<Common, CmdError> {
         mgmt: None,
         members,
         alerts: None,
+        claims: None,
     })
 }
 
@@ -382,6 +391,10 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
     let (status_tx, status_rx) = watch::channel(report);
     if let Some(m) = &members {
         m.share_status(status_rx.clone());
+        if let Some((route, shared)) = common.claims.as_ref() {
+            m.route_claims(route.clone());
+            let _ = shared.set(m.clone());
+        }
     }
     let metrics_server = common.metrics.and_then(|listener| {
         metrics::start(

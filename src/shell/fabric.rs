@@ -2,16 +2,25 @@
 //! this node runs the OpenVPN server, rewrite the admission list from EC2
 //! every half second, and disconnect every client session the list does not
 //! admit (a holder that was fenced, a stale certificate, an address that is
-//! not the holder's).
+//! not the holder's). A taker's claim on the members' channel makes it
+//! reread the list at once, and the claim is answered from that fresh list.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
 use crate::admission::Admission;
 use crate::layout::Layout;
 use crate::shell::aws::ec2::Ec2Registry;
+use crate::shell::members::Claim;
 use crate::shell::openvpn;
+
+/// The shortest time between two reads of the list that claims asked
+/// for: a stream of claims costs EC2 at most one read per this.
+const CLAIM_SPACING: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Where the hub keeps its list and reaches its server.
 pub struct Fabric {
@@ -25,18 +34,42 @@ pub struct Fabric {
     pub mgmt: PathBuf,
     /// Whether this node is the hub now.
     pub hub: Arc<AtomicBool>,
+    /// Claims heard on the members' channel (none without the channel).
+    pub claims: Option<mpsc::Receiver<Claim>>,
 }
 
 impl Fabric {
     /// Run until the process ends.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let mut tick = tokio::time::interval(crate::admission::REFRESH);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_error = String::new();
+        let mut last_claimed_read: Option<Instant> = None;
         loop {
-            tick.tick().await;
+            let mut asking = Vec::new();
+            tokio::select! {
+                _ = tick.tick() => {}
+                claim = next_claim(&mut self.claims) => match claim {
+                    Some(c) => asking.push(c),
+                    None => self.claims = None,
+                },
+            }
+            if let Some(rx) = self.claims.as_mut() {
+                while let Ok(c) = rx.try_recv() {
+                    asking.push(c);
+                }
+            }
             if !self.hub.load(Ordering::SeqCst) {
+                // Dropped unanswered: the claimer waits out its fixed time.
                 continue;
+            }
+            if !asking.is_empty() {
+                if let Some(at) = last_claimed_read {
+                    tokio::time::sleep_until(at + CLAIM_SPACING).await;
+                }
+                last_claimed_read = Some(Instant::now());
+                // This read replaces the next periodic one.
+                tick.reset();
             }
             match self.registry.admission(&self.layout).await {
                 Ok(list) => {
@@ -47,6 +80,19 @@ impl Fabric {
                     if let Err(e) = list.store(&self.list) {
                         tracing::error!("cannot write the admission list: {e}");
                         continue;
+                    }
+                    for c in asking {
+                        let admitted = list.admits(c.slot, c.from);
+                        tracing::info!(
+                            slot = %c.slot,
+                            from = %c.from,
+                            "claim heard: admission list read again, {}",
+                            match &admitted {
+                                Ok(()) => "it admits the claimer".to_string(),
+                                Err(why) => format!("it does not admit the claimer yet ({why})"),
+                            }
+                        );
+                        let _ = c.answer.send(admitted.is_ok());
                     }
                     self.sweep(&list).await;
                 }
@@ -92,6 +138,14 @@ impl Fabric {
                 }
             }
         }
+    }
+}
+
+/// The next claim, or never without a route.
+async fn next_claim(claims: &mut Option<mpsc::Receiver<Claim>>) -> Option<Claim> {
+    match claims {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

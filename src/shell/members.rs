@@ -19,6 +19,14 @@
 //!   [`Members::resignations`] and judges the slot at once instead of after
 //!   `probe.misses` rounds, still with its own probe and the second opinion.
 //!
+//! * **Claimer.** A taker whose new tags EC2 shows tells the hub so
+//!   ([`Members::claim`]), on the underlay. The hub's fabric loop, which
+//!   hears it through the route given to [`Members::route_claims`], reads its
+//!   admission list from EC2 at once and answers whether the fresh list
+//!   admits the taker from the address the claim came from; the taker
+//!   connects as its new slot on that answer instead of after a fixed
+//!   [`crate::admission::SETTLE`]. The list still comes from EC2 alone.
+//!
 //! * **Reporter.** On an authentic status request (from `chainwatch
 //!   fleet`, run on any member) it answers with its live status: slot,
 //!   phase, misses, degraded, the peer's last RTT, rounds ([`ask_status`]).
@@ -58,6 +66,8 @@ const RESIGN_QUEUE: usize = 4;
 pub const RESIGN_COPIES: usize = 3;
 /// Entries of the replay cache.
 const REPLAY_CAP: usize = 4096;
+/// How long a claimer waits for the hub's answer before it claims again.
+const CLAIM_RETRY: Duration = Duration::from_millis(150);
 
 /// Why the channel cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +167,8 @@ pub struct MembersCounters {
     pub replayed: u64,
     /// Authentic resignations heard (a holder gave up its ID).
     pub resigns: u64,
+    /// Authentic claims heard by the hub (a taker asked to be admitted).
+    pub claims: u64,
 }
 
 impl MembersCounters {
@@ -179,6 +191,7 @@ struct Atomics {
     stale: AtomicU64,
     replayed: AtomicU64,
     resigns: AtomicU64,
+    claims: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -186,6 +199,22 @@ fn bump(c: &AtomicU64) {
 }
 
 type Waiting = HashMap<u64, mpsc::UnboundedSender<(Ipv4Addr, bool)>>;
+
+/// A claim the hub heard, for its fabric loop.
+#[derive(Debug)]
+pub struct Claim {
+    /// The slot the claimer says it now holds.
+    pub slot: Slot,
+    /// The (underlay) address the claim came from.
+    pub from: Ipv4Addr,
+    /// Where the loop says whether its fresh list admits `slot` from
+    /// `from`.
+    pub answer: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// The channel once the run loop has started it, for the parts of the
+/// daemon built before it (the switcher).
+pub type Shared = Arc<std::sync::OnceLock<Arc<Members>>>;
 
 /// The channel of one daemon.
 pub struct Members {
@@ -205,6 +234,7 @@ pub struct Members {
     resigned: mpsc::Sender<Slot>,
     resignations: Mutex<Option<mpsc::Receiver<Slot>>>,
     live: std::sync::OnceLock<watch::Receiver<super::StatusReport>>,
+    claims: std::sync::OnceLock<mpsc::Sender<Claim>>,
 }
 
 /// The members' key and the channel's port, bound, when the key is
@@ -315,6 +345,7 @@ impl Members {
             resigned,
             resignations: Mutex::new(Some(resignations)),
             live: std::sync::OnceLock::new(),
+            claims: std::sync::OnceLock::new(),
         }))
     }
 
@@ -340,6 +371,7 @@ impl Members {
             stale: l(&c.stale),
             replayed: l(&c.replayed),
             resigns: l(&c.resigns),
+            claims: l(&c.claims),
         }
     }
 
@@ -362,6 +394,45 @@ impl Members {
             if let Err(e) = self.socket.send_to(&bytes, to).await {
                 tracing::warn!(%to, "members' channel: resignation not sent: {e}");
             }
+        }
+    }
+
+    /// Hand the claims this daemon hears to `route` (the fabric loop);
+    /// until this is called, claims go unanswered.
+    pub fn route_claims(&self, route: mpsc::Sender<Claim>) {
+        let _ = self.claims.set(route);
+    }
+
+    /// Tell the hub (`hub`, its underlay address) that this node now holds
+    /// `slot`, and wait until the hub's admission list admits it, claiming
+    /// again every [`CLAIM_RETRY`]; false when `patience` ran out first.
+    pub async fn claim(&self, slot: Slot, hub: Ipv4Addr, patience: Duration) -> bool {
+        let to = SocketAddrV4::new(hub, self.port);
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let (seq, bytes) = self.next(Body::Claim { slot });
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            lock(&self.waiting).insert(seq, tx);
+            if let Err(e) = self.socket.send_to(&bytes, to).await {
+                tracing::debug!(%to, "members' channel: claim not sent: {e}");
+            }
+            let round = deadline.min(tokio::time::Instant::now() + CLAIM_RETRY);
+            let mut admitted = false;
+            // Only the hub's own answer counts.
+            while let Ok(Some((from, yes))) = tokio::time::timeout_at(round, rx.recv()).await {
+                if from == hub {
+                    admitted = yes;
+                    break;
+                }
+            }
+            lock(&self.waiting).remove(&seq);
+            if admitted {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep_until(round).await;
         }
     }
 
@@ -521,6 +592,41 @@ impl Members {
                 // Full: the driver has not taken the last ones yet, and one
                 // is all it needs.
                 let _ = self.resigned.try_send(slot);
+            }
+            Body::Claim { slot } => {
+                if slot.id > self.layout.max_id(slot.role) {
+                    bump(&self.counters.malformed);
+                    return;
+                }
+                // Not routed: this daemon keeps no admission list.
+                let Some(route) = self.claims.get() else {
+                    return;
+                };
+                let (answer, verdict) = tokio::sync::oneshot::channel();
+                let claim = Claim {
+                    slot,
+                    from: *from.ip(),
+                    answer,
+                };
+                if route.try_send(claim).is_err() {
+                    bump(&self.counters.busy);
+                    return;
+                }
+                bump(&self.counters.claims);
+                let me = self.clone();
+                tokio::spawn(async move {
+                    // No answer (the loop is not the hub): the claimer
+                    // falls back to its fixed wait.
+                    let Ok(admitted) = verdict.await else {
+                        return;
+                    };
+                    let (_, bytes) = me.next(Body::Ack {
+                        req: d.seq,
+                        reached: admitted,
+                        rtt_us: 0,
+                    });
+                    let _ = me.socket.send_to(&bytes, from).await;
+                });
             }
             Body::PingReq { target } => {
                 if target.id > self.layout.max_id(target.role) {

@@ -467,12 +467,13 @@ impl StatusReport {
                 if self.members_channel {
                     let m = &self.members;
                     format!(
-                        "on: asked {}, vouched {}, helped {}, busy {}, resignations heard {}; dropped {} (foreign {}, oversize {}, malformed {}, forged {}, stale {}, replayed {})",
+                        "on: asked {}, vouched {}, helped {}, busy {}, resignations heard {}, claims heard {}; dropped {} (foreign {}, oversize {}, malformed {}, forged {}, stale {}, replayed {})",
                         m.asked,
                         m.vouched,
                         m.helped,
                         m.busy,
                         m.resigns,
+                        m.claims,
                         m.dropped(),
                         m.foreign,
                         m.oversize,

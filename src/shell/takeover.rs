@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use crate::clock::unix_ms;
 use crate::event::TransitionEvent;
+use crate::layout::Role;
 use crate::layout::Slot;
 use crate::shell::aws::ec2::Ec2Registry;
+use crate::shell::members;
 use crate::shell::openvpn::Vpn;
 use crate::shell::{Announcer, Switcher};
 use crate::state::{self, PersistedState};
@@ -21,17 +23,20 @@ pub struct Takeover {
     epoch: AtomicU64,
     pending: Mutex<Option<TransitionEvent>>,
     hub: Arc<AtomicBool>,
+    members: members::Shared,
 }
 
 impl Takeover {
     /// A switcher for a node that holds its slot at `epoch`; `hub` is set
-    /// once it runs the OpenVPN server (frontend1).
+    /// once it runs the OpenVPN server (frontend1); `members` is the
+    /// members' channel once it runs (the hub is told of a takeover there).
     pub fn new(
         registry: Arc<Ec2Registry>,
         vpn: Vpn,
         state_dir: PathBuf,
         epoch: u64,
         hub: Arc<AtomicBool>,
+        members: members::Shared,
     ) -> Self {
         Takeover {
             registry,
@@ -40,6 +45,44 @@ impl Takeover {
             epoch: AtomicU64::new(epoch),
             pending: Mutex::new(None),
             hub,
+            members,
+        }
+    }
+
+    /// Once EC2 shows this node's new tags: wait until the hub's admission
+    /// list admits it as `to`, so that its first handshake as `to` is
+    /// admitted (a refused one is retried only after the client's
+    /// hand-window). The hub is told on the members' channel and answers
+    /// from a fresh read of its list; without the channel, or without an
+    /// answer, the wait is [`crate::admission::SETTLE`], one refresh of
+    /// the hub's list and the read.
+    async fn wait_admitted(&self, to: Slot) {
+        let started = tokio::time::Instant::now();
+        let patience = crate::admission::SETTLE;
+        let claimed = match self.members.get() {
+            Some(m) => match self
+                .registry
+                .underlay_of(Slot::new(Role::Frontend, 1))
+                .await
+            {
+                Ok(hub) => m.claim(to, hub, patience).await,
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot tell the hub of this takeover ({e}): waiting for its next read of the admission list"
+                    );
+                    false
+                }
+            },
+            None => false,
+        };
+        if claimed {
+            tracing::info!(
+                %to,
+                ms = started.elapsed().as_millis() as u64,
+                "the hub's admission list admits this node as {to}"
+            );
+        } else {
+            tokio::time::sleep_until(started + patience).await;
         }
     }
 }
@@ -107,10 +150,10 @@ impl Switcher for Takeover {
         crash_point("tags");
         // The hub's admission list must name the new server's clients
         // before they reconnect: it starts keeping it with the server. A
-        // client gives the hub one refresh of its list to see the new tags.
+        // client waits until the hub's list admits it.
         self.hub.store(to.is_hub(), Ordering::SeqCst);
         if !to.is_hub() {
-            tokio::time::sleep(crate::admission::SETTLE).await;
+            self.wait_admitted(to).await;
         }
         let addr = self.vpn.switch(to).await.map_err(|e| e.to_string())?;
         tracing::info!(%to, %addr, "VPN identity up");

@@ -40,6 +40,8 @@ const TAG: usize = 32;
 pub const PING_REQ_LEN: usize = HEADER + 5 + TAG;
 /// A resignation's size on the wire (laid out as a ping request).
 pub const RESIGN_LEN: usize = PING_REQ_LEN;
+/// A claim's size on the wire (laid out as a ping request).
+pub const CLAIM_LEN: usize = PING_REQ_LEN;
 /// An ack's size on the wire.
 pub const ACK_LEN: usize = HEADER + 13 + TAG;
 /// A status request's size on the wire.
@@ -74,6 +76,16 @@ pub enum Body {
     /// failed probe and the second opinion before it declares anything.
     Resign {
         /// The slot given up.
+        slot: Slot,
+    },
+    /// To the hub, from a taker whose tags EC2 now shows as `slot`'s
+    /// holder: "read your admission list again now". The hub answers with
+    /// an [`Body::Ack`] whose `reached` says whether its fresh list admits
+    /// `slot` from the address the claim came from, so the taker connects
+    /// as soon as it will be admitted. Only a hint: the list still comes
+    /// from EC2 alone.
+    Claim {
+        /// The slot the sender now holds.
         slot: Slot,
     },
     /// "Tell me how you are" (`chainwatch fleet`).
@@ -185,12 +197,15 @@ pub fn seal(key: &Key, d: &Datagram) -> Vec<u8> {
         Body::Resign { .. } => 3,
         Body::StatusReq => 4,
         Body::Status { .. } => 5,
+        Body::Claim { .. } => 6,
     });
     out.extend_from_slice(&d.sender.to_be_bytes());
     out.extend_from_slice(&d.seq.to_be_bytes());
     out.extend_from_slice(&d.sent_ms.to_be_bytes());
     match d.body {
-        Body::PingReq { target: slot } | Body::Resign { slot } => put_slot(&mut out, slot),
+        Body::PingReq { target: slot } | Body::Resign { slot } | Body::Claim { slot } => {
+            put_slot(&mut out, slot)
+        }
         Body::StatusReq => {}
         Body::Status { req, live } => {
             out.extend_from_slice(&req.to_be_bytes());
@@ -271,6 +286,7 @@ pub fn open(key: &Key, bytes: &[u8]) -> Result<Datagram, Rejected> {
         3 => RESIGN_LEN,
         4 => STATUS_REQ_LEN,
         5 => STATUS_LEN,
+        6 => CLAIM_LEN,
         _ => return Err(Rejected::Malformed),
     };
     if bytes.len() != want {
@@ -288,6 +304,9 @@ pub fn open(key: &Key, bytes: &[u8]) -> Result<Datagram, Rejected> {
             slot: slot_at(bytes, HEADER)?,
         },
         4 => Body::StatusReq,
+        6 => Body::Claim {
+            slot: slot_at(bytes, HEADER)?,
+        },
         5 => Body::Status {
             req: u64_at(bytes, HEADER),
             live: Live {
@@ -411,6 +430,19 @@ mod tests {
         let b = seal(&k, &g);
         assert_eq!(b.len(), RESIGN_LEN);
         assert_eq!(open(&k, &b), Ok(g));
+        let c = Datagram {
+            body: Body::Claim {
+                slot: Slot::new(Role::Frontend, 2),
+            },
+            ..r
+        };
+        let b = seal(&k, &c);
+        assert_eq!(b.len(), CLAIM_LEN);
+        assert_eq!(open(&k, &b), Ok(c));
+        // A resignation relabelled as a claim is forged.
+        let mut relabelled = seal(&k, &g);
+        relabelled[4] = 6;
+        assert_eq!(open(&k, &relabelled), Err(Rejected::Forged));
         let q = Datagram {
             body: Body::StatusReq,
             ..r
