@@ -85,13 +85,14 @@ pub fn heartbeat_emf(namespace: &str, role: &str, instance: &str, now_ms: u64) -
 pub async fn client(region: Option<&str>, timeout: Duration) -> Client {
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .operation_timeout(timeout)
+        .connect_timeout(timeout.min(super::CONNECT_TIMEOUT))
         .build();
-    let mut loader =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
-    if let Some(region) = region {
-        loader = loader.region(aws_config::Region::new(region.to_string()));
-    }
-    Client::new(&loader.load().await)
+    let shared = super::sdk_config(region).await;
+    Client::from_conf(
+        aws_sdk_cloudwatchlogs::config::Builder::from(&shared)
+            .timeout_config(timeouts)
+            .build(),
+    )
 }
 
 /// Writes transitions to CloudWatch Logs.

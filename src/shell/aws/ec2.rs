@@ -371,14 +371,14 @@ impl PowerFence {
 pub async fn client(cfg: &AwsConfig) -> Client {
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .operation_timeout(cfg.api_timeout)
-        .connect_timeout(cfg.api_timeout.min(Duration::from_millis(3000)))
+        .connect_timeout(cfg.api_timeout.min(super::CONNECT_TIMEOUT))
         .build();
-    let mut loader =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
-    if let Some(region) = &cfg.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
-    }
-    Client::new(&loader.load().await)
+    let shared = super::sdk_config(cfg.region.as_deref()).await;
+    Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(&shared)
+            .timeout_config(timeouts)
+            .build(),
+    )
 }
 
 impl Ec2Registry {
