@@ -99,11 +99,12 @@ fn median_worst(v: &[f64]) -> (f64, f64) {
     )
 }
 
-/// RSS (kB), CPU (% of one core) of `pid` over `secs`, and the part of
-/// the RSS that is anonymous memory (heap, stacks; the rest is the
-/// binary's and the libraries' pages), kB.
-fn footprint(pid: u32, secs: u64) -> (u64, f64, u64) {
-    let cpu = || -> f64 {
+/// RSS (kB), CPU (% of one core) over `secs`, and the part of the RSS
+/// that is anonymous memory (heap, stacks; the rest is the binary's and
+/// the libraries' pages), kB: summed over `pids`, the processes of one
+/// program (keepalived runs as a parent and a VRRP child).
+fn footprint(pids: &[u32], secs: u64) -> (u64, f64, u64) {
+    let cpu = |pid: u32| -> f64 {
         let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let f: Vec<&str> = s
             .rsplit(')')
@@ -115,10 +116,10 @@ fn footprint(pid: u32, secs: u64) -> (u64, f64, u64) {
             + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
         t / 100.0
     };
-    let c0 = cpu();
+    let c0: f64 = pids.iter().map(|p| cpu(*p)).sum();
     std::thread::sleep(Duration::from_secs(secs));
-    let c1 = cpu();
-    let field = |file: &str, key: &str| -> u64 {
+    let c1: f64 = pids.iter().map(|p| cpu(*p)).sum();
+    let field = |pid: u32, file: &str, key: &str| -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/{file}"))
             .unwrap_or_default()
             .lines()
@@ -127,10 +128,27 @@ fn footprint(pid: u32, secs: u64) -> (u64, f64, u64) {
             .unwrap_or(0)
     };
     (
-        field("status", "VmRSS:"),
+        pids.iter().map(|p| field(*p, "status", "VmRSS:")).sum(),
         100.0 * (c1 - c0) / secs as f64,
-        field("smaps_rollup", "Anonymous:"),
+        pids.iter()
+            .map(|p| field(*p, "smaps_rollup", "Anonymous:"))
+            .sum(),
     )
+}
+
+/// Every process named `comm` in namespace `ns`.
+fn pids_in(ns: &str, comm: &str) -> Vec<u32> {
+    let out = Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .expect("ip netns pids");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .collect()
 }
 
 /// One fault's timings, seconds after the death.
@@ -840,8 +858,16 @@ fn main() {
     } else {
         rt.block_on(async {
             let f = Fleet::frontends(3).await;
-            let pid = common::pid_in(&f.nodes[2].ns, "chainwatch").expect("frontend3's daemon");
-            let fp = footprint(pid, 30);
+            let pids = pids_in(&f.nodes[2].ns, "chainwatch");
+            assert_eq!(pids.len(), 1, "frontend3's daemon: {pids:?}");
+            let fp = footprint(&pids, 30);
+            // Beside it, the overlay's client (not part of the watchdog;
+            // keepalived needs none), for the record.
+            let vpn = footprint(&pids_in(&f.nodes[2].ns, "openvpn"), 1);
+            eprintln!(
+                "frontend3's OpenVPN client beside it: {} kB RSS, {} kB anonymous",
+                vpn.0, vpn.2
+            );
             f.loss(1, LOSS_PCT);
             std::thread::sleep(Duration::from_secs(loss_secs));
             // Rounds, and suspicions the second opinion cleared.
@@ -900,10 +926,19 @@ fn keepalived_idle(loss_secs: u64) -> ((u64, f64, u64), u32) {
     wait_for("keepalived master", Duration::from_secs(30), || {
         p.holds("a", &vip).then_some(())
     });
-    let ka_fp = footprint(
-        common::pid_in(&p.ns("b"), "keepalived").expect("keepalived"),
-        30,
+    // Both of its processes: the parent and the VRRP child.
+    let pids = pids_in(&p.ns("b"), "keepalived");
+    assert_eq!(
+        pids.len(),
+        2,
+        "keepalived's parent and VRRP child: {pids:?}"
     );
+    let each: Vec<_> = pids.iter().map(|p| footprint(&[*p], 0)).collect();
+    eprintln!(
+        "keepalived's processes (RSS kB, anonymous kB): {:?}",
+        each.iter().map(|f| (f.0, f.2)).collect::<Vec<_>>()
+    );
+    let ka_fp = footprint(&pids, 30);
     sh(&format!(
         "ip netns exec {} nft -f - <<'EOF'\ntable inet cwloss {{\n  chain input {{ type filter hook input priority 0; numgen random mod 100 < {LOSS_PCT} drop; }}\n  chain output {{ type filter hook output priority 0; numgen random mod 100 < {LOSS_PCT} drop; }}\n}}\nEOF",
         p.ns("a")
@@ -1079,7 +1114,7 @@ fn print_results(r: &Results) {
             r.cw_fp.0, r.cw_fp.2, r.cw_fp.1
         );
         println!(
-            "| keepalived backup (advert_int 1) | {} kB | {} kB | {:.2} % of one core |",
+            "| keepalived backup (advert_int 1), its two processes | {} kB | {} kB | {:.2} % of one core |",
             r.ka_fp.0, r.ka_fp.2, r.ka_fp.1
         );
         println!(
