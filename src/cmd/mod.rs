@@ -2,6 +2,7 @@
 
 pub mod ack;
 pub mod assets;
+pub mod broker_definitions;
 pub mod client_connect;
 pub mod config_check;
 pub mod fleet;
@@ -79,6 +80,9 @@ pub enum Command {
     Hosts(hosts::Args),
     /// Print the least-privilege IAM policy for the configured fleet.
     IamPolicy(iam_policy::Args),
+    /// Print the RabbitMQ definitions (topology, least-privilege
+    /// permissions) for `rabbitmqctl import_definitions`.
+    BrokerDefinitions(broker_definitions::Args),
     /// Consume transition events and run the Ansible playbooks.
     Worker(worker::Args),
     /// Show role transitions from CloudWatch Logs.
@@ -113,6 +117,9 @@ pub fn main() -> ExitCode {
         Command::TlsVerify(args) => client_connect::tls_verify_main(cli.config.as_deref(), &args),
         Command::Hosts(args) => report(hosts::main(cli.config.as_deref(), &args)),
         Command::IamPolicy(args) => report(iam_policy::main(cli.config.as_deref(), &args)),
+        Command::BrokerDefinitions(args) => {
+            report(broker_definitions::main(cli.config.as_deref(), &args))
+        }
         Command::RenderUserData(args) => {
             report(render_user_data::main(cli.config.as_deref(), &args))
         }

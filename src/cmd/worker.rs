@@ -41,7 +41,7 @@ use crate::event::TransitionEvent;
 use crate::layout::{Role, escaped};
 use crate::shell::alert::Notifier;
 use crate::shell::aws::ec2::{HolderCheck, check_holder};
-use crate::shell::broker::{Topology, broker_user, connect, take_all};
+use crate::shell::broker::{Side, Topology, broker_user, connect, take_all};
 use crate::shell::worker::{AppliedStore, Decision, run_playbook};
 
 /// What the worker needs besides the settings.
@@ -102,10 +102,11 @@ async fn channel(
     let (conn, url) = connect(&a.rabbitmq_urls, a.timeout)
         .await
         .map_err(CmdError::Other)?;
-    let other = |e: lapin::Error| CmdError::Other(format!("RabbitMQ: {e}"));
-    let ch = conn.create_channel().await.map_err(other)?;
     let topology = Topology::from_config(a);
-    topology.declare(&ch).await.map_err(other)?;
+    let ch = topology
+        .ensure(&conn, Side::Worker)
+        .await
+        .map_err(|e| CmdError::Other(format!("RabbitMQ: {e}")))?;
     Ok((conn, ch, topology, broker_user(&url)))
 }
 
@@ -164,10 +165,13 @@ async fn replay(s: &Settings, event_id: &str) -> Result<(), CmdError> {
         // The broker checks that this is the user who publishes.
         props = props.with_user_id(u.as_str().into());
     }
+    // Straight into the worker's queue (the default exchange), not to the
+    // exchange every consumer of events binds: the worker's broker user
+    // may write there and nowhere else but the dead letters.
     let confirm = ch
         .basic_publish(
-            topology.exchange.as_str().into(),
-            letter.routing_key.as_str().into(),
+            "".into(),
+            topology.queue.as_str().into(),
             BasicPublishOptions {
                 mandatory: true,
                 ..BasicPublishOptions::default()
@@ -182,9 +186,9 @@ async fn replay(s: &Settings, event_id: &str) -> Result<(), CmdError> {
     if !confirm.is_ack() || confirm.take_message().is_some() {
         let _ = conn.close(200, "not replayed".into()).await;
         return Err(CmdError::Other(format!(
-            "the broker did not take the replay of {} (no queue bound to {}?); it stays a dead letter",
+            "the broker did not take the replay of {} (no queue {}?); it stays a dead letter",
             escaped(event_id),
-            topology.exchange
+            topology.queue
         )));
     }
     ch.basic_ack(*tag, BasicAckOptions::default())
@@ -254,16 +258,12 @@ async fn run(s: Settings) -> Result<(), CmdError> {
 async fn consume(ctx: &Ctx, store: &mut AppliedStore) -> Result<(), String> {
     let a = &ctx.s.config.announce;
     let (conn, _) = connect(&a.rabbitmq_urls, a.timeout).await?;
-    let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+    let topology = Topology::from_config(a);
+    let ch = topology.ensure(&conn, Side::Worker).await?;
     // Confirms for what the worker itself publishes: dead letters.
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(|e| e.to_string())?;
-    let topology = Topology::from_config(a);
-    topology
-        .declare(&ch)
-        .await
-        .map_err(|e| format!("declaring the topology: {e}"))?;
     ch.basic_qos(1, BasicQosOptions::default())
         .await
         .map_err(|e| e.to_string())?;

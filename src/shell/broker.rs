@@ -1,6 +1,8 @@
 //! The RabbitMQ sink (lapin) and the topology it shares with the worker.
 //!
-//! Topology, declared idempotently by both the daemon and the worker:
+//! Topology (declared by the daemon and the worker when the broker has none
+//! and their user may; otherwise provisioned from `chainwatch
+//! broker-definitions`, with least-privilege users):
 //!
 //! * `chainwatch` — durable topic exchange; routing key `<role>.takeover`;
 //! * `chainwatch.worker` — durable quorum queue bound to `*.takeover`, whose
@@ -13,6 +15,15 @@
 //! Publishes are persistent and mandatory and wait for the publisher
 //! confirm; a nack, a return (no queue bound) or a time-out is a failure
 //! that leaves the event in the outbox.
+//!
+//! Least privilege ([`Topology::definitions`]): a node's broker user may
+//! only publish to the exchange (no configure, no read), so it can neither
+//! consume, purge nor re-route the worker's queue; the worker's may only
+//! read its queue and the dead letters, publish to the dead-letter
+//! exchange and replay a dead letter into its own queue, so no other
+//! consumer of events ever sees one it wrote. A client first checks, without
+//! any permission, that what it needs exists (passive declares), and
+//! declares the topology only when it does not.
 
 use std::time::Duration;
 
@@ -112,6 +123,149 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// Which side of the topology a client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// A node: publishes events and alerts to the exchange.
+    Publisher,
+    /// The worker: consumes its queue, dead-letters, reads the dead
+    /// letters.
+    Worker,
+}
+
+impl Topology {
+    /// A channel on `conn` on which what `side` needs exists: checked with
+    /// passive declares, which need no permission; when something is
+    /// missing, the whole topology is declared on a new channel (a failed
+    /// passive declare closes its channel), which needs the configure
+    /// permission. The error says what to do.
+    pub async fn ensure(&self, conn: &Connection, side: Side) -> Result<Channel, String> {
+        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+        match self.check(&ch, side).await {
+            Ok(()) => return Ok(ch),
+            Err(e) => {
+                tracing::info!("the broker lacks part of chainwatch's topology ({e}): declaring it")
+            }
+        }
+        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+        match self.declare(&ch).await {
+            Ok(()) => Ok(ch),
+            Err(e) => Err(format!(
+                "the broker lacks chainwatch's topology and this user may not declare it ({e}): import `chainwatch broker-definitions` into the vhost (rabbitmqctl import_definitions), or give this user the configure permission"
+            )),
+        }
+    }
+
+    /// Passive declares of what `side` uses.
+    async fn check(&self, ch: &Channel, side: Side) -> lapin::Result<()> {
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        let exchanges = match side {
+            Side::Publisher => vec![&self.exchange],
+            Side::Worker => vec![&self.exchange, &self.dlx],
+        };
+        for x in exchanges {
+            ch.exchange_declare(
+                x.as_str().into(),
+                ExchangeKind::Topic,
+                passive,
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        // A publisher's queues are the broker's business: a publish that
+        // no queue takes is returned, and stays in the outbox.
+        if side == Side::Worker {
+            for q in [&self.queue, &self.dlq] {
+                ch.queue_declare(
+                    q.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// RabbitMQ definitions (`rabbitmqctl import_definitions`) of this
+    /// topology in `vhost`, with the least-privilege permissions of
+    /// `publishers` (the nodes' broker users) and `worker` (the worker's).
+    /// No user and no password: those are created apart
+    /// (`rabbitmqctl add_user`), so the file holds no secret.
+    pub fn definitions(
+        &self,
+        vhost: &str,
+        publishers: &[String],
+        worker: &str,
+    ) -> serde_json::Value {
+        use serde_json::json;
+        let exchange = |name: &str, kind: &str| {
+            json!({"name": name, "vhost": vhost, "type": kind, "durable": true,
+                   "auto_delete": false, "internal": false, "arguments": {}})
+        };
+        let queue = |name: &str, arguments: serde_json::Value| {
+            json!({"name": name, "vhost": vhost, "durable": true,
+                   "auto_delete": false, "arguments": arguments})
+        };
+        let binding = |source: &str, queue: &str, key: &str| {
+            json!({"source": source, "vhost": vhost, "destination": queue,
+                   "destination_type": "queue", "routing_key": key, "arguments": {}})
+        };
+        let permission = |user: &str, write: String, read: String| json!({"user": user, "vhost": vhost, "configure": "^$", "write": write, "read": read});
+        let mut permissions: Vec<_> = publishers
+            .iter()
+            .map(|u| permission(u, exact(&[&self.exchange]), "^$".into()))
+            .collect();
+        // The worker writes dead letters, and replays one straight into
+        // its own queue through the default exchange (`amq.default` to
+        // the permission check); not to the events' exchange.
+        permissions.push(permission(
+            worker,
+            exact(&[&self.dlx, &"amq.default".to_string()]),
+            exact(&[&self.queue, &self.dlq]),
+        ));
+        json!({
+            "vhosts": [{"name": vhost}],
+            "permissions": permissions,
+            "exchanges": [exchange(&self.exchange, "topic"), exchange(&self.dlx, "fanout")],
+            "queues": [
+                queue(&self.queue, json!({"x-queue-type": "quorum", "x-dead-letter-exchange": self.dlx})),
+                queue(&self.dlq, json!({})),
+                queue(&self.alerts, json!({"x-max-length": ALERTS_QUEUE_MAX})),
+            ],
+            "bindings": [
+                binding(&self.exchange, &self.queue, "*.takeover"),
+                binding(&self.exchange, &self.alerts, "alert.*"),
+                binding(&self.dlx, &self.dlq, "#"),
+            ],
+        })
+    }
+}
+
+/// A RabbitMQ permission pattern that matches exactly `names`.
+fn exact(names: &[&String]) -> String {
+    let escaped: Vec<String> = names
+        .iter()
+        .map(|n| {
+            n.chars()
+                .flat_map(|c| {
+                    let meta = "\\.+*?()|[]{}^$".contains(c);
+                    meta.then_some('\\').into_iter().chain(std::iter::once(c))
+                })
+                .collect()
+        })
+        .collect();
+    format!("^({})$", escaped.join("|"))
 }
 
 /// The (percent-decoded) user name of a broker URL: the `user_id` the
@@ -235,14 +389,10 @@ impl RabbitSink {
 
     async fn open(&self) -> Result<(Connection, Channel, Option<String>), String> {
         let (conn, url) = connect(&self.urls, self.timeout).await?;
-        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+        let ch = self.topology.ensure(&conn, Side::Publisher).await?;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| e.to_string())?;
-        self.topology
-            .declare(&ch)
-            .await
-            .map_err(|e| format!("declaring the topology: {e}"))?;
         Ok((conn, ch, broker_user(&url)))
     }
 
@@ -329,5 +479,51 @@ impl RabbitSink {
             }
             e
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_give_publishers_the_exchange_only_and_the_worker_its_queues_only() {
+        let t = Topology::from_config(&AnnounceConfig::default());
+        let d = t.definitions("prod", &["node-a".into(), "node.b".into()], "worker");
+        let perms = d["permissions"].as_array().unwrap();
+        assert_eq!(perms.len(), 3);
+        for p in perms {
+            assert_eq!(p["vhost"], "prod");
+            // Nobody may create, delete or re-bind anything.
+            assert_eq!(p["configure"], "^$");
+        }
+        assert_eq!(perms[0]["user"], "node-a");
+        assert_eq!(perms[1]["user"], "node.b");
+        // The dot is escaped: `chainwatchX` is not the exchange.
+        assert_eq!(perms[0]["write"], "^(chainwatch)$");
+        assert_eq!(perms[0]["read"], "^$");
+        assert_eq!(perms[2]["user"], "worker");
+        assert_eq!(perms[2]["write"], "^(chainwatch\\.dlx|amq\\.default)$");
+        assert_eq!(
+            perms[2]["read"],
+            "^(chainwatch\\.worker|chainwatch\\.dead)$"
+        );
+        let queues: Vec<_> = d["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            queues,
+            ["chainwatch.worker", "chainwatch.dead", "chainwatch.alerts"]
+        );
+        assert_eq!(
+            d["queues"][0]["arguments"]["x-dead-letter-exchange"],
+            "chainwatch.dlx"
+        );
+        assert_eq!(d["bindings"][0]["routing_key"], "*.takeover");
+        // No user and no password in the file.
+        assert!(d.get("users").is_none());
     }
 }

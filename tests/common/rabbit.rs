@@ -71,6 +71,24 @@ impl Rabbit {
         name
     }
 
+    /// Another user, named `<user>-<suffix>` and sharing the password, with
+    /// no permission on any vhost (deleted on drop).
+    pub fn bare_user(&self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.user);
+        sh_quiet(&format!("rabbitmqctl -q delete_user {name}"));
+        sh(&format!("rabbitmqctl -q add_user {name} {}", self.password));
+        self.extra.borrow_mut().push(name.clone());
+        name
+    }
+
+    /// The AMQP URL of `user` (sharing the password) on this vhost.
+    pub fn url_of(&self, user: &str) -> String {
+        format!(
+            "amqp://{user}:{}@{}:5672/{}",
+            self.password, self.host, self.vhost
+        )
+    }
+
     /// The AMQP URL with credentials.
     pub fn url(&self) -> String {
         format!(
