@@ -59,6 +59,33 @@ fn install_command(url: Option<&str>) -> Result<String, RenderError> {
     })
 }
 
+/// Where a node keeps the broker password that `render` keeps out of the
+/// user-data: fetched with the PKI, from `<source>/broker.password`.
+pub const BROKER_PASSWORD_FILE: &str = "/etc/chainwatch/pki/broker.password";
+
+/// The config as the user-data embeds it: no broker URL carries a
+/// password; when one did, or `announce.rabbitmq_password_file` is set,
+/// the node reads the password from [`BROKER_PASSWORD_FILE`], fetched at
+/// boot with the PKI. The second value says whether a password file is
+/// to be fetched.
+pub fn without_secrets(config: &crate::config::Config) -> (crate::config::Config, bool) {
+    let mut c = config.clone();
+    let mut moved = c.announce.rabbitmq_password_file.is_some();
+    for url in &mut c.announce.rabbitmq_urls {
+        if let Ok(mut u) = url::Url::parse(url)
+            && u.password().is_some()
+            && u.set_password(None).is_ok()
+        {
+            *url = u.to_string();
+            moved = true;
+        }
+    }
+    if moved {
+        c.announce.rabbitmq_password_file = Some(BROKER_PASSWORD_FILE.into());
+    }
+    (c, moved)
+}
+
 /// Render the user-data of `slot`.
 pub fn render(
     template_text: &str,
@@ -91,7 +118,8 @@ pub fn render(
         .map(|cn| format!("--include issued/{cn}.crt --include private/{cn}.key"))
         .collect::<Vec<_>>()
         .join(" ");
-    let config = toml::to_string(&settings.config)
+    let (embedded, broker_password) = without_secrets(&settings.config);
+    let config = toml::to_string(&embedded)
         .map_err(|e| RenderError::Option(format!("serializing the config: {e}")))?;
     let vars: Vec<(&str, String)> = vec![
         ("index_line", userdata::index_line(slot)),
@@ -114,6 +142,7 @@ pub fn render(
     let flags = [
         ("backend", slot.role == Role::Backend),
         ("frontend", slot.role == Role::Frontend),
+        ("broker_password", broker_password),
     ];
     let out = template::render(template_text, &vars, &flags)?;
     if out.len() > MAX_USER_DATA {
@@ -151,9 +180,44 @@ mod tests {
             assert!(out.contains("      192.168.21.100\tbackend1.internal"));
             assert!(out.len() < MAX_USER_DATA);
         }
+        assert!(!out_has_password_fetch(&s, &src));
         let b3 = render(TEMPLATE, &s, Slot::new(Role::Backend, 3), &src).unwrap();
         assert!(b3.contains("server_id = 103") && b3.contains("read_only = ON"));
         assert!(b3.contains("for cn in backend1 backend2 backend3 backend4 backend5; do"));
+    }
+
+    fn out_has_password_fetch(s: &Settings, src: &Sources) -> bool {
+        render(TEMPLATE, s, Slot::new(Role::Frontend, 2), src)
+            .unwrap()
+            .contains("get broker.password")
+    }
+
+    #[test]
+    fn the_broker_password_never_reaches_the_user_data() {
+        let mut s = settings();
+        s.config.announce.rabbitmq_urls = vec![
+            "amqps://cw:hunter2%40x@mq.internal:5671/prod".into(),
+            "amqps://cw:hunter2%40x@mq2.internal/prod".into(),
+        ];
+        for pki in ["ssm:/chainwatch/pki", "s3://bucket/pki/", "baked"] {
+            let src = Sources {
+                package_url: None,
+                pki: pki.into(),
+            };
+            let out = render(TEMPLATE, &s, Slot::new(Role::Backend, 2), &src).unwrap();
+            assert!(!out.contains("hunter2"), "{pki}: {out}");
+            assert!(out.contains("amqps://cw@mq.internal:5671/prod"));
+            assert!(out.contains(&format!(
+                "rabbitmq_password_file = \"{BROKER_PASSWORD_FILE}\""
+            )));
+            // Fetched with the PKI, from SSM or S3 (baked: put there by
+            // the image).
+            assert!(out.contains("get broker.password \"$dir/broker.password\""));
+            assert!(out.contains("--include broker.password"));
+            assert!(out.contains("chmod 600 \"$dir/broker.password\""));
+        }
+        // The operator's config is not changed.
+        assert!(s.config.announce.rabbitmq_urls[0].contains("hunter2"));
     }
 
     #[test]

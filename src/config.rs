@@ -255,6 +255,12 @@ pub struct AnnounceConfig {
     /// Permit `amqp://` (no TLS) to a broker that is not on loopback: the
     /// broker password and every event then cross the network in clear.
     pub allow_plain_amqp: bool,
+    /// A file holding the broker password of every URL that names a user
+    /// but no password (read at each connection; owner- or group-readable
+    /// only). So the password stays out of the config, and out of the
+    /// user-data that embeds it: `render-user-data` moves it here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rabbitmq_password_file: Option<PathBuf>,
 }
 
 impl Default for AnnounceConfig {
@@ -273,6 +279,7 @@ impl Default for AnnounceConfig {
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_millis(30_000),
             allow_plain_amqp: false,
+            rabbitmq_password_file: None,
         }
     }
 }
@@ -1047,6 +1054,17 @@ impl Config {
                     ),
                 ));
             }
+            if n.rabbitmq_password_file.is_some()
+                && url::Url::parse(url).is_ok_and(|u| u.password().is_some())
+            {
+                return Err(invalid(
+                    "announce.rabbitmq_urls",
+                    format!(
+                        "{:?} carries a password, and announce.rabbitmq_password_file is set: keep the password in the file only",
+                        crate::config::redact(url)
+                    ),
+                ));
+            }
             if url.starts_with("amqp://") && !n.allow_plain_amqp && !on_loopback(url) {
                 return Err(invalid(
                     "announce.rabbitmq_urls",
@@ -1148,6 +1166,20 @@ fn redact_text(text: &str) -> String {
         .replace('\n', " | ")
 }
 
+/// `url` with `password` as its password when it names a user but no
+/// password (the URL's own password wins: the config check refuses both);
+/// any other URL unchanged. The error never holds the password.
+pub fn with_password(url: &str, password: &str) -> Result<String, String> {
+    let mut u = url::Url::parse(url).map_err(|_| format!("{} is not a broker URL", redact(url)))?;
+    if u.username().is_empty() || u.password().is_some() {
+        return Ok(url.to_string());
+    }
+    // The setter percent-encodes; the AMQP client decodes.
+    u.set_password(Some(password))
+        .map_err(|()| format!("{} cannot carry a password", redact(url)))?;
+    Ok(u.to_string())
+}
+
 /// Whether `url`'s host is this machine's loopback (`localhost`,
 /// 127.0.0.0/8, `::1`); an unparsable URL is not.
 fn on_loopback(url: &str) -> bool {
@@ -1189,6 +1221,33 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_file_fills_urls_without_a_password_and_never_doubles_one() {
+        let p = Path::new("/etc/chainwatch/chainwatch.toml");
+        let both = "[announce]\nrabbitmq_urls = [\"amqps://cw:hunter2@mq.internal/vh\"]\nrabbitmq_password_file = \"/etc/chainwatch/pki/broker.password\"\n";
+        let e = Config::parse(both, p)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keep the password in the file only"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let one = both.replace("cw:hunter2@", "cw@");
+        assert!(Config::parse(&one, p).unwrap().validate().is_ok());
+        // Characters a URL would misread are encoded, and decoded by the
+        // client.
+        assert_eq!(
+            with_password("amqps://cw@mq.internal:5671/vh", "p@ss/w:rd").unwrap(),
+            "amqps://cw:p%40ss%2Fw%3Ard@mq.internal:5671/vh"
+        );
+        // No user, or a password already: unchanged.
+        for same in ["amqps://mq.internal/vh", "amqps://cw:own@mq.internal/vh"] {
+            assert_eq!(with_password(same, "x").unwrap(), same);
+        }
+        let e = with_password("not a url", "hunter2").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
 
     #[test]
     fn plain_amqp_beyond_loopback_needs_an_explicit_opt_in() {

@@ -110,8 +110,25 @@ async fn nodes_only_publish_and_the_worker_only_reads_with_the_topology_from_def
     ));
 
     // A node publishes an event through the daemon's own sink, with no
-    // configure permission: the topology is there and only checked.
-    let sink = RabbitSink::new(&announce_config(vec![mq.url_of(&node)]));
+    // configure permission: the topology is there and only checked. Its
+    // password is not in the config but in a root-only file (as the
+    // user-data leaves it).
+    let node_url = mq.url_of(&node);
+    let mut node_cfg = announce_config(vec![node_url.replace(&format!(":{}@", mq.password), "@")]);
+    assert!(!node_cfg.rabbitmq_urls[0].contains(&mq.password));
+    let pw = dir.path().join("broker.password");
+    std::fs::write(&pw, format!("{}\n", mq.password)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    node_cfg.rabbitmq_password_file = Some(pw.clone());
+    let ev0 = event(Role::Backend, 2, 1, 4, "i-0123456789abcdef0", &[]);
+    let err = RabbitSink::new(&node_cfg).deliver(&ev0).await.unwrap_err();
+    assert!(
+        err.contains("chmod 640") && !err.contains(&mq.password),
+        "{err}"
+    );
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sink = RabbitSink::new(&node_cfg);
     let ev = event(Role::Backend, 2, 1, 5, "i-0123456789abcdef0", &[]);
     sink.deliver(&ev)
         .await
@@ -121,7 +138,6 @@ async fn nodes_only_publish_and_the_worker_only_reads_with_the_topology_from_def
         .await;
     assert_eq!(got.len(), 1, "the event reached the worker's queue");
 
-    let node_url = mq.url_of(&node);
     let worker_url = mq.url_of(&worker);
     // The node may not read, purge or dead-letter anything.
     assert!(

@@ -88,6 +88,14 @@ fn user_data_validates_with_cloud_init_and_carries_the_index() {
                 "{role}{id}"
             );
             let text = String::from_utf8(text).unwrap();
+            // The broker password stays out: the node fetches it with
+            // the PKI, and the operator is told where to store it.
+            assert!(
+                !text.contains("secret"),
+                "{role}{id}: the password is in the user-data"
+            );
+            assert!(text.contains("amqps://cw@mq.internal:5671/chainwatch"));
+            assert!(String::from_utf8_lossy(&out.stderr).contains("broker.password"));
             assert!(text.contains("fleet = \"prod\""));
             assert!(text.contains("203.0.113.10\tfrontend1"));
             assert_eq!(text.contains("mariadb-server"), role == Role::Backend);

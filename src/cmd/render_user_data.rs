@@ -54,6 +54,18 @@ pub fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
         },
     )
     .map_err(|e| CmdError::Other(e.to_string()))?;
+    if cloudinit::without_secrets(&s.config).1 {
+        eprintln!(
+            "the broker password is not in this user-data: the node reads it from {} (announce.rabbitmq_password_file), fetched at boot from {}/broker.password{}",
+            cloudinit::BROKER_PASSWORD_FILE,
+            args.pki_source.trim_end_matches('/'),
+            if args.pki_source == "baked" {
+                " (baked: put it in the image, mode 600)"
+            } else {
+                " (store it there: an SSM SecureString, or an S3 object)"
+            }
+        );
+    }
     print!("{out}");
     Ok(())
 }

@@ -41,7 +41,7 @@ use crate::event::TransitionEvent;
 use crate::layout::{Role, escaped};
 use crate::shell::alert::Notifier;
 use crate::shell::aws::ec2::{HolderCheck, check_holder};
-use crate::shell::broker::{Side, Topology, broker_user, connect, take_all};
+use crate::shell::broker::{Side, Topology, broker_user, connect_to, take_all};
 use crate::shell::worker::{AppliedStore, Decision, run_playbook};
 
 /// What the worker needs besides the settings.
@@ -99,9 +99,7 @@ async fn channel(
     s: &Settings,
 ) -> Result<(lapin::Connection, Channel, Topology, Option<String>), CmdError> {
     let a = &s.config.announce;
-    let (conn, url) = connect(&a.rabbitmq_urls, a.timeout)
-        .await
-        .map_err(CmdError::Other)?;
+    let (conn, url) = connect_to(a).await.map_err(CmdError::Other)?;
     let topology = Topology::from_config(a);
     let ch = topology
         .ensure(&conn, Side::Worker)
@@ -257,7 +255,7 @@ async fn run(s: Settings) -> Result<(), CmdError> {
 
 async fn consume(ctx: &Ctx, store: &mut AppliedStore) -> Result<(), String> {
     let a = &ctx.s.config.announce;
-    let (conn, _) = connect(&a.rabbitmq_urls, a.timeout).await?;
+    let (conn, _) = connect_to(a).await?;
     let topology = Topology::from_config(a);
     let ch = topology.ensure(&conn, Side::Worker).await?;
     // Confirms for what the worker itself publishes: dead letters.

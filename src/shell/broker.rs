@@ -338,6 +338,47 @@ pub async fn take_all(ch: &Channel, queue: &str) -> lapin::Result<Vec<(DeadLette
     Ok(out)
 }
 
+/// Connect to the first of `[announce]`'s brokers that answers, with the
+/// password of `announce.rabbitmq_password_file` when it is set (read now,
+/// so a rotated password is used at the next connection); errors never
+/// hold the password.
+pub async fn connect_to(c: &AnnounceConfig) -> Result<(Connection, String), String> {
+    let Some(file) = &c.rabbitmq_password_file else {
+        return connect(&c.rabbitmq_urls, c.timeout).await;
+    };
+    let password = read_secret(file)?;
+    let urls = c
+        .rabbitmq_urls
+        .iter()
+        .map(|u| crate::config::with_password(u, &password))
+        .collect::<Result<Vec<_>, _>>()?;
+    connect(&urls, c.timeout)
+        .await
+        .map_err(|e| e.replace(password.as_str(), "***"))
+}
+
+/// A secret from `path`: its first line, from a file nobody but its owner
+/// and group may read.
+fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read announce.rabbitmq_password_file {shown}: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o007 != 0 {
+        return Err(format!(
+            "announce.rabbitmq_password_file {shown} is readable by others (mode {mode:o}); run `chmod 640 {shown}`"
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read announce.rabbitmq_password_file {shown}: {e}"))?;
+    let password = text.lines().next().unwrap_or("").to_string();
+    if password.is_empty() {
+        return Err(format!("announce.rabbitmq_password_file {shown} is empty"));
+    }
+    Ok(password)
+}
+
 /// Connect to the first broker that answers, returning the connection and
 /// the URL it used; errors name every URL tried, without passwords.
 pub async fn connect(urls: &[String], timeout: Duration) -> Result<(Connection, String), String> {
@@ -370,9 +411,8 @@ pub async fn connect(urls: &[String], timeout: Duration) -> Result<(Connection, 
 
 /// Publishes events with confirms.
 pub struct RabbitSink {
-    urls: Vec<String>,
+    config: AnnounceConfig,
     topology: Topology,
-    timeout: Duration,
     channel: Mutex<Option<(Connection, Channel, Option<String>)>>,
 }
 
@@ -380,15 +420,14 @@ impl RabbitSink {
     /// A sink for the configured brokers.
     pub fn new(c: &AnnounceConfig) -> Self {
         RabbitSink {
-            urls: c.rabbitmq_urls.clone(),
+            config: c.clone(),
             topology: Topology::from_config(c),
-            timeout: c.timeout,
             channel: Mutex::new(None),
         }
     }
 
     async fn open(&self) -> Result<(Connection, Channel, Option<String>), String> {
-        let (conn, url) = connect(&self.urls, self.timeout).await?;
+        let (conn, url) = connect_to(&self.config).await?;
         let ch = self.topology.ensure(&conn, Side::Publisher).await?;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
@@ -465,16 +504,17 @@ impl RabbitSink {
             let (_, ch, user) = guard.as_ref().ok_or("no channel")?;
             self.publish(ch, user.as_deref(), entry).await
         };
-        let result = match tokio::time::timeout(self.timeout, work).await {
+        let timeout = self.config.timeout;
+        let result = match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no confirm within {:?}", self.timeout)),
+            Err(_) => Err(format!("no confirm within {timeout:?}")),
         };
         if result.is_err() {
             *guard = None;
         }
         result.map_err(|e| {
             let mut e = e;
-            for url in &self.urls {
+            for url in &self.config.rabbitmq_urls {
                 e = e.replace(url.as_str(), &redact(url));
             }
             e
