@@ -80,8 +80,28 @@ fn the_package_installs_runs_and_removes_cleanly() {
 
     // Install (dependencies are on the CI machine already; dpkg alone, so
     // nothing else changes).
+    // A config as cloud-init writes it (root:root 0640), unless the
+    // machine has one: the package gives it to the worker's group.
+    let config = std::path::Path::new("/etc/chainwatch/chainwatch.toml");
+    let planted = !config.exists();
+    if planted {
+        std::fs::create_dir_all("/etc/chainwatch").unwrap();
+        std::fs::write(config, "[aws]\nfleet = \"pkgtest\"\n").unwrap();
+        run(
+            "chown root:root /etc/chainwatch/chainwatch.toml && chmod 0640 /etc/chainwatch/chainwatch.toml",
+        );
+    }
     let (ok, out) = run(&format!("dpkg -i {}", deb.display()));
+    let (_, owner) = run("stat -c '%U:%G %a' /etc/chainwatch/chainwatch.toml");
+    if planted {
+        let _ = std::fs::remove_file(config);
+    }
     assert!(ok, "dpkg -i failed:\n{out}");
+    assert_eq!(
+        owner.trim(),
+        "root:chainwatch 640",
+        "the config's owner and mode after install"
+    );
     let result = std::panic::catch_unwind(|| {
         let (ok, out) = run("/usr/bin/chainwatch --version");
         assert!(ok && out.starts_with("chainwatch "), "{out}");
