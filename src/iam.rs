@@ -11,15 +11,21 @@
 //! * `chainwatch:fleet` and `chainwatch:role` are denied outright except at
 //!   `RunInstances` (whoever launches the instance sets them), so an
 //!   instance cannot move itself out of its fleet or role;
-//! * only frontends may move the Elastic IP.
+//! * only frontends may move the Elastic IP;
+//! * at boot, the instance fetches its role's PKI (and the broker
+//!   password) from where `render-user-data --pki-source` says: SSM
+//!   parameters or S3 objects under the prefix, decrypted by KMS only
+//!   through that service; no other role's keys.
 
 use serde_json::{Value, json};
 
 use crate::layout::Role;
 use crate::shell::aws::ec2::tags;
 
-/// Every action chainwatch's daemon and `history` call.
-pub const ACTIONS: [&str; 9] = [
+/// Every action chainwatch's daemon and `history` call, and the boot
+/// script's fetch of the PKI (from SSM; from S3, `s3:GetObject` instead of
+/// `ssm:GetParameter`).
+pub const ACTIONS: [&str; 11] = [
     "ec2:DescribeInstances",
     "ec2:DescribeAddresses",
     "ec2:StopInstances",
@@ -29,11 +35,82 @@ pub const ACTIONS: [&str; 9] = [
     "logs:CreateLogStream",
     "logs:PutLogEvents",
     "logs:FilterLogEvents",
+    "ssm:GetParameter",
+    "kms:Decrypt",
 ];
 
+/// The PKI source `render-user-data` and `iam-policy` assume by default.
+pub const DEFAULT_PKI_SOURCE: &str = "ssm:/chainwatch/pki";
+
+/// The files of `role`'s PKI under a source's prefix: the shared ones, and
+/// a pattern for its own common names' certificates and keys.
+fn pki_files(role: Role) -> Vec<String> {
+    let mut f: Vec<String> = ["ca.crt", "ta.key", "members.key", "broker.password"]
+        .map(String::from)
+        .to_vec();
+    f.push(format!("{role}*"));
+    f
+}
+
+/// The statements that let `role`'s instances fetch their PKI from `pki`
+/// (`ssm:/prefix`, `s3://bucket/prefix/` or `baked`), or `None` for a
+/// source this cannot scope (the caller refuses it).
+fn pki_access(pki: &str, role: Role) -> Option<Vec<Value>> {
+    let (action, resources, via) = if let Some(prefix) = pki.strip_prefix("ssm:") {
+        let prefix = prefix.trim_end_matches('/');
+        if !prefix.starts_with('/') || prefix.len() < 2 {
+            return None;
+        }
+        let arns = pki_files(role)
+            .iter()
+            .map(|f| format!("arn:aws:ssm:*:*:parameter{prefix}/{f}"))
+            .collect::<Vec<_>>();
+        ("ssm:GetParameter", arns, "ssm.*.amazonaws.com")
+    } else if let Some(rest) = pki.strip_prefix("s3://") {
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() {
+            return None;
+        }
+        let mut arns: Vec<String> = ["ca.crt", "ta.key", "members.key", "broker.password"]
+            .iter()
+            .map(|f| format!("arn:aws:s3:::{rest}/{f}"))
+            .collect();
+        arns.push(format!("arn:aws:s3:::{rest}/issued/{role}*"));
+        arns.push(format!("arn:aws:s3:::{rest}/private/{role}*"));
+        ("s3:GetObject", arns, "s3.*.amazonaws.com")
+    } else if pki == "baked" {
+        return Some(Vec::new());
+    } else {
+        return None;
+    };
+    Some(vec![
+        json!({
+            "Sid": "FetchThisRolesPki",
+            "Effect": "Allow",
+            "Action": action,
+            "Resource": resources
+        }),
+        json!({
+            "Sid": "DecryptThePkiOnlyThroughItsStore",
+            "Effect": "Allow",
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": {"StringLike": {"kms:ViaService": via}}
+        }),
+    ])
+}
+
 /// The policy document for the instances of `role` in `fleet`, writing
-/// transitions to `log_group`.
+/// transitions to `log_group`, with the PKI at the default source.
 pub fn policy(fleet: &str, log_group: &str, role: Role) -> Value {
+    policy_with_pki(fleet, log_group, role, DEFAULT_PKI_SOURCE)
+        .unwrap_or_else(|| unreachable!("the default PKI source is valid"))
+}
+
+/// The policy document for the instances of `role` in `fleet`, writing
+/// transitions to `log_group`, fetching their PKI from `pki`; `None` when
+/// `pki` is not `ssm:/prefix`, `s3://bucket/prefix/` or `baked`.
+pub fn policy_with_pki(fleet: &str, log_group: &str, role: Role, pki: &str) -> Option<Value> {
     let group_arn = format!("arn:aws:logs:*:*:log-group:{log_group}");
     let fleet_tag = format!("aws:ResourceTag/{}", tags::FLEET);
     let role_tag = format!("aws:ResourceTag/{}", tags::ROLE);
@@ -116,7 +193,8 @@ pub fn policy(fleet: &str, log_group: &str, role: Role) -> Value {
         ],
         "Resource": [group_arn.clone(), format!("{group_arn}:log-stream:*")]
     }));
-    json!({"Version": "2012-10-17", "Statement": statements})
+    statements.extend(pki_access(pki, role)?);
+    Some(json!({"Version": "2012-10-17", "Statement": statements}))
 }
 
 /// The file name of `role`'s policy under `iam/`.
@@ -216,8 +294,8 @@ mod tests {
             // No allow statement on EC2 writes without the fleet condition.
             for st in p["Statement"].as_array().unwrap() {
                 let writes = st["Effect"] == "Allow"
-                    && st["Sid"] != "ReadTheFleet"
-                    && st["Sid"] != "WriteAndReadTransitions";
+                    && st["Action"].to_string().contains("ec2:")
+                    && st["Sid"] != "ReadTheFleet";
                 if writes {
                     assert_eq!(
                         st["Condition"]["StringEquals"]["aws:ResourceTag/chainwatch:fleet"], "prod",
@@ -241,6 +319,49 @@ mod tests {
                 .iter()
                 .any(|s| s["Sid"] == "MoveTheElasticIpWithinThisFleet")
         );
+    }
+
+    #[test]
+    fn each_role_fetches_only_its_own_pki_and_decrypts_only_through_the_store() {
+        let ssm = policy("prod", "/cw", Role::Backend);
+        let fetch = statement(&ssm, "FetchThisRolesPki");
+        assert_eq!(fetch["Action"], "ssm:GetParameter");
+        let res = fetch["Resource"].to_string();
+        assert!(
+            res.contains("arn:aws:ssm:*:*:parameter/chainwatch/pki/backend*"),
+            "{res}"
+        );
+        assert!(
+            res.contains("parameter/chainwatch/pki/broker.password"),
+            "{res}"
+        );
+        assert!(!res.contains("frontend"), "{res}");
+        let kms = statement(&ssm, "DecryptThePkiOnlyThroughItsStore");
+        assert_eq!(
+            kms["Condition"]["StringLike"]["kms:ViaService"],
+            "ssm.*.amazonaws.com"
+        );
+        let s3 = policy_with_pki("prod", "/cw", Role::Frontend, "s3://pki-bucket/cw/").unwrap();
+        let fetch = statement(&s3, "FetchThisRolesPki");
+        assert_eq!(fetch["Action"], "s3:GetObject");
+        let res = fetch["Resource"].to_string();
+        assert!(
+            res.contains("arn:aws:s3:::pki-bucket/cw/private/frontend*"),
+            "{res}"
+        );
+        assert!(!res.contains("backend"), "{res}");
+        assert_eq!(
+            statement(&s3, "DecryptThePkiOnlyThroughItsStore")["Condition"]["StringLike"]["kms:ViaService"],
+            "s3.*.amazonaws.com"
+        );
+        let baked = policy_with_pki("prod", "/cw", Role::Frontend, "baked").unwrap();
+        assert!(!baked.to_string().contains("FetchThisRolesPki"));
+        for bad in ["ssm:", "ssm:relative", "s3://", "ftp://x"] {
+            assert!(
+                policy_with_pki("prod", "/cw", Role::Frontend, bad).is_none(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

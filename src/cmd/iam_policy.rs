@@ -13,17 +13,29 @@ pub struct Args {
     /// its own).
     #[arg(long, value_enum)]
     pub role: Role,
+    /// Where the instances fetch their PKI at boot, as given to
+    /// `render-user-data --pki-source`: ssm:/prefix, s3://bucket/prefix/
+    /// or baked.
+    #[arg(long, default_value = crate::iam::DEFAULT_PKI_SOURCE)]
+    pub pki_source: String,
 }
 
 /// Print the policy.
 pub fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
     let s = settings(config)?;
-    let text = serde_json::to_string_pretty(&crate::iam::policy(
+    let policy = crate::iam::policy_with_pki(
         &s.config.aws.fleet,
         &s.config.announce.cloudwatch_log_group,
         args.role,
-    ))
-    .map_err(|e| CmdError::Other(e.to_string()))?;
+        &args.pki_source,
+    )
+    .ok_or_else(|| {
+        CmdError::Other(format!(
+            "--pki-source {:?}: use ssm:/prefix, s3://bucket/prefix/ or baked",
+            args.pki_source
+        ))
+    })?;
+    let text = serde_json::to_string_pretty(&policy).map_err(|e| CmdError::Other(e.to_string()))?;
     println!("{text}");
     Ok(())
 }

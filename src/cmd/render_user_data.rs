@@ -24,7 +24,7 @@ pub struct Args {
     /// <prefix>/ca.crt, <prefix>/<cn>.crt, <prefix>/<cn>.key, optional
     /// <prefix>/ta.key), s3://bucket/prefix/ (the vpn.pki_dir layout), or
     /// baked.
-    #[arg(long, default_value = "ssm:/chainwatch/pki")]
+    #[arg(long, default_value = crate::iam::DEFAULT_PKI_SOURCE)]
     pub pki_source: String,
     /// Template [default: the one built into chainwatch, a copy of
     /// cloud-init/user-data.yaml.tmpl].
