@@ -151,6 +151,10 @@ fn pids_in(ns: &str, comm: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Fleets in which a takeover happened before the fault was injected.
+static TAKEOVERS_BEFORE_THE_FAULT: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
 /// One fault's timings, seconds after the death.
 struct Sample {
     declared: f64,
@@ -302,6 +306,29 @@ async fn chainwatch_once(fence: Fence) -> Sample {
     // random phase of the probe cycle (250 ms rounds on the overlay; four
     // of them).
     std::thread::sleep(Duration::from_millis(3000 + rand::random_range(0..1000)));
+    // A takeover before the fault is a false one: said loudly, with the
+    // logs, counted, and the run is no sample.
+    let early: Vec<String> = deliveries
+        .try_iter()
+        .map(|(_, body)| String::from_utf8_lossy(&body).into_owned())
+        .collect();
+    if !early.is_empty() {
+        TAKEOVERS_BEFORE_THE_FAULT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        eprintln!(
+            "FALSE TAKEOVER: {} event(s) before the fault: {early:?}\n{}",
+            early.len(),
+            f.recent_logs(400)
+        );
+        return Sample {
+            declared: f64::NAN,
+            holding: f64::NAN,
+            confirmed: None,
+            delivered: None,
+            logged: None,
+            fence_to_stopped: None,
+            saw_stopping: false,
+        };
+    }
     let t0 = Instant::now();
     let t0_ms = unix_ms();
     f.kill(1);
@@ -996,7 +1023,11 @@ fn print_results(r: &Results) {
         ..
     } = *r;
 
-    println!("\n## Results ({runs} faults per contender, median / p95)\n");
+    println!("\n## Results ({runs} faults per contender, p50 / p95 / p99)\n");
+    println!(
+        "Fleets with a takeover before the fault (false takeovers; no sample): {}\n",
+        TAKEOVERS_BEFORE_THE_FAULT.load(std::sync::atomic::Ordering::SeqCst)
+    );
     println!(
         "| | (a) death → declared | (b) death → new holder answering | (c) → event delivered by RabbitMQ and CloudWatch |"
     );

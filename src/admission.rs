@@ -145,7 +145,10 @@ impl Admission {
     /// Write the list atomically.
     pub fn store(&self, path: &Path) -> Result<(), String> {
         let body = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        crate::fsio::write_atomic(path, &body).map_err(|e| format!("{}: {e}", path.display()))
+        // OpenVPN's hooks read it as `vpn.user`: it names instances and
+        // addresses EC2 shows to the whole account, nothing secret.
+        crate::fsio::write_atomic_mode(path, &body, 0o644)
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// Read the list.

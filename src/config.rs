@@ -465,6 +465,13 @@ pub struct VpnConfig {
     pub up_timeout: Duration,
     /// The `chainwatch` binary the server runs as its client-connect hook.
     pub hook_binary: PathBuf,
+    /// The user OpenVPN drops to once its device is up and its keys read
+    /// (`persist-key`, `persist-tun`); its hooks run as this user too.
+    /// Empty: OpenVPN keeps root.
+    pub user: String,
+    /// The group OpenVPN drops to (empty: with `user`, its own group is
+    /// not changed).
+    pub group: String,
     /// The hook admits a client only from the address of its slot's
     /// holder, by the hub's admission list (the fabric fence). Off: any
     /// client of the layout (only for a hub without EC2, in tests).
@@ -491,6 +498,8 @@ impl Default for VpnConfig {
             proto: "udp".into(),
             up_timeout: Duration::from_millis(30_000),
             hook_binary: "/usr/bin/chainwatch".into(),
+            user: "nobody".into(),
+            group: "nogroup".into(),
             verify_holder: true,
             health_interval: Duration::from_millis(1000),
             health_timeout: Duration::from_millis(1000),
@@ -953,6 +962,29 @@ impl Config {
             return Err(invalid(
                 "vpn.up_timeout",
                 format!("must be at least 1000ms, got {}ms", ms(v.up_timeout)),
+            ));
+        }
+        for (key, name) in [("vpn.user", &v.user), ("vpn.group", &v.group)] {
+            let ok = name.len() <= 32
+                && name.chars().enumerate().all(|(i, c)| {
+                    c.is_ascii_lowercase()
+                        || c == '_'
+                        || (i > 0 && (c.is_ascii_digit() || c == '-'))
+                });
+            if !ok {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "must be a system user or group name (or empty), got {:?}",
+                        crate::layout::printable(name)
+                    ),
+                ));
+            }
+        }
+        if v.user.is_empty() && !v.group.is_empty() {
+            return Err(invalid(
+                "vpn.group",
+                "needs vpn.user: OpenVPN drops to a group only with a user",
             ));
         }
         let keys = ("vpn.health_interval", "vpn.health_timeout");

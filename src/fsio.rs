@@ -10,6 +10,13 @@ use std::path::Path;
 /// directory fsynced. A reader sees the old content or the new one, never
 /// a part, also after a crash; on error nothing is left behind.
 pub fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    write_atomic_mode(path, body, 0o600)
+}
+
+/// [`write_atomic`] with the file's mode bits set before it takes the
+/// name, so that no reader ever finds it with other ones.
+pub fn write_atomic_mode(path: &Path, body: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -18,6 +25,8 @@ pub fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
         .prefix(".chainwatch-")
         .tempfile_in(dir)?;
     tmp.write_all(body)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()

@@ -39,7 +39,7 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{DEFAULT_PATH, Settings, VpnConfig};
+use crate::config::{Settings, VpnConfig};
 use crate::layout::{Layout, Role, Slot};
 
 /// Errors of the VPN layer.
@@ -115,35 +115,42 @@ pub struct VpnSettings {
     pub tls_verify: String,
     /// The tun device name.
     pub dev: String,
+    /// What the hooks read (`<run_dir>/hooks.toml`): the layout, the state
+    /// directory and `[vpn]`, nothing secret, so that OpenVPN, dropped to
+    /// `vpn.user`, can read it while the daemon's own config (with the
+    /// broker's user and URLs) stays root's.
+    pub hooks: crate::config::Config,
 }
+
+/// The file name of the hooks' config in the run directory.
+pub const HOOKS_CONFIG: &str = "hooks.toml";
 
 impl VpnSettings {
     /// The settings of this daemon's OpenVPN: `[vpn]`, the layout, the run
     /// directory under the state directory, and the hooks calling this
     /// binary with the same config file.
     pub fn from_settings(s: &Settings) -> VpnSettings {
-        let config = s
-            .source
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+        let dir = run_dir(&s.config.node.state_dir);
+        let config = dir.join(HOOKS_CONFIG);
         let hook = |name: &str| {
-            if s.source.is_some() {
-                format!(
-                    "{} --config {} {name}",
-                    s.config.vpn.hook_binary.display(),
-                    config.display()
-                )
-            } else {
-                format!("{} {name}", s.config.vpn.hook_binary.display())
-            }
+            format!(
+                "{} --config {} {name}",
+                s.config.vpn.hook_binary.display(),
+                config.display()
+            )
         };
+        let mut hooks = crate::config::Config::default();
+        hooks.layout = s.config.layout.clone();
+        hooks.node.state_dir = s.config.node.state_dir.clone();
+        hooks.vpn = s.config.vpn.clone();
         VpnSettings {
             cfg: s.config.vpn.clone(),
             layout: s.layout.clone(),
-            run_dir: run_dir(&s.config.node.state_dir),
+            run_dir: dir,
             client_connect: hook("client-connect"),
             tls_verify: hook("tls-verify"),
             dev: "cwvpn".into(),
+            hooks,
         }
     }
 
@@ -221,7 +228,21 @@ pub fn render(s: &VpnSettings, slot: Slot) -> Result<String, VpnError> {
     } else {
         "# no crl.pem in vpn.pki_dir: no revocation list".to_string()
     };
+    let privileges = if s.cfg.user.is_empty() {
+        "# vpn.user is empty: OpenVPN keeps root".to_string()
+    } else {
+        let group = if s.cfg.group.is_empty() {
+            String::new()
+        } else {
+            format!("group {}\n", s.cfg.group)
+        };
+        format!(
+            "# Root only to open the device and read the keys; then {}.\nuser {}\n{group}persist-key\npersist-tun",
+            s.cfg.user, s.cfg.user
+        )
+    };
     let vars: Vec<(&str, String)> = vec![
+        ("privileges", privileges),
         ("common_name", slot.common_name()),
         ("dev", s.dev.clone()),
         ("proto", s.cfg.proto.clone()),
@@ -591,7 +612,7 @@ async fn spawn_openvpn(s: &VpnSettings, slot: Slot) -> Result<Child, VpnError> {
         binary: s.cfg.openvpn.clone(),
         reason,
     };
-    std::fs::create_dir_all(&s.run_dir).map_err(|e| spawn_err(e.to_string()))?;
+    prepare_run_dir(s).map_err(spawn_err)?;
     let conf = s.conf(slot);
     std::fs::write(&conf, render(s, slot)?).map_err(|e| spawn_err(e.to_string()))?;
     let _ = std::fs::remove_file(s.mgmt());
@@ -624,6 +645,21 @@ async fn spawn_openvpn(s: &VpnSettings, slot: Slot) -> Result<Child, VpnError> {
     }
     tracing::info!(identity = %slot, config = %conf.display(), log = %s.log_file().display(), "openvpn started");
     Ok(child)
+}
+
+/// The run directory, and in it the hooks' config: OpenVPN's hooks run as
+/// `vpn.user` once it dropped root, so the directory may be traversed (not
+/// listed) by anyone, and the hooks' config and the admission list, which
+/// hold nothing secret, may be read by anyone; the rest stays root's.
+fn prepare_run_dir(s: &VpnSettings) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(&s.run_dir).map_err(|e| format!("{}: {e}", s.run_dir.display()))?;
+    std::fs::set_permissions(&s.run_dir, std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| format!("{}: {e}", s.run_dir.display()))?;
+    let text = toml::to_string(&s.hooks).map_err(|e| format!("the hooks' config: {e}"))?;
+    let path = s.run_dir.join(HOOKS_CONFIG);
+    crate::fsio::write_atomic_mode(&path, text.as_bytes(), 0o644)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Stop OpenVPN: SIGTERM (no explicit-exit-notify in the configs, so it
@@ -871,7 +907,56 @@ mod tests {
             tls_verify: "/usr/bin/chainwatch --config /etc/chainwatch/chainwatch.toml tls-verify"
                 .into(),
             dev: "cwvpn".into(),
+            hooks: crate::config::Config::default(),
         }
+    }
+
+    #[test]
+    fn openvpn_drops_root_once_up_and_its_hooks_read_a_config_without_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path());
+        for slot in [Slot::new(Role::Frontend, 1), Slot::new(Role::Backend, 2)] {
+            let conf = render(&s, slot).unwrap();
+            assert!(
+                conf.contains("\nuser nobody\ngroup nogroup\npersist-key\npersist-tun\n"),
+                "{conf}"
+            );
+        }
+        s.cfg.user = String::new();
+        s.cfg.group = String::new();
+        let conf = render(&s, Slot::new(Role::Frontend, 1)).unwrap();
+        assert!(!conf.contains("\nuser ") && !conf.contains("persist-tun"));
+
+        // The hooks' config: the layout, the state directory and [vpn],
+        // readable by anyone; none of the daemon's secrets.
+        let mut c = crate::config::Config::default();
+        c.node.state_dir = dir.path().join("state");
+        c.announce.rabbitmq_urls = vec!["amqps://cw:hunter2@mq.internal/vh".into()];
+        c.layout.max_frontends = 4;
+        let settings = Settings {
+            layout: Layout::new(&c.layout).unwrap(),
+            config: c,
+            source: None,
+        };
+        let v = VpnSettings::from_settings(&settings);
+        let hooks = v.run_dir.join(HOOKS_CONFIG);
+        assert!(
+            v.client_connect
+                .contains(&format!("--config {} client-connect", hooks.display()))
+        );
+        prepare_run_dir(&v).unwrap();
+        let text = std::fs::read_to_string(&hooks).unwrap();
+        assert!(
+            !text.contains("hunter2") && !text.contains("mq.internal"),
+            "{text}"
+        );
+        let back = crate::config::Config::parse(&text, &hooks).unwrap();
+        assert_eq!(back.layout.max_frontends, 4);
+        assert_eq!(back.node.state_dir, dir.path().join("state"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&hooks), 0o644);
+        assert_eq!(mode(&v.run_dir), 0o711);
     }
 
     #[test]

@@ -244,6 +244,10 @@ impl Fleet {
         ));
         sh(&format!("ip addr add 10.77.{net}.254/24 dev {bridge}"));
         let dir = tempfile::tempdir().unwrap();
+        // OpenVPN drops to nobody once up (vpn.user), and its hooks read
+        // hooks.toml and the admission list under the nodes' state
+        // directories: they must be able to traverse (not list) this.
+        sh(&format!("chmod 0711 {}", dir.path().display()));
         let pki = dir.path().join("pki");
         sh(&format!(
             "{}/openvpn/make-test-pki.sh {} >/dev/null",
