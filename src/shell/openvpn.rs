@@ -656,6 +656,18 @@ fn prepare_run_dir(s: &VpnSettings) -> Result<(), String> {
     std::fs::create_dir_all(&s.run_dir).map_err(|e| format!("{}: {e}", s.run_dir.display()))?;
     std::fs::set_permissions(&s.run_dir, std::fs::Permissions::from_mode(0o711))
         .map_err(|e| format!("{}: {e}", s.run_dir.display()))?;
+    // The state directory above it (0700 when the daemon made it for its
+    // outbox or state file): traversable too, still not listable.
+    if let Some(state) = s.run_dir.parent() {
+        let mode = std::fs::metadata(state)
+            .map_err(|e| format!("{}: {e}", state.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o011 != 0o011 {
+            std::fs::set_permissions(state, std::fs::Permissions::from_mode(mode | 0o011))
+                .map_err(|e| format!("{}: {e}", state.display()))?;
+        }
+    }
     let text = toml::to_string(&s.hooks).map_err(|e| format!("the hooks' config: {e}"))?;
     let path = s.run_dir.join(HOOKS_CONFIG);
     crate::fsio::write_atomic_mode(&path, text.as_bytes(), 0o644)
@@ -957,6 +969,12 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&hooks), 0o644);
         assert_eq!(mode(&v.run_dir), 0o711);
+        // A state directory the daemon made owner-only (for its outbox)
+        // becomes traversable for the hooks, not listable.
+        let state = dir.path().join("state");
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+        prepare_run_dir(&v).unwrap();
+        assert_eq!(mode(&state), 0o711);
     }
 
     #[test]
