@@ -465,9 +465,9 @@ pub struct VpnConfig {
     pub up_timeout: Duration,
     /// The `chainwatch` binary the server runs as its client-connect hook.
     pub hook_binary: PathBuf,
-    /// The user OpenVPN drops to once its device is up and its keys read
-    /// (`persist-key`, `persist-tun`); its hooks run as this user too.
-    /// Empty: OpenVPN keeps root.
+    /// The user the hub's OpenVPN server drops to once its device is up
+    /// and its keys read (`persist-key`, `persist-tun`); its hooks run as
+    /// this user too. Clients keep root. Empty: the server keeps root.
     pub user: String,
     /// The group OpenVPN drops to (empty: with `user`, its own group is
     /// not changed).

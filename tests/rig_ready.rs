@@ -67,16 +67,17 @@ async fn ready_is_sent_only_once_the_vpn_identity_is_up() {
         later.iter().any(|m| m.contains("READY=1")),
         "no READY after the identity came up: {later:?}"
     );
-    // Both OpenVPNs, the internet-facing server included, dropped root
-    // once up (vpn.user = nobody), and the overlay works through the
-    // server's hooks, which ran as nobody too.
-    for i in [0, 1] {
+    // The internet-facing server dropped root once up (vpn.user =
+    // nobody), and the overlay works through its hooks, which ran as
+    // nobody too; the client keeps root (its address goes with its
+    // session).
+    for (i, uid) in [(0, "65534"), (1, "0")] {
         let pid = common::pid_in(&f.nodes[i].ns, "openvpn").expect("OpenVPN runs");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
         assert_eq!(
             uids.split_whitespace().skip(1).collect::<Vec<_>>(),
-            ["65534"; 4],
+            [uid; 4],
             "node {i}'s OpenVPN: {uids}"
         );
     }

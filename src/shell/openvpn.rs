@@ -228,8 +228,14 @@ pub fn render(s: &VpnSettings, slot: Slot) -> Result<String, VpnError> {
     } else {
         "# no crl.pem in vpn.pki_dir: no revocation list".to_string()
     };
+    // The server, which faces the internet, drops root. A client keeps it:
+    // when its session ends (a fenced holder cut off, a refused one), it
+    // closes its tun and the address goes with it, which an unprivileged
+    // client could not reopen (it would keep the address, persist-tun).
     let privileges = if s.cfg.user.is_empty() {
         "# vpn.user is empty: OpenVPN keeps root".to_string()
+    } else if !slot.is_hub() {
+        "# A client keeps root: its tun, and the address, go when its session ends.".to_string()
     } else {
         let group = if s.cfg.group.is_empty() {
             String::new()
@@ -927,13 +933,13 @@ mod tests {
     fn openvpn_drops_root_once_up_and_its_hooks_read_a_config_without_secrets() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = settings(dir.path());
-        for slot in [Slot::new(Role::Frontend, 1), Slot::new(Role::Backend, 2)] {
-            let conf = render(&s, slot).unwrap();
-            assert!(
-                conf.contains("\nuser nobody\ngroup nogroup\npersist-key\npersist-tun\n"),
-                "{conf}"
-            );
-        }
+        let conf = render(&s, Slot::new(Role::Frontend, 1)).unwrap();
+        assert!(
+            conf.contains("\nuser nobody\ngroup nogroup\npersist-key\npersist-tun\n"),
+            "{conf}"
+        );
+        let client = render(&s, Slot::new(Role::Backend, 2)).unwrap();
+        assert!(!client.contains("\nuser ") && !client.contains("persist-tun"));
         s.cfg.user = String::new();
         s.cfg.group = String::new();
         let conf = render(&s, Slot::new(Role::Frontend, 1)).unwrap();
