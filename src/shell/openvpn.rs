@@ -139,10 +139,15 @@ impl VpnSettings {
                 config.display()
             )
         };
-        let mut hooks = crate::config::Config::default();
-        hooks.layout = s.config.layout.clone();
-        hooks.node.state_dir = s.config.node.state_dir.clone();
-        hooks.vpn = s.config.vpn.clone();
+        let hooks = crate::config::Config {
+            layout: s.config.layout.clone(),
+            node: crate::config::NodeConfig {
+                state_dir: s.config.node.state_dir.clone(),
+                ..Default::default()
+            },
+            vpn: s.config.vpn.clone(),
+            ..Default::default()
+        };
         VpnSettings {
             cfg: s.config.vpn.clone(),
             layout: s.layout.clone(),
