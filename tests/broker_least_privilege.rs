@@ -80,20 +80,26 @@ async fn nodes_only_publish_and_the_worker_only_reads_with_the_topology_from_def
     )
     .unwrap();
 
+    // chainwatch with this config.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(["--config", cfg.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
     // The worker's own user is refused as a publisher.
-    let out = std::process::Command::new(bin())
-        .args(["--config", cfg.to_str().unwrap(), "broker-definitions"])
-        .args(["--publisher", &worker, "--worker-user", &worker])
-        .output()
-        .unwrap();
+    let out = cli(&[
+        "broker-definitions",
+        "--publisher",
+        &worker,
+        "--worker-user",
+        &worker,
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("give the worker its own broker user"));
 
-    let out = std::process::Command::new(bin())
-        .args(["--config", cfg.to_str().unwrap(), "broker-definitions"])
-        .args(["--worker-user", &worker])
-        .output()
-        .unwrap();
+    let out = cli(&["broker-definitions", "--worker-user", &worker]);
     assert!(
         out.status.success(),
         "{}",
@@ -205,21 +211,14 @@ async fn nodes_only_publish_and_the_worker_only_reads_with_the_topology_from_def
     .await
     .unwrap();
     let _ = admin.close(200, "done".into()).await;
-    let worker_cmd = |args: &[&str]| {
-        std::process::Command::new(bin())
-            .args(["--config", cfg.to_str().unwrap(), "worker"])
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let out = worker_cmd(&["dead-letters"]);
+    let out = cli(&["worker", "dead-letters"]);
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&ev.event_id.clone()),
         "`worker dead-letters` as the worker's user: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = worker_cmd(&["replay", &ev.event_id.clone()]);
+    let out = cli(&["worker", "replay", &ev.event_id]);
     assert!(
         out.status.success(),
         "`worker replay` as the worker's user: {}",
