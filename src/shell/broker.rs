@@ -142,6 +142,29 @@ impl Topology {
     /// passive declare closes its channel), which needs the configure
     /// permission. The error says what to do.
     pub async fn ensure(&self, conn: &Connection, side: Side) -> Result<Channel, String> {
+        self.ensure_or_mend(conn, side, false).await
+    }
+
+    /// [`Topology::ensure`]; with `mend` (a publish came back unrouted: a
+    /// binding is gone), first declare the whole topology again, which
+    /// puts the bindings back where this user may configure; where it may
+    /// not (least privilege), the broker's definitions are the operator's
+    /// to mend, and the checks go on as usual.
+    pub async fn ensure_or_mend(
+        &self,
+        conn: &Connection,
+        side: Side,
+        mend: bool,
+    ) -> Result<Channel, String> {
+        if mend {
+            let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+            match self.declare(&ch).await {
+                Ok(()) => return Ok(ch),
+                Err(e) => tracing::warn!(
+                    "a publish came back unrouted and this user may not declare the topology again ({e}): import `chainwatch broker-definitions` into the vhost"
+                ),
+            }
+        }
         let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
         match self.check(&ch, side).await {
             Ok(()) => return Ok(ch),
@@ -414,6 +437,9 @@ pub struct RabbitSink {
     config: AnnounceConfig,
     topology: Topology,
     channel: Mutex<Option<(Connection, Channel, Option<String>)>>,
+    /// The last publish came back unrouted: mend the topology at the next
+    /// connection.
+    unrouted: std::sync::atomic::AtomicBool,
 }
 
 impl RabbitSink {
@@ -423,12 +449,19 @@ impl RabbitSink {
             config: c.clone(),
             topology: Topology::from_config(c),
             channel: Mutex::new(None),
+            unrouted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     async fn open(&self) -> Result<(Connection, Channel, Option<String>), String> {
         let (conn, url) = connect_to(&self.config).await?;
-        let ch = self.topology.ensure(&conn, Side::Publisher).await?;
+        let mend = self
+            .unrouted
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        let ch = self
+            .topology
+            .ensure_or_mend(&conn, Side::Publisher, mend)
+            .await?;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| e.to_string())?;
@@ -481,6 +514,8 @@ impl RabbitSink {
             return Err("the broker nacked the message".into());
         }
         if let Some(returned) = confirm.take_message() {
+            self.unrouted
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             return Err(format!(
                 "the broker returned the message ({} {}): no queue is bound to {routing_key}",
                 returned.reply_code, returned.reply_text,
