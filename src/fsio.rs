@@ -1,9 +1,73 @@
 //! The one way chainwatch writes a file that must be whole: state, outbox
 //! entries, the worker's record, OpenVPN's pid record and `client-connect`
-//! answers.
+//! answers; and the one way it reads a secret (the members key, the broker
+//! password): only from a file whose mode keeps others out.
 
 use std::io::Write;
 use std::path::Path;
+
+/// Why a secret file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// It cannot be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// Its mode lets in someone it must not.
+    #[error("{path} is readable by {who} (mode {mode:o}); run `chmod {fix:o} {path}`")]
+    Mode {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its mode bits.
+        mode: u32,
+        /// `group or others`, or `others`.
+        who: &'static str,
+        /// The mode to set.
+        fix: u32,
+    },
+}
+
+/// Who may read a secret file besides its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    /// Nobody (mode 0600 at most).
+    Owner,
+    /// Its group too (mode 0640 at most): a service's group reads it.
+    OwnerAndGroup,
+}
+
+/// The bytes of the secret file `path`, refused when its mode lets in more
+/// than `readers`; `Ok(None)` when it does not exist.
+pub fn read_secret(path: &Path, readers: Readers) -> Result<Option<Vec<u8>>, SecretError> {
+    use std::os::unix::fs::PermissionsExt;
+    let read = |e: std::io::Error| SecretError::Read {
+        path: path.into(),
+        reason: e.to_string(),
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read(e)),
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    let (forbidden, who, fix) = match readers {
+        Readers::Owner => (0o077, "group or others", 0o600),
+        Readers::OwnerAndGroup => (0o007, "others", 0o640),
+    };
+    if mode & forbidden != 0 {
+        return Err(SecretError::Mode {
+            path: path.into(),
+            mode,
+            who,
+            fix,
+        });
+    }
+    std::fs::read(path).map(Some).map_err(read)
+}
 
 /// Write `body` to `path` atomically and durably: a temporary file (mode
 /// 0600) in the same directory, fsynced, renamed over `path`, then the

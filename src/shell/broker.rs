@@ -380,24 +380,21 @@ pub async fn connect_to(c: &AnnounceConfig) -> Result<(Connection, String), Stri
         .map_err(|e| e.replace(password.as_str(), "***"))
 }
 
-/// A secret from `path`: its first line, from a file nobody but its owner
-/// and group may read.
+/// The broker password: the first line of `path`, a file nobody but its
+/// owner and group may read.
 fn read_secret(path: &std::path::Path) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let shown = path.display();
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read announce.rabbitmq_password_file {shown}: {e}"))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o007 != 0 {
-        return Err(format!(
-            "announce.rabbitmq_password_file {shown} is readable by others (mode {mode:o}); run `chmod 640 {shown}`"
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read announce.rabbitmq_password_file {shown}: {e}"))?;
-    let password = text.lines().next().unwrap_or("").to_string();
+    use crate::fsio::{Readers, read_secret};
+    let key = "announce.rabbitmq_password_file";
+    let bytes = read_secret(path, Readers::OwnerAndGroup)
+        .map_err(|e| format!("{key}: {e}"))?
+        .ok_or_else(|| format!("{key} {} does not exist", path.display()))?;
+    let password = String::from_utf8_lossy(&bytes)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
     if password.is_empty() {
-        return Err(format!("announce.rabbitmq_password_file {shown} is empty"));
+        return Err(format!("{key} {} is empty", path.display()));
     }
     Ok(password)
 }

@@ -72,24 +72,9 @@ const CLAIM_RETRY: Duration = Duration::from_millis(150);
 /// Why the channel cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum MembersError {
-    /// The key file cannot be read.
-    #[error("cannot read the members key {path}: {reason}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        reason: String,
-    },
-    /// The key file can be read by others.
-    #[error(
-        "the members key {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
-    )]
-    Mode {
-        /// The file.
-        path: PathBuf,
-        /// Its mode bits.
-        mode: u32,
-    },
+    /// The key file cannot be read, or others may read it.
+    #[error("the members key: {0}")]
+    Key(#[from] crate::fsio::SecretError),
     /// The key is too short.
     #[error("{path}: {reason}")]
     Short {
@@ -111,28 +96,9 @@ pub enum MembersError {
 /// Read a members key file: owner-only, at least [`wire::MIN_KEY`] bytes.
 /// `Ok(None)` when the file does not exist (the channel is off).
 pub fn read_key(path: &Path) -> Result<Option<Key>, MembersError> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(MembersError::Read {
-                path: path.into(),
-                reason: e.to_string(),
-            });
-        }
+    let Some(bytes) = crate::fsio::read_secret(path, crate::fsio::Readers::Owner)? else {
+        return Ok(None);
     };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(MembersError::Mode {
-            path: path.into(),
-            mode,
-        });
-    }
-    let bytes = std::fs::read(path).map_err(|e| MembersError::Read {
-        path: path.into(),
-        reason: e.to_string(),
-    })?;
     Key::new(&bytes)
         .map(Some)
         .map_err(|reason| MembersError::Short {
