@@ -795,4 +795,84 @@ mod tests {
         let c = watcher.counters();
         assert_eq!((c.resigns, c.malformed, c.foreign), (1, 1, 1));
     }
+
+    /// A hub that keeps an admission list hands each authentic claim to
+    /// its fabric loop (a daemon that keeps none ignores it, a slot beyond
+    /// the layout is malformed); a taker's wait ends on the hub's own
+    /// answer, not on another address's, and runs out after `patience`.
+    #[tokio::test]
+    async fn a_claim_reaches_the_hub_s_list_and_only_the_hub_s_answer_ends_the_wait() {
+        let Some(prober) = prober() else { return };
+        let key = Key::new(&[b'k'; 32]).unwrap();
+        let opts = test_options();
+        let layout = Layout::default();
+        let make = || {
+            Members::new(
+                Members::bind(0).unwrap(),
+                key.clone(),
+                &opts,
+                layout.clone(),
+                prober.clone(),
+            )
+            .unwrap()
+        };
+        let (hub, taker) = (make(), make());
+        let fe2 = Slot::new(crate::layout::Role::Frontend, 2);
+        let vpc: SocketAddr = "10.0.3.7:7947".parse().unwrap();
+        let (_, bytes) = taker.next(Body::Claim { slot: fe2 });
+        hub.handle(&bytes, vpc);
+        assert_eq!(hub.counters().claims, 0, "no list kept: ignored");
+        let (route, mut heard) = mpsc::channel(8);
+        hub.route_claims(route);
+        let (_, bytes) = taker.next(Body::Claim { slot: fe2 });
+        hub.handle(&bytes, vpc);
+        let claim = heard.try_recv().expect("the claim reaches the fabric loop");
+        assert_eq!((claim.slot, claim.from), (fe2, Ipv4Addr::new(10, 0, 3, 7)));
+        let beyond = Slot::new(crate::layout::Role::Frontend, layout.max_id(fe2.role) + 1);
+        let (_, bytes) = taker.next(Body::Claim { slot: beyond });
+        hub.handle(&bytes, vpc);
+        assert!(heard.try_recv().is_err());
+        let c = hub.counters();
+        assert_eq!((c.claims, c.malformed), (1, 1));
+
+        let hub_ip = Ipv4Addr::new(10, 0, 3, 1);
+        let waiting = tokio::spawn({
+            let taker = taker.clone();
+            async move {
+                let start = tokio::time::Instant::now();
+                let admitted = taker.claim(fe2, hub_ip, Duration::from_secs(5)).await;
+                (admitted, start.elapsed())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let req = *lock(&taker.waiting).keys().next().expect("a claim waits");
+        let ack = hub
+            .next(Body::Ack {
+                req,
+                reached: true,
+                rtt_us: 0,
+            })
+            .1;
+        taker.handle(&ack, "10.0.3.9:7947".parse().unwrap());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(
+            !waiting.is_finished(),
+            "another address's answer ended the wait"
+        );
+        let ack = hub
+            .next(Body::Ack {
+                req,
+                reached: true,
+                rtt_us: 0,
+            })
+            .1;
+        taker.handle(&ack, SocketAddr::from((hub_ip, 7947)));
+        let (admitted, took) = waiting.await.unwrap();
+        assert!(admitted);
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        // Nobody answers: false once the patience ran out.
+        let start = tokio::time::Instant::now();
+        assert!(!taker.claim(fe2, hub_ip, Duration::from_millis(400)).await);
+        assert!(start.elapsed() >= Duration::from_millis(400));
+    }
 }
