@@ -42,15 +42,10 @@ pub const ACTIONS: [&str; 11] = [
 /// The PKI source `render-user-data` and `iam-policy` assume by default.
 pub const DEFAULT_PKI_SOURCE: &str = "ssm:/chainwatch/pki";
 
-/// The files of `role`'s PKI under a source's prefix: the shared ones, and
-/// a pattern for its own common names' certificates and keys.
-fn pki_files(role: Role) -> Vec<String> {
-    let mut f: Vec<String> = ["ca.crt", "ta.key", "members.key", "broker.password"]
-        .map(String::from)
-        .to_vec();
-    f.push(format!("{role}*"));
-    f
-}
+/// The files every node of a role fetches with its PKI, under the source's
+/// prefix; its own common names' certificates and keys come beside them
+/// (SSM: `<prefix>/<cn>.crt`; S3: `issued/<cn>.crt`, `private/<cn>.key`).
+const SHARED_PKI: [&str; 4] = ["ca.crt", "ta.key", "members.key", "broker.password"];
 
 /// The statements that let `role`'s instances fetch their PKI from `pki`
 /// (`ssm:/prefix`, `s3://bucket/prefix/` or `baked`), or `None` for a
@@ -61,17 +56,18 @@ fn pki_access(pki: &str, role: Role) -> Option<Vec<Value>> {
         if !prefix.starts_with('/') || prefix.len() < 2 {
             return None;
         }
-        let arns = pki_files(role)
+        let mut arns: Vec<String> = SHARED_PKI
             .iter()
             .map(|f| format!("arn:aws:ssm:*:*:parameter{prefix}/{f}"))
-            .collect::<Vec<_>>();
+            .collect();
+        arns.push(format!("arn:aws:ssm:*:*:parameter{prefix}/{role}*"));
         ("ssm:GetParameter", arns, "ssm.*.amazonaws.com")
     } else if let Some(rest) = pki.strip_prefix("s3://") {
         let rest = rest.trim_end_matches('/');
         if rest.is_empty() {
             return None;
         }
-        let mut arns: Vec<String> = ["ca.crt", "ta.key", "members.key", "broker.password"]
+        let mut arns: Vec<String> = SHARED_PKI
             .iter()
             .map(|f| format!("arn:aws:s3:::{rest}/{f}"))
             .collect();
