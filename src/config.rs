@@ -423,6 +423,12 @@ pub struct WorkerConfig {
     /// names is running and tagged as the holder of the ID at the event's
     /// epoch. Only for fleets without EC2 (tests) may this be off.
     pub verify_registry: bool,
+    /// How often the worker compares MySQL's last reconciled topology with
+    /// the registry (who holds backend1, which backends run) and runs the
+    /// playbook when they differ: a lost, late or dead-lettered event, or a
+    /// worker that was down, still ends with MySQL following the registry.
+    /// `0s`: only events (needs `verify_registry`).
+    pub reconcile_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -438,6 +444,7 @@ impl Default for WorkerConfig {
             retry_backoff: Duration::from_millis(5_000),
             publishers: Vec::new(),
             verify_registry: true,
+            reconcile_interval: Duration::from_millis(5_000),
         }
     }
 }
@@ -1128,6 +1135,15 @@ impl Config {
         }
         let w = &self.worker;
         within("worker.attempts", w.attempts, 1..=100, "", "")?;
+        if ms(w.reconcile_interval) != 0 && ms(w.reconcile_interval) < 1000 {
+            return Err(invalid(
+                "worker.reconcile_interval",
+                format!(
+                    "must be 0s (off) or at least 1000ms, got {}ms",
+                    ms(w.reconcile_interval)
+                ),
+            ));
+        }
         if ms(w.timeout) < 1000 {
             return Err(invalid(
                 "worker.timeout",

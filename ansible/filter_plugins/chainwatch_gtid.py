@@ -55,9 +55,40 @@ def gtid_most_advanced(positions, prefer=None):
     )
 
 
+def _parse_state(state):
+    """A gtid_binlog_state: the last GTID of each (domain, server_id) pair
+    in a server's binary log."""
+    out = {}
+    text = "" if state is None else str(state).strip()
+    for part in text.split(",") if text else []:
+        fields = part.strip().split("-")
+        if len(fields) != 3 or not all(f.isdigit() for f in fields):
+            raise AnsibleFilterError("not a MariaDB GTID state: %r" % text)
+        domain, server, seqno = (int(f) for f in fields)
+        key = (domain, server)
+        out[key] = max(out.get(key, 0), seqno)
+    return out
+
+
+def gtid_errant(state, primary_state):
+    """The GTIDs of binlog state `state` (a server about to replicate) that
+    the primary, whose binlog state is `primary_state`, never had: for each
+    (domain, server_id) the server logged, the primary must have logged the
+    same pair at least as far. With gtid_strict_mode, sequence numbers only
+    grow, so a higher one is a transaction the primary lacks: replicating
+    would fail (error 1236), or fork the data. Sorted "D-S-N" strings."""
+    mine, theirs = _parse_state(state), _parse_state(primary_state)
+    return sorted(
+        "%d-%d-%d" % (d, s, n)
+        for (d, s), n in mine.items()
+        if theirs.get((d, s), -1) < n
+    )
+
+
 class FilterModule(object):
     def filters(self):
         return {
             "gtid_covers": gtid_covers,
+            "gtid_errant": gtid_errant,
             "gtid_most_advanced": gtid_most_advanced,
         }

@@ -21,6 +21,15 @@
 //! logged) with the event as data that Ansible never renders as a template,
 //! retried with back-off up to `worker.attempts` times. Success → recorded
 //! as applied (durably), then acked. Failure → dead-lettered.
+//!
+//! Events are the trigger and the audit trail, not the only source of
+//! truth: every `worker.reconcile_interval` (and at start) the worker reads
+//! the registry's backend topology from EC2 (who holds backend1, which
+//! backends run) and, when it differs from what MySQL was last reconciled
+//! with, runs the playbook for it. A lost, late, reordered or dead-lettered
+//! event, or a worker that was down, still ends with MySQL following EC2;
+//! a backend that comes back (a fenced ex-primary, started again) is made a
+//! replica, or quarantined when it holds errant transactions (alerted).
 
 use std::path::Path;
 use std::time::Duration;
@@ -40,7 +49,7 @@ use crate::config::Settings;
 use crate::event::TransitionEvent;
 use crate::layout::{Role, escaped};
 use crate::shell::alert::Notifier;
-use crate::shell::aws::ec2::{HolderCheck, check_holder};
+use crate::shell::aws::ec2::{BackendView, HolderCheck, backend_view, check_holder};
 use crate::shell::broker::{Side, Topology, broker_user, connect_to, take_all};
 use crate::shell::worker::{AppliedStore, Decision, run_playbook};
 
@@ -53,6 +62,8 @@ struct Ctx {
     /// The worker's own broker users: what `chainwatch worker replay`
     /// publishes carries one of them.
     own_users: Vec<String>,
+    /// The last registry view a reconcile failed for: alerted once.
+    failed_view: std::sync::Mutex<Option<BackendView>>,
 }
 
 /// Arguments of `worker`.
@@ -232,6 +243,7 @@ async fn run(s: Settings) -> Result<(), CmdError> {
         ec2,
         notifier,
         own_users,
+        failed_view: std::sync::Mutex::new(None),
     };
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| CmdError::Other(e.to_string()))?;
@@ -247,6 +259,8 @@ async fn run(s: Settings) -> Result<(), CmdError> {
                     Ok(()) => tracing::warn!("the broker closed the consumer; reconnecting in {delay:?}"),
                     Err(e) => tracing::warn!("RabbitMQ: {e}; reconnecting in {delay:?}"),
                 }
+                // Without the broker, the registry still drives MySQL.
+                reconcile(&ctx, &mut store).await;
                 tokio::time::sleep(delay).await;
             }
         }
@@ -276,11 +290,154 @@ async fn consume(ctx: &Ctx, store: &mut AppliedStore) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(queue = %topology.queue, "worker consuming");
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery.map_err(|e| e.to_string())?;
-        handle(ctx, &ch, &topology, store, delivery).await?;
+    let every = ctx.s.config.worker.reconcile_interval;
+    let mut tick = tokio::time::interval(if every.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        every
+    });
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            delivery = consumer.next() => {
+                let Some(delivery) = delivery else { return Ok(()) };
+                let delivery = delivery.map_err(|e| e.to_string())?;
+                handle(ctx, &ch, &topology, store, delivery).await?;
+            }
+            _ = tick.tick() => reconcile(ctx, store).await,
+        }
     }
-    Ok(())
+}
+
+/// Level-triggered: read who holds backend1 and which backends run from
+/// EC2; when that differs from what MySQL was last reconciled with, run the
+/// playbook as for a promotion of that holder (idempotent: what already
+/// matches is left alone), and remember the view on success. A failure is
+/// alerted once per view and retried at the next tick.
+async fn reconcile(ctx: &Ctx, store: &mut AppliedStore) {
+    let w = &ctx.s.config.worker;
+    let Some(client) = &ctx.ec2 else { return };
+    if w.reconcile_interval.is_zero() {
+        return;
+    }
+    let fleet = &ctx.s.config.aws.fleet;
+    let view = match backend_view(client, fleet).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(
+                "reconcile: cannot read the registry ({e}); trying again in {:?}",
+                w.reconcile_interval
+            );
+            return;
+        }
+    };
+    if store.reconciled() == Some(&view) {
+        return;
+    }
+    let Some(primary) = view.primary.clone() else {
+        tracing::debug!("reconcile: no running backend holds ID 1; nothing to follow");
+        return;
+    };
+    let ev = TransitionEvent {
+        schema: crate::event::SCHEMA,
+        event_id: format!("reconcile-{primary}-{}", view.epoch),
+        fleet: fleet.clone(),
+        role: Role::Backend,
+        from_id: 1,
+        to_id: 1,
+        instance_id: primary.clone(),
+        fenced_instances: view.down.clone(),
+        vacant: false,
+        overlay_addr: ctx
+            .s
+            .layout
+            .overlay_addr(crate::layout::Slot::new(Role::Backend, 1)),
+        epoch: view.epoch,
+        timings: crate::event::Timings {
+            silent_since_ms: None,
+            detected_ms: 0,
+            fenced_ms: 0,
+            identity_up_ms: 0,
+            announced_ms: crate::clock::unix_ms(std::time::SystemTime::now()),
+        },
+    };
+    if let Err(e) = ev.check(fleet, &ctx.s.layout) {
+        tracing::error!("reconcile: the registry reads as an invalid topology ({e}); not applied");
+        return;
+    }
+    tracing::warn!(
+        primary = %primary,
+        epoch = view.epoch,
+        replicas = ?view.replicas,
+        down = ?view.down,
+        "reconcile: MySQL was last reconciled with {:?}; running the playbook for the registry's topology",
+        store.reconciled().and_then(|v| v.primary.clone())
+    );
+    match run_playbook(w, &w.playbook, &ev).await {
+        Ok(quarantined) => {
+            alert_quarantined(ctx, &ev, &quarantined);
+            if let Err(e) = store.record_reconciled(&view) {
+                tracing::error!("reconcile: {e}");
+                return;
+            }
+            *ctx.failed_view.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            tracing::warn!(primary = %primary, epoch = view.epoch, replicas = ?view.replicas, "reconcile: MySQL follows the registry");
+        }
+        Err(e) => {
+            tracing::error!(primary = %primary, epoch = view.epoch, "reconcile: the playbook failed ({e}); trying again in {:?}", w.reconcile_interval);
+            let mut failed = ctx.failed_view.lock().unwrap_or_else(|p| p.into_inner());
+            if failed.as_ref() != Some(&view) {
+                *failed = Some(view.clone());
+                if let Some(n) = &ctx.notifier {
+                    n.raise(
+                        "reconcile_failed",
+                        "worker".into(),
+                        "backend1".into(),
+                        None,
+                        format!(
+                            "MySQL cannot be made to follow {primary} (epoch {}): {e}",
+                            view.epoch
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// After a promotion from an event: if the registry shows exactly that
+/// holder, and no instance the event left out as fenced runs again (the
+/// playbook did not make it a replica), MySQL matches the registry and the
+/// next reconcile has nothing to do.
+async fn note_reconciled(ctx: &Ctx, store: &mut AppliedStore, ev: &TransitionEvent) {
+    let Some(client) = &ctx.ec2 else { return };
+    if let Ok(view) = backend_view(client, &ctx.s.config.aws.fleet).await
+        && view.primary.as_deref() == Some(ev.instance_id.as_str())
+        && view.epoch == ev.epoch
+        && !view
+            .replicas
+            .iter()
+            .any(|r| ev.fenced_instances.contains(r))
+        && let Err(e) = store.record_reconciled(&view)
+    {
+        tracing::error!("{e}");
+    }
+}
+
+/// Alert each server a playbook quarantined.
+fn alert_quarantined(ctx: &Ctx, ev: &TransitionEvent, quarantined: &[String]) {
+    for q in quarantined {
+        tracing::error!(event_id = %ev.event_id, "{q}");
+        if let Some(n) = &ctx.notifier {
+            n.raise(
+                "quarantine",
+                "worker".into(),
+                "backend".into(),
+                None,
+                q.clone(),
+            );
+        }
+    }
 }
 
 /// Put `d` in the dead-letter queue with `reason`: a copy goes to the
@@ -475,14 +632,28 @@ async fn handle(
         store.record(&ev).map_err(|e| e.to_string())?;
         return ack(&d).await.map_err(|e| e.to_string());
     };
+    let promotion = ev.role == Role::Backend && ev.to_id == 1;
+    if promotion
+        && store.reconciled().is_some_and(|v| {
+            v.primary.as_deref() == Some(ev.instance_id.as_str()) && v.epoch == ev.epoch
+        })
+    {
+        tracing::warn!(event_id = %ev.event_id, "{span}: MySQL was already reconciled with this holder from the registry");
+        store.record(&ev).map_err(|e| e.to_string())?;
+        return ack(&d).await.map_err(|e| e.to_string());
+    }
     let first = w.retry_backoff;
     let mut delays = crate::backoff::delays(first, first * 16);
     let mut last = String::new();
     for attempt in 1..=w.attempts {
         tracing::info!(event_id = %ev.event_id, attempt, playbook = %playbook.display(), "{span}: running the playbook");
         match run_playbook(w, &playbook, &ev).await {
-            Ok(()) => {
+            Ok(quarantined) => {
+                alert_quarantined(ctx, &ev, &quarantined);
                 store.record(&ev).map_err(|e| e.to_string())?;
+                if promotion {
+                    note_reconciled(ctx, store, &ev).await;
+                }
                 tracing::warn!(event_id = %ev.event_id, attempt, "{span}: applied");
                 return ack(&d).await.map_err(|e| e.to_string());
             }

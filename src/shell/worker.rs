@@ -13,6 +13,12 @@ use tokio::process::Command;
 use crate::config::WorkerConfig;
 use crate::event::TransitionEvent;
 use crate::layout::Role;
+use crate::shell::aws::ec2::BackendView;
+
+/// What a playbook prints (in a `debug` task's message) for a server it
+/// quarantined: a rejoining server with errant transactions, left read-only
+/// and out of replication. The worker raises an alert for each.
+pub const QUARANTINE_MARKER: &str = "chainwatch quarantine:";
 
 /// How many applied event IDs are remembered.
 pub const REMEMBER: usize = 10_000;
@@ -67,6 +73,10 @@ struct Applied {
     /// `<role>/<epoch>` → the event applied at it (as many as `events`).
     #[serde(default)]
     at_epoch: BTreeMap<String, String>,
+    /// The registry's backend topology MySQL was last reconciled with (the
+    /// playbook succeeded for it).
+    #[serde(default)]
+    reconciled: Option<BackendView>,
 }
 
 fn epoch_key(ev: &TransitionEvent) -> String {
@@ -123,6 +133,17 @@ impl AppliedStore {
         Decision::Apply
     }
 
+    /// The registry view MySQL was last reconciled with.
+    pub fn reconciled(&self) -> Option<&BackendView> {
+        self.applied.reconciled.as_ref()
+    }
+
+    /// Record that MySQL now matches `view`, durably.
+    pub fn record_reconciled(&mut self, view: &BackendView) -> Result<(), WorkerError> {
+        self.applied.reconciled = Some(view.clone());
+        self.save()
+    }
+
     /// Record `ev` as applied, durably (temporary file, fsync, rename).
     pub fn record(&mut self, ev: &TransitionEvent) -> Result<(), WorkerError> {
         self.applied.events.push_back(ev.event_id.clone());
@@ -140,6 +161,10 @@ impl AppliedStore {
             .entry(ev.to_slot().common_name())
             .or_insert(0);
         *e = (*e).max(ev.epoch);
+        self.save()
+    }
+
+    fn save(&self) -> Result<(), WorkerError> {
         let err = |reason: String| WorkerError::State {
             path: self.path.clone(),
             reason,
@@ -192,14 +217,22 @@ pub fn vars_yaml(ev: &TransitionEvent) -> String {
     out
 }
 
+/// The quarantine message in one line of a playbook's output, if any (see
+/// [`QUARANTINE_MARKER`]): from the marker to the end of the message.
+pub fn quarantine_in(line: &str) -> Option<String> {
+    let at = line.find(QUARANTINE_MARKER)?;
+    let msg = line[at..].trim_end().trim_end_matches(['"', ',']);
+    Some(crate::layout::escaped(msg))
+}
+
 /// Run `playbook` for `ev`: `ansible-playbook -i <inventory> <playbook> -e
 /// @<event vars>` (see [`vars_yaml`]), bounded by `worker.timeout`, its
-/// output in the log.
+/// output in the log. Returns the quarantine messages it printed.
 pub async fn run_playbook(
     cfg: &WorkerConfig,
     playbook: &Path,
     ev: &TransitionEvent,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
     let vars = cfg.state_dir.join(format!("event-{}.yml", ev.event_id));
     std::fs::write(&vars, vars_yaml(ev)).map_err(|e| format!("{}: {e}", vars.display()))?;
     let mut child = Command::new(&cfg.ansible_playbook)
@@ -223,6 +256,7 @@ pub async fn run_playbook(
             )
         })?;
     let tail = std::sync::Arc::new(std::sync::Mutex::new(VecDeque::<String>::new()));
+    let quarantined = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut readers = Vec::new();
     for out in [
         child
@@ -239,11 +273,18 @@ pub async fn run_playbook(
     {
         let id = ev.event_id.clone();
         let tail = tail.clone();
+        let quarantined = quarantined.clone();
         readers.push(tokio::spawn(async move {
             let mut lines = BufReader::new(out).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if line.trim().is_empty() {
                     continue;
+                }
+                if let Some(q) = quarantine_in(&line) {
+                    let mut all = quarantined.lock().unwrap_or_else(|p| p.into_inner());
+                    if !all.contains(&q) {
+                        all.push(q);
+                    }
                 }
                 tracing::info!(target: "ansible", event_id = %id, "{line}");
                 let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
@@ -274,7 +315,9 @@ pub async fn run_playbook(
             ))
         }
         Ok(Err(e)) => Err(format!("waiting for ansible-playbook: {e}")),
-        Ok(Ok(s)) if s.success() => Ok(()),
+        Ok(Ok(s)) if s.success() => Ok(std::mem::take(
+            &mut *quarantined.lock().unwrap_or_else(|p| p.into_inner()),
+        )),
         Ok(Ok(s)) => Err(format!(
             "ansible-playbook failed ({s}); last output: {}",
             tail.join(" | ")
@@ -327,6 +370,41 @@ mod tests {
         assert!(y.contains(r#""fenced_instances": [!unsafe "i-2"]"#), "{y}");
         assert!(y.contains(r#""epoch": 3"#), "{y}");
         assert_eq!(y.matches("!unsafe").count(), 6, "{y}");
+    }
+
+    #[test]
+    fn a_quarantine_line_is_found_in_ansible_s_output_and_escaped() {
+        let line = "    \"msg\": \"chainwatch quarantine: backend3 (i-0123456789abcdef0) holds transactions backend1 never had (0-1-7); it stays read-only\u{1b}[31m\"";
+        let q = quarantine_in(line).unwrap();
+        assert!(
+            q.starts_with("chainwatch quarantine: backend3 (i-0123456789abcdef0)"),
+            "{q}"
+        );
+        assert!(q.contains("(0-1-7)"), "{q}");
+        assert!(!q.ends_with('"'), "{q}");
+        assert!(!q.contains('\u{1b}'), "{q}");
+        assert_eq!(quarantine_in("ok: [backend3] => changed=false"), None);
+    }
+
+    #[test]
+    fn the_reconciled_view_is_durable_and_survives_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = AppliedStore::open(dir.path()).unwrap();
+        assert_eq!(store.reconciled(), None);
+        let view = BackendView {
+            primary: Some("i-0000000000000002".into()),
+            epoch: 7,
+            replicas: vec!["i-0000000000000003".into()],
+            down: vec!["i-0000000000000001".into()],
+        };
+        store.record_reconciled(&view).unwrap();
+        store.record(&ev(Role::Backend, 8)).unwrap();
+        let store = AppliedStore::open(dir.path()).unwrap();
+        assert_eq!(store.reconciled(), Some(&view));
+        assert_eq!(
+            store.decide(&ev(Role::Backend, 7)),
+            Decision::Stale { applied: 8 }
+        );
     }
 
     #[test]

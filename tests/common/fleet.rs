@@ -79,6 +79,9 @@ pub struct Options {
     pub fence_budget: Option<u32>,
     /// `aws.takeover_cooldown`, in seconds (default: the daemon's, none).
     pub cooldown_secs: Option<u64>,
+    /// MariaDB's semi-synchronous replication (`chainwatch_semi_sync` in
+    /// the inventory), as the README recommends for no lost write.
+    pub semi_sync: bool,
 }
 
 /// One emulated instance.
@@ -154,6 +157,7 @@ pub struct Fleet {
     hypervisor: Option<std::thread::JoinHandle<()>>,
     watchdog: Option<std::thread::JoinHandle<()>>,
     doubles: Arc<Mutex<Vec<String>>>,
+    semi_sync: bool,
 }
 
 /// How long the rig's EC2 keeps a stopped instance `stopping`: (without
@@ -367,6 +371,7 @@ impl Fleet {
             stop: Arc::new(AtomicBool::new(false)),
             hypervisor: None,
             watchdog: None,
+            semi_sync: opts.semi_sync,
             doubles: Arc::new(Mutex::new(Vec::new())),
         };
         if opts.mariadb {
@@ -746,9 +751,10 @@ impl Fleet {
         std::fs::write(
             d.join("worker.toml"),
             format!(
-                "[aws]\nfleet = \"{}\"\n[announce]\nrabbitmq_urls = [\"{}\"]\nallow_plain_amqp = true\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{}/worker\"\ninventory = \"{}\"\nplaybook = \"{}/ansible/failover.yml\"\nattempts = 3\nretry_backoff = \"1000ms\"\npublishers = [\"{}\"]\n",
+                "[aws]\nfleet = \"{}\"\n[announce]\nrabbitmq_urls = [\"{}\"]\nallow_plain_amqp = true\ncloudwatch_log_group = \"\"\n[alerts]\nnotify_command = [\"/bin/sh\", \"-c\", \"cat >> {}/worker-alerts.jsonl\"]\n[worker]\nstate_dir = \"{}/worker\"\ninventory = \"{}\"\nplaybook = \"{}/ansible/failover.yml\"\nattempts = 3\nretry_backoff = \"1000ms\"\npublishers = [\"{}\"]\n",
                 self.fleet,
                 rabbit.url(),
+                d.display(),
                 d.display(),
                 inv.display(),
                 env!("CARGO_MANIFEST_DIR"),
@@ -756,23 +762,97 @@ impl Fleet {
             ),
         )
         .unwrap();
+        self.start_worker();
+        // Steady state before any fault: the worker's first reconcile
+        // (MySQL checked against the registry) has run.
+        wait_for(
+            "the worker's first reconcile",
+            Duration::from_secs(60),
+            || {
+                self.worker_log()
+                    .contains("reconcile: MySQL follows the registry")
+                    .then_some(())
+            },
+        );
+    }
+
+    /// Start `chainwatch worker` on the host (again: its state, applied
+    /// events and the reconciled topology, is kept; its log appended to).
+    pub fn start_worker(&mut self) {
+        let d = self.dir.path();
+        let before = self.worker_log().matches("worker consuming").count();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("worker.log"))
+            .unwrap();
         let child = super::aws_env(&mut Command::new(bin()), &self.shared.api_endpoint)
             .arg("--config")
             .arg(d.join("worker.toml"))
             .args(["--log-format", "json", "worker"])
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("worker.log")).unwrap())
+            .stderr(log)
             .spawn()
             .unwrap();
         self.worker = Some(Proc(child));
         wait_for("the worker", Duration::from_secs(30), || {
-            self.worker_log().contains("worker consuming").then_some(())
+            (self.worker_log().matches("worker consuming").count() > before).then_some(())
         });
+    }
+
+    /// Kill the worker (SIGKILL), as a crash or its host's outage would.
+    pub fn stop_worker(&mut self) {
+        self.worker = None;
+    }
+
+    /// The first alert of `kind` the worker's `alerts.notify_command`
+    /// received; panics after `timeout`.
+    pub fn worker_alert(&self, kind: &str, timeout: Duration) -> serde_json::Value {
+        let file = self.dir.path().join("worker-alerts.jsonl");
+        wait_for(&format!("a {kind} alert from the worker"), timeout, || {
+            std::fs::read_to_string(&file)
+                .ok()?
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|a| a["kind"] == kind)
+        })
+    }
+
+    /// Node `i`'s `SHOW SLAVE STATUS`, field by field (empty when it
+    /// replicates from nobody).
+    pub fn replica_status(&self, i: usize) -> std::collections::HashMap<String, String> {
+        let socket = format!("--socket={}", db_dir(&self.nodes[i]).join("sock").display());
+        let out =
+            super::mariadb::query(&["--column-names", "-uroot", &socket], "SHOW SLAVE STATUS")
+                .unwrap_or_default();
+        let mut lines = out.lines();
+        match (lines.next(), lines.next()) {
+            (Some(names), Some(values)) => names
+                .split('\t')
+                .zip(values.split('\t'))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            _ => Default::default(),
+        }
+    }
+
+    /// Restart node `i`'s mariadbd in the same boot (killed, started again
+    /// through the role guard, as its unit's `Restart=` would).
+    pub fn restart_mysqld(&self, i: usize) {
+        let n = &self.nodes[i];
+        let old = self.shared.procs.lock().unwrap()[i].db.take();
+        drop(old);
+        let proc = super::mariadb::spawn(&db_dir(n), &["ip", "netns", "exec", &n.ns], || {
+            db_sql(n, "SELECT 1").is_ok()
+        });
+        self.shared.procs.lock().unwrap()[i].db = Some(proc);
     }
 
     /// The worker's log.
     pub fn worker_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default()
+        std::fs::read(self.dir.path().join("worker.log"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     fn inventory(&self) -> PathBuf {
@@ -789,6 +869,9 @@ impl Fleet {
             ));
         }
         text.push_str("[chainwatch_backend:vars]\nchainwatch_repl_password=repl-secret\nchainwatch_become=false\n");
+        if self.semi_sync {
+            text.push_str("chainwatch_semi_sync=true\n");
+        }
         let path = self.dir.path().join("inventory.ini");
         std::fs::write(&path, text).unwrap();
         path
@@ -1164,6 +1247,23 @@ fn hypervisor(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
 impl Drop for Fleet {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // A failed scenario shows what each daemon said last: CI keeps
+        // nothing else of the fleet.
+        if std::thread::panicking() {
+            for (i, n) in self.nodes.iter().enumerate() {
+                let log = self.log(i);
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(60)..];
+                eprintln!(
+                    "--- {} ({}, booted as {}): last {} lines of its log\n{}",
+                    n.ns,
+                    n.instance,
+                    n.boot,
+                    tail.len(),
+                    tail.join("\n")
+                );
+            }
+        }
         if let Some(h) = self.hypervisor.take() {
             let _ = h.join();
         }

@@ -1343,3 +1343,59 @@ pub async fn check_holder(
     }
     Ok(HolderCheck::Holder)
 }
+
+/// What the registry (EC2's tags) says MySQL's topology must be: the
+/// backend that holds ID 1, and every other backend that runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct BackendView {
+    /// The holder of backend1: running, not fenced nor released, the
+    /// highest epoch among those tagged with ID 1. None while nobody is.
+    pub primary: Option<String>,
+    /// Its epoch tag.
+    pub epoch: u64,
+    /// The other running backends of the fleet, sorted: the replicas.
+    pub replicas: Vec<String>,
+    /// The fleet's backends that are not running, or tagged fenced: left
+    /// alone.
+    pub down: Vec<String>,
+}
+
+/// Read [`BackendView`] for `fleet` from EC2: one `DescribeInstances`.
+pub async fn backend_view(client: &Client, fleet: &str) -> Result<BackendView, Ec2Error> {
+    let found = describe(
+        client,
+        vec![
+            filter(&format!("tag:{}", tags::FLEET), fleet),
+            filter(&format!("tag:{}", tags::ROLE), Role::Backend.as_str()),
+        ],
+        Vec::new(),
+    )
+    .await?;
+    let mut view = BackendView::default();
+    let mut live = Vec::new();
+    for i in &found {
+        let Some(id) = i.instance_id() else { continue };
+        let running = i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Running);
+        if !running || tag(i, tags::STATE) == Some("fenced") {
+            view.down.push(id.to_string());
+            continue;
+        }
+        live.push(id.to_string());
+        let epoch = tag(i, tags::EPOCH).and_then(|e| e.parse::<u64>().ok());
+        if tag(i, tags::ID) == Some("1")
+            && tag(i, tags::STATE) != Some(RELEASED)
+            && let Some(e) = epoch
+            && (view.primary.is_none() || e > view.epoch)
+        {
+            view.primary = Some(id.to_string());
+            view.epoch = e;
+        }
+    }
+    view.replicas = live
+        .into_iter()
+        .filter(|id| Some(id) != view.primary.as_ref())
+        .collect();
+    view.replicas.sort();
+    view.down.sort();
+    Ok(view)
+}

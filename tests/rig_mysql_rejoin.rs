@@ -1,0 +1,171 @@
+//! Rig scenarios: MySQL roles across restarts, and the fenced ex-primary
+//! coming back.
+//!
+//! backend1 dies; backend2 takes over and the worker promotes its MariaDB.
+//! - A restart of mysqld on the new primary keeps it writable (its role
+//!   drop-in was written in this boot).
+//! - The fenced instance, started again, rejoins at the tail of the chain.
+//!   Its server boots read-only (the drop-in came from another boot). The
+//!   worker's reconcile sees a new running backend in the registry and runs
+//!   the playbook: a clean server becomes a replica of backend1; one whose
+//!   binary log holds transactions backend1 never had (errant) is
+//!   quarantined, read-only and out of replication, and an alert goes out.
+
+mod common;
+
+use std::time::Duration;
+
+use chainwatch::layout::{Role, Slot};
+use common::fleet::{Fleet, Options};
+use common::{rig_ready, wait_for};
+
+fn be(id: u32) -> Slot {
+    Slot::new(Role::Backend, id)
+}
+
+/// Node indices of `Fleet::mysql_fleet`: backend1, backend2, backend3.
+const OLD: usize = 2;
+const NEW: usize = 3;
+const REPLICA: usize = 4;
+
+/// backend1 crashes; waits until backend2's MariaDB is the writable
+/// backend1, then until EC2 has stopped the old one and the operator (this
+/// test) starts it again: it rejoins as backend3.
+async fn fail_over_and_start_the_old_primary_again(f: &Fleet) {
+    f.kill(OLD);
+    wait_for(
+        "backend2 to be the writable backend1",
+        Duration::from_secs(120),
+        || {
+            (f.status(NEW).is_some_and(|s| s["id"] == 1)
+                && f.sql(NEW, "SELECT @@read_only").ok()? == "0")
+                .then_some(())
+        },
+    );
+    wait_for(
+        "the hypervisor to power the old backend1 off",
+        Duration::from_secs(60),
+        || f.powered_off(OLD).then_some(()),
+    );
+    f.stopped_instance(OLD).await;
+    f.wait_overlay(REPLICA, be(2), 60);
+    f.ec2
+        .start_instances()
+        .instance_ids(&f.nodes[OLD].instance)
+        .send()
+        .await
+        .unwrap();
+    f.wait_overlay(OLD, be(3), 120);
+}
+
+fn replica_field(f: &Fleet, i: usize, field: &str) -> Option<String> {
+    f.replica_status(i).remove(field)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn restarts_keep_the_roles_and_a_clean_old_primary_rejoins_as_a_replica() {
+    if !rig_ready(true) {
+        return;
+    }
+    let f = Fleet::mysql_fleet(Options::default()).await;
+    fail_over_and_start_the_old_primary_again(&f).await;
+
+    // mysqld restarts on the new primary: still writable.
+    f.restart_mysqld(NEW);
+    assert_eq!(f.sql(NEW, "SELECT @@read_only").unwrap(), "0");
+    let w = f.client_sql(1, "backend1.internal", "INSERT INTO app.t VALUES (20)");
+    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+
+    // The old primary booted read-only and becomes a replica of backend1.
+    wait_for(
+        "the old primary to replicate from backend1.internal",
+        Duration::from_secs(90),
+        || {
+            (replica_field(&f, OLD, "Slave_IO_Running")? == "Yes"
+                && replica_field(&f, OLD, "Slave_SQL_Running")? == "Yes")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        replica_field(&f, OLD, "Master_Host").as_deref(),
+        Some("backend1.internal")
+    );
+    assert_eq!(f.sql(OLD, "SELECT @@read_only").unwrap(), "1");
+    let w = f.client_sql(1, "backend1.internal", "INSERT INTO app.t VALUES (21)");
+    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+    wait_for(
+        "the old primary to replicate a new row",
+        Duration::from_secs(30),
+        || (f.sql(OLD, "SELECT COUNT(*) FROM app.t WHERE v = 21").ok()? == "1").then_some(()),
+    );
+    // Without errant transactions: what it holds, backend1 holds.
+    assert_eq!(
+        f.sql(OLD, "SELECT COUNT(*) FROM app.t").unwrap(),
+        f.sql(NEW, "SELECT COUNT(*) FROM app.t").unwrap()
+    );
+    // The reconcile that made it a replica ends without a quarantine.
+    wait_for(
+        "the worker's reconcile to finish",
+        Duration::from_secs(60),
+        || {
+            f.worker_log()
+                .lines()
+                .any(|l| {
+                    l.contains("reconcile: MySQL follows the registry")
+                        && l.contains(&f.nodes[OLD].instance)
+                })
+                .then_some(())
+        },
+    );
+    assert!(
+        !f.worker_log().contains("chainwatch quarantine"),
+        "{}",
+        f.worker_log()
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_old_primary_with_errant_transactions_is_quarantined_and_alerted() {
+    if !rig_ready(true) {
+        return;
+    }
+    let f = Fleet::mysql_fleet(Options::default()).await;
+    // The replicas stop receiving; backend1 commits a row only it holds.
+    for i in [NEW, REPLICA] {
+        f.sql(i, "STOP SLAVE IO_THREAD").unwrap();
+    }
+    f.sql(OLD, "INSERT INTO app.t VALUES (500)").unwrap();
+    fail_over_and_start_the_old_primary_again(&f).await;
+
+    let alert = f.worker_alert("quarantine", Duration::from_secs(90));
+    let detail = alert["detail"].as_str().unwrap_or_default().to_string();
+    assert!(
+        detail.contains("backend") && detail.contains(&f.nodes[OLD].instance),
+        "{alert}"
+    );
+    // Read-only, out of replication, its row not merged anywhere.
+    assert_eq!(f.sql(OLD, "SELECT @@read_only").unwrap(), "1");
+    assert_ne!(
+        replica_field(&f, OLD, "Slave_IO_Running").as_deref(),
+        Some("Yes")
+    );
+    assert_eq!(
+        f.sql(OLD, "SELECT COUNT(*) FROM app.t WHERE v = 500")
+            .unwrap(),
+        "1"
+    );
+    assert_eq!(
+        f.sql(NEW, "SELECT COUNT(*) FROM app.t WHERE v = 500")
+            .unwrap(),
+        "0"
+    );
+    // backend1 still takes writes and the clean replica follows.
+    let w = f.client_sql(1, "backend1.internal", "INSERT INTO app.t VALUES (30)");
+    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+    wait_for("backend2 to replicate", Duration::from_secs(30), || {
+        (f.sql(REPLICA, "SELECT COUNT(*) FROM app.t WHERE v = 30")
+            .ok()?
+            == "1")
+            .then_some(())
+    });
+}
