@@ -41,9 +41,17 @@
 //! phase → backend2 promoted, and → a write through `backend1.internal`
 //! accepted (the worker's Ansible included).
 //!
+//! Failover under writes (`BENCH_WRITE_RUNS` per variant, default 20):
+//! a client on frontend2 writes through `backend1.internal` as an
+//! application user (no SUPER), autocommit, while backend1 dies at a random
+//! phase; once as is, once with the candidate's SQL thread stopped 3 s
+//! before the death. Semi-synchronous replication. Reported: acknowledged
+//! writes lost (per run and in all), and the write outage (death → the next
+//! accepted write), p50 / p95 / p99.
+//!
 //! `BENCH_ONLY` (comma-separated: `fence`, `power`, `old`, `keepalived`,
-//! `baseline`, `hang`, `hubsick`, `mysqld`, `switchover`, `idle`, `oneway`,
-//! `jitter`)
+//! `baseline`, `hang`, `hubsick`, `mysqld`, `writes`, `switchover`, `idle`,
+//! `oneway`, `jitter`)
 //! runs a subset; default all.
 //!
 //! Planned switchover (`BENCH_HANG_RUNS` runs): `chainwatch switchover` on
@@ -557,6 +565,115 @@ async fn mysqld_hung_once() -> (f64, f64) {
     (secs(h.promoted), secs(h.accepted))
 }
 
+/// One failover of backend1 under writes.
+struct WriteRun {
+    /// Writes acknowledged to the client, before and after the death.
+    acked: usize,
+    /// Acknowledged writes the new primary lacks.
+    lost: usize,
+    /// The candidate's missing rows just before the death (the lag).
+    behind: usize,
+    /// Death → the next write accepted through backend1.internal.
+    outage: f64,
+}
+
+/// A client on frontend2 writes continuously through `backend1.internal`
+/// as an application user (INSERT and SELECT only: no SUPER, no READ ONLY
+/// ADMIN), autocommit, one connection per write (given up after 1 s), while
+/// backend1 dies at a random phase; with `lag`, the promotion candidate's
+/// SQL thread stops 3 s before the death, so its relay log holds 3 s of
+/// acknowledged writes it has not applied. Semi-synchronous replication,
+/// as the README recommends.
+async fn writes_once(lag: bool) -> WriteRun {
+    let f = Fleet::mysql_fleet(Options {
+        semi_sync: true,
+        ..Options::default()
+    })
+    .await;
+    f.sql(
+        2,
+        "CREATE TABLE app.w (v INT PRIMARY KEY); CREATE USER app@'%' IDENTIFIED BY 'app-secret'; GRANT SELECT, INSERT ON app.* TO app@'%'",
+    )
+    .unwrap();
+    wait_for("the app user on backend2", Duration::from_secs(30), || {
+        (f.sql(3, "SELECT COUNT(*) FROM mysql.user WHERE user = 'app'")
+            .ok()?
+            == "1")
+            .then_some(())
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ns = f.nodes[1].ns.clone();
+    let flag = stop.clone();
+    let writer = std::thread::spawn(move || {
+        // (value, sent, acknowledged)
+        let mut acked: Vec<(u32, Instant, Instant)> = Vec::new();
+        let mut v = 0u32;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            v += 1;
+            let sent = Instant::now();
+            // A write unanswered within 1 s is given up (unacknowledged):
+            // a connection to the dead primary would otherwise hang the
+            // client until TCP gives up, and the outage would measure the
+            // client, not the fleet.
+            let ok = Command::new("timeout")
+                .args(["-s", "KILL", "1", "ip", "netns", "exec", &ns, "mariadb", "--no-defaults"])
+                .args(["--connect-timeout=1", "-h", "backend1.internal"])
+                .args(["-uapp", "-papp-secret", "-e"])
+                .arg(format!("INSERT INTO app.w VALUES ({v})"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                acked.push((v, sent, Instant::now()));
+            } else {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_millis(2000));
+    if lag {
+        f.sql(3, "STOP SLAVE SQL_THREAD").unwrap();
+        std::thread::sleep(Duration::from_millis(3000));
+    }
+    std::thread::sleep(Duration::from_millis(rand::random_range(0..1000)));
+    let behind = f
+        .sql(3, "SELECT COUNT(*) FROM app.w")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok());
+    let died = Instant::now();
+    f.kill(2);
+    // Every process of backend1's namespace is dead and its link down: a
+    // write sent from now on can only be accepted by the new primary.
+    let dead = Instant::now();
+    // Until backend2's server is writable; the writer's first success
+    // after the death ends the outage (measured on its own clock below).
+    wait_for("backend2 promoted", Duration::from_secs(120), || {
+        (f.sql(3, "SELECT @@read_only").ok()? == "0").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().unwrap();
+    let outage = acked
+        .iter()
+        .find(|(_, sent, _)| *sent >= dead)
+        .map_or(f64::NAN, |(_, _, at)| at.duration_since(died).as_secs_f64());
+    let rows = f.sql(3, "SELECT v FROM app.w").unwrap_or_default();
+    let rows: std::collections::HashSet<&str> = rows.lines().collect();
+    let lost = acked
+        .iter()
+        .filter(|(v, _, _)| !rows.contains(v.to_string().as_str()))
+        .count();
+    let before = acked.iter().filter(|(_, _, at)| *at <= died).count();
+    WriteRun {
+        acked: acked.len(),
+        lost,
+        behind: behind.map_or(0, |n| before.saturating_sub(n)),
+        outage,
+    }
+}
+
 /// Whether `BENCH_ONLY` selects `section` (unset: everything).
 fn only(section: &str) -> bool {
     match std::env::var("BENCH_ONLY") {
@@ -870,6 +987,27 @@ fn main() {
             (p, a)
         })
         .collect();
+    let write_runs = common::env_u64("BENCH_WRITE_RUNS", 20) as usize;
+    let mut writes: Vec<(bool, Vec<WriteRun>)> = Vec::new();
+    for lag in [false, true] {
+        let runs: Vec<WriteRun> = (1..=n("writes", write_runs))
+            .map(|i| {
+                let w = rt.block_on(writes_once(lag));
+                eprintln!(
+                    "writes{} run {i}: {} acknowledged, {} lost, candidate {} behind at the death, outage {:.2} s",
+                    if lag { " (lagging candidate)" } else { "" },
+                    w.acked,
+                    w.lost,
+                    w.behind,
+                    w.outage
+                );
+                w
+            })
+            .collect();
+        if !runs.is_empty() {
+            writes.push((lag, runs));
+        }
+    }
     let base = baseline.join().unwrap();
     for (k, (d, h)) in base.iter().enumerate() {
         eprintln!(
@@ -932,6 +1070,7 @@ fn main() {
         sick,
         switchovers,
         mysqld,
+        writes,
         cw_fp,
         cw_false,
         cw_rounds,
@@ -1001,6 +1140,8 @@ struct Results {
     sick: Vec<f64>,
     switchovers: Vec<(f64, f64, f64, usize)>,
     mysqld: Vec<(f64, f64)>,
+    /// (lagging candidate, runs).
+    writes: Vec<(bool, Vec<WriteRun>)>,
     cw_fp: (u64, f64, u64),
     cw_false: usize,
     /// Rounds under loss, and suspicions the second opinion cleared.
@@ -1134,6 +1275,31 @@ fn print_results(r: &Results) {
         println!("|---|---|---|");
         println!("| → backend2 holds backend1, its server writable | {pm:.2} s | {pw:.2} s |");
         println!("| → a write through backend1.internal accepted | {am:.2} s | {aw:.2} s |");
+    }
+    if !r.writes.is_empty() {
+        println!("\n## backend1 dies under writes (semi-synchronous replication)\n");
+        println!(
+            "| | runs | acknowledged writes | lost | runs with a loss | candidate behind at the death (median) | outage: death → next accepted write, p50 / p95 / p99 |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for (lag, runs) in &r.writes {
+            let mut behind: Vec<usize> = runs.iter().map(|w| w.behind).collect();
+            behind.sort();
+            println!(
+                "| {} | {} | {} | {} | {} | {} writes | {} |",
+                if *lag {
+                    "candidate's SQL thread stopped 3 s before"
+                } else {
+                    "candidate up to date"
+                },
+                runs.len(),
+                runs.iter().map(|w| w.acked).sum::<usize>(),
+                runs.iter().map(|w| w.lost).sum::<usize>(),
+                runs.iter().filter(|w| w.lost > 0).count(),
+                behind.get(behind.len() / 2).copied().unwrap_or(0),
+                stats(runs.iter().map(|w| w.outage).collect())
+            );
+        }
     }
     // Not measured unless `idle` is selected: no row of zeros.
     if only("idle") {
