@@ -49,9 +49,14 @@
 //! writes lost (per run and in all), and the write outage (death → the next
 //! accepted write), p50 / p95 / p99.
 //!
+//! Planned switchover of backend1 under writes (`BENCH_HANG_RUNS` runs,
+//! `bswitchover`): the same writer; `chainwatch switchover --role backend
+//! --to 2` on backend1's holder at a random phase; acknowledged writes
+//! lost, the longest write pause from the request, StopInstances calls.
+//!
 //! `BENCH_ONLY` (comma-separated: `fence`, `power`, `old`, `keepalived`,
-//! `baseline`, `hang`, `hubsick`, `mysqld`, `writes`, `switchover`, `idle`,
-//! `oneway`, `jitter`)
+//! `baseline`, `hang`, `hubsick`, `mysqld`, `writes`, `switchover`,
+//! `bswitchover`, `idle`, `oneway`, `jitter`)
 //! runs a subset; default all.
 //!
 //! Planned switchover (`BENCH_HANG_RUNS` runs): `chainwatch switchover` on
@@ -590,48 +595,7 @@ async fn writes_once(lag: bool) -> WriteRun {
         ..Options::default()
     })
     .await;
-    f.sql(
-        2,
-        "CREATE TABLE app.w (v INT PRIMARY KEY); CREATE USER app@'%' IDENTIFIED BY 'app-secret'; GRANT SELECT, INSERT ON app.* TO app@'%'",
-    )
-    .unwrap();
-    wait_for("the app user on backend2", Duration::from_secs(30), || {
-        (f.sql(3, "SELECT COUNT(*) FROM mysql.user WHERE user = 'app'")
-            .ok()?
-            == "1")
-            .then_some(())
-    });
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ns = f.nodes[1].ns.clone();
-    let flag = stop.clone();
-    let writer = std::thread::spawn(move || {
-        // (value, sent, acknowledged)
-        let mut acked: Vec<(u32, Instant, Instant)> = Vec::new();
-        let mut v = 0u32;
-        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-            v += 1;
-            let sent = Instant::now();
-            // A write unanswered within 1 s is given up (unacknowledged):
-            // a connection to the dead primary would otherwise hang the
-            // client until TCP gives up, and the outage would measure the
-            // client, not the fleet.
-            let ok = Command::new("timeout")
-                .args(["-s", "KILL", "1", "ip", "netns", "exec", &ns, "mariadb", "--no-defaults"])
-                .args(["--connect-timeout=1", "-h", "backend1.internal"])
-                .args(["-uapp", "-papp-secret", "-e"])
-                .arg(format!("INSERT INTO app.w VALUES ({v})"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                acked.push((v, sent, Instant::now()));
-            } else {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        acked
-    });
+    let writer = f.start_writer();
     std::thread::sleep(Duration::from_millis(2000));
     if lag {
         f.sql(3, "STOP SLAVE SQL_THREAD").unwrap();
@@ -653,25 +617,65 @@ async fn writes_once(lag: bool) -> WriteRun {
         (f.sql(3, "SELECT @@read_only").ok()? == "0").then_some(())
     });
     std::thread::sleep(Duration::from_secs(3));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let acked = writer.join().unwrap();
+    let acked = writer.finish();
     let outage = acked
         .iter()
-        .find(|(_, sent, _)| *sent >= dead)
-        .map_or(f64::NAN, |(_, _, at)| at.duration_since(died).as_secs_f64());
-    let rows = f.sql(3, "SELECT v FROM app.w").unwrap_or_default();
-    let rows: std::collections::HashSet<&str> = rows.lines().collect();
-    let lost = acked
-        .iter()
-        .filter(|(v, _, _)| !rows.contains(v.to_string().as_str()))
-        .count();
-    let before = acked.iter().filter(|(_, _, at)| *at <= died).count();
+        .find(|a| a.sent >= dead)
+        .map_or(f64::NAN, |a| a.at.duration_since(died).as_secs_f64());
+    let before = acked.iter().filter(|a| a.at <= died).count();
     WriteRun {
         acked: acked.len(),
-        lost,
+        lost: f.lost_writes(3, &acked).len(),
         behind: behind.map_or(0, |n| before.saturating_sub(n)),
         outage,
     }
+}
+
+/// A planned switchover of backend1 under writes, at a random phase:
+/// (acknowledged writes, lost, the longest write pause in seconds,
+/// StopInstances calls). `chainwatch switchover --role backend --to 2` on
+/// backend1's holder; measured until the new primary is writable, the old
+/// one replicates from it, and 2 s more.
+async fn backend_switchover_once() -> (usize, usize, f64, usize) {
+    let f = Fleet::mysql_fleet(Options {
+        semi_sync: true,
+        ..Options::default()
+    })
+    .await;
+    let writer = f.start_writer();
+    std::thread::sleep(Duration::from_millis(2000 + rand::random_range(0..1000)));
+    let asked = Instant::now();
+    let out = f.cli_in(2, &["switchover", "--role", "backend", "--to", "2"]);
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        eprintln!(
+            "switchover failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_for(
+        "backend2's server writable",
+        Duration::from_secs(120),
+        || {
+            (f.status(3).is_some_and(|s| s["id"] == 1)
+                && f.sql(3, "SELECT @@read_only").ok()? == "0")
+                .then_some(())
+        },
+    );
+    wait_for(
+        "the old primary replicating",
+        Duration::from_secs(120),
+        || (f.replica_status(2).get("Slave_IO_Running")? == "Yes").then_some(()),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let acked = writer.finish();
+    let pause = common::fleet::longest_pause(&acked, asked).as_secs_f64();
+    (
+        acked.len(),
+        f.lost_writes(3, &acked).len(),
+        pause,
+        f.proxy.stops().len(),
+    )
 }
 
 /// Whether `BENCH_ONLY` selects `section` (unset: everything).
@@ -1008,6 +1012,16 @@ fn main() {
             writes.push((lag, runs));
         }
     }
+    let bswitch: Vec<(usize, usize, f64, usize)> = (1..=n("bswitchover", hang_runs))
+        .map(|i| {
+            let r = rt.block_on(backend_switchover_once());
+            eprintln!(
+                "backend switchover run {i}: {} acknowledged, {} lost, longest write pause {:.2} s, {} StopInstances",
+                r.0, r.1, r.2, r.3
+            );
+            r
+        })
+        .collect();
     let base = baseline.join().unwrap();
     for (k, (d, h)) in base.iter().enumerate() {
         eprintln!(
@@ -1071,6 +1085,7 @@ fn main() {
         switchovers,
         mysqld,
         writes,
+        bswitch,
         cw_fp,
         cw_false,
         cw_rounds,
@@ -1142,6 +1157,8 @@ struct Results {
     mysqld: Vec<(f64, f64)>,
     /// (lagging candidate, runs).
     writes: Vec<(bool, Vec<WriteRun>)>,
+    /// Backend switchovers: (acknowledged, lost, longest pause, stops).
+    bswitch: Vec<(usize, usize, f64, usize)>,
     cw_fp: (u64, f64, u64),
     cw_false: usize,
     /// Rounds under loss, and suspicions the second opinion cleared.
@@ -1300,6 +1317,23 @@ fn print_results(r: &Results) {
                 stats(runs.iter().map(|w| w.outage).collect())
             );
         }
+    }
+    if !r.bswitch.is_empty() {
+        println!(
+            "\n## Planned backend1 switchover under writes ({} runs, semi-synchronous replication)\n",
+            r.bswitch.len()
+        );
+        println!(
+            "| acknowledged writes | lost | longest write pause, p50 / p95 / p99 | StopInstances calls |"
+        );
+        println!("|---|---|---|---|");
+        println!(
+            "| {} | {} | {} | {} |",
+            r.bswitch.iter().map(|b| b.0).sum::<usize>(),
+            r.bswitch.iter().map(|b| b.1).sum::<usize>(),
+            stats(r.bswitch.iter().map(|b| b.2).collect()),
+            r.bswitch.iter().map(|b| b.3).sum::<usize>()
+        );
     }
     // Not measured unless `idle` is selected: no row of zeros.
     if only("idle") {

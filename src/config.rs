@@ -566,6 +566,11 @@ pub struct ServiceConfig {
     pub rise: u32,
     /// Bad checks in a row that make it down.
     pub fall: u32,
+    /// `chainwatch switchover` on backend1: the MySQL client (program and
+    /// arguments, no shell; `-N -B -e <statement>` is appended) that
+    /// reaches this host's server as an admin, to make it read-only before
+    /// the handover.
+    pub mysql_client: Vec<String>,
 }
 
 impl Default for ServiceConfig {
@@ -581,6 +586,8 @@ impl Default for ServiceConfig {
             timeout: Duration::from_millis(400),
             rise: 2,
             fall: 3,
+            // root over the unix socket (unix_socket authentication).
+            mysql_client: vec!["mariadb".into()],
         }
     }
 }
@@ -1082,6 +1089,12 @@ impl Config {
         timing(keys, sv.interval, sv.timeout, 50, false)?;
         within("service.rise", sv.rise, 1..=100, "", "")?;
         within("service.fall", sv.fall, 1..=100, "", "")?;
+        if sv.mysql_client.first().is_none_or(|p| p.is_empty()) {
+            return Err(invalid(
+                "service.mysql_client",
+                "must name the MySQL client program (default [\"mariadb\"])",
+            ));
+        }
         let n = &self.announce;
         for url in &n.rabbitmq_urls {
             if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {

@@ -82,10 +82,13 @@ async fn hostile_events_are_dead_lettered_with_their_reason_and_run_nothing() {
         ),
     )
     .unwrap();
+    // Events only (reconcile_interval 0s): this is about what the worker
+    // does with each message; reconciling from the registry has its own
+    // scenarios (tests/rig_worker_converges.rs).
     std::fs::write(
         d.join("chainwatch.toml"),
         format!(
-            "[aws]\nfleet = \"{FLEET}\"\n[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{d}/state\"\ninventory = \"{d}/inventory.ini\"\nplaybook = \"{}\"\nattempts = 1\ntimeout = \"60000ms\"\npublishers = [\"{}\"]\n",
+            "[aws]\nfleet = \"{FLEET}\"\n[announce]\nrabbitmq_urls = [\"{}\"]\ncloudwatch_log_group = \"\"\n[worker]\nstate_dir = \"{d}/state\"\ninventory = \"{d}/inventory.ini\"\nplaybook = \"{}\"\nattempts = 1\ntimeout = \"60000ms\"\npublishers = [\"{}\"]\nreconcile_interval = \"0s\"\n",
             mq.url(),
             playbooks().join("record.yml").display(),
             mq.user,

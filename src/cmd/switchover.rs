@@ -5,6 +5,12 @@
 //! tail of the chain, and every member answering on the overlay again
 //! (through the new hub when the hub moved), each with the time since the
 //! request. See `shell/switchover.rs` for the daemon's side.
+//!
+//! On backend1's holder the MySQL primary is demoted first
+//! (`shell/demote.rs`): read-only, and every replica sent the whole binary
+//! log; the worker promotes the successor on the transition event, and the
+//! old primary, rejoined at the tail, follows it. Should the handover not
+//! happen, the server is made writable again.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,16 +19,22 @@ use super::{CmdError, settings};
 use crate::layout::{Role, Slot};
 use crate::shell::aws::ec2::{self, Ec2Registry};
 use crate::shell::prober::IcmpProber;
-use crate::shell::{control, status, switchover};
+use crate::shell::{control, demote, status, switchover};
 
 /// Arguments of `switchover`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The role to switch over: must be this node's. Only `frontend` is
-    /// supported: a backend's MySQL primary would have to be demoted first,
-    /// which chainwatch does not do yet.
+    /// The role to switch over: must be this node's.
     #[arg(long, value_name = "ROLE")]
     pub role: Option<Role>,
+    /// The ID that takes this node's over: its watcher, the next ID (the
+    /// chain hands an ID only to its watcher).
+    #[arg(long, value_name = "ID")]
+    pub to: Option<u32>,
+    /// On backend1: how long replicas may take to receive the primary's
+    /// whole binary log once it is read-only.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub catch_up: Duration,
     /// How long to wait for the overlay to be whole again before giving up
     /// (exit 1).
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
@@ -52,20 +64,53 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
             before.role
         )));
     }
-    if before.role == Role::Backend {
-        return Err(other(
-            "a backend switchover must demote the MySQL primary before its successor is promoted, which chainwatch does not do yet; a backend can only be failed over (stop its instance)",
-        ));
-    }
     let me = Slot::new(before.role, before.id);
+    if let Some(to) = args.to
+        && Some(to) != me.watcher().map(|w| w.id)
+    {
+        return Err(other(format!(
+            "{me} hands over to its watcher, {}{}, only: a chain never skips an ID",
+            me.role,
+            me.id + 1
+        )));
+    }
     let Some(instance) = before.instance_id.clone() else {
         return Err(other("the daemon does not know its EC2 instance ID"));
     };
     let registry = Ec2Registry::new(ec2::client(&s.config.aws).await, &s.config.aws, instance);
     let start = Instant::now();
-    let said = control::ask(&control::path(socket), control::HANDOVER)
-        .await
-        .map_err(|e| other(format!("switchover refused: {e}")))?;
+    // backend1 holds the MySQL primary: read-only first, every replica
+    // sent its whole binary log, then the identity moves.
+    let demoted = if me.role == Role::Backend && me.id == 1 {
+        let client = &s.config.service.mysql_client;
+        let d = demote::demote(client, args.catch_up)
+            .await
+            .map_err(|e| other(format!("MySQL not demoted, nothing handed over: {e}")))?;
+        println!(
+            "{:>6.2} s  MySQL is read-only and its {} replicas have been sent everything (position {})",
+            start.elapsed().as_secs_f64(),
+            d.replicas,
+            d.position
+        );
+        Some((client, d.mariadb))
+    } else {
+        None
+    };
+    let undo = |why: String| async move {
+        let Some((client, mariadb)) = demoted else {
+            return other(why);
+        };
+        match demote::undo(client, mariadb).await {
+            Ok(()) => other(format!("{why}; MySQL is writable again")),
+            Err(e) => other(format!(
+                "{why}; MySQL is STILL READ-ONLY ({e}): set read_only = OFF by hand"
+            )),
+        }
+    };
+    let said = match control::ask(&control::path(socket), control::HANDOVER).await {
+        Ok(said) => said,
+        Err(e) => return Err(undo(format!("switchover refused: {e}")).await),
+    };
     println!("{:>6.2} s  {said}", start.elapsed().as_secs_f64());
     let deadline = start + args.timeout;
     let late = |what: &str| {
@@ -76,12 +121,17 @@ pub async fn main(config: Option<&Path>, args: &Args) -> Result<(), CmdError> {
     };
     // The new holder, as EC2 shows it.
     let left = deadline.saturating_duration_since(Instant::now());
-    let new_holder = switchover::new_holder(&registry, me, left)
-        .await
-        .ok_or_else(|| late(&format!("nobody took {me}")))?;
+    let Some(new_holder) = switchover::new_holder(&registry, me, left).await else {
+        return Err(undo(late(&format!("nobody took {me}")).to_string()).await);
+    };
     println!(
-        "{:>6.2} s  {me} is held by {new_holder}",
-        start.elapsed().as_secs_f64()
+        "{:>6.2} s  {me} is held by {new_holder}{}",
+        start.elapsed().as_secs_f64(),
+        if demoted.is_some() {
+            " (the worker promotes its MySQL on the event; this server follows it)"
+        } else {
+            ""
+        }
     );
     // This node, started again, at the tail.
     let now = loop {

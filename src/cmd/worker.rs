@@ -259,9 +259,18 @@ async fn run(s: Settings) -> Result<(), CmdError> {
                     Ok(()) => tracing::warn!("the broker closed the consumer; reconnecting in {delay:?}"),
                     Err(e) => tracing::warn!("RabbitMQ: {e}; reconnecting in {delay:?}"),
                 }
-                // Without the broker, the registry still drives MySQL.
-                reconcile(&ctx, &mut store).await;
-                tokio::time::sleep(delay).await;
+                // Without the broker, the registry still drives MySQL:
+                // reconcile every interval until the next attempt.
+                let until = tokio::time::Instant::now() + delay;
+                loop {
+                    reconcile(&ctx, &mut store).await;
+                    let left = until.saturating_duration_since(tokio::time::Instant::now());
+                    let every = ctx.s.config.worker.reconcile_interval;
+                    if left.is_zero() {
+                        break;
+                    }
+                    tokio::time::sleep(if every.is_zero() { left } else { every.min(left) }).await;
+                }
             }
         }
     }

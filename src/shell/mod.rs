@@ -17,6 +17,7 @@ pub mod announce;
 pub mod aws;
 pub mod broker;
 pub mod control;
+pub mod demote;
 pub mod driver;
 pub mod fabric;
 pub mod identity;

@@ -160,6 +160,43 @@ pub struct Fleet {
     semi_sync: bool,
 }
 
+/// One acknowledged write of [`Fleet::start_writer`].
+#[derive(Debug, Clone, Copy)]
+pub struct Ack {
+    /// The row written.
+    pub value: u32,
+    /// When the client started.
+    pub sent: Instant,
+    /// When the server acknowledged it.
+    pub at: Instant,
+}
+
+/// The client of [`Fleet::start_writer`].
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Ack>>,
+}
+
+impl Writer {
+    /// Stop writing: the acknowledged writes, in order.
+    pub fn finish(self) -> Vec<Ack> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// The longest time without an acknowledged write between `from` and the
+/// last acknowledgement: the write pause a client saw.
+pub fn longest_pause(acked: &[Ack], from: Instant) -> Duration {
+    let mut last = from;
+    let mut worst = Duration::ZERO;
+    for a in acked.iter().filter(|a| a.at >= from) {
+        worst = worst.max(a.at.duration_since(last));
+        last = a.at;
+    }
+    worst
+}
+
 /// How long the rig's EC2 keeps a stopped instance `stopping`: (without
 /// SkipOsShutdown, with it), from `CHAINWATCH_RIG_STOP_MS` and
 /// `CHAINWATCH_RIG_STOP_SKIP_OS_MS` (defaults 60000 and 4000, AWS's order
@@ -818,6 +855,77 @@ impl Fleet {
         })
     }
 
+    /// Create `app.w` and an application user (INSERT and SELECT only: no
+    /// SUPER, no READ ONLY ADMIN) on backend1 (node 2), replicated to the
+    /// others, and start a client on frontend2 writing to it through
+    /// `backend1.internal` until [`Writer::finish`].
+    pub fn start_writer(&self) -> Writer {
+        self.sql(
+            2,
+            "CREATE TABLE app.w (v INT PRIMARY KEY); CREATE USER app@'%' IDENTIFIED BY 'app-secret'; GRANT SELECT, INSERT ON app.* TO app@'%'",
+        )
+        .unwrap();
+        for i in [3, 4] {
+            wait_for(
+                "the app user on the replicas",
+                Duration::from_secs(30),
+                || {
+                    (self
+                        .sql(i, "SELECT COUNT(*) FROM mysql.user WHERE user = 'app'")
+                        .ok()?
+                        == "1")
+                        .then_some(())
+                },
+            );
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let ns = self.nodes[1].ns.clone();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut v = 0u32;
+            while !flag.load(Ordering::Relaxed) {
+                v += 1;
+                let sent = Instant::now();
+                // A write unanswered within 1 s is given up (unacknowledged):
+                // a connection to a server that is gone would otherwise hang
+                // the client until TCP gives up, and a pause would measure
+                // the client, not the fleet.
+                let ok = Command::new("timeout")
+                    .args(["-s", "KILL", "1", "ip", "netns", "exec", &ns])
+                    .args(["mariadb", "--no-defaults", "--connect-timeout=1"])
+                    .args(["-h", "backend1.internal", "-uapp", "-papp-secret", "-e"])
+                    .arg(format!("INSERT INTO app.w VALUES ({v})"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    acked.push(Ack {
+                        value: v,
+                        sent,
+                        at: Instant::now(),
+                    });
+                } else {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            acked
+        });
+        Writer { stop, thread }
+    }
+
+    /// The acknowledged writes node `i`'s server lacks.
+    pub fn lost_writes(&self, i: usize, acked: &[Ack]) -> Vec<u32> {
+        let rows = self.sql(i, "SELECT v FROM app.w").unwrap_or_default();
+        let rows: std::collections::HashSet<&str> = rows.lines().collect();
+        acked
+            .iter()
+            .map(|a| a.value)
+            .filter(|v| !rows.contains(v.to_string().as_str()))
+            .collect()
+    }
+
     /// Node `i`'s `SHOW SLAVE STATUS`, field by field (empty when it
     /// replicates from nobody).
     pub fn replica_status(&self, i: usize) -> std::collections::HashMap<String, String> {
@@ -986,10 +1094,19 @@ fn write_config(
     } else {
         String::new()
     };
-    let service = if opts.mysql_check && node.boot.role == Role::Backend {
-        "[service]\ncheck = \"mysql\"\naddress = \"127.0.0.1:3306\"\n"
-    } else {
-        ""
+    // A backend's admin client reaches its own server over the socket
+    // (`chainwatch switchover` demotes backend1 with it).
+    let service = match (opts.mysql_check, node.boot.role) {
+        (check, Role::Backend) if opts.mariadb || check => format!(
+            "[service]\n{}mysql_client = [\"mariadb\", \"--no-defaults\", \"--socket={}\", \"-uroot\"]\n",
+            if check {
+                "check = \"mysql\"\naddress = \"127.0.0.1:3306\"\n"
+            } else {
+                ""
+            },
+            db_dir(node).join("sock").display()
+        ),
+        _ => String::new(),
     };
     std::fs::write(
         node.dir.join("chainwatch.toml"),
