@@ -41,7 +41,8 @@
 //! phase → backend2 promoted, and → a write through `backend1.internal`
 //! accepted (the worker's Ansible included).
 //!
-//! Failover under writes (`BENCH_WRITE_RUNS` per variant, default 20):
+//! Failover under writes (`BENCH_WRITE_RUNS` per variant, default 20;
+//! `BENCH_WRITE_VARIANTS=up`, `lag` or both, the default):
 //! a client on frontend2 writes through `backend1.internal` as an
 //! application user (no SUPER), autocommit, while backend1 dies at a random
 //! phase; once as is, once with the candidate's SQL thread stopped 3 s
@@ -993,7 +994,16 @@ fn main() {
         .collect();
     let write_runs = common::env_u64("BENCH_WRITE_RUNS", 20) as usize;
     let mut writes: Vec<(bool, Vec<WriteRun>)> = Vec::new();
+    // `BENCH_WRITE_VARIANTS`: `up` (the candidate up to date), `lag`, or
+    // both (default).
+    let variants = std::env::var("BENCH_WRITE_VARIANTS").unwrap_or_else(|_| "up,lag".into());
     for lag in [false, true] {
+        if !variants
+            .split(',')
+            .any(|v| v.trim() == if lag { "lag" } else { "up" })
+        {
+            continue;
+        }
         let runs: Vec<WriteRun> = (1..=n("writes", write_runs))
             .map(|i| {
                 let w = rt.block_on(writes_once(lag));

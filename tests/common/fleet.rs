@@ -277,7 +277,8 @@ impl Fleet {
         let prefix = format!("cw{:04}x{seq}", pid % 10000);
         check_leftovers(&format!("cw{:04}x", pid % 10000));
         std::fs::write(marker(&format!("{:04}", pid % 10000)), pid.to_string()).unwrap();
-        let net = ((pid % 150) as u8).wrapping_add(seq as u8 * 7) % 200 + 20;
+        // Wrapping: a benchmark builds more than 36 fleets in one process.
+        let net = ((pid % 150) as u8).wrapping_add((seq as u8).wrapping_mul(7)) % 200 + 20;
         let bridge = format!("{prefix}br");
         sh_quiet(&format!("ip link del {bridge}"));
         sh(&format!(
