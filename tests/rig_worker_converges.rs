@@ -46,8 +46,20 @@ async fn fail_over_with_the_worker_down(f: &mut Fleet) -> Vec<TransitionEvent> {
     events
 }
 
-fn promoted(f: &Fleet) -> Option<()> {
-    (f.sql(3, "SELECT @@read_only").ok()? == "0").then_some(())
+/// Start the worker again and wait until backend2's MariaDB is writable;
+/// prints how long that took, for `what`.
+fn start_worker_until_promoted(f: &mut Fleet, what: &str) {
+    let started = Instant::now();
+    f.start_worker();
+    wait_for(
+        "backend2's MariaDB promoted",
+        Duration::from_secs(60),
+        || (f.sql(3, "SELECT @@read_only").ok()? == "0").then_some(()),
+    );
+    eprintln!(
+        "{what}: MySQL promoted {:.2} s after the worker started",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// backend3 (now backend2) replicates a row written through
@@ -107,17 +119,7 @@ async fn the_compaction_delivered_before_the_promotion_still_promotes() {
     }
     let _ = conn.close(200, "done".into()).await;
 
-    let started = Instant::now();
-    f.start_worker();
-    wait_for(
-        "backend2's MariaDB promoted",
-        Duration::from_secs(60),
-        || promoted(&f),
-    );
-    eprintln!(
-        "compaction delivered first: MySQL promoted {:.2} s after the worker started",
-        started.elapsed().as_secs_f64()
-    );
+    start_worker_until_promoted(&mut f, "compaction delivered first");
     replicas_follow(&f, 40);
     // Both events are handled (the promotion may find MySQL reconciled
     // already), neither is dead-lettered.
@@ -153,17 +155,7 @@ async fn a_worker_that_was_down_converges_though_the_events_were_lost() {
     let mut f = Fleet::mysql_fleet(Options::default()).await;
     // Taken out of the queue and dropped: the events are lost.
     fail_over_with_the_worker_down(&mut f).await;
-    let started = Instant::now();
-    f.start_worker();
-    wait_for(
-        "backend2's MariaDB promoted",
-        Duration::from_secs(60),
-        || promoted(&f),
-    );
-    eprintln!(
-        "events lost: MySQL promoted {:.2} s after the worker started",
-        started.elapsed().as_secs_f64()
-    );
+    start_worker_until_promoted(&mut f, "events lost");
     replicas_follow(&f, 41);
     wait_for(
         "the worker's reconcile to finish",
