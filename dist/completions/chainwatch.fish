@@ -117,8 +117,10 @@ complete -c chainwatch -n "__fish_chainwatch_using_subcommand maint; and __fish_
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand maint; and __fish_seen_subcommand_from help" -f -a "off" -d 'End maintenance now'
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand maint; and __fish_seen_subcommand_from help" -f -a "list" -d 'The instances with a maintenance tag, active or expired'
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand maint; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c chainwatch -n "__fish_chainwatch_using_subcommand switchover" -l role -d 'The role to switch over: must be this node\'s. Only `frontend` is supported: a backend\'s MySQL primary would have to be demoted first, which chainwatch does not do yet' -r -f -a "frontend\t'OpenVPN server (ID 1) and clients; frontend1 owns the public address'
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand switchover" -l role -d 'The role to switch over: must be this node\'s' -r -f -a "frontend\t'OpenVPN server (ID 1) and clients; frontend1 owns the public address'
 backend\t'MySQL primary (ID 1) and replicas'"
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand switchover" -l to -d 'The ID that takes this node\'s over: its watcher, the next ID (the chain hands an ID only to its watcher)' -r
+complete -c chainwatch -n "__fish_chainwatch_using_subcommand switchover" -l catch-up -d 'On backend1: how long replicas may take to receive the primary\'s whole binary log once it is read-only' -r
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand switchover" -l timeout -d 'How long to wait for the overlay to be whole again before giving up (exit 1)' -r
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand switchover" -l config -d 'Config file [default: /etc/chainwatch/chainwatch.toml if present, else built-in defaults]' -r -F
 complete -c chainwatch -n "__fish_chainwatch_using_subcommand switchover" -l log-format -d 'Log format' -r -f -a "text\t'Human-readable lines'
