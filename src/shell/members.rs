@@ -721,6 +721,24 @@ mod tests {
         }
     }
 
+    /// Two members of the default layout sharing one key, each on its own
+    /// loopback port.
+    fn two_members(prober: &Arc<IcmpProber>) -> (Arc<Members>, Arc<Members>) {
+        let key = Key::new(&[b'k'; 32]).unwrap();
+        let opts = test_options();
+        let make = || {
+            Members::new(
+                Members::bind(0).unwrap(),
+                key.clone(),
+                &opts,
+                Layout::default(),
+                prober.clone(),
+            )
+            .unwrap()
+        };
+        (make(), make())
+    }
+
     fn test_options() -> MembersOptions {
         MembersOptions {
             port: 7947,
@@ -760,20 +778,8 @@ mod tests {
     #[tokio::test]
     async fn a_resignation_is_counted_and_handed_to_the_driver() {
         let Some(prober) = prober() else { return };
-        let key = Key::new(&[b'k'; 32]).unwrap();
-        let opts = test_options();
         let layout = Layout::default();
-        let make = || {
-            Members::new(
-                Members::bind(0).unwrap(),
-                key.clone(),
-                &opts,
-                layout.clone(),
-                prober.clone(),
-            )
-            .unwrap()
-        };
-        let (watcher, holder) = (make(), make());
+        let (watcher, holder) = two_members(&prober);
         let mut heard = watcher.resignations().expect("the receiver");
         assert!(watcher.resignations().is_none(), "taken once");
         let vpc: SocketAddr = "10.0.3.7:7947".parse().unwrap();
@@ -803,20 +809,8 @@ mod tests {
     #[tokio::test]
     async fn a_claim_reaches_the_hub_s_list_and_only_the_hub_s_answer_ends_the_wait() {
         let Some(prober) = prober() else { return };
-        let key = Key::new(&[b'k'; 32]).unwrap();
-        let opts = test_options();
         let layout = Layout::default();
-        let make = || {
-            Members::new(
-                Members::bind(0).unwrap(),
-                key.clone(),
-                &opts,
-                layout.clone(),
-                prober.clone(),
-            )
-            .unwrap()
-        };
-        let (hub, taker) = (make(), make());
+        let (hub, taker) = two_members(&prober);
         let fe2 = Slot::new(crate::layout::Role::Frontend, 2);
         let vpc: SocketAddr = "10.0.3.7:7947".parse().unwrap();
         let (_, bytes) = taker.next(Body::Claim { slot: fe2 });
