@@ -1371,31 +1371,110 @@ pub async fn backend_view(client: &Client, fleet: &str) -> Result<BackendView, E
         Vec::new(),
     )
     .await?;
-    let mut view = BackendView::default();
-    let mut live = Vec::new();
-    for i in &found {
-        let Some(id) = i.instance_id() else { continue };
-        let running = i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Running);
-        if !running || tag(i, tags::STATE) == Some("fenced") {
-            view.down.push(id.to_string());
-            continue;
+    Ok(BackendView::of(&found))
+}
+
+impl BackendView {
+    /// The view of a fleet's backend instances: those not running, or
+    /// tagged fenced, are down; of the others, the one tagged with ID 1 at
+    /// the highest epoch (not released) is the primary, the rest replicas.
+    pub fn of(instances: &[Instance]) -> BackendView {
+        let mut view = BackendView::default();
+        let mut live = Vec::new();
+        for i in instances {
+            let Some(id) = i.instance_id() else { continue };
+            let running = i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Running);
+            if !running || tag(i, tags::STATE) == Some("fenced") {
+                view.down.push(id.to_string());
+                continue;
+            }
+            live.push(id.to_string());
+            let epoch = tag(i, tags::EPOCH).and_then(|e| e.parse::<u64>().ok());
+            if tag(i, tags::ID) == Some("1")
+                && tag(i, tags::STATE) != Some(RELEASED)
+                && let Some(e) = epoch
+                && (view.primary.is_none() || e > view.epoch)
+            {
+                view.primary = Some(id.to_string());
+                view.epoch = e;
+            }
         }
-        live.push(id.to_string());
-        let epoch = tag(i, tags::EPOCH).and_then(|e| e.parse::<u64>().ok());
-        if tag(i, tags::ID) == Some("1")
-            && tag(i, tags::STATE) != Some(RELEASED)
-            && let Some(e) = epoch
-            && (view.primary.is_none() || e > view.epoch)
-        {
-            view.primary = Some(id.to_string());
-            view.epoch = e;
-        }
+        view.replicas = live
+            .into_iter()
+            .filter(|id| Some(id) != view.primary.as_ref())
+            .collect();
+        view.replicas.sort();
+        view.down.sort();
+        view
     }
-    view.replicas = live
-        .into_iter()
-        .filter(|id| Some(id) != view.primary.as_ref())
-        .collect();
-    view.replicas.sort();
-    view.down.sort();
-    Ok(view)
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::*;
+    use aws_sdk_ec2::types::InstanceState;
+
+    fn inst(id: &str, state: InstanceStateName, kv: &[(&str, &str)]) -> Instance {
+        let mut b = Instance::builder()
+            .instance_id(id)
+            .state(InstanceState::builder().name(state).build());
+        for (k, v) in kv {
+            b = b.tags(Tag::builder().key(*k).value(*v).build());
+        }
+        b.build()
+    }
+
+    #[test]
+    fn the_primary_is_the_running_unfenced_holder_of_id_1_at_the_highest_epoch() {
+        use InstanceStateName::{Running, Stopped, Stopping};
+        let view = BackendView::of(&[
+            // The fenced old holder, still stopping.
+            inst(
+                "i-01",
+                Stopping,
+                &[(tags::ID, "1"), (tags::EPOCH, "4"), (tags::STATE, "fenced")],
+            ),
+            // Tagged fenced but (yet) running: down all the same.
+            inst(
+                "i-02",
+                Running,
+                &[(tags::ID, "1"), (tags::EPOCH, "9"), (tags::STATE, "fenced")],
+            ),
+            inst(
+                "i-03",
+                Running,
+                &[(tags::ID, "1"), (tags::EPOCH, "5"), (tags::STATE, "active")],
+            ),
+            // A lower epoch of ID 1 (a holder not yet fenced): a replica.
+            inst(
+                "i-04",
+                Running,
+                &[(tags::ID, "1"), (tags::EPOCH, "3"), (tags::STATE, "active")],
+            ),
+            // Released: holds nothing.
+            inst(
+                "i-05",
+                Running,
+                &[(tags::ID, "1"), (tags::EPOCH, "7"), (tags::STATE, RELEASED)],
+            ),
+            inst("i-06", Running, &[(tags::ID, "2"), (tags::EPOCH, "6")]),
+            inst("i-07", Stopped, &[(tags::ID, "3"), (tags::EPOCH, "2")]),
+        ]);
+        assert_eq!(
+            view,
+            BackendView {
+                primary: Some("i-03".into()),
+                epoch: 5,
+                replicas: vec!["i-04".into(), "i-05".into(), "i-06".into()],
+                down: vec!["i-01".into(), "i-02".into(), "i-07".into()],
+            }
+        );
+        // Nobody running holds ID 1: no primary, nothing to follow.
+        let none = BackendView::of(&[inst(
+            "i-06",
+            Running,
+            &[(tags::ID, "2"), (tags::EPOCH, "6")],
+        )]);
+        assert_eq!(none.primary, None);
+    }
 }
