@@ -654,20 +654,8 @@ async fn backend_switchover_once() -> (usize, usize, f64, usize) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    wait_for(
-        "backend2's server writable",
-        Duration::from_secs(120),
-        || {
-            (f.status(3).is_some_and(|s| s["id"] == 1)
-                && f.sql(3, "SELECT @@read_only").ok()? == "0")
-                .then_some(())
-        },
-    );
-    wait_for(
-        "the old primary replicating",
-        Duration::from_secs(120),
-        || (f.replica_status(2).get("Slave_IO_Running")? == "Yes").then_some(()),
-    );
+    f.wait_writable_backend1(3, 120);
+    f.wait_replicating(2, 120);
     std::thread::sleep(Duration::from_secs(2));
     let acked = writer.finish();
     let pause = common::fleet::longest_pause(&acked, asked).as_secs_f64();

@@ -52,29 +52,9 @@ async fn backend1_hands_over_under_writes_and_loses_none() {
         "{said}"
     );
     eprintln!("{said}");
-    wait_for(
-        "backend2 to be the writable backend1",
-        Duration::from_secs(60),
-        || {
-            (f.status(3).is_some_and(|s| s["id"] == 1)
-                && f.sql(3, "SELECT @@read_only").ok()? == "0")
-                .then_some(())
-        },
-    );
+    f.wait_writable_backend1(3, 60);
     // The old primary: at the tail, read-only, replicating from backend1.
-    wait_for(
-        "the old primary to replicate from backend1.internal",
-        Duration::from_secs(90),
-        || {
-            let st = f.replica_status(2);
-            (st.get("Slave_IO_Running")? == "Yes" && st.get("Slave_SQL_Running")? == "Yes")
-                .then_some(())
-        },
-    );
-    assert_eq!(
-        f.replica_status(2).get("Master_Host").map(String::as_str),
-        Some("backend1.internal")
-    );
+    f.wait_replicating(2, 90);
     assert_eq!(f.sql(2, "SELECT @@read_only").unwrap(), "1");
     assert!(f.status(2).is_some_and(|s| s["id"] == 3));
     std::thread::sleep(Duration::from_secs(2));

@@ -33,15 +33,7 @@ const REPLICA: usize = 4;
 /// test) starts it again: it rejoins as backend3.
 async fn fail_over_and_start_the_old_primary_again(f: &Fleet) {
     f.kill(OLD);
-    wait_for(
-        "backend2 to be the writable backend1",
-        Duration::from_secs(120),
-        || {
-            (f.status(NEW).is_some_and(|s| s["id"] == 1)
-                && f.sql(NEW, "SELECT @@read_only").ok()? == "0")
-                .then_some(())
-        },
-    );
+    f.wait_writable_backend1(NEW, 120);
     wait_for(
         "the hypervisor to power the old backend1 off",
         Duration::from_secs(60),
@@ -77,19 +69,7 @@ async fn restarts_keep_the_roles_and_a_clean_old_primary_rejoins_as_a_replica() 
     assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
 
     // The old primary booted read-only and becomes a replica of backend1.
-    wait_for(
-        "the old primary to replicate from backend1.internal",
-        Duration::from_secs(90),
-        || {
-            (replica_field(&f, OLD, "Slave_IO_Running")? == "Yes"
-                && replica_field(&f, OLD, "Slave_SQL_Running")? == "Yes")
-                .then_some(())
-        },
-    );
-    assert_eq!(
-        replica_field(&f, OLD, "Master_Host").as_deref(),
-        Some("backend1.internal")
-    );
+    f.wait_replicating(OLD, 90);
     assert_eq!(f.sql(OLD, "SELECT @@read_only").unwrap(), "1");
     let w = f.client_sql(1, "backend1.internal", "INSERT INTO app.t VALUES (21)");
     assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));

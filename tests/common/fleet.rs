@@ -160,6 +160,18 @@ pub struct Fleet {
     semi_sync: bool,
 }
 
+/// The first alert of `kind` appended to `file` (one JSON object a line, as
+/// `alerts.notify_command` writes them in the rig) by `who`.
+fn first_alert(file: &Path, kind: &str, who: &str, timeout: Duration) -> serde_json::Value {
+    wait_for(&format!("a {kind} alert from {who}"), timeout, || {
+        std::fs::read_to_string(file)
+            .ok()?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|a| a["kind"] == kind)
+    })
+}
+
 /// One acknowledged write of [`Fleet::start_writer`].
 #[derive(Debug, Clone, Copy)]
 pub struct Ack {
@@ -744,13 +756,7 @@ impl Fleet {
     /// (with `Options::alerts`); panics after `timeout`.
     pub fn alert(&self, i: usize, kind: &str, timeout: Duration) -> serde_json::Value {
         let file = self.nodes[i].dir.join("alerts.jsonl");
-        wait_for(&format!("a {kind} alert from node {i}"), timeout, || {
-            std::fs::read_to_string(&file)
-                .ok()?
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|a| a["kind"] == kind)
-        })
+        first_alert(&file, kind, &format!("node {i}"), timeout)
     }
 
     /// Files of node `i`.
@@ -847,13 +853,37 @@ impl Fleet {
     /// received; panics after `timeout`.
     pub fn worker_alert(&self, kind: &str, timeout: Duration) -> serde_json::Value {
         let file = self.dir.path().join("worker-alerts.jsonl");
-        wait_for(&format!("a {kind} alert from the worker"), timeout, || {
-            std::fs::read_to_string(&file)
-                .ok()?
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|a| a["kind"] == kind)
-        })
+        first_alert(&file, kind, "the worker", timeout)
+    }
+
+    /// Wait until node `i` holds backend1 and its server is writable
+    /// (promoted); panics after `secs`.
+    pub fn wait_writable_backend1(&self, i: usize, secs: u64) {
+        wait_for(
+            &format!("{} to be the writable backend1", self.nodes[i].ns),
+            Duration::from_secs(secs),
+            || {
+                (self.status(i).is_some_and(|s| s["id"] == 1)
+                    && self.sql(i, "SELECT @@read_only").ok()? == "0")
+                    .then_some(())
+            },
+        );
+    }
+
+    /// Wait until node `i`'s server replicates (both threads running) from
+    /// `backend1.internal`; panics after `secs`.
+    pub fn wait_replicating(&self, i: usize, secs: u64) {
+        wait_for(
+            &format!("{} to replicate from backend1.internal", self.nodes[i].ns),
+            Duration::from_secs(secs),
+            || {
+                let st = self.replica_status(i);
+                (st.get("Slave_IO_Running")? == "Yes"
+                    && st.get("Slave_SQL_Running")? == "Yes"
+                    && st.get("Master_Host")? == "backend1.internal")
+                    .then_some(())
+            },
+        );
     }
 
     /// Create `app.w` and an application user (INSERT and SELECT only: no
