@@ -116,29 +116,39 @@ impl Fabric {
             return;
         };
         for s in sessions {
-            let verdict = match (
-                self.layout.parse_client_common_name(&s.common_name),
-                s.real_ip,
-            ) {
-                (Ok(slot), Some(ip)) => list.admits(slot, ip),
-                (Err(e), _) => Err(e.to_string()),
-                (_, None) => Err("no IPv4 real address".into()),
+            let Some(why) = refusal(&self.layout, list, &s) else {
+                continue;
             };
-            if let Err(why) = verdict {
-                match openvpn::kill_session(&self.mgmt, s.client_id).await {
-                    Ok(()) => tracing::warn!(
-                        common_name = %crate::layout::printable(&s.common_name),
-                        real_ip = ?s.real_ip,
-                        "disconnected a session the admission list refuses: {why}"
-                    ),
-                    Err(e) => tracing::error!(
-                        common_name = %crate::layout::printable(&s.common_name),
-                        "cannot disconnect a session the admission list refuses ({why}): {e}"
-                    ),
-                }
+            match openvpn::kill_session(&self.mgmt, s.client_id).await {
+                Ok(()) => tracing::warn!(
+                    common_name = %crate::layout::printable(&s.common_name),
+                    real_ip = ?s.real_ip,
+                    "disconnected a session the admission list refuses: {why}"
+                ),
+                Err(e) => tracing::error!(
+                    common_name = %crate::layout::printable(&s.common_name),
+                    "cannot disconnect a session the admission list refuses ({why}): {e}"
+                ),
             }
         }
     }
+}
+
+/// Why the list refuses session `s`, if it does. A session still in its
+/// TLS handshake shows no common name yet (`UNDEF`): it holds no overlay
+/// address, and the connect hook (`chainwatch client-connect`) judges it
+/// against the list when the handshake completes. It is left alone:
+/// killing it only delays a member that is (re)connecting.
+fn refusal(layout: &Layout, list: &Admission, s: &openvpn::Session) -> Option<String> {
+    if s.common_name == openvpn::PENDING_COMMON_NAME {
+        return None;
+    }
+    let verdict = match (layout.parse_client_common_name(&s.common_name), s.real_ip) {
+        (Ok(slot), Some(ip)) => list.admits(slot, ip),
+        (Err(e), _) => Err(e.to_string()),
+        (_, None) => Err("no IPv4 real address".into()),
+    };
+    verdict.err()
 }
 
 /// The next claim, or never without a route.
@@ -164,5 +174,37 @@ pub async fn prime(registry: &Ec2Registry, layout: &Layout, run_dir: &Path) {
             }
         }
         Err(e) => tracing::warn!("no admission list yet ({e}); the fabric loop retries"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::Candidate;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn a_handshake_in_progress_is_left_alone_and_a_stranger_is_refused() {
+        let layout = Layout::default();
+        let list = Admission::from_candidates(
+            &[Candidate {
+                instance: "i-3".into(),
+                slot: crate::layout::Slot::new(crate::layout::Role::Frontend, 3),
+                up: true,
+                fenced: false,
+                epoch: 1,
+                addrs: vec![Ipv4Addr::new(10, 0, 0, 9)],
+            }],
+            0,
+        );
+        let session = |cn: &str| openvpn::Session {
+            common_name: cn.into(),
+            real_ip: Some(Ipv4Addr::new(10, 0, 0, 9)),
+            client_id: 1,
+        };
+        assert_eq!(refusal(&layout, &list, &session("UNDEF")), None);
+        assert_eq!(refusal(&layout, &list, &session("frontend3")), None);
+        assert!(refusal(&layout, &list, &session("frontend4")).is_some());
+        assert!(refusal(&layout, &list, &session("not-a-member")).is_some());
     }
 }

@@ -380,6 +380,10 @@ async fn mgmt_command_within(mgmt: &Path, cmd: &str, deadline: Duration) -> Opti
     tokio::time::timeout(deadline, work).await.ok().flatten()
 }
 
+/// The common name `status 3` shows for a session that has not finished
+/// its TLS handshake.
+pub const PENDING_COMMON_NAME: &str = "UNDEF";
+
 /// The server's client sessions (`None`: the interface did not answer).
 pub async fn sessions(mgmt: &Path) -> Option<Vec<Session>> {
     mgmt_command(mgmt, "status 3")
