@@ -429,6 +429,18 @@ pub struct WorkerConfig {
     /// worker that was down, still ends with MySQL following the registry.
     /// `0s`: only events (needs `verify_registry`).
     pub reconcile_interval: Duration,
+    /// The MySQL client with which the worker promotes backend1 itself,
+    /// before the playbook runs: a command and its first options, the
+    /// credentials in an option file (`["mariadb",
+    /// "--defaults-extra-file=/etc/chainwatch/worker-mysql.cnf"]`). Each
+    /// backend is reached at its private address (`--host`). Empty: the
+    /// playbook alone promotes (about 3 s more of write outage).
+    pub mysql_client: Vec<String>,
+    /// How long a server may take to apply what it received (its relay
+    /// log) before a direct promotion gives up and leaves it to the
+    /// playbook (`chainwatch_catchup_timeout_s`, which refuses a stale
+    /// replica).
+    pub catch_up_timeout: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -445,6 +457,8 @@ impl Default for WorkerConfig {
             publishers: Vec::new(),
             verify_registry: true,
             reconcile_interval: Duration::from_millis(5_000),
+            mysql_client: Vec::new(),
+            catch_up_timeout: Duration::from_millis(30_000),
         }
     }
 }
@@ -1155,6 +1169,21 @@ impl Config {
                     "must be 0s (off) or at least 1000ms, got {}ms",
                     ms(w.reconcile_interval)
                 ),
+            ));
+        }
+        if ms(w.catch_up_timeout) < 100 || ms(w.catch_up_timeout) > 3_600_000 {
+            return Err(invalid(
+                "worker.catch_up_timeout",
+                format!("must be 100ms to 1h, got {}ms", ms(w.catch_up_timeout)),
+            ));
+        }
+        if w.mysql_client
+            .iter()
+            .any(|a| a.is_empty() || a.contains('\0'))
+        {
+            return Err(invalid(
+                "worker.mysql_client",
+                "every element must be a non-empty string without NUL (or leave the list empty)",
             ));
         }
         if ms(w.timeout) < 1000 {

@@ -31,6 +31,7 @@ pub mod core;
 pub mod event;
 pub mod fleet;
 pub mod fsio;
+pub mod gtid;
 pub mod iam;
 pub mod layout;
 pub mod shell;

@@ -49,8 +49,12 @@ use crate::config::Settings;
 use crate::event::TransitionEvent;
 use crate::layout::{Role, escaped};
 use crate::shell::alert::Notifier;
-use crate::shell::aws::ec2::{BackendView, HolderCheck, backend_view, check_holder};
+use crate::shell::aws::ec2::{
+    BackendView, HolderCheck, backend_servers, backend_view, check_holder,
+};
 use crate::shell::broker::{Side, Topology, broker_user, connect_to, take_all};
+use crate::shell::mysql::Client as MysqlClient;
+use crate::shell::promote::{self, Outcome, Server};
 use crate::shell::worker::{AppliedStore, Decision, run_playbook};
 
 /// What the worker needs besides the settings.
@@ -382,6 +386,7 @@ async fn reconcile(ctx: &Ctx, store: &mut AppliedStore) {
         "reconcile: MySQL was last reconciled with {:?}; running the playbook for the registry's topology",
         store.reconciled().and_then(|v| v.primary.clone())
     );
+    promote_directly(ctx, &ev).await;
     match run_playbook(w, &w.playbook, &ev).await {
         Ok(quarantined) => {
             alert_quarantined(ctx, &ev, &quarantined);
@@ -411,6 +416,67 @@ async fn reconcile(ctx: &Ctx, store: &mut AppliedStore) {
                 }
             }
         }
+    }
+}
+
+/// With `worker.mysql_client` set: promote `ev`'s holder (backend1) with
+/// the client before the playbook runs, when it is safe to here and now
+/// (`shell/promote.rs`). The applications write again within a few hundred
+/// ms instead of after an Ansible run; the playbook then writes the role
+/// drop-in, points the replicas at the new primary, or does the whole
+/// promotion itself when this step declined (logged with why).
+async fn promote_directly(ctx: &Ctx, ev: &TransitionEvent) {
+    let w = &ctx.s.config.worker;
+    if w.mysql_client.is_empty() || ev.role != Role::Backend || ev.to_id != 1 {
+        return;
+    }
+    let Some(ec2) = &ctx.ec2 else { return };
+    let (view, addresses) = match backend_servers(ec2, &ctx.s.config.aws.fleet).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(event_id = %ev.event_id, "direct promotion: cannot read the registry ({e}); the playbook promotes");
+            return;
+        }
+    };
+    if view.primary.as_deref() != Some(ev.instance_id.as_str()) || view.epoch != ev.epoch {
+        tracing::warn!(event_id = %ev.event_id, "direct promotion: the registry shows {:?} at epoch {} as backend1; the playbook decides", view.primary, view.epoch);
+        return;
+    }
+    let server = |i: &String| {
+        addresses.get(i).map(|h| Server {
+            instance: i.clone(),
+            host: h.clone(),
+        })
+    };
+    let Some(candidate) = server(&ev.instance_id) else {
+        tracing::warn!(event_id = %ev.event_id, "direct promotion: EC2 shows no private address for {}; the playbook promotes", ev.instance_id);
+        return;
+    };
+    let others: Vec<Server> = view
+        .replicas
+        .iter()
+        .filter(|r| !ev.fenced_instances.contains(r))
+        .filter_map(server)
+        .collect();
+    let client = MysqlClient::new(&w.mysql_client, "worker.mysql_client");
+    match promote::promote(&client, &candidate, &others, w.catch_up_timeout).await {
+        Outcome::Promoted {
+            positions,
+            left_out,
+            took,
+        } => tracing::warn!(
+            event_id = %ev.event_id,
+            instance = %ev.instance_id,
+            ?positions,
+            ?left_out,
+            "MySQL promoted directly in {} ms: writable, replication forgotten; the playbook follows for the role drop-in and the replicas",
+            took.as_millis()
+        ),
+        Outcome::LeftToPlaybook(why) => tracing::warn!(
+            event_id = %ev.event_id,
+            instance = %ev.instance_id,
+            "direct promotion not done ({why}); the playbook promotes"
+        ),
     }
 }
 
@@ -650,6 +716,9 @@ async fn handle(
         tracing::warn!(event_id = %ev.event_id, "{span}: MySQL was already reconciled with this holder from the registry");
         store.record(&ev).map_err(|e| e.to_string())?;
         return ack(&d).await.map_err(|e| e.to_string());
+    }
+    if promotion {
+        promote_directly(ctx, &ev).await;
     }
     let first = w.retry_backoff;
     let mut delays = crate::backoff::delays(first, first * 16);

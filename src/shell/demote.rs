@@ -10,10 +10,9 @@
 //! `mysql` client as an admin of this host: root over the unix socket by
 //! default); statements are fixed text.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::process::Command;
+use crate::shell::mysql::Client;
 
 /// What the demotion did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,32 +25,12 @@ pub struct Demoted {
     pub mariadb: bool,
 }
 
-/// Run one statement with `client` (`-N -B -e` appended), bounded by 10 s:
-/// its output's lines.
+/// Run one statement with `client` (as `service.mysql_client`), bounded by
+/// 10 s: its output's lines.
 async fn sql(client: &[String], stmt: &str) -> Result<Vec<String>, String> {
-    let Some((prog, args)) = client.split_first() else {
-        return Err("service.mysql_client is empty: name the MySQL client".into());
-    };
-    let run = Command::new(prog)
-        .args(args)
-        .args(["-N", "-B", "-e", stmt])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(10), run)
+    Client::new(client, "service.mysql_client")
+        .lines(stmt, Duration::from_secs(10))
         .await
-        .map_err(|_| format!("{prog} did not answer within 10 s"))?
-        .map_err(|e| format!("cannot run {prog} ({e}); set service.mysql_client"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{prog}: {}",
-            crate::layout::escaped(String::from_utf8_lossy(&out.stderr).trim())
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect())
 }
 
 /// Make this host's server read-only, then wait (at most `within`) until

@@ -82,6 +82,10 @@ pub struct Options {
     /// MariaDB's semi-synchronous replication (`chainwatch_semi_sync` in
     /// the inventory), as the README recommends for no lost write.
     pub semi_sync: bool,
+    /// The worker without `worker.mysql_client`: the playbook alone
+    /// promotes (by default the worker promotes directly first, as the
+    /// README recommends).
+    pub playbook_promotion_only: bool,
 }
 
 /// One emulated instance.
@@ -158,6 +162,7 @@ pub struct Fleet {
     watchdog: Option<std::thread::JoinHandle<()>>,
     doubles: Arc<Mutex<Vec<String>>>,
     semi_sync: bool,
+    playbook_promotion_only: bool,
 }
 
 /// The first alert of `kind` appended to `file` (one JSON object a line, as
@@ -422,6 +427,7 @@ impl Fleet {
             hypervisor: None,
             watchdog: None,
             semi_sync: opts.semi_sync,
+            playbook_promotion_only: opts.playbook_promotion_only,
             doubles: Arc::new(Mutex::new(Vec::new())),
         };
         if opts.mariadb {
@@ -792,10 +798,27 @@ impl Fleet {
             .as_ref()
             .expect("the worker needs the rabbit option");
         let d = self.dir.path();
+        // The worker's MySQL login, in an option file only it reads.
+        let cnf = d.join("worker-mysql.cnf");
+        std::fs::write(
+            &cnf,
+            format!("[client]\nuser = {DB_ADMIN}\npassword = {DB_PASSWORD}\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&cnf, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let mysql_client = if self.playbook_promotion_only {
+            String::new()
+        } else {
+            format!(
+                "mysql_client = [\"mariadb\", \"--defaults-extra-file={}\"]\n",
+                cnf.display()
+            )
+        };
         std::fs::write(
             d.join("worker.toml"),
             format!(
-                "[aws]\nfleet = \"{}\"\n[announce]\nrabbitmq_urls = [\"{}\"]\nallow_plain_amqp = true\ncloudwatch_log_group = \"\"\n[alerts]\nnotify_command = [\"/bin/sh\", \"-c\", \"cat >> {}/worker-alerts.jsonl\"]\n[worker]\nstate_dir = \"{}/worker\"\ninventory = \"{}\"\nplaybook = \"{}/ansible/failover.yml\"\nattempts = 3\nretry_backoff = \"1000ms\"\npublishers = [\"{}\"]\n",
+                "[aws]\nfleet = \"{}\"\n[announce]\nrabbitmq_urls = [\"{}\"]\nallow_plain_amqp = true\ncloudwatch_log_group = \"\"\n[alerts]\nnotify_command = [\"/bin/sh\", \"-c\", \"cat >> {}/worker-alerts.jsonl\"]\n[worker]\nstate_dir = \"{}/worker\"\ninventory = \"{}\"\nplaybook = \"{}/ansible/failover.yml\"\nattempts = 3\nretry_backoff = \"1000ms\"\npublishers = [\"{}\"]\n{mysql_client}",
                 self.fleet,
                 rabbit.url(),
                 d.display(),

@@ -1362,6 +1362,15 @@ pub struct BackendView {
 
 /// Read [`BackendView`] for `fleet` from EC2: one `DescribeInstances`.
 pub async fn backend_view(client: &Client, fleet: &str) -> Result<BackendView, Ec2Error> {
+    Ok(backend_servers(client, fleet).await?.0)
+}
+
+/// [`backend_view`], with the private address of each backend that has
+/// one (where the worker reaches its MySQL server).
+pub async fn backend_servers(
+    client: &Client,
+    fleet: &str,
+) -> Result<(BackendView, std::collections::BTreeMap<String, String>), Ec2Error> {
     let found = describe(
         client,
         vec![
@@ -1371,7 +1380,16 @@ pub async fn backend_view(client: &Client, fleet: &str) -> Result<BackendView, E
         Vec::new(),
     )
     .await?;
-    Ok(BackendView::of(&found))
+    let addresses = found
+        .iter()
+        .filter_map(|i| {
+            Some((
+                i.instance_id()?.to_string(),
+                i.private_ip_address()?.to_string(),
+            ))
+        })
+        .collect();
+    Ok((BackendView::of(&found), addresses))
 }
 
 impl BackendView {
