@@ -17,7 +17,7 @@ const FLOORS: &[&[&str]] = &[
     &["state"],
     &["config", "event"],
     &["core"],
-    &["admission", "fleet", "userdata"],
+    &["admission", "fleet", "userdata", "gtid"],
     &["clock", "layout", "template", "fsio", "backoff"],
 ];
 
