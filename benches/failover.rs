@@ -42,11 +42,14 @@
 //! accepted (the worker's Ansible included).
 //!
 //! Failover under writes (`BENCH_WRITE_RUNS` per variant, default 20;
-//! `BENCH_WRITE_VARIANTS=up`, `lag` or both, the default):
+//! `BENCH_WRITE_VARIANTS`: `up`, `lag`, `playbook`, comma-separated;
+//! default `up,lag`):
 //! a client on frontend2 writes through `backend1.internal` as an
 //! application user (no SUPER), autocommit, while backend1 dies at a random
 //! phase; once as is, once with the candidate's SQL thread stopped 3 s
-//! before the death. Semi-synchronous replication. Reported: acknowledged
+//! before the death; `playbook`: up to date, the worker without
+//! `worker.mysql_client` (the playbook alone promotes), the before of the
+//! direct promotion. Semi-synchronous replication. Reported: acknowledged
 //! writes lost (per run and in all), and the write outage (death → the next
 //! accepted write), p50 / p95 / p99.
 //!
@@ -590,9 +593,10 @@ struct WriteRun {
 /// SQL thread stops 3 s before the death, so its relay log holds 3 s of
 /// acknowledged writes it has not applied. Semi-synchronous replication,
 /// as the README recommends.
-async fn writes_once(lag: bool) -> WriteRun {
+async fn writes_once(lag: bool, playbook_promotion_only: bool) -> WriteRun {
     let f = Fleet::mysql_fleet(Options {
         semi_sync: true,
+        playbook_promotion_only,
         ..Options::default()
     })
     .await;
@@ -981,33 +985,41 @@ fn main() {
         })
         .collect();
     let write_runs = common::env_u64("BENCH_WRITE_RUNS", 20) as usize;
-    let mut writes: Vec<(bool, Vec<WriteRun>)> = Vec::new();
-    // `BENCH_WRITE_VARIANTS`: `up` (the candidate up to date), `lag`, or
-    // both (default).
+    let mut writes: Vec<(&'static str, Vec<WriteRun>)> = Vec::new();
+    // `BENCH_WRITE_VARIANTS`: `up` (the candidate up to date), `lag`,
+    // `playbook` (up to date, the playbook alone promotes); default
+    // `up,lag`.
     let variants = std::env::var("BENCH_WRITE_VARIANTS").unwrap_or_else(|_| "up,lag".into());
-    for lag in [false, true] {
-        if !variants
-            .split(',')
-            .any(|v| v.trim() == if lag { "lag" } else { "up" })
-        {
+    for (name, lag, playbook_only, label) in [
+        ("up", false, false, "candidate up to date"),
+        (
+            "lag",
+            true,
+            false,
+            "candidate's SQL thread stopped 3 s before",
+        ),
+        (
+            "playbook",
+            false,
+            true,
+            "candidate up to date, the playbook alone promotes (no worker.mysql_client)",
+        ),
+    ] {
+        if !variants.split(',').any(|v| v.trim() == name) {
             continue;
         }
         let runs: Vec<WriteRun> = (1..=n("writes", write_runs))
             .map(|i| {
-                let w = rt.block_on(writes_once(lag));
+                let w = rt.block_on(writes_once(lag, playbook_only));
                 eprintln!(
-                    "writes{} run {i}: {} acknowledged, {} lost, candidate {} behind at the death, outage {:.2} s",
-                    if lag { " (lagging candidate)" } else { "" },
-                    w.acked,
-                    w.lost,
-                    w.behind,
-                    w.outage
+                    "writes ({name}) run {i}: {} acknowledged, {} lost, candidate {} behind at the death, outage {:.2} s",
+                    w.acked, w.lost, w.behind, w.outage
                 );
                 w
             })
             .collect();
         if !runs.is_empty() {
-            writes.push((lag, runs));
+            writes.push((label, runs));
         }
     }
     let bswitch: Vec<(usize, usize, f64, usize)> = (1..=n("bswitchover", hang_runs))
@@ -1154,7 +1166,7 @@ struct Results {
     switchovers: Vec<(f64, f64, f64, usize)>,
     mysqld: Vec<(f64, f64)>,
     /// (lagging candidate, runs).
-    writes: Vec<(bool, Vec<WriteRun>)>,
+    writes: Vec<(&'static str, Vec<WriteRun>)>,
     /// Backend switchovers: (acknowledged, lost, longest pause, stops).
     bswitch: Vec<(usize, usize, f64, usize)>,
     cw_fp: (u64, f64, u64),
@@ -1297,16 +1309,12 @@ fn print_results(r: &Results) {
             "| | runs | acknowledged writes | lost | runs with a loss | candidate behind at the death (median) | outage: death → next accepted write, p50 / p95 / p99 |"
         );
         println!("|---|---|---|---|---|---|---|");
-        for (lag, runs) in &r.writes {
+        for (label, runs) in &r.writes {
             let mut behind: Vec<usize> = runs.iter().map(|w| w.behind).collect();
             behind.sort();
             println!(
                 "| {} | {} | {} | {} | {} | {} writes | {} |",
-                if *lag {
-                    "candidate's SQL thread stopped 3 s before"
-                } else {
-                    "candidate up to date"
-                },
+                label,
                 runs.len(),
                 runs.iter().map(|w| w.acked).sum::<usize>(),
                 runs.iter().map(|w| w.lost).sum::<usize>(),
