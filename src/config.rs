@@ -1186,6 +1186,15 @@ impl Config {
                 "every element must be a non-empty string without NUL (or leave the list empty)",
             ));
         }
+        if w.mysql_client
+            .iter()
+            .any(|a| a.starts_with("--password") || (a.starts_with("-p") && a.len() > 2))
+        {
+            return Err(invalid(
+                "worker.mysql_client",
+                "holds a password: put it in the client's option file ([client] password = ..., mode 0600) and name the file with --defaults-extra-file",
+            ));
+        }
         if ms(w.timeout) < 1000 {
             return Err(invalid(
                 "worker.timeout",
@@ -1337,6 +1346,36 @@ mod tests {
         }
         let e = with_password("not a url", "hunter2").unwrap_err();
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn the_worker_s_mysql_client_keeps_its_password_in_an_option_file() {
+        let p = Path::new("/etc/chainwatch/chainwatch.toml");
+        let check = |client: &str| {
+            Config::parse(&format!("[worker]\nmysql_client = {client}\n"), p)
+                .unwrap()
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        assert!(
+            check(r#"["mariadb", "--defaults-extra-file=/etc/chainwatch/worker-mysql.cnf"]"#)
+                .is_ok()
+        );
+        assert!(check("[]").is_ok());
+        for bad in [
+            r#"["mariadb", "-phunter2"]"#,
+            r#"["mariadb", "--password=hunter2"]"#,
+        ] {
+            let e = check(bad).unwrap_err();
+            assert!(e.contains("option file") && !e.contains("hunter2"), "{e}");
+        }
+        assert!(check(r#"["mariadb", ""]"#).is_err());
+        let e = Config::parse("[worker]\ncatch_up_timeout = \"10ms\"\n", p)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("worker.catch_up_timeout"), "{e}");
     }
 
     #[test]
