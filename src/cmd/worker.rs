@@ -472,6 +472,11 @@ async fn promote_directly(ctx: &Ctx, ev: &TransitionEvent) {
             "MySQL promoted directly in {} ms: writable, replication forgotten; the playbook follows for the role drop-in and the replicas",
             took.as_millis()
         ),
+        Outcome::NotPending => tracing::debug!(
+            event_id = %ev.event_id,
+            "direct promotion: {} replicates from nobody, nothing pending",
+            ev.instance_id
+        ),
         Outcome::LeftToPlaybook(why) => tracing::warn!(
             event_id = %ev.event_id,
             instance = %ev.instance_id,
