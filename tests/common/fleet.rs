@@ -32,6 +32,7 @@
 //! start and say how to clean them.
 
 use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -155,7 +156,7 @@ pub struct Fleet {
     pub rabbit: Option<Rabbit>,
     /// Forwards the bridge address's 5672 to the machine's RabbitMQ.
     pub forward: Option<Proc>,
-    pub worker: Option<Proc>,
+    pub worker: Option<super::ProcGroup>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     hypervisor: Option<std::thread::JoinHandle<()>>,
@@ -859,9 +860,10 @@ impl Fleet {
             .args(["--log-format", "json", "worker"])
             .stdout(Stdio::null())
             .stderr(log)
+            .process_group(0)
             .spawn()
             .unwrap();
-        self.worker = Some(Proc(child));
+        self.worker = Some(super::ProcGroup(child));
         wait_for("the worker", Duration::from_secs(30), || {
             (self.worker_log().matches("worker consuming").count() > before).then_some(())
         });

@@ -251,6 +251,26 @@ impl Drop for Proc {
     }
 }
 
+/// A child spawned in a process group of its own
+/// (`CommandExt::process_group(0)`): dropping it kills the whole group, so
+/// that what it started dies with it (the worker's `ansible-playbook`,
+/// which a killed worker would otherwise leave running, loading the CPU
+/// of every later scenario).
+pub struct ProcGroup(pub Child);
+
+impl Drop for ProcGroup {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Spawn a helper that prints "listening on ADDR:PORT" first; return it
 /// and its `http://ADDR:PORT`.
 pub fn spawn_listening(mut cmd: Command) -> (Proc, String) {
