@@ -315,6 +315,18 @@ esac
         }
     }
 
+    /// Promote i-2 (10.0.0.2), the other live backends `others` as
+    /// (instance, host).
+    async fn run(c: &Client, others: &[(&str, &str)]) -> Outcome {
+        let others: Vec<Server> = others.iter().map(|(i, h)| s(i, h)).collect();
+        promote(c, &s("i-2", "10.0.0.2"), &others, Duration::from_secs(1)).await
+    }
+
+    /// Whether any server was made writable.
+    fn made_writable(dir: &std::path::Path) -> bool {
+        log(dir).iter().any(|l| l.contains("read_only = OFF"))
+    }
+
     fn log(dir: &std::path::Path) -> Vec<String> {
         std::fs::read_to_string(dir.join("log"))
             .unwrap_or_default()
@@ -329,13 +341,7 @@ esac
         let c = fake(dir.path());
         server(dir.path(), "10.0.0.2", Some("0-1-10"), "0-1-10", true);
         server(dir.path(), "10.0.0.3", Some("0-1-9"), "0-1-9", true);
-        let out = promote(
-            &c,
-            &s("i-2", "10.0.0.2"),
-            &[s("i-3", "10.0.0.3")],
-            Duration::from_secs(1),
-        )
-        .await;
+        let out = run(&c, &[("i-3", "10.0.0.3")]).await;
         let Outcome::Promoted {
             positions,
             left_out,
@@ -368,24 +374,12 @@ esac
             let c = fake(dir.path());
             server(dir.path(), "10.0.0.2", Some("0-1-10"), "0-1-10", true);
             server(dir.path(), "10.0.0.3", Some(other_pos), other_pos, true);
-            let out = promote(
-                &c,
-                &s("i-2", "10.0.0.2"),
-                &[s("i-3", "10.0.0.3")],
-                Duration::from_secs(1),
-            )
-            .await;
+            let out = run(&c, &[("i-3", "10.0.0.3")]).await;
             let Outcome::LeftToPlaybook(reason) = out else {
                 panic!("{out:?}")
             };
             assert!(reason.contains(why), "{reason}");
-            assert!(
-                !log(dir.path())
-                    .iter()
-                    .any(|l| l.contains("read_only = OFF")),
-                "{:?}",
-                log(dir.path())
-            );
+            assert!(!made_writable(dir.path()));
         }
     }
 
@@ -398,39 +392,21 @@ esac
         let c = fake(dir.path());
         server(dir.path(), "10.0.0.2", Some("0-1-10"), "0-1-10", true);
         server(dir.path(), "10.0.0.1", None, "0-1-12", true);
-        let out = promote(
-            &c,
-            &s("i-2", "10.0.0.2"),
-            &[s("i-1", "10.0.0.1")],
-            Duration::from_secs(1),
-        )
-        .await;
+        let out = run(&c, &[("i-1", "10.0.0.1")]).await;
         assert!(
             matches!(&out, Outcome::LeftToPlaybook(r) if r.contains("i-1 holds")),
             "{out:?}"
         );
         // The same, caught up: promoted.
         server(dir.path(), "10.0.0.1", None, "0-1-10", true);
-        let out = promote(
-            &c,
-            &s("i-2", "10.0.0.2"),
-            &[s("i-1", "10.0.0.1")],
-            Duration::from_secs(1),
-        )
-        .await;
+        let out = run(&c, &[("i-1", "10.0.0.1")]).await;
         assert!(matches!(out, Outcome::Promoted { .. }), "{out:?}");
         // Writable and replicating from nobody: not for this path.
         let dir = tempfile::tempdir().unwrap();
         let c = fake(dir.path());
         server(dir.path(), "10.0.0.2", Some("0-1-10"), "0-1-10", true);
         server(dir.path(), "10.0.0.1", None, "0-1-10", false);
-        let out = promote(
-            &c,
-            &s("i-2", "10.0.0.2"),
-            &[s("i-1", "10.0.0.1")],
-            Duration::from_secs(1),
-        )
-        .await;
+        let out = run(&c, &[("i-1", "10.0.0.1")]).await;
         assert!(
             matches!(&out, Outcome::LeftToPlaybook(r) if r.contains("writable")),
             "{out:?}"
@@ -440,16 +416,12 @@ esac
         let c = fake(dir.path());
         server(dir.path(), "10.0.0.2", Some("0-1-10"), "0-1-8", true);
         std::fs::write(dir.path().join("10.0.0.2/wait"), "-1").unwrap();
-        let out = promote(&c, &s("i-2", "10.0.0.2"), &[], Duration::from_secs(1)).await;
+        let out = run(&c, &[]).await;
         assert!(
             matches!(&out, Outcome::LeftToPlaybook(r) if r.contains("did not apply its relay log")),
             "{out:?}"
         );
-        assert!(
-            !log(dir.path())
-                .iter()
-                .any(|l| l.contains("read_only = OFF"))
-        );
+        assert!(!made_writable(dir.path()));
     }
 
     #[tokio::test]
@@ -458,13 +430,7 @@ esac
         let c = fake(dir.path());
         server(dir.path(), "10.0.0.2", None, "0-1-10", false);
         server(dir.path(), "10.0.0.3", Some("0-1-10"), "0-1-10", true);
-        let out = promote(
-            &c,
-            &s("i-2", "10.0.0.2"),
-            &[s("i-3", "10.0.0.3")],
-            Duration::from_secs(1),
-        )
-        .await;
+        let out = run(&c, &[("i-3", "10.0.0.3")]).await;
         assert_eq!(out, Outcome::NotPending);
         let log = log(dir.path());
         assert!(
@@ -480,13 +446,7 @@ esac
         let c = fake(dir.path());
         server(dir.path(), "10.0.0.2", Some("0-1-10"), "0-1-10", true);
         // 10.0.0.3 has no directory: every answer is empty.
-        let out = promote(
-            &c,
-            &s("i-2", "10.0.0.2"),
-            &[s("i-3", "10.0.0.3")],
-            Duration::from_secs(1),
-        )
-        .await;
+        let out = run(&c, &[("i-3", "10.0.0.3")]).await;
         let Outcome::Promoted { left_out, .. } = out else {
             panic!("{out:?}")
         };
@@ -500,7 +460,7 @@ esac
             "0-1-10",
             true,
         );
-        let out = promote(&c, &s("i-2", "10.0.0.2"), &[], Duration::from_secs(1)).await;
+        let out = run(&c, &[]).await;
         assert!(
             matches!(&out, Outcome::LeftToPlaybook(r) if r.contains("not a MariaDB GTID position")),
             "{out:?}"
