@@ -16,8 +16,10 @@
 //! Whenever a step cannot be done as described (a candidate behind another
 //! server, diverged positions, a second writable server, MySQL rather than
 //! MariaDB, a candidate that no longer replicates), it stops before the
-//! candidate is changed and says why: the playbook, which runs next in any
-//! case, then catches up, refuses or alerts as it always did. The playbook
+//! candidate is changed and says why (the replicas may have been drained
+//! by then, as the playbook's first step drains them): the playbook, which
+//! runs next in any case, then catches up, refuses or alerts as it always
+//! did. The playbook
 //! also writes the role drop-in and points the replicas at the new primary;
 //! a mysqld restart in between boots read-only (the safe side).
 
