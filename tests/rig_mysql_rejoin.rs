@@ -62,7 +62,14 @@ async fn restarts_keep_the_roles_and_a_clean_old_primary_rejoins_as_a_replica() 
     let f = Fleet::mysql_fleet(Options::default()).await;
     fail_over_and_start_the_old_primary_again(&f).await;
 
-    // mysqld restarts on the new primary: still writable.
+    // mysqld restarts on the new primary once the playbook has written its
+    // role drop-in (the worker's direct promotion makes it writable
+    // before): still writable.
+    wait_for(
+        "the role drop-in on the new primary",
+        Duration::from_secs(120),
+        || f.has_role_drop_in(NEW).then_some(()),
+    );
     f.restart_mysqld(NEW);
     assert_eq!(f.sql(NEW, "SELECT @@read_only").unwrap(), "0");
     let w = f.client_sql(1, "backend1.internal", "INSERT INTO app.t VALUES (20)");

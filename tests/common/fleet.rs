@@ -869,6 +869,12 @@ impl Fleet {
         });
     }
 
+    /// Whether node `i`'s server has its role drop-in (the playbook wrote
+    /// it after a promotion: a restart of mysqld keeps the role).
+    pub fn has_role_drop_in(&self, i: usize) -> bool {
+        super::mariadb::role_cnf(&db_dir(&self.nodes[i])).exists()
+    }
+
     /// Kill the worker (SIGKILL), as a crash or its host's outage would.
     pub fn stop_worker(&mut self) {
         self.worker = None;
