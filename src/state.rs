@@ -149,6 +149,65 @@ pub fn store(dir: &Path, state: &PersistedState) -> Result<(), StateError> {
     crate::fsio::write_atomic(&final_path, &body).map_err(io(&final_path))
 }
 
+/// File name of a fence's intent inside the state directory.
+pub const FENCE_FILE: &str = "fence.json";
+
+/// A fence this node decided on, recorded before its StopInstances and
+/// cleared once the takeover it leads to has persisted its state (or it
+/// was called off): a daemon killed in between finishes it at once when it
+/// starts again, instead of judging the silent peer afresh (which, for a
+/// peer it has never heard, waits out the startup grace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FenceIntent {
+    /// The role of the slot fenced.
+    pub role: Role,
+    /// Its ID.
+    pub id: u32,
+    /// The instance judged dead.
+    pub instance: String,
+    /// Its epoch tag when judged.
+    pub epoch: u64,
+    /// When the fence was decided, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+impl FenceIntent {
+    /// The slot fenced.
+    pub fn slot(&self) -> Slot {
+        Slot::new(self.role, self.id)
+    }
+}
+
+/// Record `intent` atomically and durably.
+pub fn store_fence(dir: &Path, intent: &FenceIntent) -> Result<(), StateError> {
+    let path = dir.join(FENCE_FILE);
+    let body = serde_json::to_vec(intent).map_err(|e| StateError::Corrupt {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    crate::fsio::write_atomic(&path, &body).map_err(|source| StateError::Io { path, source })
+}
+
+/// The recorded fence, if any; a file that does not parse, or names a slot
+/// outside the layout, is no intent (and is removed).
+pub fn load_fence(dir: &Path, layout: &Layout) -> Option<FenceIntent> {
+    let path = dir.join(FENCE_FILE);
+    let bytes = fs::read(&path).ok()?;
+    match serde_json::from_slice::<FenceIntent>(&bytes) {
+        Ok(i) if layout.slot(i.role, i.id).is_ok() => Some(i),
+        _ => {
+            let _ = fs::remove_file(&path);
+            None
+        }
+    }
+}
+
+/// Forget the recorded fence.
+pub fn clear_fence(dir: &Path) {
+    let _ = fs::remove_file(dir.join(FENCE_FILE));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +250,28 @@ mod tests {
             let err = load(dir.path(), &l).unwrap_err().to_string();
             assert!(err.contains("move it away"), "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn a_fence_intent_round_trips_and_a_bad_one_is_dropped() {
+        let (_dir, sub) = crate::fsio::scratch("fence");
+        std::fs::create_dir_all(&sub).unwrap();
+        let l = Layout::default();
+        assert_eq!(load_fence(&sub, &l), None);
+        let i = FenceIntent {
+            role: Role::Frontend,
+            id: 1,
+            instance: "i-0abc".into(),
+            epoch: 4,
+            at_ms: 1_000,
+        };
+        store_fence(&sub, &i).unwrap();
+        assert_eq!(load_fence(&sub, &l), Some(i.clone()));
+        clear_fence(&sub);
+        assert_eq!(load_fence(&sub, &l), None);
+        // Outside the layout: no intent, and the file is gone.
+        store_fence(&sub, &FenceIntent { id: 999, ..i }).unwrap();
+        assert_eq!(load_fence(&sub, &l), None);
+        assert!(!sub.join(FENCE_FILE).exists());
     }
 }

@@ -17,8 +17,15 @@ const FLOORS: &[&[&str]] = &[
     &["state"],
     &["config", "event"],
     &["core"],
-    &["admission", "fleet", "userdata", "gtid"],
-    &["clock", "layout", "template", "fsio", "backoff"],
+    &["admission", "fleet", "userdata", "gtid", "holders"],
+    &[
+        "clock",
+        "layout",
+        "template",
+        "fsio",
+        "backoff",
+        "crashpoint",
+    ],
 ];
 
 fn src() -> PathBuf {

@@ -73,8 +73,8 @@ async fn fencing_a_running_peer_stops_and_tags_it() {
     let other = launch(&ec2, "fleet-b", fe(2), &[]).await;
     let reg = Ec2Registry::new(ec2.clone(), &aws_cfg(f), f3.clone());
 
-    assert_eq!(reg.check_holder(fe(2)).await, Ok(Holder::Held));
-    let fenced = reg.fence(fe(2), false).await.unwrap();
+    assert!(matches!(reg.check_holder(fe(2)).await, Ok(Holder::Held(_))));
+    let fenced = reg.fence(fe(2), None, false).await.unwrap();
     assert_eq!(fenced.instances, vec![f2.clone()]);
     let i = describe(&ec2, &f2).await;
     assert_eq!(state(&i), InstanceStateName::Stopped);
@@ -84,9 +84,21 @@ async fn fencing_a_running_peer_stops_and_tags_it() {
     }
     // Now the slot is vacant, and fencing it again is a no-op success.
     assert_eq!(reg.check_holder(fe(2)).await, Ok(Holder::Vacant));
-    assert!(reg.fence(fe(2), false).await.unwrap().instances.is_empty());
+    assert!(
+        reg.fence(fe(2), None, false)
+            .await
+            .unwrap()
+            .instances
+            .is_empty()
+    );
     // A node never fences itself, even if asked for its own slot.
-    assert!(reg.fence(fe(3), false).await.unwrap().instances.is_empty());
+    assert!(
+        reg.fence(fe(3), None, false)
+            .await
+            .unwrap()
+            .instances
+            .is_empty()
+    );
     assert_eq!(
         state(&describe(&ec2, &f3).await),
         InstanceStateName::Running
@@ -102,7 +114,7 @@ async fn vacancy_and_the_hub_witness() {
     let f2 = launch(&ec2, f, fe(2), &[]).await;
     let reg = Ec2Registry::new(ec2.clone(), &aws_cfg(f), f2.clone());
     assert_eq!(reg.check_holder(fe(4)).await, Ok(Holder::Vacant));
-    assert_eq!(reg.check_holder(fe(1)).await, Ok(Holder::Held));
+    assert!(matches!(reg.check_holder(fe(1)).await, Ok(Holder::Held(_))));
     // The hub's underlay address is its private IP.
     let ip = describe(&ec2, &f1)
         .await
@@ -149,7 +161,7 @@ async fn a_failing_or_hanging_api_means_no_fence_and_no_takeover() {
                 }
                 Action::CheckHolder { slot } => {
                     let result = reg.check_holder(slot).await;
-                    assert_eq!(result, Ok(Holder::Held));
+                    assert!(matches!(result, Ok(Holder::Held(_))));
                     core.handle_input(now, Input::HolderChecked { slot, result });
                 }
                 Action::Fence { slot, .. } => fence = Some(slot),
@@ -163,7 +175,10 @@ async fn a_failing_or_hanging_api_means_no_fence_and_no_takeover() {
     for mode in ["fail", "hang"] {
         proxy.mode(mode);
         let started = Instant::now();
-        let result = reg.fence(slot, false).await;
+        let result = reg
+            .fence(slot, None, false)
+            .await
+            .map_err(|e| e.to_string());
         let took = started.elapsed();
         assert!(result.is_err(), "{mode}: {result:?}");
         let err = result.unwrap_err();
@@ -237,8 +252,11 @@ async fn drive(
                     let result = reg.check_holder(slot).await;
                     core.handle_input(*now, Input::HolderChecked { slot, result });
                 }
-                Action::Fence { slot, .. } => {
-                    let result = reg.fence(slot, false).await;
+                Action::Fence { slot, judged, .. } => {
+                    let result = reg
+                        .fence(slot, judged, false)
+                        .await
+                        .map_err(|e| e.to_string());
                     results.push(result.clone().map(|f| f.instances));
                     core.handle_input(*now, Input::FenceDone { slot, result });
                 }
@@ -320,7 +338,7 @@ async fn a_fence_whose_tagging_failed_still_tags_and_names_the_instance() {
     let Some(moto) = moto() else { return };
     let (proxy, direct, f2, reg) = two_through_a_proxy(&moto, "fleet-g").await;
     proxy.mode("failtags");
-    let err = reg.fence(fe(2), false).await.unwrap_err();
+    let err = reg.fence(fe(2), None, false).await.unwrap_err().to_string();
     assert!(err.contains("CreateTags"), "{err}");
     proxy.mode("pass");
     assert_eq!(
@@ -329,12 +347,18 @@ async fn a_fence_whose_tagging_failed_still_tags_and_names_the_instance() {
     );
     // EC2 no longer lists it as a holder; the retry still knows it.
     assert_eq!(reg.check_holder(fe(2)).await, Ok(Holder::Vacant));
-    let fenced = reg.fence(fe(2), false).await.unwrap();
+    let fenced = reg.fence(fe(2), None, false).await.unwrap();
     assert_eq!(fenced.instances, vec![f2.clone()]);
     let i = describe(&direct, &f2).await;
     assert_eq!(tag_of(&i, tags::STATE).as_deref(), Some("fenced"));
     // Confirmed: the next fence of the slot is a plain vacancy.
-    assert!(reg.fence(fe(2), false).await.unwrap().instances.is_empty());
+    assert!(
+        reg.fence(fe(2), None, false)
+            .await
+            .unwrap()
+            .instances
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -352,7 +376,7 @@ async fn stops_skip_the_os_shutdown_and_take_as_long_as_ec2_says() {
     };
     let reg = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &cfg, f3);
     let t = Instant::now();
-    let fenced = reg.fence(fe(2), false).await.unwrap();
+    let fenced = reg.fence(fe(2), None, false).await.unwrap();
     let took = t.elapsed();
     assert_eq!(fenced.instances, vec![f2.clone()]);
     // SkipOsShutdown: the short wait, not the graceful one.
@@ -383,7 +407,7 @@ async fn the_fabric_fence_is_confirmed_before_ec2_has_stopped_the_instance() {
     };
     let reg = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &cfg, f3.clone());
     let t = Instant::now();
-    let fenced = reg.fence(fe(2), false).await.unwrap();
+    let fenced = reg.fence(fe(2), None, false).await.unwrap();
     let took = t.elapsed();
     assert_eq!(fenced.instances, vec![f2.clone()]);
     // Confirmed while EC2 still stops it: tagged fenced, `stopping` (as
@@ -433,7 +457,7 @@ async fn the_fabric_fence_is_confirmed_before_ec2_has_stopped_the_instance() {
     // fence waits for `stopped`.
     let reg2 = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &cfg, f2);
     let t = Instant::now();
-    let fenced = reg2.fence(fe(1), false).await.unwrap();
+    let fenced = reg2.fence(fe(1), None, false).await.unwrap();
     assert_eq!(fenced.instances, vec![f1.clone()]);
     assert!(
         t.elapsed() >= Duration::from_millis(2_900),
@@ -452,7 +476,7 @@ async fn the_wait_for_stopped_is_bounded() {
     let (proxy, direct, f2, reg) = two_through_a_proxy(&moto, "fleet-s").await;
     proxy.mode("stall");
     let started = Instant::now();
-    let err = reg.fence_slot(fe(2), false).await.unwrap_err();
+    let err = reg.fence_slot(fe(2), None, false).await.unwrap_err();
     let took = started.elapsed();
     let Ec2Error::NotStopped {
         instances, states, ..
@@ -489,7 +513,7 @@ async fn a_power_fence_that_never_completes_is_shown_not_confirmed() {
     let reg = Ec2Registry::new(ec2_client(&proxy.endpoint).await, &cfg, f3);
     proxy.mode("stall");
     // The fabric fence is confirmed (the tag reads back) ...
-    let fenced = reg.fence(fe(2), false).await.unwrap();
+    let fenced = reg.fence(fe(2), None, false).await.unwrap();
     assert_eq!(fenced.instances, vec![f2.clone()]);
     // ... the power fence never is, and status says so.
     let mut shown = None;

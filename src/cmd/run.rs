@@ -144,7 +144,7 @@ async fn active(
         .map_err(other)?
         .and_then(|st| st.pending);
 
-    identity::settle(s, &registry, &mut boot)
+    identity::settle(s, &registry, &mut boot, interrupted.is_some())
         .await
         .map_err(CmdError::Other)?;
     let (slot, epoch) = (boot.slot, boot.epoch);
@@ -380,7 +380,10 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
         .and_then(|(key, socket)| Members::start(socket, key, s, prober.clone()));
     let mut core_cfg = s.core();
     core_cfg.second_opinion = members.is_some();
-    let core = Monitor::new(core_cfg, common.boot.slot, Instant::now());
+    let mut core = Monitor::new(core_cfg, common.boot.slot, Instant::now());
+    if !observe {
+        resume_fence(s, &mut core);
+    }
     let report = Driver::<R, S, A>::initial_report(
         &core,
         &s.layout,
@@ -434,6 +437,7 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
         reload,
         notifier: Notifier::from_settings(s, common_instance.as_deref(), alerts),
         members: members.clone(),
+        state_dir: (!observe).then(|| s.config.node.state_dir.clone()),
     };
     let me = driver.run(shutdown).await;
     reloader.abort();
@@ -444,4 +448,40 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
     server.abort();
     let _ = std::fs::remove_file(&s.config.node.status_socket);
     Ended { me, members }
+}
+
+/// How old a recorded fence may be and still be finished at start: a daemon
+/// that systemd restarts comes back within seconds; one older than this was
+/// decided on a world that may have changed since.
+const RESUME_WITHIN_MS: u64 = 60_000;
+
+/// Finish, or abandon, the fence the last run recorded and was killed in
+/// (see [`crate::state::FenceIntent`]): it is finished when it is recent
+/// and its slot is still this node's watched peer.
+fn resume_fence(s: &Settings, core: &mut Monitor) {
+    let dir = &s.config.node.state_dir;
+    let Some(intent) = state::load_fence(dir, &s.layout) else {
+        return;
+    };
+    let age = crate::clock::unix_ms(std::time::SystemTime::now()).saturating_sub(intent.at_ms);
+    let slot = intent.slot();
+    if age <= RESUME_WITHIN_MS && core.peer() == Some(slot) {
+        let judged = crate::core::Judged {
+            instance: intent.instance,
+            epoch: intent.epoch,
+        };
+        core.handle_input(
+            Instant::now(),
+            crate::core::Input::ResumeFence { slot, judged },
+        );
+    } else {
+        tracing::warn!(
+            %slot,
+            instance = %intent.instance,
+            age_ms = age,
+            "the fence of {slot} that the last run recorded is abandoned: it is {} s old, or {slot} is not this node's peer any more",
+            age / 1000
+        );
+        state::clear_fence(dir);
+    }
 }

@@ -64,7 +64,10 @@ impl Monitor {
         if degraded {
             probes.push((Target::Overlay, ProbeAddr::Overlay(hub)));
         }
-        if peer.is_hub() && self.cfg.second_opinion {
+        // The hub is alive while it answers anywhere: on its underlay, or
+        // on the overlay it carries (a path fault to its VPC address alone,
+        // a security group without ICMP say, is no death).
+        if peer.is_hub() {
             probes.push((Target::HubOverlay, ProbeAddr::Overlay(hub)));
             if let Some(round) = self.view.round.as_mut() {
                 round.hub_overlay_probed = true;
@@ -142,10 +145,13 @@ impl Monitor {
             Target::HubOverlay => round.hub_overlay = Some(outcome),
             Target::Overlay => {}
         }
-        // An answer from the peer settles the round at once (for the hub,
-        // once its overlay probe is in too).
-        let peer_answered = matches!(round.peer, Some(ProbeOutcome::Reply { .. }))
-            && (!round.hub_overlay_probed || round.hub_overlay.is_some());
+        // An answer from the peer settles the round at once (for the hub, an
+        // answer on its overlay, or on its underlay once its overlay probe is
+        // in too: a sick hub is told by the two together).
+        let overlay_answered = matches!(round.hub_overlay, Some(ProbeOutcome::Reply { .. }));
+        let peer_answered = overlay_answered
+            || (matches!(round.peer, Some(ProbeOutcome::Reply { .. }))
+                && (!round.hub_overlay_probed || round.hub_overlay.is_some()));
         let complete = round.peer.is_some()
             && round.witness.is_some()
             && (!round.beyond_probed || round.beyond.is_some())
@@ -197,7 +203,13 @@ impl Monitor {
             self.count_miss(now, peer, round.seq, round.started);
             return;
         }
-        match (round.peer, round.witness) {
+        // The hub answering on its overlay answers for it, whatever its
+        // underlay said.
+        let peer_outcome = match round.hub_overlay {
+            Some(reply @ ProbeOutcome::Reply { .. }) if round.hub_overlay_probed => Some(reply),
+            _ => round.peer,
+        };
+        match (peer_outcome, round.witness) {
             (Some(ProbeOutcome::Reply { rtt }), _) => {
                 self.view.last_rtt = Some(rtt);
                 self.view.cut_off = false;
@@ -251,7 +263,9 @@ impl Monitor {
     /// for longer than it takes to restart its own OpenVPN. Sets
     /// `sick_hub` (and says so once when it turns).
     fn track_hub_overlay(&mut self, now: Instant, round: &Round, peer: Slot) {
-        let overlay_silent = round.hub_overlay_probed
+        // Only with the second opinion: its helpers must confirm a sick hub.
+        let overlay_silent = self.cfg.second_opinion
+            && round.hub_overlay_probed
             && round.hub_overlay == Some(ProbeOutcome::Silent)
             && matches!(round.peer, Some(ProbeOutcome::Reply { .. }));
         if overlay_silent {

@@ -101,13 +101,26 @@ impl Verdict {
     }
 }
 
+/// The instance a watcher judges: the slot's admitted holder when it was
+/// last looked up (see `crate::holders`). A fence names it, never "every
+/// holder of the slot": an instance that took the slot since is not the one
+/// that went silent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Judged {
+    /// Its EC2 instance ID.
+    pub instance: String,
+    /// The epoch of its tags.
+    pub epoch: u64,
+}
+
 /// Whether a running instance holds a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Holder {
-    /// No instance that is not stopped carries the slot's tags.
+    /// No instance is the slot's admitted holder (running, not fenced nor
+    /// released).
     Vacant,
-    /// Some running (or pending, or stopping) instance carries them.
-    Held,
+    /// This instance is: the one the watcher judges.
+    Held(Judged),
 }
 
 /// A confirmed fence.
@@ -169,6 +182,26 @@ pub enum Input {
     /// New tunables (a config reload): they apply from the next round; the
     /// misses already counted stay.
     Reconfigure(super::CoreConfig),
+    /// A fence or takeover of `slot` found another instance admitted as its
+    /// holder (`holder`, when known): the slot was taken since the judgement,
+    /// so the node stops and watches the new holder instead.
+    Superseded {
+        /// The slot.
+        slot: Slot,
+        /// Its holder now.
+        holder: Option<Judged>,
+    },
+    /// At start: the last run recorded the fence of `judged`, the holder of
+    /// `slot`, and was killed before its takeover began. If `slot` is still
+    /// the watched peer, the fence is finished at once (the judgement was
+    /// made, with its second opinion, before the crash); the peer answering
+    /// still calls it off.
+    ResumeFence {
+        /// The slot.
+        slot: Slot,
+        /// The instance judged.
+        judged: Judged,
+    },
 }
 
 /// Work the shell must do.
@@ -186,7 +219,10 @@ pub enum Action {
         timeout: Duration,
     },
     /// Ask other members to probe `peer` on the overlay from where they are,
-    /// and report [`Input::HelpersSaid`] within `timeout`.
+    /// and report [`Input::HelpersSaid`] within `timeout`. About the hub they
+    /// are asked on the underlay, and an answer on its underlay address
+    /// counts as reaching it too, unless `overlay_only` (a sick hub: only its
+    /// overlay is in doubt).
     AskHelpers {
         /// The round whose miss asks.
         round: u64,
@@ -194,6 +230,8 @@ pub enum Action {
         peer: Slot,
         /// How long to wait for their answers.
         timeout: Duration,
+        /// Only an answer on the peer's overlay counts.
+        overlay_only: bool,
     },
     /// Look up whether a running instance holds `slot`; report
     /// [`Input::HolderChecked`].
@@ -201,11 +239,15 @@ pub enum Action {
         /// The slot to look up.
         slot: Slot,
     },
-    /// Stop every instance holding `slot` and wait until it is stopped;
-    /// report [`Input::FenceDone`].
+    /// Stop the instance judged dead (`judged`, or when it is not known the
+    /// slot's admitted holder, one instance) and wait until the fence is
+    /// confirmed; report [`Input::FenceDone`], or [`Input::Superseded`] when
+    /// another instance holds the slot now.
     Fence {
         /// The dead peer's slot.
         slot: Slot,
+        /// The instance judged dead, as last looked up.
+        judged: Option<Judged>,
         /// 1 for the first try.
         attempt: u32,
         /// The peer's death was counted before this node took over its

@@ -85,7 +85,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 pub use config::CoreConfig;
-pub use io::{Action, Fenced, Holder, Input, ProbeAddr, ProbeOutcome, Target, Verdict};
+pub use io::{Action, Fenced, Holder, Input, Judged, ProbeAddr, ProbeOutcome, Target, Verdict};
 use plan::Phase;
 pub use plan::VACANCY_CONFIRM;
 pub use report::{Event, Failure, PhaseName, Snapshot, Transition, WatchStatus};
@@ -243,6 +243,8 @@ impl Monitor {
             Input::HelpersSaid { round, verdict } => self.on_helpers(now, round, verdict),
             Input::Resigned { slot } => self.on_resigned(now, slot),
             Input::Reconfigure(cfg) => self.cfg = cfg,
+            Input::Superseded { slot, holder } => self.on_superseded(now, slot, holder),
+            Input::ResumeFence { slot, judged } => self.on_resume_fence(now, slot, judged),
         }
     }
 

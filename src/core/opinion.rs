@@ -9,20 +9,18 @@ use crate::layout::Slot;
 
 impl Monitor {
     /// One request at a time: while one is out, later misses wait for it.
-    /// Only overlay rounds ask: the members' channel runs on the overlay,
-    /// and the hub (probed on its underlay) carries that overlay itself.
+    /// Only overlay rounds ask (the members' channel runs on the overlay),
+    /// and rounds on the hub, whose helpers are asked on the underlay since
+    /// the hub carries the overlay itself.
     pub(super) fn ask_helpers(&mut self, seq: u64, peer: Slot) {
-        let channel_up = if peer.is_hub() {
-            self.view.sick_hub // asked over the underlay
-        } else {
-            self.overlay_up
-        };
+        let channel_up = peer.is_hub() || self.overlay_up;
         if self.cfg.second_opinion && !self.view.asking && channel_up {
             self.view.asking = true;
             self.actions.push_back(Action::AskHelpers {
                 round: seq,
                 peer,
                 timeout: self.pace(peer).1 * 3 / 2,
+                overlay_only: self.view.sick_hub,
             });
         }
     }
@@ -45,7 +43,10 @@ impl Monitor {
                 ),
             };
         }
-        if !self.cfg.second_opinion || peer.is_hub() || !self.overlay_up {
+        // Before any other fence, the hub's included, helpers are asked
+        // (the hub's on the underlay); degraded rounds, whose channel is
+        // down with the overlay, are judged by the witness rule alone.
+        if !self.cfg.second_opinion || (!peer.is_hub() && !self.overlay_up) {
             return Ok(()); // the witness rule alone
         }
         match self.view.verdict {

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Action, Event, Failure, Fenced, Holder, Monitor, Transition};
+use super::{Action, Event, Failure, Fenced, Holder, Judged, Monitor, Transition};
 
 /// How far apart two look-ups must be that both find a slot vacant before
 /// it is taken (in practice those of two consecutive silent rounds): one
@@ -82,9 +82,79 @@ impl Monitor {
         };
         self.actions.push_back(Action::Fence {
             slot: peer,
+            judged: self.view.judged.clone(),
             attempt: 1,
             chained: self.chained(peer),
         });
+    }
+
+    /// A look-up named `j` as the peer's admitted holder. While watching, a
+    /// different instance than the one judged so far is a new peer (the
+    /// slot was taken over): nothing counted against the old one holds
+    /// against it. A fence under way keeps its judged instance.
+    fn note_holder(&mut self, j: Judged) {
+        if self.phase != Phase::Watching {
+            return;
+        }
+        let Some(peer) = self.peer() else {
+            return;
+        };
+        match &self.view.judged {
+            Some(old) if old.instance != j.instance => {
+                self.events.push_back(Event::NewHolder {
+                    peer,
+                    instance: j.instance.clone(),
+                    epoch: j.epoch,
+                });
+                self.view.misses = 0;
+                self.view.silent_since = None;
+                self.view.resigned_until = None;
+                self.end_streak();
+            }
+            _ => {}
+        }
+        self.view.judged = Some(j);
+    }
+
+    /// The fence or takeover of `slot` found it held by another instance
+    /// now: back to watching, the new holder judged afresh.
+    pub(super) fn on_superseded(&mut self, now: Instant, slot: Slot, holder: Option<Judged>) {
+        if Some(slot) != self.peer() {
+            return;
+        }
+        if !matches!(self.phase, Phase::Fencing { .. } | Phase::TakingOver { .. }) {
+            return;
+        }
+        self.events.push_back(Event::Superseded {
+            peer: slot,
+            instance: holder.as_ref().map(|h| h.instance.clone()),
+        });
+        self.phase = Phase::Watching;
+        self.view.judged = holder;
+        self.view.misses = 0;
+        self.view.silent_since = None;
+        self.view.declared_at = None;
+        self.view.fenced_at = None;
+        self.view.vacant_since = None;
+        self.view.resigned_until = None;
+        self.end_streak();
+        if self.next_round_at.is_none() {
+            self.next_round_at = Some(now);
+        }
+    }
+
+    /// The fence the last run recorded is finished at once, if `slot` is
+    /// still the watched peer and this node is only watching it.
+    pub(super) fn on_resume_fence(&mut self, now: Instant, slot: Slot, judged: Judged) {
+        if Some(slot) != self.peer() || self.phase != Phase::Watching {
+            return;
+        }
+        self.events.push_back(Event::FenceResumed {
+            peer: slot,
+            instance: judged.instance.clone(),
+        });
+        self.view.judged = Some(judged);
+        self.declare_dead(now, slot);
     }
 
     pub(super) fn on_holder(&mut self, now: Instant, slot: Slot, result: Result<Holder, String>) {
@@ -92,6 +162,9 @@ impl Monitor {
             return;
         }
         self.view.holder_check_in_flight = false;
+        if let Ok(Holder::Held(j)) = &result {
+            self.note_holder(j.clone());
+        }
         // Only act while the peer is silent: a slot whose holder answers is
         // not vacant, whatever a stale look-up says; unless it resigned
         // lately, and so may have released the slot while it still answers
@@ -291,6 +364,7 @@ impl Monitor {
                 let chained = self.chained(peer);
                 self.actions.push_back(Action::Fence {
                     slot: peer,
+                    judged: self.view.judged.clone(),
                     attempt,
                     chained,
                 });

@@ -168,6 +168,34 @@ pub enum Event {
         /// The attempt.
         failure: Failure,
     },
+    /// The watched slot's admitted holder is another instance than the one
+    /// judged so far (a takeover of it completed): what was counted against
+    /// the old one is forgotten.
+    NewHolder {
+        /// The peer's slot.
+        peer: Slot,
+        /// The instance now judged.
+        instance: String,
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// A fence or takeover found the slot taken by another instance since
+    /// the judgement: nothing more is done to it, and the new holder is
+    /// watched.
+    Superseded {
+        /// The peer's slot.
+        peer: Slot,
+        /// The new holder, when known.
+        instance: Option<String>,
+    },
+    /// At start, the fence the last run recorded and did not finish is
+    /// finished now.
+    FenceResumed {
+        /// The peer's slot.
+        peer: Slot,
+        /// The instance judged dead.
+        instance: String,
+    },
     /// The takeover completed.
     TookOver {
         /// Former slot.

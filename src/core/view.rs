@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::Verdict;
 use super::detector::Round;
+use super::{Judged, Verdict};
 
 /// See the module docs; `Default` is the state of a peer not yet probed.
 #[derive(Debug, Default)]
@@ -49,4 +49,7 @@ pub(super) struct PeerView {
     /// `hub_overlay_grace` while its underlay answers.
     pub(super) sick_hub: bool,
     pub(super) last_error: Option<String>,
+    /// The instance this node judges as the peer: the slot's admitted
+    /// holder at the last look-up. A fence names it.
+    pub(super) judged: Option<Judged>,
 }

@@ -48,6 +48,9 @@ pub struct Driver<R, S, A> {
     /// The members' channel (no members key: `None`, and the core judges
     /// by the witness rule alone).
     pub members: Option<Arc<super::members::Members>>,
+    /// Where a fence's intent is recorded before it is sent (the state
+    /// directory; observe mode: `None`).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Rate-limits repeated warnings: each kind of trouble is logged when its
@@ -188,6 +191,18 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
     fn events(&mut self) {
         while let Some(event) = self.core.poll_event() {
             log_event(&event, self.observe, self.core.rounds());
+            match &event {
+                // The holders changed: every cached address is looked up
+                // afresh.
+                Event::TookOver { .. } => self.registry.forget(None),
+                // The fence is off: nothing to finish after a restart.
+                Event::FenceCancelled { .. } | Event::Superseded { .. } => {
+                    if let Some(dir) = &self.state_dir {
+                        crate::state::clear_fence(dir);
+                    }
+                }
+                _ => {}
+            }
             self.status.send_modify(|r| r.counters.count(&event));
             if let Some(n) = &self.notifier
                 && !self.observe
@@ -307,6 +322,11 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                         }
                         Ok(Err(())) | Err(_) => ProbeOutcome::NotSent,
                     };
+                    // A silent address may be an old holder's: the next
+                    // round looks the holder up afresh.
+                    if let (ProbeAddr::Underlay(slot), ProbeOutcome::Silent) = (&addr, outcome) {
+                        registry.forget(Some(*slot));
+                    }
                     let _ = tx.send(Input::Probed {
                         round,
                         target,
@@ -318,6 +338,7 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                 round,
                 peer,
                 timeout,
+                overlay_only,
             } => {
                 let me = self.core.me();
                 let (members, registry) = (self.members.clone(), self.registry.clone());
@@ -344,8 +365,19 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                                 .into_iter()
                                 .filter_map(|r| r.ok().and_then(Result::ok))
                                 .collect();
-                            m.ask(peer, addrs, timeout.saturating_sub(started.elapsed()))
-                                .await
+                            let left = timeout.saturating_sub(started.elapsed());
+                            // Unless only its overlay is in doubt (a sick
+                            // hub), an answer on its underlay address counts
+                            // too: the hub is alive if it answers anywhere.
+                            let underlay = if overlay_only {
+                                None
+                            } else {
+                                registry.underlay_addr(peer).await.ok()
+                            };
+                            match underlay {
+                                Some(hub) => m.ask_anywhere(peer, hub, addrs, left).await,
+                                None => m.ask(peer, addrs, left).await,
+                            }
                         }
                         Some(m) => {
                             // The members that hold a slot, so that the
@@ -379,6 +411,7 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
             }
             Action::Fence {
                 slot,
+                judged,
                 attempt,
                 chained,
             } => {
@@ -388,11 +421,39 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                     let _ = tx.send(Input::FenceDone { slot, result });
                     return;
                 }
-                tracing::warn!(peer = %slot, attempt, chained, "fencing {slot}");
+                // The intent first: a daemon killed from here on finishes
+                // this fence when it starts again.
+                if let (Some(dir), Some(j)) = (&self.state_dir, &judged) {
+                    let intent = crate::state::FenceIntent {
+                        role: slot.role,
+                        id: slot.id,
+                        instance: j.instance.clone(),
+                        epoch: j.epoch,
+                        at_ms: unix_ms(std::time::SystemTime::now()),
+                    };
+                    if let Err(e) = crate::state::store_fence(dir, &intent) {
+                        tracing::warn!("the fence's intent is not recorded: {e}");
+                    }
+                }
+                let instance = judged.as_ref().map(|j| j.instance.as_str()).unwrap_or("-");
+                tracing::warn!(peer = %slot, %instance, attempt, chained, "fencing {slot}");
+                crate::crashpoint::crash_point("fencing");
                 let registry = self.registry.clone();
                 tasks.spawn(async move {
-                    let result = registry.fence(slot, chained).await;
-                    let _ = tx.send(Input::FenceDone { slot, result });
+                    let input = match registry.fence(slot, judged, chained).await {
+                        Ok(fenced) => Input::FenceDone {
+                            slot,
+                            result: Ok(fenced),
+                        },
+                        Err(super::ActError::Superseded(holder)) => {
+                            Input::Superseded { slot, holder }
+                        }
+                        Err(super::ActError::Failed(e)) => Input::FenceDone {
+                            slot,
+                            result: Err(e),
+                        },
+                    };
+                    let _ = tx.send(input);
                 });
             }
             Action::TakeOver {
@@ -413,8 +474,16 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                 let switcher = self.switcher.clone();
                 let planned = self.event(&planned, clock, 0);
                 tasks.spawn(async move {
-                    let result = switcher.take_over(from, to, planned).await;
-                    let _ = tx.send(Input::TakeOverDone { to, result });
+                    let input = match switcher.take_over(from, to, planned).await {
+                        Ok(()) => Input::TakeOverDone { to, result: Ok(()) },
+                        Err(super::ActError::Superseded(holder)) => {
+                            Input::Superseded { slot: to, holder }
+                        }
+                        Err(super::ActError::Failed(e)) => {
+                            Input::TakeOverDone { to, result: Err(e) }
+                        }
+                    };
+                    let _ = tx.send(input);
                 });
             }
             Action::Announce(transition) => {
@@ -517,6 +586,20 @@ fn log_event(event: &Event, observe: bool, rounds: u64) {
             if !observe {
                 tracing::error!(to = %to, attempt = f.attempt, error = %f.error, retry_in_ms = f.retry_in.as_millis() as u64, "takeover of {to} failed; retrying")
             }
+        }
+        Event::NewHolder {
+            peer,
+            instance,
+            epoch,
+        } => {
+            tracing::info!(peer = %peer, %instance, epoch, "{peer} is held by {instance} at epoch {epoch} now: watching it afresh")
+        }
+        Event::Superseded { peer, instance } => {
+            let by = instance.as_deref().unwrap_or("another instance");
+            tracing::warn!(peer = %peer, holder = by, "{peer} is held by {by} now, not by the instance judged dead: nothing more is fenced or taken; watching it")
+        }
+        Event::FenceResumed { peer, instance } => {
+            tracing::warn!(peer = %peer, %instance, "finishing the fence of {peer} ({instance}) that the last run recorded and was killed in")
         }
         Event::TookOver { from, to } => {
             tracing::warn!(from = %from, to = %to, rounds, "took over {to} (was {from})")

@@ -211,7 +211,38 @@ pub async fn settle(
     s: &Settings,
     registry: &Ec2Registry,
     boot: &mut BootIdentity,
+    interrupted: bool,
 ) -> Result<(), String> {
+    // The registry is authoritative and the state file a cache: an
+    // instance that EC2 shows as the admitted holder of a slot resumes it,
+    // at its epoch, with no fence, no new epoch and no event (its state
+    // file may be lost, or older). Unless the last run was killed in a
+    // takeover, which is finished first (the state file holds it).
+    if !interrupted
+        && let Some((slot, epoch)) =
+            ec2::retry("own tags", || registry.own_holding(boot.slot.role)).await?
+    {
+        if (slot, epoch) != (boot.slot, boot.epoch) {
+            tracing::warn!(
+                booted = %boot.slot,
+                state_epoch = boot.epoch,
+                %slot,
+                epoch,
+                "EC2 shows this instance as the holder of {slot} at epoch {epoch}: resuming it (the state file said {} at epoch {})",
+                boot.slot,
+                boot.epoch
+            );
+            let now = unix_ms(std::time::SystemTime::now()) / 1000;
+            state::store(
+                &s.config.node.state_dir,
+                &PersistedState::new(slot, epoch, now),
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        boot.slot = slot;
+        boot.epoch = epoch;
+        return Ok(());
+    }
     // Rejoin: a fenced instance, or one whose ID someone else holds, goes to
     // the tail. EC2 must answer before anything else happens.
     let decision = ec2::retry("rejoin check", || registry.rejoin(&s.layout, boot.slot)).await?;

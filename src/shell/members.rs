@@ -428,11 +428,32 @@ impl Members {
     /// the hub, on the underlay) to probe `peer`'s overlay address from
     /// where they are.
     pub async fn ask(&self, peer: Slot, helpers: Vec<Ipv4Addr>, timeout: Duration) -> Verdict {
+        self.ask_with(Body::PingReq { target: peer }, helpers, timeout)
+            .await
+    }
+
+    /// Ask `helpers` to probe `peer` (the hub) on its overlay address and on
+    /// `underlay`, its VPC address: an answer on either reaches it.
+    pub async fn ask_anywhere(
+        &self,
+        peer: Slot,
+        underlay: Ipv4Addr,
+        helpers: Vec<Ipv4Addr>,
+        timeout: Duration,
+    ) -> Verdict {
+        let body = Body::PingAny {
+            target: peer,
+            underlay,
+        };
+        self.ask_with(body, helpers, timeout).await
+    }
+
+    async fn ask_with(&self, body: Body, helpers: Vec<Ipv4Addr>, timeout: Duration) -> Verdict {
         bump(&self.counters.asked);
         if helpers.is_empty() {
             return Verdict::NoneToAsk;
         }
-        let (seq, bytes) = self.next(Body::PingReq { target: peer });
+        let (seq, bytes) = self.next(body);
         let (tx, mut rx) = mpsc::unbounded_channel();
         lock(&self.waiting).insert(seq, tx);
         for ip in &helpers {
@@ -594,8 +615,17 @@ impl Members {
                     let _ = me.socket.send_to(&bytes, from).await;
                 });
             }
-            Body::PingReq { target } => {
-                if target.id > self.layout.max_id(target.role) {
+            Body::PingReq { .. } | Body::PingAny { .. } => {
+                let (target, underlay) = match d.body {
+                    Body::PingAny { target, underlay } => (target, Some(underlay)),
+                    Body::PingReq { target } => (target, None),
+                    _ => return,
+                };
+                // Only a VPC address is probed for another member: never a
+                // public one, nor the overlay's or a loopback.
+                if target.id > self.layout.max_id(target.role)
+                    || underlay.is_some_and(|u| !u.is_private() || self.layout.subnet().contains(u))
+                {
                     bump(&self.counters.malformed);
                     return;
                 }
@@ -608,7 +638,17 @@ impl Members {
                 tokio::spawn(async move {
                     let _permit = permit;
                     let ip = me.layout.overlay_addr(target);
-                    let rtt = me.prober.probe(ip, me.probe_timeout).await;
+                    let rtt = match underlay {
+                        // Either answer will do: both at once.
+                        Some(u) => {
+                            let (a, b) = tokio::join!(
+                                me.prober.probe(ip, me.probe_timeout),
+                                me.prober.probe(u, me.probe_timeout)
+                            );
+                            a.or(b)
+                        }
+                        None => me.prober.probe(ip, me.probe_timeout).await,
+                    };
                     let (_, bytes) = me.next(Body::Ack {
                         req: d.seq,
                         reached: rtt.is_some(),

@@ -55,24 +55,59 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::{Fenced, Holder};
+use crate::core::{Fenced, Holder, Judged};
 use crate::event::TransitionEvent;
 use crate::layout::{Layout, Role, Slot};
 use crate::shell::aws::ec2::Ec2Registry;
 pub use crate::shell::aws::ec2::{PowerFence, PowerFenceState};
 
+/// Why a fence or a takeover did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActError {
+    /// It failed (a one-line reason for the log); the core retries it.
+    Failed(String),
+    /// The slot is held by another instance now than the one judged: the
+    /// core stops and watches it.
+    Superseded(Option<Judged>),
+}
+
+impl std::fmt::Display for ActError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActError::Failed(e) => f.write_str(e),
+            ActError::Superseded(Some(j)) => write!(
+                f,
+                "the slot is held by {} at epoch {} now",
+                j.instance, j.epoch
+            ),
+            ActError::Superseded(None) => f.write_str("the slot is held by another instance now"),
+        }
+    }
+}
+
+impl From<String> for ActError {
+    fn from(e: String) -> Self {
+        ActError::Failed(e)
+    }
+}
+
 /// Who holds slots, and the fence. Errors are one-line reasons for the log.
 pub trait Registry: Send + Sync + 'static {
     /// Whether an instance that is not stopped holds `slot`.
     fn check_holder(&self, slot: Slot) -> impl Future<Output = Result<Holder, String>> + Send;
-    /// Stop every holder of `slot` and wait until EC2 reports it stopped.
-    /// `chained`: the peer's death was counted with the takeover before
-    /// (look-ahead), so the cooldown after that takeover does not apply.
+    /// Fence `judged`, the instance judged dead as `slot`'s holder (or,
+    /// when unknown, the slot's admitted holder now), and wait until the
+    /// fence is confirmed. `chained`: the peer's death was counted with the
+    /// takeover before (look-ahead), so the cooldown after that takeover
+    /// does not apply.
     fn fence(
         &self,
         slot: Slot,
+        judged: Option<Judged>,
         chained: bool,
-    ) -> impl Future<Output = Result<Fenced, String>> + Send;
+    ) -> impl Future<Output = Result<Fenced, ActError>> + Send;
+    /// Forget cached addresses of `slot` (of every slot: `None`).
+    fn forget(&self, _slot: Option<Slot>) {}
     /// A cheap API call; `Ok` means the control plane answers (the witness
     /// used when the watched peer is the hub).
     fn witness(&self) -> impl Future<Output = Result<(), String>> + Send;
@@ -99,10 +134,24 @@ impl Registry for Ec2Registry {
     async fn check_holder(&self, slot: Slot) -> Result<Holder, String> {
         self.holder(slot).await
     }
-    async fn fence(&self, slot: Slot, chained: bool) -> Result<Fenced, String> {
-        self.fence_slot(slot, chained)
+    async fn fence(
+        &self,
+        slot: Slot,
+        judged: Option<Judged>,
+        chained: bool,
+    ) -> Result<Fenced, ActError> {
+        use crate::shell::aws::ec2::Ec2Error;
+        self.fence_slot(slot, judged.as_ref(), chained)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e {
+                Ec2Error::Superseded {
+                    instance, epoch, ..
+                } => ActError::Superseded(Some(Judged { instance, epoch })),
+                e => ActError::Failed(e.to_string()),
+            })
+    }
+    fn forget(&self, slot: Option<Slot>) {
+        self.forget_underlay(slot)
     }
     async fn witness(&self) -> Result<(), String> {
         self.witness_call().await
@@ -126,8 +175,16 @@ impl<R: Registry> Registry for std::sync::Arc<R> {
     async fn check_holder(&self, slot: Slot) -> Result<Holder, String> {
         R::check_holder(self, slot).await
     }
-    async fn fence(&self, slot: Slot, chained: bool) -> Result<Fenced, String> {
-        R::fence(self, slot, chained).await
+    async fn fence(
+        &self,
+        slot: Slot,
+        judged: Option<Judged>,
+        chained: bool,
+    ) -> Result<Fenced, ActError> {
+        R::fence(self, slot, judged, chained).await
+    }
+    fn forget(&self, slot: Option<Slot>) {
+        R::forget(self, slot)
     }
     async fn witness(&self) -> Result<(), String> {
         R::witness(self).await
@@ -183,7 +240,7 @@ pub trait Switcher: Send + Sync + 'static {
         from: Slot,
         to: Slot,
         planned: TransitionEvent,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), ActError>> + Send;
     /// The event persisted by the last `take_over`, until `announced`.
     fn pending(&self) -> Option<TransitionEvent> {
         None
@@ -221,8 +278,15 @@ impl Registry for StaticRegistry {
     async fn check_holder(&self, _slot: Slot) -> Result<Holder, String> {
         Err("no EC2 registry in this mode: holders are unknown".into())
     }
-    async fn fence(&self, slot: Slot, _chained: bool) -> Result<Fenced, String> {
-        Err(format!("no EC2 registry in this mode: cannot fence {slot}"))
+    async fn fence(
+        &self,
+        slot: Slot,
+        _judged: Option<Judged>,
+        _chained: bool,
+    ) -> Result<Fenced, ActError> {
+        Err(ActError::Failed(format!(
+            "no EC2 registry in this mode: cannot fence {slot}"
+        )))
     }
     async fn witness(&self) -> Result<(), String> {
         Err("no EC2 registry in this mode: the hub witness is unavailable".into())
@@ -248,8 +312,10 @@ impl Registry for StaticRegistry {
 pub struct NoSwitch;
 
 impl Switcher for NoSwitch {
-    async fn take_over(&self, from: Slot, to: Slot, _: TransitionEvent) -> Result<(), String> {
-        Err(format!("observe mode: {from} does not take over {to}"))
+    async fn take_over(&self, from: Slot, to: Slot, _: TransitionEvent) -> Result<(), ActError> {
+        Err(ActError::Failed(format!(
+            "observe mode: {from} does not take over {to}"
+        )))
     }
 }
 

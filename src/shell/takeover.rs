@@ -12,7 +12,7 @@ use crate::layout::Slot;
 use crate::shell::aws::ec2::Ec2Registry;
 use crate::shell::members;
 use crate::shell::openvpn::Vpn;
-use crate::shell::{Announcer, Switcher};
+use crate::shell::{ActError, Announcer, Switcher};
 use crate::state::{self, PersistedState};
 
 /// The switcher of an active node.
@@ -87,24 +87,7 @@ impl Takeover {
     }
 }
 
-/// Crash injection for the rig's kill -9 tests. With
-/// `CHAINWATCH_TEST_CRASH_FILE` naming a file that holds a step name, the
-/// daemon removes the file and aborts (as if killed -9) right after that
-/// step of its next takeover. Steps: `epoch`, `state`, `tags`, `vpn`,
-/// `eip`. Without the variable (as in production) this does nothing.
-fn crash_point(step: &str) {
-    let Some(file) = std::env::var_os("CHAINWATCH_TEST_CRASH_FILE") else {
-        return;
-    };
-    if std::fs::read_to_string(&file).is_ok_and(|s| s.trim() == step) {
-        let _ = std::fs::remove_file(&file);
-        tracing::error!(
-            step,
-            "CHAINWATCH_TEST_CRASH_FILE: aborting after this takeover step"
-        );
-        std::process::abort();
-    }
-}
+use crate::crashpoint::crash_point;
 
 impl Switcher for Takeover {
     /// In this order: a check that this instance is not fenced; a new
@@ -119,14 +102,31 @@ impl Switcher for Takeover {
         from: Slot,
         to: Slot,
         mut planned: TransitionEvent,
-    ) -> Result<(), String> {
+    ) -> Result<(), ActError> {
         // A fenced instance (another node took its slot while it was cut
         // off) takes nothing over: EC2 is stopping it.
         let (fenced, _, _) = self.registry.own_tags().await.map_err(|e| e.to_string())?;
         if fenced {
-            return Err(
+            return Err(ActError::Failed(
                 "this instance is tagged fenced: EC2 is stopping it; it takes nothing over".into(),
-            );
+            ));
+        }
+        // The slot must be nobody's, or the instance this node fenced: one
+        // that another instance holds now (by the holder rule) was taken
+        // since the judgement, and is watched instead.
+        let claims = self
+            .registry
+            .slot_claims(to)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(h) = crate::holders::holding(&claims, to).holder()
+            && h.instance != self.registry.instance_id()
+            && !planned.fenced_instances.contains(&h.instance)
+        {
+            return Err(ActError::Superseded(Some(crate::core::Judged {
+                instance: h.instance.clone(),
+                epoch: h.epoch,
+            })));
         }
         let epoch = self
             .registry
@@ -141,6 +141,9 @@ impl Switcher for Takeover {
         state::store(&self.state_dir, &st).map_err(|e| e.to_string())?;
         *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(planned);
         tracing::info!(%from, %to, epoch, "state persisted");
+        // The fence that led here is done with: a restart from now on
+        // finishes this takeover, not the fence.
+        state::clear_fence(&self.state_dir);
         crash_point("state");
         self.registry
             .tag_self_confirmed(to, epoch)

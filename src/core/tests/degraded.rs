@@ -131,6 +131,7 @@ fn a_silent_overlay_witness_degrades_rounds_to_underlay_and_ec2() {
     h.take_work();
     h.round(None, Some(RTT));
     assert!(h.take_work().contains(&Action::Fence {
+        judged: None,
         slot: be(2),
         attempt: 1,
         chained: false
@@ -239,13 +240,14 @@ fn two_dead_in_a_row_take_one_detection_window_not_two() {
         h.round_beyond(None, Some(RTT), None);
         for a in h.take_work() {
             if let Action::CheckHolder { slot } = a {
-                h.input(Duration::ZERO, holder(slot, Holder::Held));
+                h.input(Duration::ZERO, holder(slot, held()));
             } else {
                 h.work.push(a);
             }
         }
     }
     assert!(h.take_work().contains(&Action::Fence {
+        judged: None,
         slot: fe(3),
         attempt: 1,
         chained: false
@@ -271,6 +273,7 @@ fn two_dead_in_a_row_take_one_detection_window_not_two() {
     // is chained to the takeover (the cooldown after it does not hold it).
     h.round(None, Some(RTT));
     assert!(h.take_work().contains(&Action::Fence {
+        judged: None,
         slot: fe(2),
         attempt: 1,
         chained: true
@@ -302,6 +305,7 @@ fn a_live_n_minus_2_carries_nothing() {
         h.take_work().iter().any(|a| matches!(
             a,
             Action::Fence {
+                judged: None,
                 slot,
                 chained: false,
                 ..

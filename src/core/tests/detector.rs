@@ -37,13 +37,14 @@ fn peer_death_is_declared_after_exactly_misses_rounds() {
         h.round(None, Some(RTT));
         assert_eq!(h.m.snapshot().watch.misses, miss);
         assert_eq!(h.take_work(), vec![Action::CheckHolder { slot: be(2) }]);
-        h.input(Duration::ZERO, holder(be(2), Holder::Held));
+        h.input(Duration::ZERO, holder(be(2), held()));
         assert_eq!(h.fences(), 0);
     }
     h.round(None, Some(RTT));
     assert_eq!(
         h.take_work(),
         vec![Action::Fence {
+            judged: Some(judged()),
             slot: be(2),
             attempt: 1,
             chained: false

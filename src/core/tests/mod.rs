@@ -215,9 +215,7 @@ impl Harness {
         let mut rest = Vec::new();
         for a in self.take_work() {
             match a {
-                Action::CheckHolder { slot } => {
-                    self.input(Duration::ZERO, holder(slot, Holder::Held))
-                }
+                Action::CheckHolder { slot } => self.input(Duration::ZERO, holder(slot, held())),
                 other => rest.push(other),
             }
         }
@@ -250,6 +248,19 @@ impl Harness {
             .filter(|a| matches!(a, Action::Fence { .. }))
             .count()
     }
+}
+
+/// The instance the harness's look-ups name as a peer's holder.
+pub(super) fn judged() -> Judged {
+    Judged {
+        instance: "i-peer".into(),
+        epoch: 1,
+    }
+}
+
+/// A look-up's answer: held by [`judged`].
+pub(super) fn held() -> Holder {
+    Holder::Held(judged())
 }
 
 pub(super) fn holder(slot: Slot, h: Holder) -> Input {

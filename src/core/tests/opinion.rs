@@ -148,21 +148,84 @@ fn a_verdict_from_an_earlier_streak_counts_for_nothing() {
     assert_eq!(asks.len(), 1, "the late answer freed the request slot");
 }
 
-#[test]
-fn a_dead_hub_is_judged_by_the_witness_rule_alone() {
-    let mut h = with_opinion(fe(2));
+/// Three silent rounds of the hub (underlay and overlay) with EC2
+/// answering; the helpers' request about it answered `verdict`. Returns the
+/// requests made (each asking for its underlay to count too).
+fn dead_hub_rounds(h: &mut Harness, verdict: Verdict) -> Vec<u64> {
+    let mut asks = Vec::new();
     h.round(Some(RTT), Some(RTT));
     for _ in 0..3 {
         h.round(None, Some(RTT));
-        for a in h.take_work() {
+        for a in h.held_lookups() {
             match a {
-                Action::CheckHolder { slot } => h.input(Duration::ZERO, holder(slot, Holder::Held)),
-                Action::AskHelpers { .. } => panic!("asked helpers about the hub"),
+                Action::AskHelpers {
+                    round,
+                    peer,
+                    overlay_only,
+                    ..
+                } => {
+                    assert_eq!(peer, fe(1));
+                    assert!(!overlay_only, "a silent hub: its underlay counts too");
+                    asks.push(round);
+                    said(h, round, verdict);
+                }
                 other => h.work.push(other),
             }
         }
     }
+    asks
+}
+
+#[test]
+fn a_dead_hub_is_fenced_once_its_helpers_cannot_reach_it_either() {
+    let mut h = with_opinion(fe(2));
+    let asks = dead_hub_rounds(&mut h, Verdict::Unreached { helpers: 2 });
+    assert!(!asks.is_empty(), "the helpers are asked before a hub fence");
     assert_eq!(h.fences(), 1);
+}
+
+#[test]
+fn a_hub_a_helper_reaches_is_not_fenced() {
+    let mut h = with_opinion(fe(2));
+    let asks = dead_hub_rounds(&mut h, Verdict::Reached);
+    assert!(!asks.is_empty());
+    assert_eq!(h.fences(), 0);
+    assert!(
+        h.events.iter().any(|e| matches!(e, Event::Vouched { .. })),
+        "{:?}",
+        h.events
+    );
+}
+
+/// frontend2's ICMP to the hub's VPC address is dropped; the hub answers
+/// on the overlay: never a miss, whatever the underlay says.
+#[test]
+fn a_hub_answering_on_its_overlay_alone_is_alive() {
+    for opinion in [false, true] {
+        let mut h = Harness::new(fe(2));
+        h.m = Monitor::new(
+            CoreConfig {
+                second_opinion: opinion,
+                ..cfg()
+            },
+            fe(2),
+            h.now,
+        );
+        h.drain();
+        for _ in 0..10 {
+            let probes = h.tick();
+            let seq = probes[0].0;
+            for (_, target, _) in probes {
+                let reply = !matches!(target, Target::Peer);
+                let after = if reply { 3 } else { 800 };
+                h.probed(Duration::from_millis(after), seq, target, reply);
+            }
+            let work = h.held_lookups();
+            assert!(work.is_empty(), "{work:?}");
+        }
+        assert_eq!(h.m.snapshot().watch.misses, 0);
+        assert_eq!(h.fences(), 0);
+    }
 }
 
 #[test]

@@ -33,7 +33,8 @@ use crate::config::AwsConfig;
 use serde::{Deserialize, Serialize};
 
 use super::budget::Held;
-use crate::core::{Fenced, Holder};
+use crate::core::{Fenced, Holder, Judged};
+use crate::holders::{self, Claim, Holding, Power};
 use crate::layout::{Layout, Role, Slot};
 
 /// Tag keys.
@@ -128,6 +129,30 @@ pub enum Ec2Error {
     /// This instance's own record is missing.
     #[error("this instance ({0}) is not known to EC2; check identity.instance_id / IMDS")]
     SelfUnknown(String),
+    /// The slot was taken by another instance since its holder was judged:
+    /// nothing is stopped, and the new holder is to be watched.
+    #[error(
+        "{slot} is held by {instance} at epoch {epoch} now, not by the instance judged dead: nothing stopped"
+    )]
+    Superseded {
+        /// The slot.
+        slot: Slot,
+        /// Its admitted holder now.
+        instance: String,
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// Two running instances claim the slot at the same epoch: nobody holds
+    /// it, and a fence would have to pick one.
+    #[error(
+        "{slot} is claimed by {instances:?} at the same epoch: not fencing either; the hub admits neither until one moves on"
+    )]
+    Tied {
+        /// The slot.
+        slot: Slot,
+        /// The instances.
+        instances: Vec<String>,
+    },
     /// An epoch tag is at the top of its range: no later epoch exists, so
     /// no transition can be ordered after it.
     #[error(
@@ -255,6 +280,25 @@ fn is_down(i: &Instance) -> bool {
         i.state().and_then(|s| s.name()),
         Some(InstanceStateName::Stopped | InstanceStateName::Terminated)
     )
+}
+
+/// `i` as the holder rule sees it (see [`crate::holders`]).
+pub fn claim_of(i: &Instance) -> Claim {
+    let slot = tag(i, tags::ROLE)
+        .and_then(|r| r.parse::<Role>().ok())
+        .zip(tag(i, tags::ID).and_then(|v| v.parse::<u32>().ok()))
+        .filter(|(_, id)| *id > 0)
+        .map(|(role, id)| Slot::new(role, id));
+    Claim {
+        instance: i.instance_id().unwrap_or("?").to_string(),
+        slot,
+        power: Power::of(&state_name(i)),
+        fenced: tag(i, tags::STATE) == Some("fenced"),
+        released: tag(i, tags::STATE) == Some(RELEASED),
+        epoch: tag(i, tags::EPOCH)
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(0),
+    }
 }
 
 fn filter(name: &str, value: impl Into<String>) -> Filter {
@@ -577,7 +621,26 @@ impl Ec2Registry {
         Ok(out)
     }
 
-    /// Instances other than this one that hold `slot`.
+    /// The fleet's instances tagged with `slot`'s role and ID, as the
+    /// holder rule sees them (one filtered read).
+    pub async fn slot_claims(&self, slot: Slot) -> Result<Vec<Claim>, Ec2Error> {
+        let filters = vec![
+            filter(&format!("tag:{}", tags::FLEET), &self.fleet),
+            filter(&format!("tag:{}", tags::ROLE), slot.role.as_str()),
+            filter(&format!("tag:{}", tags::ID), slot.id.to_string()),
+        ];
+        Ok(self
+            .describe(filters, Vec::new())
+            .await?
+            .iter()
+            .map(claim_of)
+            .collect())
+    }
+
+    /// Instances other than this one that hold `slot` in the old, loose
+    /// sense: not stopped, not released (stopping and fenced ones count).
+    /// For the switchover's look-ups only; the watcher, the fence and the
+    /// takeover ask [`Ec2Registry::slot_claims`] and the holder rule.
     pub async fn holders(&self, slot: Slot) -> Result<Vec<Instance>, Ec2Error> {
         let filters = vec![
             filter(&format!("tag:{}", tags::FLEET), &self.fleet),
@@ -653,21 +716,29 @@ impl Ec2Registry {
         }
     }
 
-    /// Stop every holder of `slot` with force and without an OS shutdown
-    /// (`SkipOsShutdown`: a hung instance would otherwise take minutes to
-    /// shut down gracefully) and tag them fenced. Never this instance.
+    /// Fence the instance judged dead as `slot`'s holder (`judged`; when
+    /// the watcher never learnt it, the slot's admitted holder now), and no
+    /// other: an instance that took the slot since is not the one that went
+    /// silent ([`Ec2Error::Superseded`]). Stopped with force and without an
+    /// OS shutdown (`SkipOsShutdown`: a hung instance would otherwise take
+    /// minutes to shut down gracefully) and tagged fenced. Never this
+    /// instance.
     ///
     /// With `aws.fabric_fence` (and for frontend1, an Elastic IP to move)
     /// the fence is confirmed once the `fenced` tag reads back: the hub's
     /// admission list then refuses the old holder on the overlay, and EC2
     /// finishes stopping it in the background (logged when it has).
-    /// Otherwise it waits until EC2 reports them stopped, then tags them.
+    /// Otherwise it waits until EC2 reports it stopped, then tags it.
     ///
-    /// Idempotent: the targets of a fence that was not confirmed are kept
-    /// and fenced again by the next call for the slot, even when EC2 no
-    /// longer lists them as holders (they were stopped, but the reply or the
-    /// tagging was lost).
-    pub async fn fence_slot(&self, slot: Slot, chained: bool) -> Result<Fenced, Ec2Error> {
+    /// Idempotent: an instance already stopped, or fenced and stopping, is
+    /// confirmed without a second StopInstances; one this node's earlier
+    /// attempt stopped is not counted against the budget again.
+    pub async fn fence_slot(
+        &self,
+        slot: Slot,
+        judged: Option<&Judged>,
+        chained: bool,
+    ) -> Result<Fenced, Ec2Error> {
         let remembered: Vec<String> = self
             .fence_targets
             .lock()
@@ -675,54 +746,92 @@ impl Ec2Registry {
             .get(&slot)
             .cloned()
             .unwrap_or_default();
-        let mut ids = Vec::new();
         let retry = !remembered.is_empty();
         let now = std::time::SystemTime::now();
-        let mut in_maint: Option<(String, String)> = None;
-        if !remembered.is_empty() {
-            // Still ours to fence: down or going down (our stop went
-            // through), or still tagged with the slot. An instance that came
-            // back since and holds another slot is left alone.
-            for i in self.describe(Vec::new(), remembered).await? {
-                let going = is_down(&i)
-                    || matches!(
-                        i.state().and_then(|s| s.name()),
-                        Some(InstanceStateName::Stopping | InstanceStateName::ShuttingDown)
-                    );
-                let tagged = tag(&i, tags::ROLE) == Some(slot.role.as_str())
-                    && tag(&i, tags::ID) == Some(slot.id.to_string().as_str());
-                if (going || tagged)
-                    && let Some(id) = i.instance_id()
-                {
-                    ids.push(id.to_string());
-                    if !is_down(&i)
-                        && let Some(until) = maintenance(&i, now)
-                    {
-                        in_maint.get_or_insert((id.to_string(), until));
-                    }
-                }
+        let claims = self.slot_claims(slot).await?;
+        let current = holders::holding(&claims, slot);
+        let target = match (judged, &current) {
+            (Some(j), Holding::Held(c)) if c.instance != j.instance && c.instance != self.me => {
+                return Err(Ec2Error::Superseded {
+                    slot,
+                    instance: c.instance.clone(),
+                    epoch: c.epoch,
+                });
             }
-        }
-        for i in self.holders(slot).await? {
-            if let Some(id) = i.instance_id()
-                && !ids.iter().any(|known| known == id)
-            {
-                ids.push(id.to_string());
-                if let Some(until) = maintenance(&i, now) {
-                    in_maint.get_or_insert((id.to_string(), until));
-                }
+            (Some(j), _) => j.instance.clone(),
+            (None, Holding::Held(c)) => c.instance.clone(),
+            (None, Holding::Tied(v)) => {
+                return Err(Ec2Error::Tied {
+                    slot,
+                    instances: v.iter().map(|c| c.instance.clone()).collect(),
+                });
             }
-        }
-        ids.retain(|id| *id != self.me);
-        if let Some((instance, until)) = in_maint {
-            return Err(Ec2Error::Maintenance { instance, until });
-        }
-        // Nobody holds the slot: nothing to stop, so nothing to count
-        // against the budget (a taker that moved on leaves its old slot
-        // vacant before its identity there goes down, and its watcher may
-        // judge the silence before two look-ups have found the vacancy).
-        if ids.is_empty() {
+            // Nobody holds the slot: nothing to stop, so nothing to count
+            // against the budget (a taker that moved on leaves its old slot
+            // vacant before its identity there goes down, and its watcher
+            // may judge the silence before two look-ups found the vacancy).
+            // (Unless this node's last attempt stopped its holder and lost
+            // the reply or the tagging: that one is finished.)
+            (None, Holding::Vacant) => match remembered.first() {
+                Some(r) => r.clone(),
+                None => return Ok(Fenced::default()),
+            },
+        };
+        // A node never fences itself, even if asked for its own slot.
+        if target == self.me {
             return Ok(Fenced::default());
+        }
+        let Some(found) = self
+            .describe(Vec::new(), vec![target.clone()])
+            .await?
+            .into_iter()
+            .next()
+        else {
+            // Gone from EC2 altogether (terminated long ago): nothing holds.
+            return Ok(Fenced::default());
+        };
+        let c = claim_of(&found);
+        let ids = vec![target.clone()];
+        if c.power == Power::Up && c.slot != Some(slot) {
+            // It moved on (rejoined elsewhere): it is not the slot's holder
+            // any more, and the slot is whoever's the rule says.
+            return match current.holder() {
+                Some(h) if h.instance != self.me && h.instance != target => {
+                    Err(Ec2Error::Superseded {
+                        slot,
+                        instance: h.instance.clone(),
+                        epoch: h.epoch,
+                    })
+                }
+                _ => Ok(Fenced::default()),
+            };
+        }
+        // Already fenced and on its way down, or down: confirm it (tag it
+        // fenced if our last attempt's tagging was lost), no second stop.
+        if c.power == Power::Down || (c.power == Power::Stopping && c.fenced) {
+            if !c.fenced {
+                self.create_tags(
+                    &ids,
+                    &[
+                        (tags::STATE, "fenced".to_string()),
+                        (tags::FENCED_AT, unix_ms(now).to_string()),
+                    ],
+                )
+                .await?;
+            }
+            self.fence_targets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&slot);
+            return Ok(Fenced { instances: ids });
+        }
+        if c.power == Power::Up
+            && let Some(until) = maintenance(&found, now)
+        {
+            return Err(Ec2Error::Maintenance {
+                instance: target,
+                until,
+            });
         }
         // A new fence (not the retry of one whose stop already went out)
         // must fit the budget.
@@ -748,7 +857,7 @@ impl Ec2Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(slot, ids.clone());
-        tracing::warn!(%slot, instances = ?ids, "stopping (force, skip OS shutdown) the holders of {slot}");
+        tracing::warn!(%slot, instance = %target, epoch = c.epoch, "stopping (force, skip OS shutdown) {target}, judged dead as {slot}");
         let sent_ms = unix_ms(std::time::SystemTime::now());
         self.client
             .stop_instances()
@@ -758,6 +867,7 @@ impl Ec2Registry {
             .send()
             .await
             .map_err(api("StopInstances"))?;
+        crate::crashpoint::crash_point("stopped");
         // The fabric fence: for a client slot, the hub's admission list
         // drops an instance tagged `fenced`; for frontend1, the Elastic IP
         // moves at the takeover. Without either, wait for the power fence.
@@ -1012,6 +1122,14 @@ impl Ec2Registry {
         Ok(true)
     }
 
+    /// The slot this instance holds by the holder rule (its tags name it,
+    /// and it is that slot's admitted holder), with its epoch.
+    pub async fn own_holding(&self, role: Role) -> Result<Option<(Slot, u64)>, Ec2Error> {
+        let all = self.fleet_instances(Some(role)).await?;
+        let claims: Vec<Claim> = all.iter().map(claim_of).collect();
+        Ok(holders::held_by(&claims, &self.me).filter(|(slot, _)| slot.role == role))
+    }
+
     /// Decide at boot whether this instance keeps `booted` or rejoins at the
     /// tail of its role: it rejoins when its own tags say it was fenced, or
     /// when another instance that is not stopped holds its ID.
@@ -1101,18 +1219,38 @@ pub async fn follow_maintenance(registry: Arc<Ec2Registry>) {
 /// What [`crate::shell::Registry`] asks of EC2 (the trait itself lives in
 /// the shell, which implements it with these).
 impl Ec2Registry {
-    /// Whether a not-stopped instance holds `slot` (a vacant slot drops its
-    /// cached underlay address).
+    /// `slot`'s admitted holder (see [`crate::holders`]): the instance a
+    /// watcher judges. A vacant slot drops its cached underlay address. Of
+    /// two tied at the top epoch (the hub admits neither), the first by ID.
     pub async fn holder(&self, slot: Slot) -> Result<Holder, String> {
-        let holders = self.holders(slot).await.map_err(|e| e.to_string())?;
-        if holders.is_empty() {
-            self.underlay
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&slot);
-            return Ok(Holder::Vacant);
+        let claims = self.slot_claims(slot).await.map_err(|e| e.to_string())?;
+        let judged = |c: &Claim| {
+            Holder::Held(Judged {
+                instance: c.instance.clone(),
+                epoch: c.epoch,
+            })
+        };
+        Ok(match holders::holding(&claims, slot) {
+            Holding::Vacant => {
+                self.forget_underlay(Some(slot));
+                Holder::Vacant
+            }
+            Holding::Held(c) => judged(c),
+            Holding::Tied(v) => judged(v[0]),
+        })
+    }
+
+    /// Drop the cached underlay address of `slot` (all of them: `None`):
+    /// at every takeover, and when a round found the address silent, so a
+    /// holder that changed is looked up afresh.
+    pub fn forget_underlay(&self, slot: Option<Slot>) {
+        let mut cache = self.underlay.lock().unwrap_or_else(|p| p.into_inner());
+        match slot {
+            Some(slot) => {
+                cache.remove(&slot);
+            }
+            None => cache.clear(),
         }
-        Ok(Holder::Held)
     }
 
     /// One cheap call that must find this instance: the EC2 witness.
@@ -1160,6 +1298,8 @@ impl Ec2Registry {
         Ok(slots)
     }
 
+    /// The underlay (VPC) address of `slot`'s admitted holder (cached for
+    /// a while): never a fenced, stopping or stopped instance's.
     pub async fn underlay_of(&self, slot: Slot) -> Result<Ipv4Addr, String> {
         {
             let cache = self.underlay.lock().unwrap_or_else(|p| p.into_inner());
@@ -1169,12 +1309,26 @@ impl Ec2Registry {
                 return Ok(*addr);
             }
         }
-        let holders = self.holders(slot).await.map_err(|e| e.to_string())?;
-        let addr = holders
+        let filters = vec![
+            filter(&format!("tag:{}", tags::FLEET), &self.fleet),
+            filter(&format!("tag:{}", tags::ROLE), slot.role.as_str()),
+            filter(&format!("tag:{}", tags::ID), slot.id.to_string()),
+        ];
+        let found = self
+            .describe(filters, Vec::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        let claims: Vec<Claim> = found.iter().map(claim_of).collect();
+        let holder = holders::holding(&claims, slot)
+            .holder()
+            .map(|c| c.instance.clone())
+            .ok_or_else(|| format!("no running instance holds {slot}: no underlay address"))?;
+        let addr = found
             .iter()
+            .filter(|i| i.instance_id() == Some(holder.as_str()))
             .filter_map(|i| i.private_ip_address())
             .find_map(|a| a.parse::<Ipv4Addr>().ok())
-            .ok_or_else(|| format!("no running instance holds {slot}: no underlay address"))?;
+            .ok_or_else(|| format!("{holder}, the holder of {slot}, has no VPC address"))?;
         self.underlay
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -6,11 +6,13 @@
 //!
 //! ```text
 //! 0..4    magic "CWM1"
-//! 4       kind: 1 ping-req, 2 ack, 3 resign, 4 status-req, 5 status
+//! 4       kind: 1 ping-req, 2 ack, 3 resign, 4 status-req, 5 status,
+//!         6 claim, 7 ping-any
 //! 5..13   sender: random per daemon start
 //! 13..21  seq: per sender, from 1
 //! 21..29  sent: Unix milliseconds
-//! ping-req, resign: 29 role (0 frontend, 1 backend), 30..34 id
+//! ping-req, resign, claim: 29 role (0 frontend, 1 backend), 30..34 id
+//! ping-any: 29 role, 30..34 id, 34..38 an IPv4 underlay address
 //! ack:      29..37 the request's seq, 37 reached (0 or 1), 38..42 rtt (µs)
 //! status-req: nothing more
 //! status:   29..37 the request's seq, 37 role, 38..42 id, 42 phase (0 idle,
@@ -42,6 +44,8 @@ pub const PING_REQ_LEN: usize = HEADER + 5 + TAG;
 pub const RESIGN_LEN: usize = PING_REQ_LEN;
 /// A claim's size on the wire (laid out as a ping request).
 pub const CLAIM_LEN: usize = PING_REQ_LEN;
+/// A ping-any request's size on the wire.
+pub const PING_ANY_LEN: usize = HEADER + 9 + TAG;
 /// An ack's size on the wire.
 pub const ACK_LEN: usize = HEADER + 13 + TAG;
 /// A status request's size on the wire.
@@ -60,6 +64,15 @@ pub enum Body {
     PingReq {
         /// The slot to probe.
         target: Slot,
+    },
+    /// Probe `target` on the overlay and `underlay` (its VPC address),
+    /// and answer that it was reached if either answered: how the hub is
+    /// judged, which is alive if it answers anywhere.
+    PingAny {
+        /// The slot to probe on the overlay.
+        target: Slot,
+        /// Its holder's underlay address.
+        underlay: std::net::Ipv4Addr,
     },
     /// The answer to the ping request `req`.
     Ack {
@@ -198,6 +211,7 @@ pub fn seal(key: &Key, d: &Datagram) -> Vec<u8> {
         Body::StatusReq => 4,
         Body::Status { .. } => 5,
         Body::Claim { .. } => 6,
+        Body::PingAny { .. } => 7,
     });
     out.extend_from_slice(&d.sender.to_be_bytes());
     out.extend_from_slice(&d.seq.to_be_bytes());
@@ -205,6 +219,10 @@ pub fn seal(key: &Key, d: &Datagram) -> Vec<u8> {
     match d.body {
         Body::PingReq { target: slot } | Body::Resign { slot } | Body::Claim { slot } => {
             put_slot(&mut out, slot)
+        }
+        Body::PingAny { target, underlay } => {
+            put_slot(&mut out, target);
+            out.extend_from_slice(&underlay.octets());
         }
         Body::StatusReq => {}
         Body::Status { req, live } => {
@@ -287,6 +305,7 @@ pub fn open(key: &Key, bytes: &[u8]) -> Result<Datagram, Rejected> {
         4 => STATUS_REQ_LEN,
         5 => STATUS_LEN,
         6 => CLAIM_LEN,
+        7 => PING_ANY_LEN,
         _ => return Err(Rejected::Malformed),
     };
     if bytes.len() != want {
@@ -306,6 +325,10 @@ pub fn open(key: &Key, bytes: &[u8]) -> Result<Datagram, Rejected> {
         4 => Body::StatusReq,
         6 => Body::Claim {
             slot: slot_at(bytes, HEADER)?,
+        },
+        7 => Body::PingAny {
+            target: slot_at(bytes, HEADER)?,
+            underlay: std::net::Ipv4Addr::from(u32_at(bytes, HEADER + 5)),
         },
         5 => Body::Status {
             req: u64_at(bytes, HEADER),
@@ -439,6 +462,16 @@ mod tests {
         let b = seal(&k, &c);
         assert_eq!(b.len(), CLAIM_LEN);
         assert_eq!(open(&k, &b), Ok(c));
+        let any = Datagram {
+            body: Body::PingAny {
+                target: Slot::new(Role::Frontend, 1),
+                underlay: std::net::Ipv4Addr::new(10, 0, 3, 7),
+            },
+            ..r
+        };
+        let b = seal(&k, &any);
+        assert_eq!(b.len(), PING_ANY_LEN);
+        assert_eq!(open(&k, &b), Ok(any));
         // A resignation relabelled as a claim is forged.
         let mut relabelled = seal(&k, &g);
         relabelled[4] = 6;
