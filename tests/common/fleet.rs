@@ -1646,6 +1646,22 @@ impl Fleet {
         ));
     }
 
+    /// Node `i` drops the ICMP echo requests it sends to `to`'s underlay
+    /// (VPC) address: a security group without ICMP on that one path; the
+    /// tunnel and everything else pass (nftables table `cwicmp`).
+    pub fn drop_icmp_to(&self, i: usize, to: usize) {
+        let ns = &self.nodes[i].ns;
+        let addr = self.nodes[to].underlay;
+        sh(&format!(
+            "ip netns exec {ns} nft -f - <<'EOF'\ntable inet cwicmp {{\n  chain output {{ type filter hook output priority 0; ip daddr {addr} icmp type echo-request counter drop; }}\n}}\nEOF"
+        ));
+    }
+
+    /// Packets dropped so far by node `i`'s ICMP rule.
+    pub fn icmp_drops(&self, i: usize) -> u64 {
+        self.nft_packets(i, "cwicmp")
+    }
+
     /// Packets dropped so far by node `i`'s one-way rule.
     pub fn one_way_drops(&self, i: usize) -> u64 {
         self.nft_packets(i, "cwdeaf")
