@@ -592,7 +592,7 @@ struct WriteRun {
 /// backend1 dies at a random phase; with `lag`, the promotion candidate's
 /// SQL thread stops 3 s before the death, so its relay log holds 3 s of
 /// acknowledged writes it has not applied. Semi-synchronous replication,
-/// as the README recommends.
+/// as docs/src/mysql.md recommends.
 async fn writes_once(lag: bool, playbook_promotion_only: bool) -> WriteRun {
     let f = Fleet::mysql_fleet(Options {
         semi_sync: true,

@@ -118,8 +118,8 @@ fn the_package_installs_runs_and_removes_cleanly() {
             !out.contains("chainwatch.service:") && !out.contains("chainwatch-worker.service:"),
             "systemd-analyze complains about the units:\n{out}"
         );
-        // Sandboxing: each unit's exposure is at most 3.0 (the README
-        // reports the figures).
+        // Sandboxing: each unit's exposure is at most 3.0 (the book's
+        // docs/src/reference/units.md reports the figures).
         for unit in ["chainwatch.service", "chainwatch-worker.service"] {
             let (ok, out) = run(&format!(
                 "systemd-analyze security --offline=true --threshold=30 /lib/systemd/system/{unit}"

@@ -81,11 +81,11 @@ pub struct Options {
     /// `aws.takeover_cooldown`, in seconds (default: the daemon's, none).
     pub cooldown_secs: Option<u64>,
     /// MariaDB's semi-synchronous replication (`chainwatch_semi_sync` in
-    /// the inventory), as the README recommends for no lost write.
+    /// the inventory), as docs/src/mysql.md recommends for no lost write.
     pub semi_sync: bool,
     /// The worker without `worker.mysql_client`: the playbook alone
-    /// promotes (by default the worker promotes directly first, as the
-    /// README recommends).
+    /// promotes (by default the worker promotes directly first, as
+    /// docs/src/mysql.md recommends).
     pub playbook_promotion_only: bool,
 }
 
