@@ -32,6 +32,9 @@ Modes, set with POST /_mode?m=<mode> (answers 200):
   failtags CreateTags answers 503 (the client's own retries fail too)
   denystop StopInstances answers 403 UnauthorizedOperation (IAM denies it)
 
+A request with DryRun=true is passed to moto untouched (it answers
+DryRunOperation and changes nothing), whatever the mode.
+
 GET /_stops answers a JSON object: every StopInstances request seen, with its
 instance IDs, Force and SkipOsShutdown flags and when it came (`at_ms`, ms
 since the Unix epoch).
@@ -218,7 +221,8 @@ def main():
             action = params.get("Action", [""])[0]
             with lock:
                 mode = state["mode"]
-            if action == "StopInstances":
+            dry_run = params.get("DryRun", ["false"])[0] == "true"
+            if action == "StopInstances" and not dry_run:
                 ids = [v[0] for k, v in sorted(params.items()) if k.startswith("InstanceId.")]
                 skip = params.get("SkipOsShutdown", ["false"])[0] == "true"
                 force = params.get("Force", ["false"])[0] == "true"
