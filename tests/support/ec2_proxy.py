@@ -215,6 +215,19 @@ RESOURCE_BUCKETS = {
 # How far back the history reaches (/_stale_read needs ~30 s).
 HISTORY_S = 60.0
 
+# Eventual consistency (--stale-ms): AWS says the EC2 API is eventually
+# consistent, that a command's effect may not be visible at once to the
+# commands that follow, and gives no figure
+# (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html),
+# so MAX is the caller's. Reads by ID see a write within a tenth of it
+# (ID_STALE_FRACTION): a read by ID fetches the instance's own record, while
+# a filtered read (by tag, by state) is a query over what is indexed from
+# those records, which can only catch up after the record itself changed.
+# A modelling choice, not a published figure: it makes chainwatch's fleet
+# listings (filtered) the reads that lag, and its stop waits (by ID) the
+# ones that follow the truth closely.
+ID_STALE_FRACTION = 0.1
+
 
 CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48,
          "stopping": 64, "stopped": 80}
@@ -646,7 +659,7 @@ def main():
             return
         with rng_lock:
             to_filter = rng.uniform(0, stale_s)
-            to_id = rng.uniform(0, stale_s / 10)
+            to_id = rng.uniform(0, stale_s * ID_STALE_FRACTION)
         hist.append(Version(raw, facts, now, now + to_filter, now + to_id, res))
 
     def prune(fleet, now):
