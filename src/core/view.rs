@@ -30,6 +30,9 @@ pub(super) struct PeerView {
     pub(super) beyond_misses: u32,
     /// Start of n-2's first missed round.
     pub(super) beyond_silent_since: Option<Instant>,
+    /// The look-ahead probes the hub's underlay (degraded rounds of a
+    /// frontend), not n-2: its misses carry to a detour, not a takeover.
+    pub(super) beyond_is_hub: bool,
     /// Until then, the peer's resignation holds: one missed round is a
     /// death (with the second opinion).
     pub(super) resigned_until: Option<Instant>,

@@ -452,7 +452,7 @@ impl StatusReport {
         let peer = match (&self.peer, &self.peer_target) {
             (Some(p), Some(t)) => format!("{p} ({t})"),
             (Some(p), None) => p.clone(),
-            _ => "nobody (ID 1)".into(),
+            _ => "nobody (ID 1, and the only member of its role)".into(),
         };
         let transition = self
             .last_transition

@@ -265,7 +265,27 @@ fn a_vacant_slot_is_taken_even_while_the_overlay_witness_is_down() {
     h.round(None, None);
     h.take_work();
     h.input(Duration::from_millis(300), holder(fe(2), Holder::Vacant));
-    assert!(matches!(h.take_work()[..], [Action::TakeOver { .. }]));
+    // frontend2's new identity would connect through the hub, which is
+    // silent: frontend3 judges the hub first (a detour) instead of waiting
+    // on it.
+    assert!(h.take_work().is_empty());
+    assert!(h.events.contains(&Event::Detour { dead: fe(2) }));
+    assert_eq!(h.m.peer(), Some(fe(1)));
+    let probes = h.tick();
+    assert!(
+        probes
+            .iter()
+            .any(|p| p.1 == Target::Peer && p.2 == ProbeAddr::Underlay(fe(1))),
+        "{probes:?}"
+    );
+    // The hub answers: it lives, and the takeover of frontend2 goes ahead.
+    let seq = probes[0].0;
+    h.probed(Duration::from_millis(3), seq, Target::Peer, true);
+    h.probed(Duration::ZERO, seq, Target::HubOverlay, false);
+    assert!(matches!(
+        h.take_work()[..],
+        [Action::TakeOver { to, .. }] if to == fe(2)
+    ));
     // A held slot is never fenced without the witness, however long.
     let mut h = Harness::new(be(3));
     for _ in 0..20 {
