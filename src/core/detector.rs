@@ -238,6 +238,7 @@ impl Monitor {
                 self.view.last_rtt = Some(rtt);
                 self.view.cut_off = false;
                 self.view.peer_silent = false;
+                self.view.heard = true;
                 self.peer_seen = true;
                 if self.view.misses > 0 {
                     self.events.push_back(Event::Recovered {
@@ -425,7 +426,19 @@ impl Monitor {
     }
 
     pub(super) fn in_grace(&self, now: Instant) -> bool {
-        !self.peer_seen && now < self.grace_until
+        if !self.peer_seen && now < self.grace_until {
+            return true;
+        }
+        // A tail not heard since it became the tail may be mid-takeover
+        // (its identity coming up through a hub that just changed): it has
+        // three detection windows at the API's pace from when it was told.
+        let grace = self.cfg.api_interval.max(self.cfg.interval) * self.cfg.misses * 3;
+        self.watches_tail()
+            && !self.view.heard
+            && self
+                .view
+                .watched_since
+                .is_some_and(|since| now < since + grace)
     }
 
     /// Forget the second opinion of a streak that ended.

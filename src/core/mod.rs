@@ -322,7 +322,10 @@ impl Monitor {
     }
 
     fn watch_predecessor(&mut self, now: Instant) {
-        self.view = PeerView::default();
+        self.view = PeerView {
+            watched_since: Some(now),
+            ..PeerView::default()
+        };
         self.overlay_up = true;
         let peer = self.peer();
         self.events.push_back(Event::Watching { me: self.me, peer });

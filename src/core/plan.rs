@@ -404,6 +404,19 @@ impl Monitor {
             Err(error) => {
                 let (failure, retry) = self.failed(now, attempt, error);
                 self.events.push_back(Event::TakeOverFailed { to, failure });
+                // A client identity that did not come up may be waiting on
+                // a dead hub: judge the hub again before the next attempt
+                // (it answers: the attempt goes ahead at once; it is dead:
+                // this node takes its place).
+                if to.role == Role::Frontend
+                    && !to.is_hub()
+                    && self.detour.is_none()
+                    && let Phase::TakingOver { fenced, vacant, .. } = self.phase.clone()
+                {
+                    self.overlay_up = false;
+                    self.begin_takeover(now, fenced, vacant);
+                    return;
+                }
                 if let Phase::TakingOver {
                     attempt: next,
                     in_flight,

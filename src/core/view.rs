@@ -55,4 +55,8 @@ pub(super) struct PeerView {
     /// The instance this node judges as the peer: the slot's admitted
     /// holder at the last look-up. A fence names it.
     pub(super) judged: Option<Judged>,
+    /// When this peer began to be watched.
+    pub(super) watched_since: Option<Instant>,
+    /// The peer answered at least once since.
+    pub(super) heard: bool,
 }
