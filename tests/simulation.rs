@@ -1620,6 +1620,17 @@ impl World {
 
     fn check_whole(&self) {
         for role in Role::ALL {
+            // Every member but the hub connects through the hub: with no
+            // frontend left alive there is no overlay to be whole.
+            if role == Role::Backend
+                && !self.hub_up()
+                && !self
+                    .nodes
+                    .iter()
+                    .any(|n| n.alive && n.role == Role::Frontend)
+            {
+                continue;
+            }
             let mut ids: Vec<u32> = self
                 .nodes
                 .iter()
@@ -1825,7 +1836,7 @@ fn a_lying_witness_is_caught() {
 #[test]
 #[should_panic(expected = "healthy")]
 fn without_the_second_opinion_a_healthy_node_is_fenced_and_caught() {
-    for seed in 1..=300 {
+    for seed in 1..=1500 {
         simulate_in(seed, Broken::NoSecondOpinion);
     }
 }

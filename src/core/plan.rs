@@ -195,8 +195,14 @@ impl Monitor {
         // lately, and so may have released the slot while it still answers
         // (a planned switchover).
         let silent = self.view.peer_silent || self.released(now);
-        // The tail's slot vacant is nothing to take: it moved, or it was
-        // fenced; the registry names the next tail.
+        // The tail's slot vacant is nothing to take: it moved (it took over
+        // a slot below), or it was fenced. Nothing is judged until the
+        // registry names the next tail.
+        if result == Ok(Holder::Vacant) && self.watches_tail() && self.phase == Phase::Watching {
+            self.tail = None;
+            self.watch_predecessor(now);
+            return;
+        }
         if result == Ok(Holder::Vacant)
             && self.phase == Phase::Watching
             && silent
@@ -261,11 +267,16 @@ impl Monitor {
                 });
                 if self.watches_tail() {
                     // ID 1 never takes the tail's ID: the chain is one
-                    // shorter, and the next tail is watched.
-                    self.events.push_back(Event::TailLost {
-                        peer: slot,
-                        instances: fenced.instances,
-                    });
+                    // shorter, and the next tail is watched. A fence that
+                    // stopped nothing found the tail gone already (it moved
+                    // down the chain): nothing is lost.
+                    if !fenced.instances.is_empty() {
+                        self.events.push_back(Event::TailLost {
+                            peer: slot,
+                            instances: fenced.instances,
+                        });
+                    }
+                    self.tail = None;
                     self.watch_predecessor(now);
                     return;
                 }
@@ -293,37 +304,47 @@ impl Monitor {
         }
     }
 
+    /// Judge the hub before the takeover of `peer` (fenced, or vacant),
+    /// which needs it: a [`Detour`].
+    fn start_detour(&mut self, now: Instant, peer: Slot, fenced: Fenced, vacant: bool) {
+        let carried = if self.view.beyond_is_hub {
+            (self.view.beyond_misses, self.view.beyond_silent_since)
+        } else {
+            (0, None)
+        };
+        self.detour = Some(Detour {
+            slot: peer,
+            fenced,
+            vacant,
+        });
+        self.events.push_back(Event::Detour { dead: peer });
+        self.view = super::view::PeerView::default();
+        self.phase = Phase::Watching;
+        self.peer_seen = true;
+        // Its fence is part of the same failure (no cooldown holds it).
+        self.chained_peer = self.peer();
+        if carried.0 > 0 {
+            self.view.misses = carried.0;
+            self.view.silent_since = carried.1;
+            self.view.peer_silent = true;
+        }
+        self.next_round_at = Some(now);
+    }
+
     pub(super) fn begin_takeover(&mut self, now: Instant, fenced: Fenced, vacant: bool) {
         let Some(peer) = self.peer() else {
             return;
         };
         // A frontend's new identity connects through the hub: with the hub
-        // silent (the overlay down), the takeover would wait on a dead hub.
-        // Judge the hub first; its misses seen while the predecessor was
-        // missing count (the look-ahead of degraded rounds).
-        if self.detour.is_none()
-            && peer.role == Role::Frontend
-            && !peer.is_hub()
-            && !self.overlay_up
-        {
-            let carried = (self.view.beyond_misses, self.view.beyond_silent_since);
-            self.detour = Some(Detour {
-                slot: peer,
-                fenced,
-                vacant,
-            });
-            self.events.push_back(Event::Detour { dead: peer });
-            self.view = super::view::PeerView::default();
-            self.phase = Phase::Watching;
-            self.peer_seen = true;
-            // Its fence is part of the same failure (no cooldown holds it).
-            self.chained_peer = self.peer();
-            if carried.0 > 0 {
-                self.view.misses = carried.0;
-                self.view.silent_since = carried.1;
-                self.view.peer_silent = true;
-            }
-            self.next_round_at = Some(now);
+        // silent (the overlay down) and frontend2, its only watcher, gone,
+        // the takeover would wait on a dead hub that nobody judges. Judge
+        // the hub first; its misses seen while the predecessor was missing
+        // count (the look-ahead of degraded rounds). Further down the chain
+        // frontend2 (or whoever holds it) judges the hub, and two takers of
+        // the hub would race; a takeover that fails there judges the hub
+        // then (see `on_takeover_done`).
+        if self.detour.is_none() && peer == Slot::new(Role::Frontend, 2) && !self.overlay_up {
+            self.start_detour(now, peer, fenced, vacant);
             return;
         }
         self.view.fenced_at = Some(now);
@@ -414,7 +435,7 @@ impl Monitor {
                     && let Phase::TakingOver { fenced, vacant, .. } = self.phase.clone()
                 {
                     self.overlay_up = false;
-                    self.begin_takeover(now, fenced, vacant);
+                    self.start_detour(now, to, fenced, vacant);
                     return;
                 }
                 if let Phase::TakingOver {

@@ -207,7 +207,7 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         *asked = Some(Instant::now());
         let (registry, layout, tx) = (self.registry.clone(), self.layout.clone(), tx.clone());
         tasks.spawn(async move {
-            let Ok(held) = registry.held_slots(&layout).await else {
+            let Ok(held) = registry.held_now(&layout).await else {
                 return;
             };
             let tail = held

@@ -72,8 +72,9 @@ Modes, set with POST /_mode?m=<mode> (answers 200):
   failtags CreateTags answers 503 (the client's own retries fail too)
   denystop StopInstances answers 403 UnauthorizedOperation (IAM denies it)
 
-A request with DryRun=true is passed to moto untouched (it answers
-DryRunOperation and changes nothing), whatever the mode.
+A StopInstances with DryRun=true is passed to moto untouched (it answers
+DryRunOperation and changes nothing) and is not recorded in /_stops; the
+modes fail and denystop answer it as they would the stop.
 
 Other endpoints (available whatever the flags):
 
@@ -923,6 +924,13 @@ def main():
                         state["stops"].append(stop_record(params, mode, True))
                 return self.reply(503, THROTTLE_BODY, [("Content-Type", "text/xml")])
             dry_run = params.get("DryRun", ["false"])[0] == "true"
+            if action == "StopInstances" and dry_run:
+                # A DryRun changes nothing (moto answers DryRunOperation),
+                # but the failing modes answer it as they would the stop.
+                if mode == "fail":
+                    return self.reply(503, FAIL_BODY, [("Content-Type", "text/xml")])
+                if mode == "denystop":
+                    return self.reply(403, DENY_BODY, [("Content-Type", "text/xml")])
             if action == "StopInstances" and not dry_run:
                 ids = [v[0] for k, v in sorted(params.items()) if k.startswith("InstanceId.")]
                 skip = params.get("SkipOsShutdown", ["false"])[0] == "true"
