@@ -13,7 +13,8 @@
 //! * Every `interval` it starts a round: one probe to the watched peer (ID
 //!   n-1) and one to the witness. The witness is `frontend1` on the overlay;
 //!   when the peer *is* frontend1 (the VPN hub) the peer is probed on its
-//!   underlay address and the witness is a successful EC2 API call.
+//!   underlay address and on the overlay, and the witness is a successful
+//!   EC2 API call: the hub is alive while it answers anywhere.
 //! * A round is a *miss* only when the peer is silent and the witness
 //!   answered. A round in which the witness is silent too (this node is cut
 //!   off, or the hub is down) is inconclusive and breaks the streak: a node
@@ -30,9 +31,10 @@
 //!   is declared dead only when helpers answered and none reached it, or
 //!   when there is no other member to ask. When helpers were asked and none
 //!   answered, this node may be the sick one (Lifeguard): the witness rule
-//!   decides, after twice the misses. The hub and degraded rounds are judged
-//!   by the witness rule alone (the members' channel runs on the overlay).
-//!   Off when `second_opinion` is off (no members' key).
+//!   decides, after twice the misses. Degraded rounds are judged by the
+//!   witness rule alone (the members' channel runs on the overlay); the
+//!   hub's helpers are asked on the underlay. Off when `second_opinion` is
+//!   off (no members' key).
 //! * Sick hub: with the second opinion on, frontend2 probes the hub on the
 //!   overlay too. When the hub's underlay answers but its overlay has been
 //!   silent for `hub_overlay_grace` (longer than the hub needs to restart a
@@ -71,7 +73,21 @@
 //!   answers (the hub's underlay does). The word alone takes nothing: only
 //!   EC2's answer, which the old holder wrote about itself, does.
 //! * After a takeover it announces the [`Transition`] and watches its new
-//!   predecessor at once. ID 1 watches nobody.
+//!   predecessor at once.
+//! * The tail: ID 1 watches the last member of its role ([`Input::Tail`],
+//!   told by the shell from the registry), so that the tail's death is not
+//!   unseen. A dead tail is fenced like any peer but never taken over: the
+//!   chain is one shorter ([`Event::TailLost`]). A tail not heard since it
+//!   became the tail has a grace (it may be mid-takeover), and a tail whose
+//!   slot goes vacant (it moved down the chain) is dropped until the next.
+//! * The hub first: frontend3, whose predecessor frontend2 (the hub's only
+//!   watcher) is dead while the overlay is down, judges the hub before a
+//!   takeover that would connect through it ([`Event::Detour`]); if the hub
+//!   is dead it takes the hub's place, and the gaps behind are filled as
+//!   vacancies. So does any frontend whose takeover failed.
+//! * A fence names the instance judged ([`Judged`], from the look-ups);
+//!   the shell answers [`Input::Superseded`] when another instance holds
+//!   the slot now, and the node watches it instead.
 
 mod config;
 mod detector;
