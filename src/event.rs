@@ -262,13 +262,14 @@ fn uuid_field(name: &str, value: &str) -> Result<(), EventError> {
 }
 
 /// The kinds of [`Alert`].
-pub const ALERT_KINDS: [&str; 6] = [
+pub const ALERT_KINDS: [&str; 7] = [
     "fence_failed",
     "fence_blocked",
     "takeover_stuck",
     "degraded",
     "rejoin",
     "dead_letter",
+    "tail_lost",
 ];
 
 /// An alert: what an operator must hear about besides a takeover. It goes

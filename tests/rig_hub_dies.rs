@@ -100,7 +100,24 @@ async fn an_icmp_path_dropped_to_the_hub_fences_nobody() {
     }
     let secs = env_u64("CHAINWATCH_PAIRWISE_SECS", 60).max(20);
     let f = Fleet::frontends(3).await;
+    // `config check` on frontend2 proves the ICMP path to the hub...
+    let check = |f: &Fleet| {
+        let o = f.cli_in(1, &["config", "check", "--role", "frontend"]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let before = check(&f);
+    assert!(
+        before.contains("ok    ICMP echo to the hub's VPC address"),
+        "{before}"
+    );
     f.drop_icmp_to(1, 0);
+    // ...and says plainly when it is dropped.
+    let during = check(&f);
+    assert!(
+        during.contains("FAIL  ICMP echo to the hub's VPC address")
+            && during.contains("security group"),
+        "{during}"
+    );
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(secs) {
         assert!(

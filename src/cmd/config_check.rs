@@ -128,6 +128,9 @@ pub async fn main(config: Option<&Path>, action: &Action) -> Result<(), CmdError
             }
         }
     }
+    if !args.offline {
+        hub_path(&s, args.instance.as_deref(), &mut failed).await;
+    }
     if failed.is_empty() {
         println!("config check passed");
         Ok(())
@@ -136,5 +139,45 @@ pub async fn main(config: Option<&Path>, action: &Action) -> Result<(), CmdError
             "config check failed: {}",
             failed.join(", ")
         )))
+    }
+}
+
+/// The ICMP path to the hub's VPC address, from here: how a watcher of the
+/// hub judges it besides the overlay. A security group without ICMP echo
+/// between the members' VPC addresses fails it.
+async fn hub_path(s: &crate::config::Settings, instance: Option<&str>, failed: &mut Vec<String>) {
+    let me = instance
+        .map(str::to_string)
+        .or_else(|| s.config.identity.instance_id.clone())
+        .unwrap_or_default();
+    let registry = Ec2Registry::new(ec2::client(&s.config.aws).await, &s.config.aws, me);
+    let hub = crate::layout::Slot::new(Role::Frontend, 1);
+    let addr = match registry.underlay_of(hub).await {
+        Ok(a) => a,
+        Err(e) => {
+            println!("skip  ICMP path to the hub: {e}");
+            return;
+        }
+    };
+    let prober = match crate::shell::prober::IcmpProber::new(s.config.probe.attempts) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("FAIL  ICMP path to the hub ({addr}): cannot open an ICMP socket: {e}");
+            failed.push("ICMP".into());
+            return;
+        }
+    };
+    let wait = std::time::Duration::from_secs(1);
+    match prober.probe(addr, wait).await {
+        Some(rtt) => println!(
+            "ok    ICMP echo to the hub's VPC address {addr} answers ({:.1} ms)",
+            rtt.as_secs_f64() * 1000.0
+        ),
+        None => {
+            println!(
+                "FAIL  ICMP echo to the hub's VPC address {addr} unanswered in {wait:?}: allow ICMP echo request and reply between the members' VPC addresses in their security group (docs/src/deploy-aws.md)"
+            );
+            failed.push("ICMP".into());
+        }
     }
 }

@@ -347,6 +347,21 @@ async fn reconcile(ctx: &Ctx, store: &mut AppliedStore) {
     if store.reconciled() == Some(&view) {
         return;
     }
+    // Only replicas went down since the last reconcile (the primary and its
+    // epoch as they were, no replica new): MySQL needs nothing, and a
+    // playbook run now would wait on the servers that just died (and hold
+    // up a promotion behind it). Recorded, not run.
+    if let Some(last) = store.reconciled()
+        && last.primary == view.primary
+        && last.epoch == view.epoch
+        && view.replicas.iter().all(|r| last.replicas.contains(r))
+    {
+        tracing::info!(down = ?view.down, "reconcile: only replicas went down; MySQL needs nothing");
+        if let Err(e) = store.record_reconciled(&view) {
+            tracing::error!("reconcile: {e}");
+        }
+        return;
+    }
     let Some(primary) = view.primary.clone() else {
         tracing::debug!("reconcile: no running backend holds ID 1; nothing to follow");
         return;

@@ -55,6 +55,13 @@ impl Monitor {
                 (Target::Peer, ProbeAddr::Underlay(peer)),
                 (Target::Witness, ProbeAddr::Ec2Api),
             ]
+        } else if self.me.is_hub() {
+            // The hub watching the tail: its own overlay is no witness;
+            // EC2 is (a hub cut off reaches neither).
+            vec![
+                (Target::Peer, ProbeAddr::Overlay(peer)),
+                (Target::Witness, ProbeAddr::Ec2Api),
+            ]
         } else {
             vec![
                 (Target::Peer, ProbeAddr::Overlay(peer)),
@@ -75,13 +82,30 @@ impl Monitor {
         }
         // Look ahead while the peer is missing: its predecessor may have died
         // with it (never the hub, whose overlay probe is the witness itself).
+        let predecessor = self.me.predecessor() == Some(peer);
         if let Some(beyond) = peer.predecessor()
+            && predecessor
             && self.view.misses > 0
             && !degraded
             && !peer.is_hub()
             && !beyond.is_hub()
         {
             probes.push((Target::Beyond, ProbeAddr::Overlay(beyond)));
+            self.view.beyond_is_hub = false;
+            if let Some(round) = self.view.round.as_mut() {
+                round.beyond_probed = true;
+            }
+        } else if degraded
+            && predecessor
+            && self.view.misses > 0
+            && peer.role == Role::Frontend
+            && !peer.is_hub()
+        {
+            // The overlay is down and the predecessor missing: the hub may
+            // have died with it, and the predecessor's takeover would need
+            // it. Its underlay's silence counts towards a detour.
+            probes.push((Target::Beyond, ProbeAddr::Underlay(hub)));
+            self.view.beyond_is_hub = true;
             if let Some(round) = self.view.round.as_mut() {
                 round.beyond_probed = true;
             }
@@ -103,7 +127,7 @@ impl Monitor {
     /// than an echo on the overlay.
     pub(super) fn pace(&self, peer: Slot) -> (Duration, Duration) {
         let c = &self.cfg;
-        if peer.is_hub() || !self.overlay_up {
+        if peer.is_hub() || !self.overlay_up || self.me.is_hub() {
             (
                 c.api_interval.max(c.interval),
                 c.api_timeout.max(c.probe_timeout),
@@ -214,6 +238,7 @@ impl Monitor {
                 self.view.last_rtt = Some(rtt);
                 self.view.cut_off = false;
                 self.view.peer_silent = false;
+                self.view.heard = true;
                 self.peer_seen = true;
                 if self.view.misses > 0 {
                     self.events.push_back(Event::Recovered {
@@ -225,7 +250,7 @@ impl Monitor {
                 self.view.silent_since = None;
                 self.view.resigned_until = None;
                 self.end_streak();
-                self.peer_alive();
+                self.peer_alive(now);
             }
             (Some(ProbeOutcome::Silent), Some(ProbeOutcome::Reply { .. })) => {
                 self.view.cut_off = false;
@@ -401,7 +426,19 @@ impl Monitor {
     }
 
     pub(super) fn in_grace(&self, now: Instant) -> bool {
-        !self.peer_seen && now < self.grace_until
+        if !self.peer_seen && now < self.grace_until {
+            return true;
+        }
+        // A tail not heard since it became the tail may be mid-takeover
+        // (its identity coming up through a hub that just changed): it has
+        // three detection windows at the API's pace from when it was told.
+        let grace = self.cfg.api_interval.max(self.cfg.interval) * self.cfg.misses * 3;
+        self.watches_tail()
+            && !self.view.heard
+            && self
+                .view
+                .watched_since
+                .is_some_and(|since| now < since + grace)
     }
 
     /// Forget the second opinion of a streak that ended.

@@ -191,6 +191,12 @@ pub enum Input {
         /// Its holder now.
         holder: Option<Judged>,
     },
+    /// The last member of this node's role as the registry shows it (`None`:
+    /// none besides this node). ID 1 watches it.
+    Tail {
+        /// The tail's slot.
+        slot: Option<Slot>,
+    },
     /// At start: the last run recorded the fence of `judged`, the holder of
     /// `slot`, and was killed before its takeover began. If `slot` is still
     /// the watched peer, the fence is finished at once (the judgement was

@@ -121,6 +121,30 @@ pub struct Monitor {
     /// What this node knows of its current peer; forgotten when the peer
     /// changes (see `PeerView`).
     view: PeerView,
+    /// The last member of this node's role, as the registry last said
+    /// ([`Input::Tail`]): ID 1 watches it, so the tail is watched too.
+    tail: Option<Slot>,
+    /// A new tail told while a fence of the old one was under way: watched
+    /// once it is over.
+    next_tail: Option<Option<Slot>>,
+    /// A dead predecessor fenced, whose takeover waits while this node
+    /// judges the silent hub the takeover needs (see [`Detour`]).
+    detour: Option<Detour>,
+}
+
+/// A takeover of `slot` needs the hub (a client connects through it), and
+/// the hub is silent: the taker judges the hub first, with the same rules.
+/// If the hub answers, the takeover of `slot` goes ahead; if it is dead,
+/// the taker fences it and takes the hub's place, and the gaps behind are
+/// filled as vacancies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Detour {
+    /// The dead predecessor, fenced (or vacant).
+    slot: Slot,
+    /// Its fence.
+    fenced: Fenced,
+    /// It was vacant.
+    vacant: bool,
 }
 
 impl Monitor {
@@ -140,6 +164,9 @@ impl Monitor {
             grace_until,
             overlay_up: true,
             view: PeerView::default(),
+            tail: None,
+            next_tail: None,
+            detour: None,
             actions: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -157,9 +184,25 @@ impl Monitor {
         self.rounds
     }
 
-    /// The watched peer, if any.
+    /// The watched peer, if any: the predecessor (ID n-1); for ID 1 the
+    /// last member of its role (the tail), so that the tail is watched too;
+    /// the hub while a takeover that needs it waits on it (a detour).
     pub fn peer(&self) -> Option<Slot> {
-        self.me.predecessor()
+        if self.detour.is_some() {
+            return Some(Slot::new(crate::layout::Role::Frontend, 1));
+        }
+        match self.me.predecessor() {
+            Some(p) => Some(p),
+            None => self
+                .tail
+                .filter(|t| *t != self.me && t.role == self.me.role),
+        }
+    }
+
+    /// This node watches the tail of its role (it is ID 1): a dead tail is
+    /// fenced, never taken over; the chain is one shorter.
+    pub fn watches_tail(&self) -> bool {
+        self.detour.is_none() && self.me.predecessor().is_none() && self.peer().is_some()
     }
 
     /// The next action to perform.
@@ -212,6 +255,11 @@ impl Monitor {
     /// Handle due timers: retries, the end of an unfinished round, and the
     /// start of the next round.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Idle | Phase::Watching)
+            && let Some(tail) = self.next_tail.take()
+        {
+            self.on_tail(now, tail);
+        }
         self.handle_retry(now);
         if let Some(at) = self.next_round_at
             && now >= at
@@ -245,6 +293,7 @@ impl Monitor {
             Input::Reconfigure(cfg) => self.cfg = cfg,
             Input::Superseded { slot, holder } => self.on_superseded(now, slot, holder),
             Input::ResumeFence { slot, judged } => self.on_resume_fence(now, slot, judged),
+            Input::Tail { slot } => self.on_tail(now, slot),
         }
     }
 
@@ -252,8 +301,31 @@ impl Monitor {
         matches!(self.phase, Phase::Watching | Phase::Fencing { .. })
     }
 
+    /// The registry's tail of this node's role. ID 1 watches it; when it
+    /// changes, the new one is watched from scratch (a fence of the old one
+    /// under way finishes first).
+    fn on_tail(&mut self, now: Instant, slot: Option<Slot>) {
+        if self.me.predecessor().is_some() || self.detour.is_some() {
+            self.tail = slot;
+            return;
+        }
+        if !matches!(self.phase, Phase::Idle | Phase::Watching) {
+            // The fence of the old tail finishes first.
+            self.next_tail = Some(slot);
+            return;
+        }
+        self.next_tail = None;
+        if self.tail != slot {
+            self.tail = slot;
+            self.watch_predecessor(now);
+        }
+    }
+
     fn watch_predecessor(&mut self, now: Instant) {
-        self.view = PeerView::default();
+        self.view = PeerView {
+            watched_since: Some(now),
+            ..PeerView::default()
+        };
         self.overlay_up = true;
         let peer = self.peer();
         self.events.push_back(Event::Watching { me: self.me, peer });

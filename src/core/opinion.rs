@@ -91,6 +91,9 @@ impl Monitor {
             self.view.silent_since = None;
             self.end_streak();
             self.call_off_fence();
+            if self.detour.is_some() && self.phase == Phase::Watching {
+                self.end_detour(now);
+            }
             return;
         }
         self.view.verdict = Some(verdict);

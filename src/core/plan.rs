@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use super::{Action, Event, Failure, Fenced, Holder, Judged, Monitor, Transition};
+use super::{Action, Detour, Event, Failure, Fenced, Holder, Judged, Monitor, Transition};
+use crate::layout::Role;
 
 /// How far apart two look-ups must be that both find a slot vacant before
 /// it is taken (in practice those of two consecutive silent rounds): one
@@ -37,9 +38,26 @@ pub(super) enum Phase {
 
 impl Monitor {
     /// The peer answered: a fence that is not yet confirmed is called off.
-    pub(super) fn peer_alive(&mut self) {
+    /// During a detour the peer is the hub: it lives, so the takeover that
+    /// waited on it goes ahead.
+    pub(super) fn peer_alive(&mut self, now: Instant) {
         self.chained_peer = None;
         self.call_off_fence();
+        if self.detour.is_some() && self.phase == Phase::Watching {
+            self.end_detour(now);
+        }
+    }
+
+    /// The hub answers (or another instance holds it now): the takeover of
+    /// the dead predecessor goes ahead.
+    pub(super) fn end_detour(&mut self, now: Instant) {
+        let Some(d) = self.detour.take() else {
+            return;
+        };
+        self.view = super::view::PeerView::default();
+        self.overlay_up = true;
+        self.phase = Phase::Watching;
+        self.begin_takeover(now, d.fenced, d.vacant);
     }
 
     /// Whether a fence of `peer` is chained to the last takeover.
@@ -129,6 +147,13 @@ impl Monitor {
             peer: slot,
             instance: holder.as_ref().map(|h| h.instance.clone()),
         });
+        if self.detour.is_some() {
+            // Another instance holds the hub now: the takeover that waited
+            // on it goes ahead.
+            self.phase = Phase::Watching;
+            self.end_detour(now);
+            return;
+        }
         self.phase = Phase::Watching;
         self.view.judged = holder;
         self.view.misses = 0;
@@ -170,7 +195,19 @@ impl Monitor {
         // lately, and so may have released the slot while it still answers
         // (a planned switchover).
         let silent = self.view.peer_silent || self.released(now);
-        if result == Ok(Holder::Vacant) && self.phase == Phase::Watching && silent {
+        // The tail's slot vacant is nothing to take: it moved (it took over
+        // a slot below), or it was fenced. Nothing is judged until the
+        // registry names the next tail.
+        if result == Ok(Holder::Vacant) && self.watches_tail() && self.phase == Phase::Watching {
+            self.tail = None;
+            self.watch_predecessor(now);
+            return;
+        }
+        if result == Ok(Holder::Vacant)
+            && self.phase == Phase::Watching
+            && silent
+            && !self.watches_tail()
+        {
             // EC2's reads are eventually consistent: a look-up may miss a
             // node that tagged itself with the slot a moment ago. Believe a
             // vacancy only when a look-up at least VACANCY_CONFIRM after
@@ -228,6 +265,21 @@ impl Monitor {
                     peer: slot,
                     instances: fenced.instances.clone(),
                 });
+                if self.watches_tail() {
+                    // ID 1 never takes the tail's ID: the chain is one
+                    // shorter, and the next tail is watched. A fence that
+                    // stopped nothing found the tail gone already (it moved
+                    // down the chain): nothing is lost.
+                    if !fenced.instances.is_empty() {
+                        self.events.push_back(Event::TailLost {
+                            peer: slot,
+                            instances: fenced.instances,
+                        });
+                    }
+                    self.tail = None;
+                    self.watch_predecessor(now);
+                    return;
+                }
                 self.begin_takeover(now, fenced, false);
             }
             Err(error) if cancel => {
@@ -252,10 +304,49 @@ impl Monitor {
         }
     }
 
+    /// Judge the hub before the takeover of `peer` (fenced, or vacant),
+    /// which needs it: a [`Detour`].
+    fn start_detour(&mut self, now: Instant, peer: Slot, fenced: Fenced, vacant: bool) {
+        let carried = if self.view.beyond_is_hub {
+            (self.view.beyond_misses, self.view.beyond_silent_since)
+        } else {
+            (0, None)
+        };
+        self.detour = Some(Detour {
+            slot: peer,
+            fenced,
+            vacant,
+        });
+        self.events.push_back(Event::Detour { dead: peer });
+        self.view = super::view::PeerView::default();
+        self.phase = Phase::Watching;
+        self.peer_seen = true;
+        // Its fence is part of the same failure (no cooldown holds it).
+        self.chained_peer = self.peer();
+        if carried.0 > 0 {
+            self.view.misses = carried.0;
+            self.view.silent_since = carried.1;
+            self.view.peer_silent = true;
+        }
+        self.next_round_at = Some(now);
+    }
+
     pub(super) fn begin_takeover(&mut self, now: Instant, fenced: Fenced, vacant: bool) {
         let Some(peer) = self.peer() else {
             return;
         };
+        // A frontend's new identity connects through the hub: with the hub
+        // silent (the overlay down) and frontend2, its only watcher, gone,
+        // the takeover would wait on a dead hub that nobody judges. Judge
+        // the hub first; its misses seen while the predecessor was missing
+        // count (the look-ahead of degraded rounds). Further down the chain
+        // frontend2 (or whoever holds it) judges the hub, and two takers of
+        // the hub would race; a takeover that fails there judges the hub
+        // then (see `on_takeover_done`).
+        if self.detour.is_none() && peer == Slot::new(Role::Frontend, 2) && !self.overlay_up {
+            self.start_detour(now, peer, fenced, vacant);
+            return;
+        }
         self.view.fenced_at = Some(now);
         self.view.round = None;
         self.next_round_at = None;
@@ -309,8 +400,13 @@ impl Monitor {
                 let from = self.me;
                 // The identity is up now: the transition as planned.
                 let transition = self.planned(now, to);
-                let carried = (self.view.beyond_misses, self.view.beyond_silent_since);
+                let carried = if self.view.beyond_is_hub {
+                    (0, None)
+                } else {
+                    (self.view.beyond_misses, self.view.beyond_silent_since)
+                };
                 self.me = to;
+                self.detour = None;
                 self.events.push_back(Event::TookOver { from, to });
                 self.actions.push_back(Action::Announce(transition));
                 self.watch_predecessor(now);
@@ -329,6 +425,19 @@ impl Monitor {
             Err(error) => {
                 let (failure, retry) = self.failed(now, attempt, error);
                 self.events.push_back(Event::TakeOverFailed { to, failure });
+                // A client identity that did not come up may be waiting on
+                // a dead hub: judge the hub again before the next attempt
+                // (it answers: the attempt goes ahead at once; it is dead:
+                // this node takes its place).
+                if to.role == Role::Frontend
+                    && !to.is_hub()
+                    && self.detour.is_none()
+                    && let Phase::TakingOver { fenced, vacant, .. } = self.phase.clone()
+                {
+                    self.overlay_up = false;
+                    self.start_detour(now, to, fenced, vacant);
+                    return;
+                }
                 if let Phase::TakingOver {
                     attempt: next,
                     in_flight,

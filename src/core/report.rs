@@ -196,6 +196,20 @@ pub enum Event {
         /// The instance judged dead.
         instance: String,
     },
+    /// The tail (watched by ID 1) is fenced: nobody takes its ID, the
+    /// chain is one shorter, and its loss is alerted.
+    TailLost {
+        /// The tail's slot.
+        peer: Slot,
+        /// The instances fenced.
+        instances: Vec<String>,
+    },
+    /// The takeover of `dead` needs the hub, which is silent: the hub is
+    /// judged first (and taken over if dead).
+    Detour {
+        /// The dead predecessor, fenced, whose takeover waits.
+        dead: Slot,
+    },
     /// The takeover completed.
     TookOver {
         /// Former slot.

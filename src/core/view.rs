@@ -30,6 +30,9 @@ pub(super) struct PeerView {
     pub(super) beyond_misses: u32,
     /// Start of n-2's first missed round.
     pub(super) beyond_silent_since: Option<Instant>,
+    /// The look-ahead probes the hub's underlay (degraded rounds of a
+    /// frontend), not n-2: its misses carry to a detour, not a takeover.
+    pub(super) beyond_is_hub: bool,
     /// Until then, the peer's resignation holds: one missed round is a
     /// death (with the second opinion).
     pub(super) resigned_until: Option<Instant>,
@@ -52,4 +55,8 @@ pub(super) struct PeerView {
     /// The instance this node judges as the peer: the slot's admitted
     /// holder at the last look-up. A fence names it.
     pub(super) judged: Option<Judged>,
+    /// When this peer began to be watched.
+    pub(super) watched_since: Option<Instant>,
+    /// The peer answered at least once since.
+    pub(super) heard: bool,
 }

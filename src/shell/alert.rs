@@ -48,6 +48,15 @@ pub fn from_event(event: &Event) -> Option<(&'static str, String, Option<u32>, S
                 "frontend1 is silent on the overlay: {peer} is probed on its underlay with EC2 as the witness"
             ),
         )),
+        Event::TailLost { peer, instances } => Some((
+            "tail_lost",
+            peer.common_name(),
+            None,
+            format!(
+                "{peer}, the last member of its role, is dead and fenced ({}): the chain is one shorter, and the next death finds one successor fewer; start a replacement instance",
+                instances.join(", ")
+            ),
+        )),
         _ => None,
     }
 }

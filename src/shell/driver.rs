@@ -53,6 +53,9 @@ pub struct Driver<R, S, A> {
     pub state_dir: Option<std::path::PathBuf>,
 }
 
+/// How often ID 1 asks the registry for the tail of its role.
+const TAIL_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Rate-limits repeated warnings: each kind of trouble is logged when its
 /// message changes, not every round.
 #[derive(Default)]
@@ -139,6 +142,7 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
         let warnings = Arc::new(LastWarning::default());
         tokio::pin!(shutdown);
         let mut resignations = self.members.as_ref().and_then(|m| m.resignations());
+        let mut tail_asked: Option<Instant> = None;
         // systemd: READY comes from `notify_ready_when_up` once the VPN
         // identity is up; with WatchdogSec, ping from this loop at half the
         // interval, so a hung loop gets the daemon restarted. Without
@@ -178,13 +182,40 @@ impl<R: Registry, S: Switcher, A: Announcer> Driver<R, S, A> {
                 }
                 _ = sleep => self.core.handle_timeout(Instant::now()),
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = tick.tick() => {}
+                _ = tick.tick() => self.ask_tail(&tx, &mut tasks, &mut tail_asked),
             }
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         tasks.abort_all();
         tracing::info!("shutting down");
         self.core.me()
+    }
+
+    /// ID 1 watches the tail of its role: tell the core which slot that is,
+    /// as the registry shows it (read at most every [`TAIL_EVERY`]; the
+    /// registry caches it itself).
+    fn ask_tail(
+        &self,
+        tx: &mpsc::UnboundedSender<Input>,
+        tasks: &mut JoinSet<()>,
+        asked: &mut Option<Instant>,
+    ) {
+        let me = self.core.me();
+        if me.predecessor().is_some() || asked.is_some_and(|at| at.elapsed() < TAIL_EVERY) {
+            return;
+        }
+        *asked = Some(Instant::now());
+        let (registry, layout, tx) = (self.registry.clone(), self.layout.clone(), tx.clone());
+        tasks.spawn(async move {
+            let Ok(held) = registry.held_now(&layout).await else {
+                return;
+            };
+            let tail = held
+                .into_iter()
+                .filter(|s| s.role == me.role && *s != me)
+                .max_by_key(|s| s.id);
+            let _ = tx.send(Input::Tail { slot: tail });
+        });
     }
 
     /// Log the core's events and raise the alerts they call for.
@@ -600,6 +631,12 @@ fn log_event(event: &Event, observe: bool, rounds: u64) {
         }
         Event::FenceResumed { peer, instance } => {
             tracing::warn!(peer = %peer, %instance, "finishing the fence of {peer} ({instance}) that the last run recorded and was killed in")
+        }
+        Event::TailLost { peer, instances } => {
+            tracing::error!(peer = %peer, instances = ?instances, "{peer}, the tail of the chain, is dead and fenced: nobody takes its ID, the chain is one shorter")
+        }
+        Event::Detour { dead } => {
+            tracing::warn!(peer = %dead, "{dead}'s takeover needs the hub, which is silent: judging frontend1 first (taking its place if it is dead)")
         }
         Event::TookOver { from, to } => {
             tracing::warn!(from = %from, to = %to, rounds, "took over {to} (was {from})")

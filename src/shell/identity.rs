@@ -241,7 +241,9 @@ pub async fn settle(
         }
         boot.slot = slot;
         boot.epoch = epoch;
-        return Ok(());
+        // The same tags again, so that a fresh instance carries its epoch
+        // and state tags too (launch sets only the fleet, role and ID).
+        return ec2::retry("tagging this instance", || registry.tag_self(slot, epoch)).await;
     }
     // Rejoin: a fenced instance, or one whose ID someone else holds, goes to
     // the tail. EC2 must answer before anything else happens.

@@ -108,6 +108,11 @@ pub trait Registry: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Fenced, ActError>> + Send;
     /// Forget cached addresses of `slot` (of every slot: `None`).
     fn forget(&self, _slot: Option<Slot>) {}
+    /// The slots that running instances hold now (a fresh read): the tail
+    /// that ID 1 watches.
+    fn held_now(&self, layout: &Layout) -> impl Future<Output = Result<Vec<Slot>, String>> + Send {
+        self.held_slots(layout)
+    }
     /// A cheap API call; `Ok` means the control plane answers (the witness
     /// used when the watched peer is the hub).
     fn witness(&self) -> impl Future<Output = Result<(), String>> + Send;
@@ -153,6 +158,9 @@ impl Registry for Ec2Registry {
     fn forget(&self, slot: Option<Slot>) {
         self.forget_underlay(slot)
     }
+    async fn held_now(&self, layout: &Layout) -> Result<Vec<Slot>, String> {
+        self.held_slots_fresh(layout).await
+    }
     async fn witness(&self) -> Result<(), String> {
         self.witness_call().await
     }
@@ -185,6 +193,9 @@ impl<R: Registry> Registry for std::sync::Arc<R> {
     }
     fn forget(&self, slot: Option<Slot>) {
         R::forget(self, slot)
+    }
+    async fn held_now(&self, layout: &Layout) -> Result<Vec<Slot>, String> {
+        R::held_now(self, layout).await
     }
     async fn witness(&self) -> Result<(), String> {
         R::witness(self).await
@@ -452,7 +463,7 @@ impl StatusReport {
         let peer = match (&self.peer, &self.peer_target) {
             (Some(p), Some(t)) => format!("{p} ({t})"),
             (Some(p), None) => p.clone(),
-            _ => "nobody (ID 1)".into(),
+            _ => "nobody (ID 1), the only member of its role".into(),
         };
         let transition = self
             .last_transition

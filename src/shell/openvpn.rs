@@ -622,6 +622,46 @@ async fn adopt(s: &VpnSettings, slot: Slot) -> Option<Running> {
     None
 }
 
+/// Stop every OpenVPN process running a config from this node's run
+/// directory that no pid file names (SIGTERM, then SIGKILL after 1.5 s).
+async fn stop_orphans(s: &VpnSettings) {
+    let mut prefix = s.run_dir.as_os_str().as_encoded_bytes().to_vec();
+    prefix.push(b'/');
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let mine = std::process::id();
+    let mut orphans = Vec::new();
+    for e in procs.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid as u32 == mine {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_openvpn = args.first().is_some_and(|a| a.ends_with(b"openvpn"));
+        let ours = args
+            .windows(2)
+            .any(|w| w[0] == b"--config" && w[1].starts_with(&prefix) && w[1].ends_with(b".conf"));
+        if is_openvpn && ours {
+            orphans.push(Pid::from_raw(pid));
+        }
+    }
+    for pid in orphans {
+        tracing::warn!(%pid, "an OpenVPN of this node that no record names holds the tunnel (its run directory was lost): stopping it");
+        let _ = kill(pid, Signal::SIGTERM);
+        let started = Instant::now();
+        while alive(pid) && started.elapsed() < Duration::from_millis(1500) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if alive(pid) {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
+}
+
 async fn spawn_openvpn(s: &VpnSettings, slot: Slot) -> Result<Child, VpnError> {
     let spawn_err = |reason: String| VpnError::Spawn {
         binary: s.cfg.openvpn.clone(),
@@ -734,11 +774,15 @@ async fn bring_up(
     let start = Instant::now();
     let mut last = "not started".to_string();
     let mut delays = crate::backoff::delays(Duration::from_millis(250), Duration::from_secs(2));
-    if run.is_none()
-        && let Some(adopted) = adopt(s, slot).await
-    {
-        *run = Some(adopted);
-        return Ok(want);
+    if run.is_none() {
+        if let Some(adopted) = adopt(s, slot).await {
+            *run = Some(adopted);
+            return Ok(want);
+        }
+        // An OpenVPN of this node that no record names (its run directory
+        // was lost with the state directory) still holds the tunnel: it is
+        // stopped, or the new one could not open it.
+        stop_orphans(s).await;
     }
     loop {
         if run.is_none() {

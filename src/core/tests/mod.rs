@@ -3,6 +3,7 @@
 
 mod degraded;
 mod detector;
+mod hub;
 mod opinion;
 mod plan;
 

@@ -152,24 +152,26 @@ fn a_fence_confirmed_after_the_peer_answered_still_leads_to_takeover() {
 
 #[test]
 fn takeover_announces_and_watches_the_new_predecessor() {
-    let mut h = Harness::new(fe(4));
+    // Backends: a frontend whose takeover failed judges the hub first (see
+    // `a_failed_frontend_takeover_judges_the_hub_first`).
+    let mut h = Harness::new(be(4));
     dead(&mut h);
     h.take_work();
-    h.fenced(Duration::from_millis(300), fe(3), &["i-1"]);
+    h.fenced(Duration::from_millis(300), be(3), &["i-1"]);
     h.take_work();
     h.input(
         Duration::from_millis(200),
         Input::TakeOverDone {
-            to: fe(3),
+            to: be(3),
             result: Err("AUTH_FAILED".into()),
         },
     );
     assert!(h.take_work().is_empty());
     assert_eq!(h.m.snapshot().phase, PhaseName::TakingOver);
     h.tick(); // retry after 500 ms
-    one_takeover(h.take_work(), fe(4), fe(3), 2);
-    let t = h.took_over(Duration::from_millis(700), fe(3));
-    assert_eq!((t.from, t.to), (fe(4), fe(3)));
+    one_takeover(h.take_work(), be(4), be(3), 2);
+    let t = h.took_over(Duration::from_millis(700), be(3));
+    assert_eq!((t.from, t.to), (be(4), be(3)));
     assert_eq!(t.fenced, vec!["i-1".to_string()]);
     assert!(!t.vacant);
     let silent = t.silent_since.unwrap();
@@ -179,11 +181,11 @@ fn takeover_announces_and_watches_the_new_predecessor() {
         t.identity_up_at - t.declared_at,
         Duration::from_millis(1700)
     );
-    assert_eq!(h.m.me(), fe(3));
-    assert_eq!(h.m.peer(), Some(fe(2)));
+    assert_eq!(h.m.me(), be(3));
+    assert_eq!(h.m.peer(), Some(be(2)));
     // The new predecessor is probed at once.
     let probes = h.tick();
-    assert_eq!(probes[0].2, ProbeAddr::Overlay(fe(2)));
+    assert_eq!(probes[0].2, ProbeAddr::Overlay(be(2)));
     assert_eq!(h.m.snapshot().watch.misses, 0);
 }
 
@@ -265,7 +267,27 @@ fn a_vacant_slot_is_taken_even_while_the_overlay_witness_is_down() {
     h.round(None, None);
     h.take_work();
     h.input(Duration::from_millis(300), holder(fe(2), Holder::Vacant));
-    assert!(matches!(h.take_work()[..], [Action::TakeOver { .. }]));
+    // frontend2's new identity would connect through the hub, which is
+    // silent: frontend3 judges the hub first (a detour) instead of waiting
+    // on it.
+    assert!(h.take_work().is_empty());
+    assert!(h.events.contains(&Event::Detour { dead: fe(2) }));
+    assert_eq!(h.m.peer(), Some(fe(1)));
+    let probes = h.tick();
+    assert!(
+        probes
+            .iter()
+            .any(|p| p.1 == Target::Peer && p.2 == ProbeAddr::Underlay(fe(1))),
+        "{probes:?}"
+    );
+    // The hub answers: it lives, and the takeover of frontend2 goes ahead.
+    let seq = probes[0].0;
+    h.probed(Duration::from_millis(3), seq, Target::Peer, true);
+    h.probed(Duration::ZERO, seq, Target::HubOverlay, false);
+    assert!(matches!(
+        h.take_work()[..],
+        [Action::TakeOver { to, .. }] if to == fe(2)
+    ));
     // A held slot is never fenced without the witness, however long.
     let mut h = Harness::new(be(3));
     for _ in 0..20 {
@@ -470,4 +492,30 @@ fn a_recorded_fence_is_resumed_at_once_and_an_answer_calls_it_off() {
     h.round(Some(RTT), Some(RTT));
     h.fence_fails(Duration::ZERO, be(2), "late");
     assert_eq!(h.m.snapshot().phase, PhaseName::Watching);
+}
+
+/// A frontend whose takeover failed (its client identity did not come up:
+/// perhaps the hub it connects through is dead) judges the hub before the
+/// next attempt: a detour, not a blind retry.
+#[test]
+fn a_failed_frontend_takeover_judges_the_hub_first() {
+    let mut h = Harness::new(fe(4));
+    dead(&mut h);
+    h.take_work();
+    h.fenced(Duration::from_millis(300), fe(3), &["i-1"]);
+    h.take_work();
+    h.input(
+        Duration::from_millis(200),
+        Input::TakeOverDone {
+            to: fe(3),
+            result: Err("frontend3 not up after 20 s: last OpenVPN state WAIT".into()),
+        },
+    );
+    assert!(h.events.contains(&Event::Detour { dead: fe(3) }));
+    assert_eq!(h.m.peer(), Some(fe(1)));
+    // The hub answers on its overlay: the takeover goes ahead.
+    let probes = h.tick();
+    let seq = probes[0].0;
+    h.probed(Duration::from_millis(3), seq, Target::HubOverlay, true);
+    one_takeover(h.take_work(), fe(4), fe(3), 1);
 }

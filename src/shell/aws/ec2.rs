@@ -1285,6 +1285,11 @@ impl Ec2Registry {
                 return Ok(slots.clone());
             }
         }
+        self.held_slots_fresh(layout).await
+    }
+
+    /// [`Ec2Registry::held_slots`] read now (and cached for the others).
+    pub async fn held_slots_fresh(&self, layout: &Layout) -> Result<Vec<Slot>, String> {
         let slots: Vec<Slot> = self
             .members(layout)
             .await

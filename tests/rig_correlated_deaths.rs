@@ -1,0 +1,256 @@
+//! Rig scenarios of deaths that come together (issue 35): the hub with its
+//! watcher, and the tail, which only ID 1 watches.
+//!
+//! `CHAINWATCH_CORRELATED_RUNS=n` repeats each n times (default 1, each in
+//! a fresh fleet) and prints the times; the benchmark's figures come from
+//! such a loop.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chainwatch::layout::{Role, Slot};
+use common::fleet::{Fleet, Options};
+use common::{env_u64, rig_ready, wait_for};
+
+fn fe(id: u32) -> Slot {
+    Slot::new(Role::Frontend, id)
+}
+
+fn be(id: u32) -> Slot {
+    Slot::new(Role::Backend, id)
+}
+
+fn p(sorted: &[Duration], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64()
+}
+
+/// frontend1 (the hub) and frontend2, its only watcher, killed at once in
+/// a chain of four. frontend3 judges frontend2 dead; its new identity would
+/// connect through the dead hub, so it judges the hub first and takes its
+/// place. Within 10 s a survivor is the hub with the overlay whole through
+/// it; no survivor is fenced and no address is held twice.
+#[tokio::test(flavor = "current_thread")]
+async fn the_hub_and_its_watcher_die_together_and_a_survivor_is_the_hub() {
+    if !rig_ready(false) {
+        return;
+    }
+    let runs = env_u64("CHAINWATCH_CORRELATED_RUNS", 1).max(1);
+    let mut times = Vec::new();
+    for run in 0..runs {
+        let mut f = Fleet::frontends(4).await;
+        f.watch_holders();
+        std::thread::sleep(Duration::from_millis(u64::from(
+            std::process::id().wrapping_add(run as u32 * 131) % 1000,
+        )));
+        let died = Instant::now();
+        f.kill(0);
+        f.kill(1);
+        let mut whole = None;
+        while died.elapsed() < Duration::from_secs(30) && whole.is_none() {
+            for hub in [2, 3] {
+                let other = 5 - hub;
+                if f.status(hub).is_some_and(|s| s["id"] == 1) && f.overlay_whole(hub, other) {
+                    whole = Some((died.elapsed(), hub));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let Some((took, hub)) = whole else {
+            panic!(
+                "run {run}: no survivor is the hub with the overlay whole 30 s after the hub and frontend2 died:{}",
+                f.recent_logs(40)
+            );
+        };
+        assert!(
+            took <= Duration::from_secs(10),
+            "run {run}: the overlay was whole through a new hub after {:.2} s, more than 10 s:{}",
+            took.as_secs_f64(),
+            f.recent_logs(40)
+        );
+        // The fences named the dead only; the survivors run.
+        let dead = [f.nodes[0].instance.clone(), f.nodes[1].instance.clone()];
+        for s in f.proxy.stops() {
+            for i in s["instances"].as_array().unwrap() {
+                assert!(
+                    dead.iter().any(|d| i == d.as_str()),
+                    "run {run}: a survivor was stopped: {s}"
+                );
+            }
+        }
+        for i in [2, 3] {
+            assert!(!f.powered_off(i), "run {run}: survivor {i} powered off");
+        }
+        assert!(
+            f.double_holders().is_empty(),
+            "run {run}: {:?}",
+            f.double_holders()
+        );
+        eprintln!(
+            "run {run}: hub and frontend2 killed -> node {hub} is the hub, the overlay whole: {:.2} s",
+            took.as_secs_f64()
+        );
+        times.push(took);
+    }
+    times.sort();
+    eprintln!(
+        "hub and its watcher, {} runs: p50 {:.2} s, p95 {:.2} s",
+        times.len(),
+        p(&times, 0.5),
+        p(&times, 0.95)
+    );
+}
+
+/// The tail of a chain of three dies (frontends, then backends): ID 1
+/// watches it, fences it within 5 s, and an alert names it; `fleet` shows
+/// the chain one shorter.
+#[tokio::test(flavor = "current_thread")]
+async fn a_dead_tail_is_fenced_and_alerted() {
+    if !rig_ready(false) {
+        return;
+    }
+    let runs = env_u64("CHAINWATCH_CORRELATED_RUNS", 1).max(1);
+    let mut times = Vec::new();
+    for run in 0..runs {
+        for role in [Role::Frontend, Role::Backend] {
+            let slots: Vec<Slot> = match role {
+                Role::Frontend => vec![fe(1), fe(2), fe(3)],
+                Role::Backend => vec![fe(1), be(1), be(2), be(3)],
+            };
+            let tail = slots.len() - 1;
+            let watcher = slots.len() - 3; // ID 1 of the role
+            let mut f = Fleet::with(
+                &slots,
+                Options {
+                    hypervisor: true,
+                    alerts: true,
+                    ..Options::default()
+                },
+            )
+            .await;
+            f.start_all().await;
+            // ID 1 has learnt its tail (it asks the registry every 2 s).
+            wait_for("ID 1 watching the tail", Duration::from_secs(20), || {
+                f.status(watcher)
+                    .filter(|s| s["peer"] == slots[tail].common_name())
+            });
+            let died_ms = chainwatch::clock::unix_ms(std::time::SystemTime::now());
+            f.kill(tail);
+            let tail_instance = f.nodes[tail].instance.clone();
+            let stopped = wait_for("the tail fenced", Duration::from_secs(30), || {
+                f.proxy
+                    .stops()
+                    .into_iter()
+                    .find(|s| s["instances"] == serde_json::json!([tail_instance]))
+            });
+            let fenced_after =
+                Duration::from_millis(stopped["at_ms"].as_u64().unwrap().saturating_sub(died_ms));
+            assert!(
+                fenced_after <= Duration::from_secs(5),
+                "run {run}: the {role} tail fenced {:.2} s after it died, more than 5 s:{}",
+                fenced_after.as_secs_f64(),
+                f.recent_logs(30)
+            );
+            let alert = f.alert(watcher, "tail_lost", Duration::from_secs(10));
+            assert_eq!(alert["slot"], slots[tail].common_name(), "{alert}");
+            // No survivor took the tail's ID, and `fleet` shows the chain
+            // one shorter.
+            let o = f.cli_in(watcher, &["fleet", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+                .unwrap_or_else(|_| panic!("fleet --json: {}", common::output_text(&o)));
+            let holding: Vec<u64> = v["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| {
+                    m["role"] == role.as_str() && m["state"] == "running" && m["fenced"] == false
+                })
+                .filter_map(|m| m["id"].as_u64())
+                .collect();
+            let mut holding = holding;
+            holding.sort_unstable();
+            assert_eq!(holding, vec![1, 2], "run {run}: {v}");
+            eprintln!(
+                "run {run}: the {role} tail killed -> fenced {:.2} s later, tail_lost alerted",
+                fenced_after.as_secs_f64()
+            );
+            times.push(fenced_after);
+        }
+    }
+    times.sort();
+    eprintln!(
+        "tail death, {} runs: fenced p50 {:.2} s, p95 {:.2} s",
+        times.len(),
+        p(&times, 0.5),
+        p(&times, 0.95)
+    );
+}
+
+/// backend1 (the primary) and backend2, its first replica and watcher,
+/// killed together under writes. backend3 takes backend2 over, and (its
+/// misses counted while it did) backend1 one round later: it is the
+/// writable backend1 within 6 s, with no `ack` and no other manual step.
+/// Acknowledged writes are all on it, or the missing ones are named in the
+/// worker's alert.
+#[tokio::test(flavor = "current_thread")]
+async fn the_primary_and_its_first_replica_die_together() {
+    if !rig_ready(true) {
+        return;
+    }
+    let runs = env_u64("CHAINWATCH_CORRELATED_RUNS", 1).max(1);
+    let mut times = Vec::new();
+    for run in 0..runs {
+        let f = Fleet::mysql_fleet(Options::default()).await;
+        let writer = f.start_writer();
+        std::thread::sleep(Duration::from_millis(1500));
+        let died = Instant::now();
+        f.kill(2);
+        f.kill(3);
+        let mut writable = None;
+        while died.elapsed() < Duration::from_secs(60) {
+            if f.status(4).is_some_and(|s| s["id"] == 1)
+                && f.sql(4, "SELECT @@read_only").ok().as_deref() == Some("0")
+            {
+                writable = Some(died.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let acked = writer.finish();
+        let writable = writable.unwrap_or_else(|| {
+            panic!(
+                "run {run}: backend3 not the writable backend1 60 s after backend1 and backend2 died:{}\n{}",
+                f.recent_logs(30),
+                f.worker_log()
+            )
+        });
+        let lost = f.lost_writes(4, &acked);
+        let log = f.worker_log();
+        assert!(
+            lost.is_empty() || log.contains("may be missing"),
+            "run {run}: {} acknowledged writes missing on the new primary, and no alert names them: {lost:?}\n{log}",
+            lost.len()
+        );
+        assert!(
+            writable <= Duration::from_secs(6),
+            "run {run}: backend3 was the writable backend1 after {:.2} s, more than 6 s:{}\n{log}",
+            writable.as_secs_f64(),
+            f.recent_logs(30)
+        );
+        eprintln!(
+            "run {run}: backend1 and backend2 killed under writes -> backend3 the writable backend1 {:.2} s later; {} acknowledged, {} missing",
+            writable.as_secs_f64(),
+            acked.len(),
+            lost.len()
+        );
+        times.push(writable);
+    }
+    times.sort();
+    eprintln!(
+        "primary and first replica, {} runs: p50 {:.2} s, p95 {:.2} s",
+        times.len(),
+        p(&times, 0.5),
+        p(&times, 0.95)
+    );
+}
