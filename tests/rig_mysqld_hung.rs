@@ -2,7 +2,8 @@
 //! is SIGSTOPped: the host still answers pings, the kernel still accepts
 //! TCP connections on 3306, but nothing answers. With `[service] check =
 //! "mysql"`, backend1 gives up its ID (its VPN identity goes down) and tells
-//! backend2 so over the members' channel, backend2 fences it and takes
+//! backend2 so over the members' channel, backend2 declares it dead one
+//! round after the word (the log's time stamps), fences it and takes
 //! over, the worker promotes backend2's MariaDB, and a client on a frontend
 //! writes through backend1.internal again. Prints the time from the hang to
 //! the first accepted write.
@@ -51,10 +52,39 @@ async fn a_hung_mysqld_on_the_primary_fails_over_as_a_death() {
         log.contains("told backend2 that this node gave up backend1"),
         "backend1 did not tell backend2 it resigned:\n{log}"
     );
+    // Judged one round after the word: the declaration follows the
+    // resignation by at most one probe round (`probe.interval`) and the
+    // helpers' time-out (1.5 `probe.timeout`), with one missed round, not
+    // `probe.misses` (three more rounds would take at least two more
+    // intervals).
     let watcher = f.log(3);
+    let lines = common::json_lines(&watcher);
+    let first = |prefix: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in backend2's log:\n{watcher}"))
+    };
+    let resigned = first("backend1 says it gave up its ID");
+    let declared = first("peer declared dead: backend1");
+    let probe = f.settings(3).config.probe;
+    let gap = common::log_ms(declared) as i64 - common::log_ms(resigned) as i64;
+    let bound = (probe.interval + probe.timeout * 3 / 2).as_millis() as i64;
+    eprintln!(
+        "backend2 heard the resignation, declared backend1 dead {gap} ms later (bound {bound} ms) after {} missed round(s)",
+        declared["misses"]
+    );
     assert!(
-        watcher.contains("backend1 says it gave up its ID"),
-        "backend2 did not hear the resignation:\n{watcher}"
+        (0..=bound).contains(&gap),
+        "backend1 declared dead {gap} ms after its resignation, not within one round ({bound} ms: probe.interval {:?} + 1.5 probe.timeout {:?}):\n{resigned}\n{declared}",
+        probe.interval,
+        probe.timeout
+    );
+    let misses = declared["misses"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        misses < u64::from(probe.misses),
+        "declared after {misses} missed rounds, as without the resignation ({}): {declared}",
+        probe.misses
     );
     // backend2 holds backend1, the old primary was fenced, and the write
     // landed on the new primary.

@@ -155,15 +155,30 @@ async fn a_worker_that_was_down_converges_though_the_events_were_lost() {
     let mut f = Fleet::mysql_fleet(Options::default()).await;
     // Taken out of the queue and dropped: the events are lost.
     fail_over_with_the_worker_down(&mut f).await;
+    // The worker's log is appended to, and the first worker's reconcile
+    // (backend1 on node 2) is in it already: only a line written after the
+    // restart, naming the new holder, shows the restarted worker's.
+    let before = follows(&f.worker_log()).len();
     start_worker_until_promoted(&mut f, "events lost");
     replicas_follow(&f, 41);
-    wait_for(
-        "the worker's reconcile to finish",
+    let holder = f.nodes[3].instance.clone();
+    let line = wait_for(
+        "the restarted worker's reconcile with backend2's instance as the primary",
         Duration::from_secs(60),
         || {
-            f.worker_log()
-                .contains("reconcile: MySQL follows the registry")
-                .then_some(())
+            follows(&f.worker_log())
+                .into_iter()
+                .skip(before)
+                .find(|l| l["primary"] == holder.as_str())
         },
     );
+    eprintln!("the restarted worker reconciled: {line}");
+}
+
+/// The worker's "reconcile: MySQL follows the registry" lines, in order.
+fn follows(log: &str) -> Vec<serde_json::Value> {
+    common::json_lines(log)
+        .into_iter()
+        .filter(|l| l["message"] == "reconcile: MySQL follows the registry")
+        .collect()
 }

@@ -80,6 +80,8 @@ pub struct Options {
     pub fence_budget: Option<u32>,
     /// `aws.takeover_cooldown`, in seconds (default: the daemon's, none).
     pub cooldown_secs: Option<u64>,
+    /// `aws.api_timeout`, in milliseconds (default: the daemon's).
+    pub api_timeout_ms: Option<u64>,
     /// MariaDB's semi-synchronous replication (`chainwatch_semi_sync` in
     /// the inventory), as docs/src/mysql.md recommends for no lost write.
     pub semi_sync: bool,
@@ -162,6 +164,8 @@ pub struct Fleet {
     hypervisor: Option<std::thread::JoinHandle<()>>,
     watchdog: Option<std::thread::JoinHandle<()>>,
     doubles: Arc<Mutex<Vec<String>>>,
+    /// Per namespace, the watchdog's samples that saw its link up.
+    seen_up: Arc<Mutex<std::collections::HashMap<String, u64>>>,
     semi_sync: bool,
     playbook_promotion_only: bool,
 }
@@ -430,6 +434,7 @@ impl Fleet {
             semi_sync: opts.semi_sync,
             playbook_promotion_only: opts.playbook_promotion_only,
             doubles: Arc::new(Mutex::new(Vec::new())),
+            seen_up: Arc::new(Mutex::new(Default::default())),
         };
         if opts.mariadb {
             for i in 0..fleet.nodes.len() {
@@ -473,9 +478,13 @@ impl Fleet {
 
     /// Start the double-holder watchdog: every 50 ms, each overlay address
     /// held by two namespaces whose underlay links are up is recorded.
+    /// A namespace whose link is down is skipped (unreachable): a test that
+    /// claims no double holder with a victim in it brings the victim's link
+    /// back up, and [`Fleet::watched_up`] says how often the watchdog saw it.
     pub fn watch_holders(&mut self) {
         let stop = self.stop.clone();
         let doubles = self.doubles.clone();
+        let seen_up = self.seen_up.clone();
         let nss: Vec<String> = self.nodes.iter().map(|n| n.ns.clone()).collect();
         let devs: Vec<String> = self.nodes.iter().map(|n| n.dev.clone()).collect();
         self.watchdog = Some(std::thread::spawn(move || {
@@ -490,6 +499,7 @@ impl Fleet {
                     if !text.lines().any(|l| l.contains(&format!(" {dev} "))) {
                         continue; // link down: unreachable
                     }
+                    *seen_up.lock().unwrap().entry(ns.clone()).or_default() += 1;
                     for l in text.lines().filter(|l| l.contains(" cwvpn ")) {
                         if let Some(a) = inet(l) {
                             held.entry(a).or_default().push(ns.clone());
@@ -512,6 +522,18 @@ impl Fleet {
     /// What the double-holder watchdog recorded.
     pub fn double_holders(&self) -> Vec<String> {
         self.doubles.lock().unwrap().clone()
+    }
+
+    /// How many of the double-holder watchdog's samples saw node `i`'s
+    /// link up (the samples in which node `i` could have been caught as a
+    /// second holder).
+    pub fn watched_up(&self, i: usize) -> u64 {
+        self.seen_up
+            .lock()
+            .unwrap()
+            .get(&self.nodes[i].ns)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Packets dropped so far by node `i`'s loss rules.
@@ -577,6 +599,15 @@ impl Fleet {
             .success()
             .then(|| serde_json::from_slice(&out.stdout).ok())
             .flatten()
+    }
+
+    /// Node `i`'s settings as its daemon reads them: its config file under
+    /// the `CHAINWATCH_<SECTION>__<KEY>` variables it inherits from this
+    /// process.
+    pub fn settings(&self, i: usize) -> chainwatch::config::Settings {
+        let path = self.nodes[i].dir.join("chainwatch.toml");
+        chainwatch::config::Config::load(Some(&path), chainwatch::config::process_env())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     /// Node `i`'s log.
@@ -1205,6 +1236,10 @@ up_timeout = "20000ms"
                 .chain(
                     opts.cooldown_secs
                         .map(|n| format!("takeover_cooldown = \"{n}s\"\n"))
+                )
+                .chain(
+                    opts.api_timeout_ms
+                        .map(|n| format!("api_timeout = \"{n}ms\"\n"))
                 )
                 .collect::<String>(),
         ),

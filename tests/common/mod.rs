@@ -127,6 +127,47 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The lines of a `--log-format json` log (a daemon's or the worker's),
+/// parsed; lines that are not JSON objects (a panic, say) are skipped.
+pub fn json_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(serde_json::Value::is_object)
+        .collect()
+}
+
+/// When a JSON log line was written, in ms since the Unix epoch: its
+/// `timestamp`, RFC 3339 in UTC as tracing-subscriber writes it
+/// (`2026-01-02T03:04:05.123456Z`). Panics on a line without one.
+pub fn log_ms(line: &serde_json::Value) -> u64 {
+    let ts = line["timestamp"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a log line without a timestamp: {line}"));
+    rfc3339_ms(ts).unwrap_or_else(|| panic!("not an RFC 3339 UTC time stamp: {ts:?}"))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+00:00)` in ms since the Unix epoch.
+fn rfc3339_ms(ts: &str) -> Option<u64> {
+    let ts = ts.strip_suffix('Z').or_else(|| ts.strip_suffix("+00:00"))?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, min, s) = (t.next()??, t.next()??, t.next()??);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let ms_frac: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    let ms = ((days * 24 + h) * 60 + min) * 60_000 + s * 1000 + ms_frac;
+    u64::try_from(ms).ok()
+}
+
 /// Whether a command is on PATH.
 pub fn have(cmd: &str) -> bool {
     Command::new("sh")
