@@ -2034,7 +2034,7 @@ fn correlated_deaths(seed: u64, per_role: u32, broken: Broken) {
         dead.swap(i, j);
     }
     dead.truncate(k);
-    if seed % 2 == 0 && !dead.contains(&0) {
+    if seed.is_multiple_of(2) && !dead.contains(&0) {
         dead[0] = 0;
     }
     for &i in &dead {
