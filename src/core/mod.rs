@@ -92,6 +92,7 @@
 mod config;
 mod detector;
 mod io;
+mod judged;
 mod opinion;
 mod plan;
 mod report;

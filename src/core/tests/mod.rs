@@ -4,6 +4,7 @@
 mod degraded;
 mod detector;
 mod hub;
+mod judged;
 mod opinion;
 mod plan;
 
