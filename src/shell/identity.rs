@@ -201,6 +201,16 @@ pub fn from_parts(
     })
 }
 
+/// Write the state file: this node holds `slot` at `epoch`.
+fn persist(s: &Settings, slot: Slot, epoch: u64) -> Result<(), String> {
+    let now = unix_ms(std::time::SystemTime::now()) / 1000;
+    state::store(
+        &s.config.node.state_dir,
+        &PersistedState::new(slot, epoch, now),
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Settle the slot and epoch this node starts with, against EC2: a fenced
 /// instance, or one whose ID someone else holds, rejoins at the tail of its
 /// chain (a transition of its own, with a new epoch, persisted); a node that
@@ -232,12 +242,7 @@ pub async fn settle(
                 boot.slot,
                 boot.epoch
             );
-            let now = unix_ms(std::time::SystemTime::now()) / 1000;
-            state::store(
-                &s.config.node.state_dir,
-                &PersistedState::new(slot, epoch, now),
-            )
-            .map_err(|e| e.to_string())?;
+            persist(s, slot, epoch)?;
         }
         boot.slot = slot;
         boot.epoch = epoch;
@@ -285,12 +290,7 @@ pub async fn settle(
     };
     let rejoined = slot != boot.slot;
     if rejoined {
-        let now = unix_ms(std::time::SystemTime::now()) / 1000;
-        state::store(
-            &s.config.node.state_dir,
-            &PersistedState::new(slot, epoch, now),
-        )
-        .map_err(|e| e.to_string())?;
+        persist(s, slot, epoch)?;
         boot.slot = slot;
     }
     boot.epoch = epoch;

@@ -624,17 +624,23 @@ impl Ec2Registry {
     /// The fleet's instances tagged with `slot`'s role and ID, as the
     /// holder rule sees them (one filtered read).
     pub async fn slot_claims(&self, slot: Slot) -> Result<Vec<Claim>, Ec2Error> {
+        Ok(self
+            .slot_instances(slot)
+            .await?
+            .iter()
+            .map(claim_of)
+            .collect())
+    }
+
+    /// The fleet's instances tagged with `slot`'s role and ID, any state
+    /// (one filtered read).
+    async fn slot_instances(&self, slot: Slot) -> Result<Vec<Instance>, Ec2Error> {
         let filters = vec![
             filter(&format!("tag:{}", tags::FLEET), &self.fleet),
             filter(&format!("tag:{}", tags::ROLE), slot.role.as_str()),
             filter(&format!("tag:{}", tags::ID), slot.id.to_string()),
         ];
-        Ok(self
-            .describe(filters, Vec::new())
-            .await?
-            .iter()
-            .map(claim_of)
-            .collect())
+        self.describe(filters, Vec::new()).await
     }
 
     /// Instances other than this one that hold `slot` in the old, loose
@@ -642,13 +648,8 @@ impl Ec2Registry {
     /// For the switchover's look-ups only; the watcher, the fence and the
     /// takeover ask [`Ec2Registry::slot_claims`] and the holder rule.
     pub async fn holders(&self, slot: Slot) -> Result<Vec<Instance>, Ec2Error> {
-        let filters = vec![
-            filter(&format!("tag:{}", tags::FLEET), &self.fleet),
-            filter(&format!("tag:{}", tags::ROLE), slot.role.as_str()),
-            filter(&format!("tag:{}", tags::ID), slot.id.to_string()),
-        ];
         Ok(self
-            .describe(filters, Vec::new())
+            .slot_instances(slot)
             .await?
             .into_iter()
             .filter(|i| {
@@ -1314,15 +1315,7 @@ impl Ec2Registry {
                 return Ok(*addr);
             }
         }
-        let filters = vec![
-            filter(&format!("tag:{}", tags::FLEET), &self.fleet),
-            filter(&format!("tag:{}", tags::ROLE), slot.role.as_str()),
-            filter(&format!("tag:{}", tags::ID), slot.id.to_string()),
-        ];
-        let found = self
-            .describe(filters, Vec::new())
-            .await
-            .map_err(|e| e.to_string())?;
+        let found = self.slot_instances(slot).await.map_err(|e| e.to_string())?;
         let claims: Vec<Claim> = found.iter().map(claim_of).collect();
         let holder = holders::holding(&claims, slot)
             .holder()
