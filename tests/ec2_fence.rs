@@ -662,3 +662,62 @@ async fn own_tags_epochs_and_the_elastic_ip() {
     let plain = Ec2Registry::new(ec2.clone(), &aws_cfg(f), "i-x".into());
     assert!(!plain.take_elastic_ip().await.unwrap());
 }
+
+/// A fence names the instance judged and no other: a slot taken since by
+/// another instance is superseded (nothing stopped), a judged instance
+/// that handed its slot over (released) or moved on is not stopped, and an
+/// instance already fenced and stopping is confirmed without a second stop.
+#[tokio::test(flavor = "current_thread")]
+async fn a_fence_stops_the_judged_instance_alone() {
+    let Some(moto) = moto() else { return };
+    let ec2 = ec2_client(&moto.endpoint).await;
+    let f = "fleet-j";
+    let old = launch(&ec2, f, fe(1), &[("chainwatch:epoch", "3")]).await;
+    let new = launch(&ec2, f, fe(1), &[("chainwatch:epoch", "4")]).await;
+    let me = launch(&ec2, f, fe(3), &[]).await;
+    let reg = Ec2Registry::new(ec2.clone(), &aws_cfg(f), me);
+    let judged = |i: &str, e: u64| {
+        Some(chainwatch::core::Judged {
+            instance: i.to_string(),
+            epoch: e,
+        })
+    };
+    // The old holder judged, a new one at a higher epoch holds the slot:
+    // superseded, and nothing is stopped.
+    let err = reg
+        .fence_slot(fe(1), judged(&old, 3).as_ref(), false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Ec2Error::Superseded { instance, epoch: 4, .. } if *instance == new),
+        "{err}"
+    );
+    for id in [&old, &new] {
+        assert_eq!(state(&describe(&ec2, id).await), InstanceStateName::Running);
+    }
+    // A holder that released its slot (a switchover) is never stopped.
+    let f2 = launch(&ec2, f, fe(2), &[("chainwatch:state", "released")]).await;
+    let fenced = reg
+        .fence_slot(fe(2), judged(&f2, 0).as_ref(), false)
+        .await
+        .unwrap();
+    assert!(fenced.instances.is_empty(), "{fenced:?}");
+    assert_eq!(
+        state(&describe(&ec2, &f2).await),
+        InstanceStateName::Running
+    );
+    // The judged holder itself: stopped, alone.
+    let fenced = reg
+        .fence_slot(fe(1), judged(&new, 4).as_ref(), false)
+        .await
+        .unwrap();
+    assert_eq!(fenced.instances, vec![new.clone()]);
+    assert_eq!(
+        state(&describe(&ec2, &new).await),
+        InstanceStateName::Stopped
+    );
+    assert_eq!(
+        state(&describe(&ec2, &old).await),
+        InstanceStateName::Running
+    );
+}

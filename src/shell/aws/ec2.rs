@@ -793,9 +793,10 @@ impl Ec2Registry {
         };
         let c = claim_of(&found);
         let ids = vec![target.clone()];
-        if c.power == Power::Up && c.slot != Some(slot) {
-            // It moved on (rejoined elsewhere): it is not the slot's holder
-            // any more, and the slot is whoever's the rule says.
+        // It handed its slot over (a switchover: released), or moved on
+        // (rejoined elsewhere): it is not the slot's holder any more, is not
+        // stopped, and the slot is whoever's the rule says.
+        if c.released || (c.power == Power::Up && c.slot != Some(slot)) {
             return match current.holder() {
                 Some(h) if h.instance != self.me && h.instance != target => {
                     Err(Ec2Error::Superseded {
