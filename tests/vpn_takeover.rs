@@ -239,10 +239,15 @@ async fn frontend2_becomes_the_server_when_frontend1_dies() {
         Duration::from_secs(20),
         || f.ping(2, f.layout.overlay_addr(be(1)), 500).then_some(()),
     );
-    let s = f.status(1).unwrap();
-    assert_eq!(
-        (s["id"].as_u64(), s["phase"].as_str()),
-        (Some(1), Some("idle"))
+    // The new frontend1 watches the tail of the chain, frontend2 (it asks
+    // the registry every 2 s).
+    wait_for(
+        "the new frontend1 watching the tail",
+        Duration::from_secs(20),
+        || {
+            f.status(1)
+                .filter(|s| s["id"] == 1 && s["phase"] == "watching" && s["peer"] == "frontend2")
+        },
     );
     let tags = f.stopped_instance(0).await;
     assert!(tags.contains(&("chainwatch:state".into(), "fenced".into())));
