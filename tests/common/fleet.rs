@@ -140,7 +140,7 @@ struct Shared {
 }
 
 /// The fleet.
-static ONE_FLEET: Mutex<()> = Mutex::new(());
+static ONE_FLEET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub struct Fleet {
     pub prefix: String,
@@ -172,7 +172,7 @@ pub struct Fleet {
     /// stretch each other's timings past the scenarios' bounds (CI's
     /// rig_correlated_deaths ran its tests side by side and missed its
     /// 10 s bound). Dropped last, after the fleet is torn down.
-    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+    _one_at_a_time: tokio::sync::MutexGuard<'static, ()>,
     semi_sync: bool,
     playbook_promotion_only: bool,
 }
@@ -301,8 +301,9 @@ impl Fleet {
 
     /// The same, with more parts.
     pub async fn with(slots: &[Slot], opts: Options) -> Fleet {
-        // A scenario that panicked poisons the lock; the next one still runs.
-        let one_at_a_time = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
+        // (An async lock: each scenario runs on its own runtime; one that
+        // panicked releases it as its fleet drops.)
+        let one_at_a_time = ONE_FLEET.lock().await;
         let seq = SEQ.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let prefix = format!("cw{:04}x{seq}", pid % 10000);
