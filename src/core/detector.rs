@@ -239,7 +239,13 @@ impl Monitor {
                 self.view.cut_off = false;
                 self.view.peer_silent = false;
                 self.view.heard = true;
-                self.peer_seen = true;
+                // Seen as it is judged: an answer on the underlay while this
+                // node's overlay is down shows the instance up, not its
+                // identity (booting, its first handshake refused), so the
+                // startup grace goes on. The hub is judged on either.
+                if !round.degraded || peer.is_hub() {
+                    self.peer_seen = true;
+                }
                 if self.view.misses > 0 {
                     self.events.push_back(Event::Recovered {
                         peer,

@@ -229,6 +229,61 @@ fn a_peer_never_seen_is_not_declared_dead_during_the_startup_grace() {
 }
 
 #[test]
+fn an_answer_on_the_underlay_alone_does_not_end_the_startup_grace() {
+    // The fleet boots at once. This node's overlay is not up yet, so its
+    // first rounds probe backend2 on its underlay, where it answers; its
+    // identity is still coming up (its first handshake refused while the
+    // hub's read of EC2 lags). Then this node's overlay is up and backend2
+    // is silent there: still booting as far as the overlay shows, so still
+    // in its startup grace.
+    let mut h = Harness::new(be(3));
+    h.m = Monitor::new(slow(), be(3), h.start);
+    h.drain();
+    h.round(None, None); // frontend1 silent on the overlay: degraded
+    let probes = h.tick();
+    assert_eq!(probes[0].2, ProbeAddr::Underlay(be(2)));
+    for (target, outcome) in [
+        (Target::Peer, ProbeOutcome::Reply { rtt: RTT }),
+        (Target::Witness, ProbeOutcome::Reply { rtt: RTT }),
+        (Target::Overlay, ProbeOutcome::Silent),
+    ] {
+        h.input(
+            Duration::from_millis(100),
+            Input::Probed {
+                round: probes[0].0,
+                target,
+                outcome,
+            },
+        );
+    }
+    // The overlay comes up; backend2 stays silent on it for 10 rounds.
+    for _ in 0..10 {
+        h.round(None, Some(RTT));
+        let rest = h.held_lookups();
+        assert!(
+            !rest.iter().any(|a| matches!(a, Action::Fence { .. })),
+            "fenced at {:?}, inside the startup grace, though backend2 never answered on the overlay: {rest:?}",
+            h.elapsed()
+        );
+    }
+    assert!(!h.m.snapshot().watch.degraded);
+    // Past the grace it is dead.
+    let mut fenced_at = None;
+    for _ in 0..30 {
+        h.round(None, Some(RTT));
+        if h.held_lookups()
+            .iter()
+            .any(|a| matches!(a, Action::Fence { .. }))
+        {
+            fenced_at = Some(h.elapsed());
+            break;
+        }
+    }
+    let at = fenced_at.expect("declared dead after the grace");
+    assert!(at >= Duration::from_secs(30), "{at:?}");
+}
+
+#[test]
 fn two_dead_in_a_row_take_one_detection_window_not_two() {
     // frontend3 and frontend2 die together; frontend4 watches frontend3 and
     // looks ahead at frontend2 while frontend3 is missing.
