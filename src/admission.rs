@@ -35,6 +35,16 @@ pub const REFRESH: std::time::Duration = std::time::Duration::from_millis(500);
 /// read takes, so that the hub admits it at the first attempt.
 pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(800);
 
+/// How long a taker that told the hub of its takeover (on the members'
+/// channel) waits for the hub's answer that its list admits it, before it
+/// connects anyway. EC2's reads are eventually consistent: the hub's read
+/// of the fleet may show the taker's old tags for seconds after the taker
+/// read its new ones back (up to 2 s on the rig's AWS-like EC2). The wait
+/// ends at the hub's first yes; connecting before it costs a refused
+/// handshake, retried only after the client's hand-window (5 s) and a
+/// restart pause.
+pub const CLAIM_PATIENCE: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// The path of the list in `run_dir`.
 pub fn path(run_dir: &Path) -> PathBuf {
     run_dir.join(FILE_NAME)

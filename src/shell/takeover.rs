@@ -53,9 +53,10 @@ impl Takeover {
     /// list admits it as `to`, so that its first handshake as `to` is
     /// admitted (a refused one is retried only after the client's
     /// hand-window). The hub is told on the members' channel and answers
-    /// from a fresh read of its list; without the channel, or without an
-    /// answer, the wait is [`crate::admission::SETTLE`], one refresh of
-    /// the hub's list and the read.
+    /// from a fresh read of its list, for up to
+    /// [`crate::admission::CLAIM_PATIENCE`] (EC2's reads lag its writes);
+    /// without the channel the wait is [`crate::admission::SETTLE`], one
+    /// refresh of the hub's list and the read.
     async fn wait_admitted(&self, to: Slot) {
         let started = tokio::time::Instant::now();
         let patience = crate::admission::SETTLE;
@@ -65,7 +66,17 @@ impl Takeover {
                 .underlay_of(Slot::new(Role::Frontend, 1))
                 .await
             {
-                Ok(hub) => m.claim(to, hub, patience).await,
+                Ok(hub) => {
+                    let yes = m.claim(to, hub, crate::admission::CLAIM_PATIENCE).await;
+                    if !yes {
+                        tracing::warn!(
+                            %to,
+                            "the hub's admission list does not admit this node as {to} after {:?}: connecting anyway (a refused handshake is retried after the client's hand-window)",
+                            crate::admission::CLAIM_PATIENCE
+                        );
+                    }
+                    yes
+                }
                 Err(e) => {
                     tracing::warn!(
                         "cannot tell the hub of this takeover ({e}): waiting for its next read of the admission list"
@@ -103,9 +114,17 @@ impl Switcher for Takeover {
         to: Slot,
         mut planned: TransitionEvent,
     ) -> Result<(), ActError> {
+        // Three reads at once (each a round trip to EC2 on the path to the
+        // new identity): this instance's tags, the slot's claims and the
+        // role's epochs.
+        let (own, claims, epoch) = tokio::join!(
+            self.registry.own_tags(),
+            self.registry.slot_claims(to),
+            self.registry.next_epoch(to.role)
+        );
         // A fenced instance (another node took its slot while it was cut
         // off) takes nothing over: EC2 is stopping it.
-        let (fenced, _, _) = self.registry.own_tags().await.map_err(|e| e.to_string())?;
+        let (fenced, _, _) = own.map_err(|e| e.to_string())?;
         if fenced {
             return Err(ActError::Failed(
                 "this instance is tagged fenced: EC2 is stopping it; it takes nothing over".into(),
@@ -114,11 +133,7 @@ impl Switcher for Takeover {
         // The slot must be nobody's, or the instance this node fenced: one
         // that another instance holds now (by the holder rule) was taken
         // since the judgement, and is watched instead.
-        let claims = self
-            .registry
-            .slot_claims(to)
-            .await
-            .map_err(|e| e.to_string())?;
+        let claims = claims.map_err(|e| e.to_string())?;
         if let Some(h) = crate::holders::holding(&claims, to).holder()
             && h.instance != self.registry.instance_id()
             && !planned.fenced_instances.contains(&h.instance)
@@ -128,11 +143,7 @@ impl Switcher for Takeover {
                 epoch: h.epoch,
             })));
         }
-        let epoch = self
-            .registry
-            .next_epoch(to.role)
-            .await
-            .map_err(|e| e.to_string())?;
+        let epoch = epoch.map_err(|e| e.to_string())?;
         crash_point("epoch");
         planned.epoch = epoch;
         let now = unix_ms(std::time::SystemTime::now()) / 1000;

@@ -749,7 +749,16 @@ impl Ec2Registry {
             .unwrap_or_default();
         let retry = !remembered.is_empty();
         let now = std::time::SystemTime::now();
-        let claims = self.slot_claims(slot).await?;
+        // The slot's claims and the judged instance, read at once (two
+        // round trips to EC2 on the path to the new identity).
+        let judged_read = async {
+            match judged {
+                Some(j) => Some(self.describe(Vec::new(), vec![j.instance.clone()]).await),
+                None => None,
+            }
+        };
+        let (claims, judged_read) = tokio::join!(self.slot_claims(slot), judged_read);
+        let claims = claims?;
         let current = holders::holding(&claims, slot);
         let target = match (judged, &current) {
             (Some(j), Holding::Held(c)) if c.instance != j.instance && c.instance != self.me => {
@@ -782,12 +791,11 @@ impl Ec2Registry {
         if target == self.me {
             return Ok(Fenced::default());
         }
-        let Some(found) = self
-            .describe(Vec::new(), vec![target.clone()])
-            .await?
-            .into_iter()
-            .next()
-        else {
+        let found = match judged_read {
+            Some(read) if judged.is_some_and(|j| j.instance == target) => read?,
+            _ => self.describe(Vec::new(), vec![target.clone()]).await?,
+        };
+        let Some(found) = found.into_iter().next() else {
             // Gone from EC2 altogether (terminated long ago): nothing holds.
             return Ok(Fenced::default());
         };
