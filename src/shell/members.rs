@@ -66,8 +66,9 @@ const RESIGN_QUEUE: usize = 4;
 pub const RESIGN_COPIES: usize = 3;
 /// Entries of the replay cache.
 const REPLAY_CAP: usize = 4096;
-/// How long a claimer waits for the hub's answer before it claims again.
-const CLAIM_RETRY: Duration = Duration::from_millis(150);
+/// How long a claimer waits for the hub's answer before it claims again
+/// (a datagram may be lost; an answer to any of its claims counts).
+const CLAIM_RETRY: Duration = Duration::from_millis(300);
 
 /// Why the channel cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -375,31 +376,40 @@ impl Members {
     pub async fn claim(&self, slot: Slot, hub: Ipv4Addr, patience: Duration) -> bool {
         let to = SocketAddrV4::new(hub, self.port);
         let deadline = tokio::time::Instant::now() + patience;
-        loop {
+        // One channel for every claim of this wait: the hub answers after
+        // its read of EC2, which may outlast a retry, and an answer to an
+        // earlier claim counts as much as one to the last.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut sent = Vec::new();
+        let admitted = loop {
             let (seq, bytes) = self.next(Body::Claim { slot });
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            lock(&self.waiting).insert(seq, tx);
+            lock(&self.waiting).insert(seq, tx.clone());
+            sent.push(seq);
             if let Err(e) = self.socket.send_to(&bytes, to).await {
                 tracing::debug!(%to, "members' channel: claim not sent: {e}");
             }
             let round = deadline.min(tokio::time::Instant::now() + CLAIM_RETRY);
-            let mut admitted = false;
-            // Only the hub's own answer counts.
-            while let Ok(Some((from, yes))) = tokio::time::timeout_at(round, rx.recv()).await {
-                if from == hub {
-                    admitted = yes;
+            let mut yes = false;
+            // Only the hub's own yes ends the wait; a no waits for the
+            // next read.
+            while let Ok(Some((from, answer))) = tokio::time::timeout_at(round, rx.recv()).await {
+                if from == hub && answer {
+                    yes = true;
                     break;
                 }
             }
-            lock(&self.waiting).remove(&seq);
-            if admitted {
-                return true;
+            if yes {
+                break true;
             }
             if tokio::time::Instant::now() >= deadline {
-                return false;
+                break false;
             }
-            tokio::time::sleep_until(round).await;
+        };
+        let mut waiting = lock(&self.waiting);
+        for seq in sent {
+            waiting.remove(&seq);
         }
+        admitted
     }
 
     fn next(&self, body: Body) -> (u64, Vec<u8>) {
@@ -908,5 +918,38 @@ mod tests {
         let start = tokio::time::Instant::now();
         assert!(!taker.claim(fe2, hub_ip, Duration::from_millis(400)).await);
         assert!(start.elapsed() >= Duration::from_millis(400));
+    }
+
+    /// The hub answers a claim after its read of EC2, which on AWS can take
+    /// longer than the taker's retry: the answer to the first claim, come
+    /// after the second went out, still ends the wait.
+    #[tokio::test]
+    async fn an_answer_to_an_earlier_claim_still_counts() {
+        let Some(prober) = prober() else { return };
+        let (hub, taker) = two_members(&prober);
+        let fe2 = Slot::new(crate::layout::Role::Frontend, 2);
+        let hub_ip = Ipv4Addr::new(10, 0, 3, 1);
+        let waiting = tokio::spawn({
+            let taker = taker.clone();
+            async move { taker.claim(fe2, hub_ip, Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let first = *lock(&taker.waiting).keys().min().expect("a claim waits");
+        // The taker claims again before the hub answered the first.
+        tokio::time::sleep(CLAIM_RETRY + Duration::from_millis(50)).await;
+        let ack = hub
+            .next(Body::Ack {
+                req: first,
+                reached: true,
+                rtt_us: 0,
+            })
+            .1;
+        taker.handle(&ack, SocketAddr::from((hub_ip, 7947)));
+        let admitted = tokio::time::timeout(Duration::from_millis(100), waiting)
+            .await
+            .expect("the late answer ends the wait at once")
+            .unwrap();
+        assert!(admitted);
+        assert!(lock(&taker.waiting).is_empty(), "every claim is forgotten");
     }
 }
