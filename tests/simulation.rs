@@ -71,6 +71,10 @@ enum Broken {
     /// is judged on its underlay alone (the world hides its overlay answers
     /// and its helpers from the watcher, as that code ignored them).
     FenceEveryHolder,
+    /// A taker never learns that the hub died with its peer: the hub's
+    /// overlay address answers it (a stale route, say), so it takes its
+    /// peer's ID and waits on the dead hub for that identity.
+    WaitsOnDeadHub,
 }
 
 #[derive(Debug)]
@@ -696,6 +700,13 @@ impl World {
                 let mut outcome = self.probe(i, &addr);
                 if self.broken == Broken::FenceEveryHolder && target == Target::HubOverlay {
                     outcome = ProbeOutcome::Silent;
+                }
+                if self.broken == Broken::WaitsOnDeadHub
+                    && addr == ProbeAddr::Overlay(Slot::new(Role::Frontend, 1))
+                {
+                    outcome = ProbeOutcome::Reply {
+                        rtt: Duration::from_millis(2),
+                    };
                 }
                 // The checks use the truth, whatever the node is told.
                 if target == Target::Witness && matches!(outcome, ProbeOutcome::Reply { .. }) {
@@ -1951,6 +1962,15 @@ fn hub_death_with_slow_stops(seed: u64, broken: Broken, dead: usize) {
     }
     let died = w.now;
     w.note(format!("FAULT the first {dead} frontends die"));
+    // The hub and its watcher dead together: frontend3 judges the hub
+    // itself instead of waiting on it (the rig's bound is 10 s with the
+    // overlay whole; here the hub alone, at the simulation's paces).
+    if dead == 2 {
+        w.run_until(died + Duration::from_secs(12));
+        if w.answerer(Slot::new(Role::Frontend, 1)).is_none() {
+            w.fail("no survivor is the hub 12 s after the hub and frontend2 died");
+        }
+    }
     w.run_until(died + Duration::from_secs(40));
     let mut stopped: Vec<&str> = w.stops.iter().map(|(_, name, _)| name.as_str()).collect();
     stopped.sort_unstable();
@@ -1982,6 +2002,16 @@ fn a_fence_of_every_holder_is_caught() {
     for seed in 0..100 {
         hub_death_with_slow_stops(seed, Broken::FenceEveryHolder, 1);
         hub_death_with_slow_stops(seed, Broken::FenceEveryHolder, 2);
+    }
+}
+
+/// The mutant: a taker that waits on its dead hub (the hub's overlay
+/// address answers it) leaves the hub's ID empty past the bound.
+#[test]
+#[should_panic(expected = "no survivor is the hub 12 s after the hub and frontend2 died")]
+fn a_taker_waiting_on_its_dead_hub_is_caught() {
+    for seed in 0..100 {
+        hub_death_with_slow_stops(seed, Broken::WaitsOnDeadHub, 2);
     }
 }
 
