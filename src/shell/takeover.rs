@@ -54,49 +54,55 @@ impl Takeover {
     /// admitted (a refused one is retried only after the client's
     /// hand-window). The hub is told on the members' channel and answers
     /// from a fresh read of its list, for up to
-    /// [`crate::admission::CLAIM_PATIENCE`] (EC2's reads lag its writes);
-    /// without the channel the wait is [`crate::admission::SETTLE`], one
+    /// [`crate::admission::CLAIM_PATIENCE`] (EC2's reads lag its writes).
+    /// The hub may be dying and replaced meanwhile (a zone lost): its
+    /// address is looked up afresh every [`HUB_LOOKUP`] of the wait.
+    /// Without the channel the wait is [`crate::admission::SETTLE`], one
     /// refresh of the hub's list and the read.
     async fn wait_admitted(&self, to: Slot) {
         let started = tokio::time::Instant::now();
-        let patience = crate::admission::SETTLE;
-        let claimed = match self.members.get() {
-            Some(m) => match self
-                .registry
-                .underlay_of(Slot::new(Role::Frontend, 1))
-                .await
-            {
-                Ok(hub) => {
-                    let yes = m.claim(to, hub, crate::admission::CLAIM_PATIENCE).await;
-                    if !yes {
-                        tracing::warn!(
-                            %to,
-                            "the hub's admission list does not admit this node as {to} after {:?}: connecting anyway (a refused handshake is retried after the client's hand-window)",
-                            crate::admission::CLAIM_PATIENCE
-                        );
-                    }
-                    yes
-                }
+        let deadline = started + crate::admission::CLAIM_PATIENCE;
+        let hub = Slot::new(Role::Frontend, 1);
+        let Some(m) = self.members.get() else {
+            tokio::time::sleep_until(started + crate::admission::SETTLE).await;
+            return;
+        };
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let round = tokio::time::Instant::now() + left.min(HUB_LOOKUP);
+            let yes = match self.registry.underlay_of(hub).await {
+                Ok(addr) => m.claim(to, addr, left.min(HUB_LOOKUP)).await,
                 Err(e) => {
-                    tracing::warn!(
-                        "cannot tell the hub of this takeover ({e}): waiting for its next read of the admission list"
-                    );
+                    tracing::debug!("cannot find the hub to tell it of this takeover: {e}");
+                    tokio::time::sleep_until(round).await;
                     false
                 }
-            },
-            None => false,
-        };
-        if claimed {
-            tracing::info!(
-                %to,
-                ms = started.elapsed().as_millis() as u64,
-                "the hub's admission list admits this node as {to}"
-            );
-        } else {
-            tokio::time::sleep_until(started + patience).await;
+            };
+            if yes {
+                tracing::info!(
+                    %to,
+                    ms = started.elapsed().as_millis() as u64,
+                    "the hub's admission list admits this node as {to}"
+                );
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    %to,
+                    "the hub's admission list does not admit this node as {to} after {:?}: connecting anyway (a refused handshake is retried after the client's hand-window)",
+                    crate::admission::CLAIM_PATIENCE
+                );
+                return;
+            }
+            // Look the hub up afresh: another instance may hold frontend1.
+            self.registry.forget_underlay(Some(hub));
         }
     }
 }
+
+/// How long a taker claims from one hub address before it looks the hub
+/// up again.
+const HUB_LOOKUP: std::time::Duration = std::time::Duration::from_secs(1);
 
 use crate::crashpoint::crash_point;
 
