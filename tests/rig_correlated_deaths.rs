@@ -254,3 +254,97 @@ async fn the_primary_and_its_first_replica_die_together() {
         p(&times, 0.95)
     );
 }
+
+/// One zone lost: in a fleet of three frontends and three backends,
+/// frontend1 (the hub), frontend2 and backend1 are killed together under
+/// writes from frontend3. Within 15 s frontend3 is the hub with the overlay
+/// whole through it, and the writable primary answers as
+/// `backend1.internal` (the former backend2); no acknowledged write is
+/// lost.
+#[tokio::test(flavor = "current_thread")]
+async fn one_zone_lost_under_writes() {
+    if !rig_ready(true) {
+        return;
+    }
+    let runs = env_u64("CHAINWATCH_CORRELATED_RUNS", 1).max(1);
+    let mut times = Vec::new();
+    for run in 0..runs {
+        let f = Fleet::mysql_fleet_of(3, Options::default()).await;
+        // Nodes: frontend1..3 are 0..2, backend1..3 are 3..5.
+        let (fe3, be2, be3) = (2, 4, 5);
+        let writer = f.start_writer_on(fe3);
+        std::thread::sleep(Duration::from_millis(
+            1000 + u64::from(std::process::id().wrapping_add(run as u32 * 131) % 1000),
+        ));
+        let died = Instant::now();
+        for i in [0, 1, 3] {
+            f.kill(i);
+        }
+        let mut healed = None;
+        while died.elapsed() < Duration::from_secs(60) {
+            let hub = f.status(fe3).is_some_and(|s| s["id"] == 1)
+                && f.overlay_whole(fe3, be2)
+                && f.overlay_whole(fe3, be3);
+            let primary = hub
+                && f.status(be2).is_some_and(|s| s["id"] == 1)
+                // The answer's last line (the first names the column).
+                && String::from_utf8_lossy(
+                    &f.client_sql(fe3, "backend1.internal", "SELECT @@read_only")
+                        .stdout,
+                )
+                .lines()
+                .last()
+                    == Some("0");
+            if primary {
+                healed = Some(died.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let acked = writer.finish();
+        let healed = healed.unwrap_or_else(|| {
+            panic!(
+                "run {run}: 60 s after frontend1, frontend2 and backend1 died, frontend3 is not the hub with the overlay whole, or backend1.internal is not the writable former backend2:{}\n{}",
+                f.recent_logs(30),
+                f.worker_log()
+            )
+        });
+        let lost = f.lost_writes(be2, &acked);
+        assert!(
+            lost.is_empty(),
+            "run {run}: {} acknowledged writes missing on the new primary: {lost:?}\n{}",
+            lost.len(),
+            f.worker_log()
+        );
+        assert!(
+            healed <= Duration::from_secs(15),
+            "run {run}: healed after {:.2} s, more than 15 s:{}",
+            healed.as_secs_f64(),
+            f.recent_logs(30)
+        );
+        // The fences named the dead only.
+        let dead = [0, 1, 3].map(|i| f.nodes[i].instance.clone());
+        for s in f.proxy.stops() {
+            for i in s["instances"].as_array().unwrap() {
+                assert!(
+                    dead.iter().any(|d| i == d.as_str()),
+                    "run {run}: a survivor was stopped: {s}"
+                );
+            }
+        }
+        eprintln!(
+            "run {run}: one zone lost (frontend1, frontend2, backend1) under writes -> frontend3 the hub and the former backend2 the writable backend1 {:.2} s later; {} acknowledged, 0 missing",
+            healed.as_secs_f64(),
+            acked.len()
+        );
+        times.push(healed);
+    }
+    times.sort();
+    eprintln!(
+        "one zone lost, {} runs: p50 {:.2} s, p95 {:.2} s",
+        times.len(),
+        p(&times, 0.5),
+        p(&times, 0.95)
+    );
+}

@@ -959,17 +959,32 @@ impl Fleet {
         );
     }
 
+    /// The nodes booted as backends, backend1 first.
+    pub fn backends(&self) -> Vec<usize> {
+        let mut b: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].boot.role == Role::Backend)
+            .collect();
+        b.sort_by_key(|&i| self.nodes[i].boot.id);
+        b
+    }
+
     /// Create `app.w` and an application user (INSERT and SELECT only: no
-    /// SUPER, no READ ONLY ADMIN) on backend1 (node 2), replicated to the
-    /// others, and start a client on frontend2 writing to it through
+    /// SUPER, no READ ONLY ADMIN) on backend1, replicated to the others,
+    /// and start a client on frontend2 writing to it through
     /// `backend1.internal` until [`Writer::finish`].
     pub fn start_writer(&self) -> Writer {
+        self.start_writer_on(1)
+    }
+
+    /// The same, the client on node `client`.
+    pub fn start_writer_on(&self, client: usize) -> Writer {
+        let backends = self.backends();
         self.sql(
-            2,
+            backends[0],
             "CREATE TABLE app.w (v INT PRIMARY KEY); CREATE USER app@'%' IDENTIFIED BY 'app-secret'; GRANT SELECT, INSERT ON app.* TO app@'%'",
         )
         .unwrap();
-        for i in [3, 4] {
+        for &i in &backends[1..] {
             wait_for(
                 "the app user on the replicas",
                 Duration::from_secs(30),
@@ -983,7 +998,7 @@ impl Fleet {
             );
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let ns = self.nodes[1].ns.clone();
+        let ns = self.nodes[client].ns.clone();
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut acked = Vec::new();
@@ -1544,13 +1559,16 @@ impl Fleet {
     /// hypervisor (and whatever else `opts` sets), every identity up, and a
     /// table `app.t` with one row on every backend.
     pub async fn mysql_fleet(opts: Options) -> Fleet {
-        let slots = [
-            Slot::new(Role::Frontend, 1),
-            Slot::new(Role::Frontend, 2),
-            Slot::new(Role::Backend, 1),
-            Slot::new(Role::Backend, 2),
-            Slot::new(Role::Backend, 3),
-        ];
+        Self::mysql_fleet_of(2, opts).await
+    }
+
+    /// The same with `frontends` frontends (nodes 0..frontends) before the
+    /// three backends.
+    pub async fn mysql_fleet_of(frontends: u32, opts: Options) -> Fleet {
+        let slots: Vec<Slot> = (1..=frontends)
+            .map(|id| Slot::new(Role::Frontend, id))
+            .chain((1..=3).map(|id| Slot::new(Role::Backend, id)))
+            .collect();
         let mut f = Fleet::with(
             &slots,
             Options {
@@ -1569,12 +1587,13 @@ impl Fleet {
             f.wait_overlay(i, *s, 90);
         }
         f.start_mysql_chain();
+        let backends = f.backends();
         f.sql(
-            2,
+            backends[0],
             "CREATE DATABASE app; CREATE TABLE app.t (v INT PRIMARY KEY); INSERT INTO app.t VALUES (1)",
         )
         .unwrap();
-        for i in [3, 4] {
+        for &i in &backends[1..] {
             wait_for("replicated rows", Duration::from_secs(30), || {
                 (f.sql(i, "SELECT COUNT(*) FROM app.t").ok()? == "1").then_some(())
             });
