@@ -129,11 +129,21 @@ async fn a_dead_tail_is_fenced_and_alerted() {
             )
             .await;
             f.start_all().await;
-            // ID 1 has learnt its tail (it asks the registry every 2 s).
-            wait_for("ID 1 watching the tail", Duration::from_secs(20), || {
-                f.status(watcher)
-                    .filter(|s| s["peer"] == slots[tail].common_name())
-            });
+            // ID 1 has learnt its tail (it asks the registry every 2 s) and
+            // heard it answer on the overlay (a round after its own rounds
+            // stopped being degraded): a tail never heard there may still
+            // be booting, and has the startup grace.
+            let steady = || {
+                f.status(watcher).filter(|s| {
+                    s["peer"] == slots[tail].common_name()
+                        && s["degraded"] == false
+                        && s["misses"] == 0
+                        && s["last_rtt_ms"].is_number()
+                })
+            };
+            wait_for("ID 1 watching the tail", Duration::from_secs(20), steady);
+            std::thread::sleep(Duration::from_millis(1500));
+            wait_for("ID 1 hearing the tail", Duration::from_secs(20), steady);
             let died_ms = chainwatch::clock::unix_ms(std::time::SystemTime::now());
             f.kill(tail);
             let tail_instance = f.nodes[tail].instance.clone();
