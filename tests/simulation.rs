@@ -2096,16 +2096,24 @@ fn correlated_deaths(seed: u64, per_role: u32, broken: Broken) {
     w.check_whole();
 }
 
+/// Seeds `0..n`, or the one `CHAINWATCH_SIM_SEED` names (a replay).
+fn seed_range(n: u64) -> Vec<u64> {
+    match std::env::var("CHAINWATCH_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("CHAINWATCH_SIM_SEED is a number")],
+        Err(_) => (0..n).collect(),
+    }
+}
+
 #[test]
 fn correlated_deaths_of_up_to_half_heal_in_a_fleet_of_ten() {
-    for seed in 0..seeds() / 3 {
+    for seed in seed_range(seeds() / 3) {
         correlated_deaths(seed, 5, Broken::No);
     }
 }
 
 #[test]
 fn correlated_deaths_of_up_to_half_heal_in_a_fleet_of_fifty() {
-    for seed in 0..(seeds() / 60).max(1) {
+    for seed in seed_range((seeds() / 60).max(1)) {
         correlated_deaths(seed, 25, Broken::No);
     }
 }

@@ -431,14 +431,30 @@ impl Monitor {
         self.view.released_until.is_some_and(|until| now < until)
     }
 
+    /// How long a peer that may be mid-takeover (its identity coming up
+    /// through a hub that just changed) is given: three detection windows
+    /// at the API's pace.
+    pub(super) fn takeover_time(&self) -> Duration {
+        self.cfg.api_interval.max(self.cfg.interval) * self.cfg.misses * 3
+    }
+
     pub(super) fn in_grace(&self, now: Instant) -> bool {
         if !self.peer_seen && now < self.grace_until {
             return true;
         }
+        // A predecessor that moved up to the slot ahead is this node's
+        // peer again, mid-takeover until heard (unless a look-up names
+        // another instance as the slot's holder).
+        let mover = match (&self.view.mover, &self.view.judged) {
+            (Some(m), Some(j)) => j.instance == *m,
+            _ => true,
+        };
+        if mover && !self.view.heard && self.view.moved_up_until.is_some_and(|until| now < until) {
+            return true;
+        }
         // A tail not heard since it became the tail may be mid-takeover
-        // (its identity coming up through a hub that just changed): it has
-        // three detection windows at the API's pace from when it was told.
-        let grace = self.cfg.api_interval.max(self.cfg.interval) * self.cfg.misses * 3;
+        // too: it has the same time from when it was told.
+        let grace = self.takeover_time();
         self.watches_tail()
             && !self.view.heard
             && self

@@ -279,6 +279,9 @@ impl Monitor {
                 let from = self.me;
                 // The identity is up now: the transition as planned.
                 let transition = self.planned(now, to);
+                // A vacancy hop: the holder that left is the next peer.
+                let moved_up = matches!(self.phase, Phase::TakingOver { vacant: true, .. })
+                    .then(|| self.view.judged.as_ref().map(|j| j.instance.clone()));
                 let carried = if self.view.beyond_is_hub {
                     (0, None)
                 } else {
@@ -289,6 +292,10 @@ impl Monitor {
                 self.events.push_back(Event::TookOver { from, to });
                 self.actions.push_back(Action::Announce(transition));
                 self.watch_predecessor(now);
+                if let Some(mover) = moved_up {
+                    self.view.moved_up_until = Some(now + self.takeover_time());
+                    self.view.mover = mover;
+                }
                 // The new peer was n-2: its misses, seen with this node's
                 // witness while it took over, count. One more silent round
                 // declares it dead.

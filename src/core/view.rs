@@ -59,4 +59,11 @@ pub(super) struct PeerView {
     pub(super) watched_since: Option<Instant>,
     /// The peer answered at least once since.
     pub(super) heard: bool,
+    /// This node took its last slot over because its holder left it for
+    /// the slot ahead (a vacancy hop): that holder, now the peer, may
+    /// still be bringing its identity up. Until then, not heard, it is not
+    /// declared dead (see `Monitor::in_grace`).
+    pub(super) moved_up_until: Option<Instant>,
+    /// The instance that left, when a look-up had named it.
+    pub(super) mover: Option<String>,
 }

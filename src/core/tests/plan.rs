@@ -385,3 +385,62 @@ fn a_failed_frontend_takeover_judges_the_hub_first() {
     h.probed(Duration::from_millis(3), seq, Target::HubOverlay, true);
     one_takeover(h.take_work(), fe(4), fe(3), 1);
 }
+
+/// backend4 takes backend3 over when backend3's holder moved up to
+/// backend2 (a vacancy hop). Its new peer, backend2, is that same instance,
+/// its identity still coming up (through a hub that just changed, say):
+/// not heard yet, it is not fenced within three detection windows at the
+/// API's pace. Heard, it is watched as any peer; never heard, it is judged
+/// after that.
+#[test]
+fn a_predecessor_that_moved_up_is_given_its_takeover_s_time() {
+    let mover = Judged {
+        instance: "i-mover".into(),
+        epoch: 2,
+    };
+    let answer = |h: &mut Harness, slot: Slot, found: Holder| -> usize {
+        let mut fences = 0;
+        for a in h.take_work() {
+            match a {
+                Action::CheckHolder { slot: s } if s == slot => {
+                    h.input(Duration::ZERO, holder(s, found.clone()))
+                }
+                Action::Fence { .. } => fences += 1,
+                _ => {}
+            }
+        }
+        fences
+    };
+    let mut h = Harness::new(be(4));
+    h.round(Some(RTT), Some(RTT));
+    // backend3 (i-mover) goes silent: it is taking backend2 over, and
+    // has left backend3.
+    h.round(None, Some(RTT));
+    answer(&mut h, be(3), Holder::Vacant);
+    h.round(None, Some(RTT));
+    h.input(Duration::from_millis(220), holder(be(3), Holder::Vacant));
+    let work: Vec<Action> = h
+        .take_work()
+        .into_iter()
+        .filter(|a| !matches!(a, Action::CheckHolder { .. }))
+        .collect();
+    let planned = one_takeover(work, be(4), be(3), 1);
+    assert!(planned.vacant);
+    h.took_over(Duration::from_millis(100), be(3));
+    assert_eq!(h.m.peer(), Some(be(2)));
+    let hopped = h.elapsed();
+    // backend2 is i-mover, silent: no fence within three windows.
+    let mut fenced_at = None;
+    for _ in 0..20 {
+        h.round(None, Some(RTT));
+        if answer(&mut h, be(2), Holder::Held(mover.clone())) > 0 {
+            fenced_at = Some(h.elapsed() - hopped);
+            break;
+        }
+    }
+    let at = fenced_at.expect("judged once its time ran out");
+    assert!(
+        at >= Duration::from_secs(9),
+        "the mover was fenced {at:?} after the hop, inside its takeover's time"
+    );
+}
