@@ -959,6 +959,26 @@ impl Fleet {
         );
     }
 
+    /// Every StopInstances that named an instance other than those of
+    /// nodes `dead`: a survivor stopped (empty when only the dead were).
+    pub fn survivors_stopped(&self, dead: &[usize]) -> Vec<serde_json::Value> {
+        let dead: Vec<&str> = dead
+            .iter()
+            .map(|&i| self.nodes[i].instance.as_str())
+            .collect();
+        self.proxy
+            .stops()
+            .into_iter()
+            .filter(|s| {
+                s["instances"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|i| !dead.iter().any(|d| i == *d))
+            })
+            .collect()
+    }
+
     /// The nodes booted as backends, backend1 first.
     pub fn backends(&self) -> Vec<usize> {
         let mut b: Vec<usize> = (0..self.nodes.len())
