@@ -225,16 +225,11 @@ async fn the_primary_and_its_first_replica_die_together() {
         let died = Instant::now();
         f.kill(2);
         f.kill(3);
-        let mut writable = None;
-        while died.elapsed() < Duration::from_secs(60) {
-            if f.status(4).is_some_and(|s| s["id"] == 1)
+        let writable = common::time_until(Duration::from_secs(60), || {
+            f.status(4).is_some_and(|s| s["id"] == 1)
                 && f.sql(4, "SELECT @@read_only").ok().as_deref() == Some("0")
-            {
-                writable = Some(died.elapsed());
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
+        .map(|_| died.elapsed());
         std::thread::sleep(Duration::from_secs(2));
         let acked = writer.finish();
         let writable = writable.unwrap_or_else(|| {
@@ -299,27 +294,18 @@ async fn one_zone_lost_under_writes() {
         for i in [0, 1, 3] {
             f.kill(i);
         }
-        let mut healed = None;
-        while died.elapsed() < Duration::from_secs(60) {
+        let healed = common::time_until(Duration::from_secs(60), || {
             let hub = f.status(fe3).is_some_and(|s| s["id"] == 1)
                 && f.overlay_whole(fe3, be2)
                 && f.overlay_whole(fe3, be3);
-            let primary = hub
-                && f.status(be2).is_some_and(|s| s["id"] == 1)
-                // The answer's last line (the first names the column).
-                && String::from_utf8_lossy(
-                    &f.client_sql(fe3, "backend1.internal", "SELECT @@read_only")
-                        .stdout,
-                )
-                .lines()
-                .last()
-                    == Some("0");
-            if primary {
-                healed = Some(died.elapsed());
-                break;
+            // The answer's last line (the first names the column); asked
+            // only once the rest holds (it waits up to 2 s to connect).
+            hub && f.status(be2).is_some_and(|s| s["id"] == 1) && {
+                let sql = f.client_sql(fe3, "backend1.internal", "SELECT @@read_only");
+                String::from_utf8_lossy(&sql.stdout).lines().last() == Some("0")
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
+        .map(|_| died.elapsed());
         std::thread::sleep(Duration::from_secs(2));
         let acked = writer.finish();
         let healed = healed.unwrap_or_else(|| {

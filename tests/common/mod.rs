@@ -632,6 +632,20 @@ pub async fn launch(
     out.instances()[0].instance_id().unwrap().to_string()
 }
 
+/// Poll `cond` every 100 ms for up to `limit`: how long until it first
+/// held, or `None` (for scenarios that measure, and report, a heal time).
+#[allow(dead_code)] // not every rig binary measures
+pub fn time_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
 /// Poll `f` until it returns `Some`, or panic after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
