@@ -49,13 +49,11 @@ use crate::config::Settings;
 use crate::event::TransitionEvent;
 use crate::layout::{Role, escaped};
 use crate::shell::alert::Notifier;
-use crate::shell::aws::ec2::{
-    BackendView, HolderCheck, backend_servers, backend_view, check_holder,
-};
+use crate::shell::aws::ec2::{BackendView, HolderCheck, backend_servers, check_holder};
 use crate::shell::broker::{Side, Topology, broker_user, connect_to, take_all};
 use crate::shell::mysql::Client as MysqlClient;
 use crate::shell::promote::{self, Outcome, Server};
-use crate::shell::worker::{AppliedStore, Decision, run_playbook};
+use crate::shell::worker::{AppliedStore, Decision, ReplicaWatch, possibly_missing, run_playbook};
 
 /// What the worker needs besides the settings.
 struct Ctx {
@@ -68,6 +66,11 @@ struct Ctx {
     own_users: Vec<String>,
     /// The last registry view a reconcile failed for: alerted once.
     failed_view: std::sync::Mutex<Option<BackendView>>,
+    /// When each backend was last read as a live replica.
+    replicas: std::sync::Mutex<ReplicaWatch>,
+    /// The last promotion (holder, epoch) checked for replicas that died
+    /// with the primary: alerted once.
+    loss_checked: std::sync::Mutex<Option<(String, u64)>>,
 }
 
 /// Arguments of `worker`.
@@ -248,6 +251,8 @@ async fn run(s: Settings) -> Result<(), CmdError> {
         notifier,
         own_users,
         failed_view: std::sync::Mutex::new(None),
+        replicas: std::sync::Mutex::new(ReplicaWatch::default()),
+        loss_checked: std::sync::Mutex::new(None),
     };
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| CmdError::Other(e.to_string()))?;
@@ -334,8 +339,8 @@ async fn reconcile(ctx: &Ctx, store: &mut AppliedStore) {
         return;
     }
     let fleet = &ctx.s.config.aws.fleet;
-    let view = match backend_view(client, fleet).await {
-        Ok(v) => v,
+    let view = match read_registry(ctx, client).await {
+        Ok((v, _)) => v,
         Err(e) => {
             tracing::warn!(
                 "reconcile: cannot read the registry ({e}); trying again in {:?}",
@@ -401,10 +406,11 @@ async fn reconcile(ctx: &Ctx, store: &mut AppliedStore) {
         "reconcile: MySQL was last reconciled with {:?}; running the playbook for the registry's topology",
         store.reconciled().and_then(|v| v.primary.clone())
     );
-    promote_directly(ctx, &ev).await;
+    let position = promote_directly(ctx, &ev).await;
     match run_playbook(w, &w.playbook, &ev).await {
         Ok(quarantined) => {
             alert_quarantined(ctx, &ev, &quarantined);
+            check_left_behind(ctx, &ev, position).await;
             if let Err(e) = store.record_reconciled(&view) {
                 tracing::error!("reconcile: {e}");
                 return;
@@ -440,22 +446,28 @@ async fn reconcile(ctx: &Ctx, store: &mut AppliedStore) {
 /// ms instead of after an Ansible run; the playbook then writes the role
 /// drop-in, points the replicas at the new primary, or does the whole
 /// promotion itself when this step declined (logged with why).
-async fn promote_directly(ctx: &Ctx, ev: &TransitionEvent) {
+async fn promote_directly(ctx: &Ctx, ev: &TransitionEvent) -> Option<String> {
     let w = &ctx.s.config.worker;
     if w.mysql_client.is_empty() || ev.role != Role::Backend || ev.to_id != 1 {
-        return;
+        return None;
     }
-    let Some(ec2) = &ctx.ec2 else { return };
-    let (view, addresses) = match backend_servers(ec2, &ctx.s.config.aws.fleet).await {
+    let ec2 = ctx.ec2.as_ref()?;
+    let (view, addresses) = match read_registry(ctx, ec2).await {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(event_id = %ev.event_id, "direct promotion: cannot read the registry ({e}); the playbook promotes");
-            return;
+            return None;
         }
     };
-    if view.primary.as_deref() != Some(ev.instance_id.as_str()) || view.epoch != ev.epoch {
+    // A filtered read may lag the holder's tags, which `verify` read by
+    // instance ID (EC2 makes those consistent sooner): an older epoch is
+    // that lag, and the event's holder stands. A later epoch, or another
+    // holder at the event's, is not.
+    if view.epoch > ev.epoch
+        || (view.epoch == ev.epoch && view.primary.as_deref() != Some(ev.instance_id.as_str()))
+    {
         tracing::warn!(event_id = %ev.event_id, "direct promotion: the registry shows {:?} at epoch {} as backend1; the playbook decides", view.primary, view.epoch);
-        return;
+        return None;
     }
     let server = |i: &String| {
         addresses.get(i).map(|h| Server {
@@ -465,12 +477,12 @@ async fn promote_directly(ctx: &Ctx, ev: &TransitionEvent) {
     };
     let Some(candidate) = server(&ev.instance_id) else {
         tracing::warn!(event_id = %ev.event_id, "direct promotion: EC2 shows no private address for {}; the playbook promotes", ev.instance_id);
-        return;
+        return None;
     };
     let others: Vec<Server> = view
         .replicas
         .iter()
-        .filter(|r| !ev.fenced_instances.contains(r))
+        .filter(|r| **r != ev.instance_id && !ev.fenced_instances.contains(r))
         .filter_map(server)
         .collect();
     let client = MysqlClient::new(&w.mysql_client, "worker.mysql_client");
@@ -479,24 +491,126 @@ async fn promote_directly(ctx: &Ctx, ev: &TransitionEvent) {
             positions,
             left_out,
             took,
-        } => tracing::warn!(
-            event_id = %ev.event_id,
-            instance = %ev.instance_id,
-            ?positions,
-            ?left_out,
-            "MySQL promoted directly in {} ms: writable, replication forgotten; the playbook follows for the role drop-in and the replicas",
-            took.as_millis()
-        ),
-        Outcome::NotPending => tracing::debug!(
-            event_id = %ev.event_id,
-            "direct promotion: {} replicates from nobody, nothing pending",
-            ev.instance_id
-        ),
-        Outcome::LeftToPlaybook(why) => tracing::warn!(
-            event_id = %ev.event_id,
-            instance = %ev.instance_id,
-            "direct promotion not done ({why}); the playbook promotes"
-        ),
+        } => {
+            tracing::warn!(
+                event_id = %ev.event_id,
+                instance = %ev.instance_id,
+                ?positions,
+                ?left_out,
+                "MySQL promoted directly in {} ms: writable, replication forgotten; the playbook follows for the role drop-in and the replicas",
+                took.as_millis()
+            );
+            positions.get(&ev.instance_id).cloned()
+        }
+        Outcome::NotPending => {
+            tracing::debug!(
+                event_id = %ev.event_id,
+                "direct promotion: {} replicates from nobody, nothing pending",
+                ev.instance_id
+            );
+            None
+        }
+        Outcome::LeftToPlaybook(why) => {
+            tracing::warn!(
+                event_id = %ev.event_id,
+                instance = %ev.instance_id,
+                "direct promotion not done ({why}); the playbook promotes"
+            );
+            None
+        }
+    }
+}
+
+/// `ev` as the playbook gets it: its fenced instances with every backend
+/// the registry shows down added. A replica fenced by an earlier event (it
+/// died with the primary) is no follower to drain or re-point; the
+/// playbook would wait on it and fail.
+async fn with_registry_down(ctx: &Ctx, ev: &TransitionEvent) -> TransitionEvent {
+    let mut ev = ev.clone();
+    if let Some(client) = &ctx.ec2
+        && let Ok((view, _)) = read_registry(ctx, client).await
+    {
+        for d in view.down {
+            if d != ev.instance_id && !ev.fenced_instances.contains(&d) {
+                ev.fenced_instances.push(d);
+            }
+        }
+    }
+    ev
+}
+
+/// The registry's backends, with each live replica noted as seen.
+async fn read_registry(
+    ctx: &Ctx,
+    client: &aws_sdk_ec2::Client,
+) -> Result<(BackendView, std::collections::BTreeMap<String, String>), String> {
+    let (view, addresses) = backend_servers(client, &ctx.s.config.aws.fleet)
+        .await
+        .map_err(|e| e.to_string())?;
+    ctx.replicas
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .saw(&view, std::time::Instant::now());
+    Ok((view, addresses))
+}
+
+/// After `ev`'s holder became the primary: replicas that died with the old
+/// one may have acknowledged writes it never received. Named in an alert
+/// (`writes_may_be_missing`), with the GTIDs beyond `position` (the new
+/// primary's position as a replica: the direct promotion's, or else read
+/// from it), once per promotion.
+async fn check_left_behind(ctx: &Ctx, ev: &TransitionEvent, position: Option<String>) {
+    let Some(client) = &ctx.ec2 else { return };
+    let key = (ev.instance_id.clone(), ev.epoch);
+    if ctx
+        .loss_checked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        == Some(&key)
+    {
+        return;
+    }
+    let Ok((view, addresses)) = read_registry(ctx, client).await else {
+        return;
+    };
+    let dead = ctx
+        .replicas
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .died_with_primary(
+            &view,
+            &ev.fenced_instances,
+            &ev.instance_id,
+            std::time::Instant::now(),
+        );
+    *ctx.loss_checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+    if dead.is_empty() {
+        return;
+    }
+    let w = &ctx.s.config.worker;
+    let position = match (position, addresses.get(&ev.instance_id)) {
+        (Some(p), _) => Some(p),
+        (None, Some(host)) if !w.mysql_client.is_empty() => {
+            MysqlClient::new(&w.mysql_client, "worker.mysql_client")
+                .at(host)
+                .lines("SELECT @@GLOBAL.gtid_slave_pos", Duration::from_secs(10))
+                .await
+                .ok()
+                .map(|l| l.join(","))
+        }
+        _ => None,
+    };
+    let detail = possibly_missing(&ev.instance_id, position.as_deref(), &dead);
+    tracing::error!(event_id = %ev.event_id, primary = %ev.instance_id, ?dead, "{detail}");
+    if let Some(n) = &ctx.notifier {
+        n.raise(
+            "writes_may_be_missing",
+            "worker".into(),
+            "backend1".into(),
+            None,
+            detail,
+        );
     }
 }
 
@@ -506,7 +620,7 @@ async fn promote_directly(ctx: &Ctx, ev: &TransitionEvent) {
 /// next reconcile has nothing to do.
 async fn note_reconciled(ctx: &Ctx, store: &mut AppliedStore, ev: &TransitionEvent) {
     let Some(client) = &ctx.ec2 else { return };
-    if let Ok(view) = backend_view(client, &ctx.s.config.aws.fleet).await
+    if let Ok((view, _)) = read_registry(ctx, client).await
         && view.primary.as_deref() == Some(ev.instance_id.as_str())
         && view.epoch == ev.epoch
         && !view
@@ -737,20 +851,33 @@ async fn handle(
         store.record(&ev).map_err(|e| e.to_string())?;
         return ack(&d).await.map_err(|e| e.to_string());
     }
-    if promotion {
-        promote_directly(ctx, &ev).await;
+    let position = if promotion {
+        promote_directly(ctx, &ev).await
+    } else {
+        None
+    };
+    if position.is_some() {
+        // Writable now: whatever was left behind is said now, not after
+        // the playbook's run.
+        check_left_behind(ctx, &ev, position.clone()).await;
     }
+    let for_playbook = if promotion {
+        with_registry_down(ctx, &ev).await
+    } else {
+        ev.clone()
+    };
     let first = w.retry_backoff;
     let mut delays = crate::backoff::delays(first, first * 16);
     let mut last = String::new();
     for attempt in 1..=w.attempts {
         tracing::info!(event_id = %ev.event_id, attempt, playbook = %playbook.display(), "{span}: running the playbook");
-        match run_playbook(w, &playbook, &ev).await {
+        match run_playbook(w, &playbook, &for_playbook).await {
             Ok(quarantined) => {
                 alert_quarantined(ctx, &ev, &quarantined);
                 store.record(&ev).map_err(|e| e.to_string())?;
                 if promotion {
                     note_reconciled(ctx, store, &ev).await;
+                    check_left_behind(ctx, &ev, position.clone()).await;
                 }
                 tracing::warn!(event_id = %ev.event_id, attempt, "{span}: applied");
                 return ack(&d).await.map_err(|e| e.to_string());

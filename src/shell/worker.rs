@@ -325,6 +325,83 @@ pub async fn run_playbook(
     }
 }
 
+/// How long after it was last seen live a replica that is down now counts
+/// as having died with the primary: in that time it may have acknowledged
+/// a semi-synchronous write that no survivor received (a survivor catches
+/// up on its own within seconds unless its IO thread is stopped).
+pub const DIED_WITH_PRIMARY: Duration = Duration::from_secs(60);
+
+/// When each backend was last seen as a live replica, from every registry
+/// read the worker makes: at a promotion, the replicas that died with the
+/// primary are those seen live shortly before and down now.
+#[derive(Debug, Default)]
+pub struct ReplicaWatch {
+    seen: BTreeMap<String, std::time::Instant>,
+}
+
+impl ReplicaWatch {
+    /// A registry read at `now`.
+    pub fn saw(&mut self, view: &BackendView, now: std::time::Instant) {
+        for r in &view.replicas {
+            self.seen.insert(r.clone(), now);
+        }
+        self.seen
+            .retain(|_, at| now.saturating_duration_since(*at) <= DIED_WITH_PRIMARY);
+    }
+
+    /// The replicas that may have died with the primary when `promoted`
+    /// became it at `now`: seen live within [`DIED_WITH_PRIMARY`], and in
+    /// `view` (read at the promotion) down, or among `fenced` (the event's).
+    pub fn died_with_primary(
+        &self,
+        view: &BackendView,
+        fenced: &[String],
+        promoted: &str,
+        now: std::time::Instant,
+    ) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|(i, at)| {
+                i.as_str() != promoted
+                    && now.saturating_duration_since(**at) <= DIED_WITH_PRIMARY
+                    && (view.down.contains(i) || fenced.contains(i))
+                    && !view.replicas.contains(i)
+            })
+            .map(|(i, _)| i.clone())
+            .collect()
+    }
+}
+
+/// The alert for writes a promotion may have left behind: `dead` replicas
+/// died with the primary, and the new primary `promoted` held `position`
+/// (its GTID position as a replica) when it was made writable. Every
+/// transaction the old primary committed beyond `position`, in any domain,
+/// was acknowledged through a server that is gone: those GTIDs are named,
+/// with how to recover them.
+pub fn possibly_missing(promoted: &str, position: Option<&str>, dead: &[String]) -> String {
+    let from = match position {
+        Some(p) if !p.is_empty() => format!(
+            "every GTID beyond {p} (per domain: {})",
+            p.split(',')
+                .filter_map(|g| {
+                    let mut f = g.trim().rsplitn(2, '-');
+                    let seq = f.next()?.parse::<u64>().ok()?;
+                    let domain = f.next()?.split('-').next()?;
+                    Some(format!("domain {domain} from sequence {}", seq + 1))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => "every GTID beyond its @@gtid_slave_pos".to_string(),
+    };
+    format!(
+        "acknowledged writes may be missing: {} died with the primary, and semi-synchronous replication may have acknowledged writes through {} that {promoted} never received: {from}. \
+         To recover them, start a dead server without chainwatch, compare its @@gtid_binlog_pos with that position, and apply the difference by hand (mysqlbinlog --start-position); rpl_semi_sync_master_wait_no_slave and more semi-sync replicas narrow this window (docs: operations, MySQL)",
+        dead.join(", "),
+        if dead.len() == 1 { "it" } else { "them" },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,6 +543,59 @@ mod tests {
         assert_eq!(
             store.decide(&ev(Role::Backend, 3)),
             Decision::Stale { applied: 5 }
+        );
+    }
+
+    fn view(primary: &str, replicas: &[&str], down: &[&str]) -> BackendView {
+        BackendView {
+            primary: Some(primary.into()),
+            epoch: 1,
+            replicas: replicas.iter().map(|r| r.to_string()).collect(),
+            down: down.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_replica_that_died_with_the_primary_is_named_one_long_dead_or_alive_is_not() {
+        let t0 = std::time::Instant::now();
+        let mut w = ReplicaWatch::default();
+        w.saw(&view("i-1", &["i-2", "i-3", "i-4"], &["i-5"]), t0);
+        // i-2 goes down first (the "only replicas went down" read), then
+        // the primary; i-3 is promoted; i-4 lives.
+        let t1 = t0 + Duration::from_secs(5);
+        w.saw(&view("i-1", &["i-3", "i-4"], &["i-2", "i-5"]), t1);
+        let at = view("i-3", &["i-4"], &["i-1", "i-2", "i-5"]);
+        assert_eq!(
+            w.died_with_primary(&at, &["i-1".into()], "i-3", t1),
+            vec!["i-2".to_string()]
+        );
+        // Down longer than DIED_WITH_PRIMARY before the promotion: every
+        // survivor has had the time to receive what it acknowledged.
+        let late = t0 + DIED_WITH_PRIMARY + Duration::from_secs(1);
+        assert!(w.died_with_primary(&at, &[], "i-3", late).is_empty());
+        // Fenced by the event though the read does not show it down yet.
+        let stale = view("i-3", &["i-4"], &[]);
+        assert_eq!(
+            w.died_with_primary(&stale, &["i-2".into()], "i-3", t1),
+            vec!["i-2".to_string()]
+        );
+    }
+
+    #[test]
+    fn the_alert_names_the_first_possibly_missing_gtid_of_each_domain() {
+        let a = possibly_missing("i-3", Some("0-1-41,1-7-9"), &["i-2".into()]);
+        assert!(
+            a.contains("i-2 died with the primary") && a.contains("beyond 0-1-41,1-7-9"),
+            "{a}"
+        );
+        assert!(
+            a.contains("domain 0 from sequence 42, domain 1 from sequence 10"),
+            "{a}"
+        );
+        let b = possibly_missing("i-3", None, &["i-2".into(), "i-4".into()]);
+        assert!(
+            b.contains("i-2, i-4 died") && b.contains("gtid_slave_pos"),
+            "{b}"
         );
     }
 }
