@@ -417,7 +417,7 @@ async fn the_fabric_fence_is_confirmed_before_ec2_has_stopped_the_instance() {
     assert_eq!(tag_of(&i, tags::STATE).as_deref(), Some("fenced"));
     assert_eq!(state(&i), InstanceStateName::Stopping);
     // The hub's admission list no longer names it for frontend2.
-    let list = reg.admission(&Layout::default()).await.unwrap();
+    let list = reg.admission(&Layout::default(), false).await.unwrap();
     assert!(!list.slots.contains_key("frontend2"), "{list:?}");
     assert_eq!(list.slots["frontend3"].instance, f3);
     // `chainwatch status` shows the power fence still going ...

@@ -71,7 +71,11 @@ impl Fabric {
                 // This read replaces the next periodic one.
                 tick.reset();
             }
-            match self.registry.admission(&self.layout).await {
+            match self
+                .registry
+                .admission(&self.layout, !asking.is_empty())
+                .await
+            {
                 Ok(list) => {
                     if !last_error.is_empty() {
                         tracing::info!("admission list read from EC2 again");
@@ -164,7 +168,11 @@ async fn next_claim(claims: &mut Option<mpsc::Receiver<Claim>>) -> Option<Claim>
 /// that loop.
 pub async fn prime(registry: &Ec2Registry, layout: &Layout, run_dir: &Path) {
     let list = crate::admission::path(run_dir);
-    match registry.admission(layout).await.map_err(|e| e.to_string()) {
+    match registry
+        .admission(layout, false)
+        .await
+        .map_err(|e| e.to_string())
+    {
         Ok(a) => {
             if let Err(e) = std::fs::create_dir_all(run_dir)
                 .map_err(|e| e.to_string())

@@ -980,13 +980,25 @@ impl Ec2Registry {
     }
 
     /// Compute the hub's admission list (see [`crate::admission`]) from
-    /// the fleet's instances.
+    /// the fleet's instances. `fresh` (a claim waits on it): the instances
+    /// found are read again by ID, which EC2 makes consistent sooner than a
+    /// filtered read (a claimer's new tags show in a fraction of the time);
+    /// one more call, made only when a member claims a slot.
     pub async fn admission(
         &self,
         layout: &Layout,
+        fresh: bool,
     ) -> Result<crate::admission::Admission, Ec2Error> {
         let mut candidates = Vec::new();
-        for i in self.fleet_instances(None).await? {
+        let mut found = self.fleet_instances(None).await?;
+        if fresh && !found.is_empty() {
+            let ids = found
+                .iter()
+                .filter_map(|i| i.instance_id().map(str::to_string))
+                .collect();
+            found = self.describe(Vec::new(), ids).await?;
+        }
+        for i in found {
             let slot = tag(&i, tags::ROLE)
                 .and_then(|r| r.parse::<Role>().ok())
                 .zip(tag(&i, tags::ID))
