@@ -1704,8 +1704,13 @@ impl Fleet {
                     "every watcher to see its peer",
                     Duration::from_secs(30),
                     || {
-                        self.status(i)
-                            .filter(|s| s["last_rtt_ms"].is_number() && s["misses"] == 0)
+                        // On the overlay (not degraded): an answer on the
+                        // underlay alone does not end the startup grace.
+                        self.status(i).filter(|s| {
+                            s["last_rtt_ms"].is_number()
+                                && s["misses"] == 0
+                                && s["degraded"] == false
+                        })
                     },
                 );
             }
