@@ -111,6 +111,67 @@ async fn restarts_keep_the_roles_and_a_clean_old_primary_rejoins_as_a_replica() 
     );
 }
 
+/// mysqld on the new primary restarts right after the worker's direct
+/// promotion made it writable, before the playbook's role drop-in: the
+/// worker is killed at that moment (the playbook with it), so the window
+/// stays open. mysqld boots read-only (the safe side); the worker, started
+/// again, makes it the writable primary: a write through
+/// `backend1.internal` is accepted within 15 s of mysqld answering.
+#[tokio::test(flavor = "current_thread")]
+async fn a_restart_right_after_the_direct_promotion_ends_writable() {
+    if !rig_ready(true) {
+        return;
+    }
+    let mut f = Fleet::mysql_fleet(Options::default()).await;
+    f.kill(OLD);
+    f.wait_writable_backend1(NEW, 120);
+    f.stop_worker();
+    assert!(
+        !f.has_role_drop_in(NEW),
+        "the playbook wrote the role drop-in before the worker was killed: this run does not test the window before it"
+    );
+    f.restart_mysqld(NEW);
+    assert_eq!(
+        f.sql(NEW, "SELECT @@read_only").unwrap(),
+        "1",
+        "without its role drop-in, the new primary's mysqld must boot read-only"
+    );
+    let answering = std::time::Instant::now();
+    f.start_worker();
+    // The rig's admin user writes through read_only: the server must say
+    // it is writable too, as an application user needs.
+    let writable = common::time_until(Duration::from_secs(60), || {
+        f.sql(NEW, "SELECT @@read_only").ok().as_deref() == Some("0")
+            && f.client_sql(1, "backend1.internal", "INSERT INTO app.t VALUES (30)")
+                .status
+                .success()
+    })
+    .map(|_| answering.elapsed());
+    let writable = writable.unwrap_or_else(|| {
+        panic!(
+            "backend1.internal refused writes 60 s after the new primary's mysqld restarted: read_only={:?}\n{}",
+            f.sql(NEW, "SELECT @@read_only"),
+            f.worker_log()
+        )
+    });
+    assert!(
+        writable <= Duration::from_secs(15),
+        "writes accepted {:.2} s after mysqld answered, more than 15 s",
+        writable.as_secs_f64()
+    );
+    // The playbook run that made it writable goes on to the drop-in, so
+    // that the next restart keeps the role.
+    wait_for(
+        "the role drop-in on the new primary",
+        Duration::from_secs(60),
+        || f.has_role_drop_in(NEW).then_some(()),
+    );
+    eprintln!(
+        "the new primary's mysqld restarted right after the direct promotion: writable again {:.2} s after it answered",
+        writable.as_secs_f64()
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn an_old_primary_with_errant_transactions_is_quarantined_and_alerted() {
     if !rig_ready(true) {
