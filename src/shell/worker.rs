@@ -396,7 +396,7 @@ pub fn possibly_missing(promoted: &str, position: Option<&str>, dead: &[String])
     };
     format!(
         "acknowledged writes may be missing: {} died with the primary, and semi-synchronous replication may have acknowledged writes through {} that {promoted} never received: {from}. \
-         To recover them, start a dead server without chainwatch, compare its @@gtid_binlog_pos with that position, and apply the difference by hand (mysqlbinlog --start-position); rpl_semi_sync_master_wait_no_slave and more semi-sync replicas narrow this window (docs: operations, MySQL)",
+         To recover them, start a dead server without chainwatch, compare its @@gtid_binlog_pos with that position, and apply the difference by hand (mysqlbinlog --start-position); see the runbook's writes_may_be_missing",
         dead.join(", "),
         if dead.len() == 1 { "it" } else { "them" },
     )
