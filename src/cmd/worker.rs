@@ -721,17 +721,18 @@ async fn dead_letter(
     }
 }
 
-/// Ask EC2 whether the event's instance holds what it claims, a few times:
-/// the taker's tag writes may take a moment to show.
+/// Ask EC2 whether the event's instance holds what it claims, for up to
+/// about 4 s: the taker's tag writes may take a moment to show (a read by
+/// instance ID, which EC2 makes consistent within a fraction of a second).
 async fn verify(ctx: &Ctx, ev: &TransitionEvent) -> Result<HolderCheck, String> {
     let Some(client) = &ctx.ec2 else {
         return Ok(HolderCheck::Holder);
     };
     let fleet = &ctx.s.config.aws.fleet;
     let mut last = Ok(HolderCheck::Holder);
-    for attempt in 0..4 {
+    for attempt in 0..16 {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
         last = check_holder(client, fleet, ev)
             .await

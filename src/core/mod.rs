@@ -85,6 +85,10 @@
 //!   takeover that would connect through it ([`Event::Detour`]); if the hub
 //!   is dead it takes the hub's place, and the gaps behind are filled as
 //!   vacancies. So does any frontend whose takeover failed.
+//! * Two dead together: a node whose fenced predecessor's own predecessor
+//!   was silent in every look-ahead round judges that one first too (a
+//!   detour), and if it is dead takes its place directly: one takeover
+//!   instead of two, and one transition naming both fences.
 //! * A fence names the instance judged ([`Judged`], from the look-ups);
 //!   the shell answers [`Input::Superseded`] when another instance holds
 //!   the slot now, and the node watches it instead.
@@ -149,13 +153,18 @@ pub struct Monitor {
     detour: Option<Detour>,
 }
 
-/// A takeover of `slot` needs the hub (a client connects through it), and
-/// the hub is silent: the taker judges the hub first, with the same rules.
-/// If the hub answers, the takeover of `slot` goes ahead; if it is dead,
-/// the taker fences it and takes the hub's place, and the gaps behind are
-/// filled as vacancies.
+/// The dead predecessor's takeover should wait: either it needs the hub
+/// (a client connects through it) and the hub is silent, or the slot before
+/// it has been silent too for a whole detection window (they died
+/// together, as backend1 and backend2 in one zone). The taker judges that
+/// `target` first, with the same rules. If it answers, the takeover of
+/// `slot` goes ahead; if it is dead, the taker fences it and takes its
+/// place at once (one takeover instead of two, its fence counted as part
+/// of the same failure), and the gaps behind are filled as vacancies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Detour {
+    /// The slot judged first: the hub, or the predecessor's predecessor.
+    target: Slot,
     /// The dead predecessor, fenced (or vacant).
     slot: Slot,
     /// Its fence.
@@ -203,10 +212,10 @@ impl Monitor {
 
     /// The watched peer, if any: the predecessor (ID n-1); for ID 1 the
     /// last member of its role (the tail), so that the tail is watched too;
-    /// the hub while a takeover that needs it waits on it (a detour).
+    /// the slot a takeover waits on while it is judged (a detour).
     pub fn peer(&self) -> Option<Slot> {
-        if self.detour.is_some() {
-            return Some(Slot::new(crate::layout::Role::Frontend, 1));
+        if let Some(d) = &self.detour {
+            return Some(d.target);
         }
         match self.me.predecessor() {
             Some(p) => Some(p),

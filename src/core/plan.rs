@@ -159,6 +159,13 @@ impl Monitor {
                     self.watch_predecessor(now);
                     return;
                 }
+                // After a detour, the takeover of its target carries the
+                // fence of the dead predecessor too: one failure, one
+                // transition.
+                let mut fenced = fenced;
+                if let Some(d) = &self.detour {
+                    fenced.instances.extend(d.fenced.instances.iter().cloned());
+                }
                 self.begin_takeover(now, fenced, false);
             }
             Err(error) if cancel => {
@@ -183,20 +190,37 @@ impl Monitor {
         }
     }
 
-    /// Judge the hub before the takeover of `peer` (fenced, or vacant),
-    /// which needs it: a [`Detour`].
-    fn start_detour(&mut self, now: Instant, peer: Slot, fenced: Fenced, vacant: bool) {
-        let carried = if self.view.beyond_is_hub {
+    /// Judge `target` before the takeover of `peer` (fenced, or vacant):
+    /// a [`Detour`]. The misses of the look-ahead count when it probed
+    /// `target` (the hub on its underlay, or the slot before `peer`).
+    fn start_detour(
+        &mut self,
+        now: Instant,
+        target: Slot,
+        peer: Slot,
+        fenced: Fenced,
+        vacant: bool,
+    ) {
+        let looked_ahead = if target.is_hub() {
+            self.view.beyond_is_hub
+        } else {
+            !self.view.beyond_is_hub && peer.predecessor() == Some(target)
+        };
+        let carried = if looked_ahead {
             (self.view.beyond_misses, self.view.beyond_silent_since)
         } else {
             (0, None)
         };
         self.detour = Some(Detour {
+            target,
             slot: peer,
             fenced,
             vacant,
         });
-        self.events.push_back(Event::Detour { dead: peer });
+        self.events.push_back(Event::Detour {
+            dead: peer,
+            first: target,
+        });
         self.view = super::view::PeerView::default();
         self.phase = Phase::Watching;
         self.peer_seen = true;
@@ -223,7 +247,23 @@ impl Monitor {
         // the hub would race; a takeover that fails there judges the hub
         // then (see `on_takeover_done`).
         if self.detour.is_none() && peer == Slot::new(Role::Frontend, 2) && !self.overlay_up {
-            self.start_detour(now, peer, fenced, vacant);
+            self.start_detour(now, Slot::new(Role::Frontend, 1), peer, fenced, vacant);
+            return;
+        }
+        // The slot before the dead predecessor was silent in every round
+        // the look-ahead probed it (from the predecessor's second miss on,
+        // with this node's witness answering): they died together. Judge it first, and if
+        // it is dead take its place directly: its fence starts now instead
+        // of after a takeover, and one takeover is saved. Never the hub,
+        // which is judged on its own rules above.
+        if self.detour.is_none()
+            && !fenced.instances.is_empty()
+            && !self.view.beyond_is_hub
+            && self.view.beyond_misses + 1 >= self.cfg.misses
+            && let Some(beyond) = peer.predecessor()
+            && !beyond.is_hub()
+        {
+            self.start_detour(now, beyond, peer, fenced, vacant);
             return;
         }
         self.view.fenced_at = Some(now);
@@ -321,7 +361,7 @@ impl Monitor {
                     && let Phase::TakingOver { fenced, vacant, .. } = self.phase.clone()
                 {
                     self.overlay_up = false;
-                    self.start_detour(now, to, fenced, vacant);
+                    self.start_detour(now, Slot::new(Role::Frontend, 1), to, fenced, vacant);
                     return;
                 }
                 if let Phase::TakingOver {

@@ -204,11 +204,14 @@ pub enum Event {
         /// The instances fenced.
         instances: Vec<String>,
     },
-    /// The takeover of `dead` needs the hub, which is silent: the hub is
-    /// judged first (and taken over if dead).
+    /// The takeover of `dead` waits while `first` is judged (and taken
+    /// over if dead): the hub it needs, which is silent, or the slot
+    /// before it, silent as long.
     Detour {
         /// The dead predecessor, fenced, whose takeover waits.
         dead: Slot,
+        /// The slot judged first.
+        first: Slot,
     },
     /// The takeover completed.
     TookOver {

@@ -635,8 +635,11 @@ fn log_event(event: &Event, observe: bool, rounds: u64) {
         Event::TailLost { peer, instances } => {
             tracing::error!(peer = %peer, instances = ?instances, "{peer}, the tail of the chain, is dead and fenced: nobody takes its ID, the chain is one shorter")
         }
-        Event::Detour { dead } => {
+        Event::Detour { dead, first } if first.is_hub() => {
             tracing::warn!(peer = %dead, "{dead}'s takeover needs the hub, which is silent: judging frontend1 first (taking its place if it is dead)")
+        }
+        Event::Detour { dead, first } => {
+            tracing::warn!(peer = %dead, first = %first, "{first} has been silent as long as {dead}: judging it first (taking its place at once if it is dead)")
         }
         Event::TookOver { from, to } => {
             tracing::warn!(from = %from, to = %to, rounds, "took over {to} (was {from})")

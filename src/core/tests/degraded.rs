@@ -407,3 +407,89 @@ fn a_probe_that_could_not_be_sent_is_no_evidence() {
     assert_eq!(h.m.snapshot().watch.misses, 0);
     assert_eq!(h.fences(), 0);
 }
+
+#[test]
+fn two_dead_together_are_fenced_in_turn_and_the_taker_takes_the_first_place_at_once() {
+    // backend1 and backend2 die together; backend3 watches backend2 and
+    // looks ahead at backend1 for a whole detection window. Once backend2
+    // is fenced, backend3 judges backend1 before any takeover (a detour)
+    // and takes backend1's place directly: one takeover, not two, and one
+    // transition that names both fences.
+    let mut h = Harness::new(be(3));
+    h.round(Some(RTT), Some(RTT));
+    let mut fence = None;
+    for _ in 0..6 {
+        h.round_beyond(None, Some(RTT), None);
+        for a in h.take_work() {
+            match a {
+                Action::CheckHolder { slot } => h.input(Duration::ZERO, holder(slot, held())),
+                Action::Fence { slot, .. } => fence = Some(slot),
+                _ => {}
+            }
+        }
+        if fence.is_some() {
+            break;
+        }
+    }
+    assert_eq!(fence, Some(be(2)));
+    h.fenced(Duration::from_millis(200), be(2), &["i-b2"]);
+    assert!(
+        !h.take_work()
+            .iter()
+            .any(|a| matches!(a, Action::TakeOver { .. })),
+        "no takeover of backend2 while backend1 is silent too"
+    );
+    assert!(h.events.contains(&Event::Detour {
+        dead: be(2),
+        first: be(1)
+    }));
+    assert_eq!(h.m.peer(), Some(be(1)));
+    // Its misses, seen by the look-ahead, count: one more silent round
+    // declares it, and its fence is chained to backend2's.
+    h.round(None, Some(RTT));
+    let work = h.held_lookups();
+    assert!(
+        work.contains(&Action::Fence {
+            judged: Some(judged()),
+            slot: be(1),
+            attempt: 1,
+            chained: true
+        }) || work.contains(&Action::Fence {
+            judged: None,
+            slot: be(1),
+            attempt: 1,
+            chained: true
+        }),
+        "{work:?}"
+    );
+    h.fenced(Duration::from_millis(200), be(1), &["i-b1"]);
+    let work = h.take_work();
+    let Some(Action::TakeOver { to, planned, .. }) = work.first() else {
+        panic!("{work:?}");
+    };
+    assert_eq!(*to, be(1));
+    assert_eq!(planned.fenced, vec!["i-b1".to_string(), "i-b2".to_string()]);
+    let t = h.took_over(Duration::from_millis(300), be(1));
+    assert_eq!((t.from, t.to), (be(3), be(1)));
+    assert_eq!(h.m.me(), be(1));
+}
+
+#[test]
+fn a_dead_predecessor_whose_own_predecessor_answers_is_taken_over_directly() {
+    // backend2 dies alone: the look-ahead hears backend1, no detour.
+    let mut h = Harness::new(be(3));
+    h.round(Some(RTT), Some(RTT));
+    for _ in 0..6 {
+        h.round(None, Some(RTT));
+        let work = h.held_lookups();
+        if work.iter().any(|a| matches!(a, Action::Fence { .. })) {
+            break;
+        }
+    }
+    h.fenced(Duration::from_millis(200), be(2), &["i-b2"]);
+    let work = h.take_work();
+    assert!(
+        matches!(work[..], [Action::TakeOver { to, .. }] if to == be(2)),
+        "{work:?}"
+    );
+}

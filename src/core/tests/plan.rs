@@ -271,7 +271,10 @@ fn a_vacant_slot_is_taken_even_while_the_overlay_witness_is_down() {
     // silent: frontend3 judges the hub first (a detour) instead of waiting
     // on it.
     assert!(h.take_work().is_empty());
-    assert!(h.events.contains(&Event::Detour { dead: fe(2) }));
+    assert!(h.events.contains(&Event::Detour {
+        dead: fe(2),
+        first: fe(1)
+    }));
     assert_eq!(h.m.peer(), Some(fe(1)));
     let probes = h.tick();
     assert!(
@@ -377,7 +380,10 @@ fn a_failed_frontend_takeover_judges_the_hub_first() {
             result: Err("frontend3 not up after 20 s: last OpenVPN state WAIT".into()),
         },
     );
-    assert!(h.events.contains(&Event::Detour { dead: fe(3) }));
+    assert!(h.events.contains(&Event::Detour {
+        dead: fe(3),
+        first: fe(1)
+    }));
     assert_eq!(h.m.peer(), Some(fe(1)));
     // The hub answers on its overlay: the takeover goes ahead.
     let probes = h.tick();
