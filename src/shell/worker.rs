@@ -340,10 +340,15 @@ pub struct ReplicaWatch {
 }
 
 impl ReplicaWatch {
-    /// A registry read at `now`.
+    /// A registry read at `now`. The primary it shows is no replica any
+    /// more (at a fleet's start, backend1 may read as a replica before its
+    /// holder tags show).
     pub fn saw(&mut self, view: &BackendView, now: std::time::Instant) {
         for r in &view.replicas {
             self.seen.insert(r.clone(), now);
+        }
+        if let Some(p) = &view.primary {
+            self.seen.remove(p);
         }
         self.seen
             .retain(|_, at| now.saturating_duration_since(*at) <= DIED_WITH_PRIMARY);
@@ -559,6 +564,8 @@ mod tests {
     fn a_replica_that_died_with_the_primary_is_named_one_long_dead_or_alive_is_not() {
         let t0 = std::time::Instant::now();
         let mut w = ReplicaWatch::default();
+        // At the fleet's start i-1 read as a replica before its tags showed.
+        w.saw(&view("i-9", &["i-1", "i-2", "i-3", "i-4"], &[]), t0);
         w.saw(&view("i-1", &["i-2", "i-3", "i-4"], &["i-5"]), t0);
         // i-2 goes down first (the "only replicas went down" read), then
         // the primary; i-3 is promoted; i-4 lives.
