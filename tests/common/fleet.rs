@@ -1698,23 +1698,40 @@ impl Fleet {
         for i in 0..self.nodes.len() {
             self.wait_overlay(i, self.nodes[i].boot, 90);
         }
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].boot.id > 1 {
-                wait_for(
-                    "every watcher to see its peer",
-                    Duration::from_secs(30),
-                    || {
-                        // On the overlay (not degraded): an answer on the
-                        // underlay alone does not end the startup grace.
-                        self.status(i).filter(|s| {
-                            s["last_rtt_ms"].is_number()
-                                && s["misses"] == 0
-                                && s["degraded"] == false
-                        })
-                    },
-                );
+        // Every watcher hears its peer on the overlay (not degraded), in
+        // two looks a second apart: a status read just as the overlay came
+        // up can show a round that had not yet found it down, and a peer
+        // never heard on its judged path keeps the startup grace (a kill
+        // then is judged up to probe.startup_grace late).
+        for look in 0..2 {
+            if look > 0 {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].boot.id > 1 {
+                    let peer = self.layout_peer(i);
+                    wait_for(
+                        "every watcher to hear its peer on the overlay",
+                        Duration::from_secs(30),
+                        || {
+                            self.status(i).filter(|s| {
+                                s["peer"] == peer.as_str()
+                                    && s["last_rtt_ms"].is_number()
+                                    && s["misses"] == 0
+                                    && s["degraded"] == false
+                            })
+                        },
+                    );
+                }
             }
         }
+    }
+
+    /// The common name of the peer node `i` watches at boot (its ID's
+    /// predecessor).
+    fn layout_peer(&self, i: usize) -> String {
+        let b = self.nodes[i].boot;
+        Slot::new(b.role, b.id - 1).common_name()
     }
 
     /// Add nftables rules dropping `percent` % of the packets in and out of
