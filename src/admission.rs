@@ -41,7 +41,7 @@ pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(800);
 /// of the fleet may show the taker's old tags for seconds after the taker
 /// read its new ones back (up to 2 s on the rig's AWS-like EC2). The wait
 /// ends at the hub's first yes; connecting before it costs a refused
-/// handshake, retried only after the client's hand-window (5 s) and a
+/// handshake, retried only after the client's hand-window (3 s) and a
 /// restart pause.
 pub const CLAIM_PATIENCE: std::time::Duration = std::time::Duration::from_secs(8);
 
