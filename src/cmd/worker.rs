@@ -479,9 +479,14 @@ async fn promote_directly(ctx: &Ctx, ev: &TransitionEvent) -> Option<String> {
         tracing::warn!(event_id = %ev.event_id, "direct promotion: EC2 shows no private address for {}; the playbook promotes", ev.instance_id);
         return None;
     };
+    // Every other live backend is drained and checked, the holder a
+    // lagging read still shows as primary included: unless the event
+    // fenced it (a failover), it may still be writable (a switchover not
+    // yet demoted), and the promotion must see it and refuse.
     let others: Vec<Server> = view
         .replicas
         .iter()
+        .chain(view.primary.iter())
         .filter(|r| **r != ev.instance_id && !ev.fenced_instances.contains(r))
         .filter_map(server)
         .collect();
