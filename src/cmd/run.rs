@@ -394,6 +394,7 @@ async fn run_loop<R: Registry, S: Switcher, A: Announcer>(
     let (status_tx, status_rx) = watch::channel(report);
     if let Some(m) = &members {
         m.share_status(status_rx.clone());
+        m.reconnect_on_hub_moved(VpnSettings::from_settings(s).mgmt());
         if let Some((route, shared)) = common.claims.as_ref() {
             m.route_claims(route.clone());
             let _ = shared.set(m.clone());

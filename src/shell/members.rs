@@ -202,7 +202,14 @@ pub struct Members {
     resignations: Mutex<Option<mpsc::Receiver<Slot>>>,
     live: std::sync::OnceLock<watch::Receiver<super::StatusReport>>,
     claims: std::sync::OnceLock<mpsc::Sender<Claim>>,
+    client_mgmt: std::sync::OnceLock<std::path::PathBuf>,
+    /// When a hub nudge last restarted the client: its copies (and other
+    /// nudges soon after) restart nothing more.
+    nudged_at: Mutex<Option<std::time::Instant>>,
 }
+
+/// A nudge within this long of the last one is a copy, or the same news.
+const NUDGE_QUIET: Duration = Duration::from_secs(3);
 
 /// The members' key and the channel's port, bound, when the key is
 /// provisioned; `None` (logged loudly) when it is not, and the channel is
@@ -313,7 +320,40 @@ impl Members {
             resignations: Mutex::new(Some(resignations)),
             live: std::sync::OnceLock::new(),
             claims: std::sync::OnceLock::new(),
+            client_mgmt: std::sync::OnceLock::new(),
+            nudged_at: Mutex::new(None),
         }))
+    }
+
+    /// A new hub's nudge ([`Body::HubMoved`]) restarts this daemon's
+    /// OpenVPN client, on its management socket `mgmt`, when it is not
+    /// connected (until this is called, nudges are ignored).
+    pub fn reconnect_on_hub_moved(&self, mgmt: std::path::PathBuf) {
+        let _ = self.client_mgmt.set(mgmt);
+    }
+
+    /// Tell every member at `to` (their underlay addresses) that this node
+    /// is the hub now: [`RESIGN_COPIES`] copies each, since a datagram may
+    /// be lost. How many addresses were sent to.
+    pub async fn announce_hub(&self, to: &[Ipv4Addr]) -> usize {
+        let mut sent = 0;
+        for i in 0..RESIGN_COPIES {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            sent = 0;
+            for addr in to {
+                let (_, bytes) = self.next(Body::HubMoved {
+                    slot: Slot::new(crate::layout::Role::Frontend, 1),
+                });
+                let at = SocketAddrV4::new(*addr, self.port);
+                match self.socket.send_to(&bytes, at).await {
+                    Ok(_) => sent += 1,
+                    Err(e) => tracing::debug!(%at, "members' channel: hub nudge not sent: {e}"),
+                }
+            }
+        }
+        sent
     }
 
     /// Answer status requests from the daemon's status reports (until
@@ -579,6 +619,28 @@ impl Members {
                 if let Some(tx) = lock(&self.waiting).get(&req) {
                     let _ = tx.send((*from.ip(), reached));
                 }
+            }
+            Body::HubMoved { slot } => {
+                if !slot.is_hub() {
+                    bump(&self.counters.malformed);
+                    return;
+                }
+                let Some(mgmt) = self.client_mgmt.get().cloned() else {
+                    return;
+                };
+                {
+                    let mut at = lock(&self.nudged_at);
+                    let now = std::time::Instant::now();
+                    if at.is_some_and(|t| now.duration_since(t) < NUDGE_QUIET) {
+                        return;
+                    }
+                    *at = Some(now);
+                }
+                tokio::spawn(async move {
+                    if super::openvpn::reconnect_if_down(&mgmt).await {
+                        tracing::info!(%from, "the hub moved: this node's OpenVPN client, not connected, starts its handshake again now");
+                    }
+                });
             }
             Body::Resign { slot } => {
                 if slot.id > self.layout.max_id(slot.role) {

@@ -414,6 +414,21 @@ pub async fn restart_clients(mgmt: &Path) -> usize {
     told
 }
 
+/// A client that is not connected (waiting on a handshake, perhaps with a
+/// hub that died) starts again now (`signal SIGUSR1`): told that a new hub
+/// holds the Elastic IP. A connected client is left alone. Whether it was
+/// restarted.
+pub async fn reconnect_if_down(mgmt: &Path) -> bool {
+    match query_state(mgmt).await {
+        Some(s) if s.name == "CONNECTED" => false,
+        // No state: the daemon is not up, or serves no client here.
+        None => false,
+        Some(_) => mgmt_command(mgmt, "signal SIGUSR1")
+            .await
+            .is_some_and(|a| a.starts_with("SUCCESS:")),
+    }
+}
+
 /// Ask the management interface for the current state.
 pub async fn query_state(mgmt: &Path) -> Option<MgmtState> {
     mgmt_command(mgmt, "state")

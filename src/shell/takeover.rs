@@ -27,6 +27,33 @@ pub struct Takeover {
 }
 
 impl Takeover {
+    /// In the background: tell every other running member, on its
+    /// underlay, that the hub is here now, so that a client waiting on the
+    /// dead hub's handshake starts again at once (one registry read).
+    fn nudge_members(&self) {
+        let Some(members) = self.members.get().cloned() else {
+            return;
+        };
+        let registry = self.registry.clone();
+        tokio::spawn(async move {
+            let me = registry.instance_id().to_string();
+            match registry.fleet_instances(None).await {
+                Ok(found) => {
+                    let to: Vec<std::net::Ipv4Addr> = found
+                        .iter()
+                        .filter(|i| i.instance_id() != Some(me.as_str()))
+                        .filter_map(|i| i.private_ip_address()?.parse().ok())
+                        .collect();
+                    let told = members.announce_hub(&to).await;
+                    tracing::info!(told, "members told that the hub is here now");
+                }
+                Err(e) => tracing::warn!(
+                    "cannot tell the members that the hub moved ({e}); they reconnect on their own"
+                ),
+            }
+        });
+    }
+
     /// A switcher for a node that holds its slot at `epoch`; `hub` is set
     /// once it runs the OpenVPN server (frontend1); `members` is the
     /// members' channel once it runs (the hub is told of a takeover there).
@@ -186,6 +213,9 @@ impl Switcher for Takeover {
                 .map_err(|e| e.to_string())?
         {
             tracing::warn!(%to, "Elastic IP moved to this instance");
+        }
+        if to.is_hub() {
+            self.nudge_members();
         }
         crash_point("eip");
         Ok(())

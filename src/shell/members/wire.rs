@@ -44,6 +44,8 @@ pub const PING_REQ_LEN: usize = HEADER + 5 + TAG;
 pub const RESIGN_LEN: usize = PING_REQ_LEN;
 /// A claim's size on the wire (laid out as a ping request).
 pub const CLAIM_LEN: usize = PING_REQ_LEN;
+/// A new hub's nudge on the wire (laid out as a ping request).
+pub const HUB_MOVED_LEN: usize = PING_REQ_LEN;
 /// A ping-any request's size on the wire.
 pub const PING_ANY_LEN: usize = HEADER + 9 + TAG;
 /// An ack's size on the wire.
@@ -99,6 +101,16 @@ pub enum Body {
     /// from EC2 alone.
     Claim {
         /// The slot the sender now holds.
+        slot: Slot,
+    },
+    /// From a node that has just taken the hub's place (`slot`, always
+    /// frontend1), to every member's underlay: "the hub is here now". A
+    /// member whose OpenVPN client is not connected starts its handshake
+    /// again at once, instead of waiting out the one it sent to the dead
+    /// hub. Only a hint: a connected client ignores it, and the handshake
+    /// itself is checked as ever.
+    HubMoved {
+        /// The hub's slot.
         slot: Slot,
     },
     /// "Tell me how you are" (`chainwatch fleet`).
@@ -212,14 +224,16 @@ pub fn seal(key: &Key, d: &Datagram) -> Vec<u8> {
         Body::Status { .. } => 5,
         Body::Claim { .. } => 6,
         Body::PingAny { .. } => 7,
+        Body::HubMoved { .. } => 8,
     });
     out.extend_from_slice(&d.sender.to_be_bytes());
     out.extend_from_slice(&d.seq.to_be_bytes());
     out.extend_from_slice(&d.sent_ms.to_be_bytes());
     match d.body {
-        Body::PingReq { target: slot } | Body::Resign { slot } | Body::Claim { slot } => {
-            put_slot(&mut out, slot)
-        }
+        Body::PingReq { target: slot }
+        | Body::Resign { slot }
+        | Body::Claim { slot }
+        | Body::HubMoved { slot } => put_slot(&mut out, slot),
         Body::PingAny { target, underlay } => {
             put_slot(&mut out, target);
             out.extend_from_slice(&underlay.octets());
@@ -306,6 +320,7 @@ pub fn open(key: &Key, bytes: &[u8]) -> Result<Datagram, Rejected> {
         5 => STATUS_LEN,
         6 => CLAIM_LEN,
         7 => PING_ANY_LEN,
+        8 => HUB_MOVED_LEN,
         _ => return Err(Rejected::Malformed),
     };
     if bytes.len() != want {
@@ -324,6 +339,9 @@ pub fn open(key: &Key, bytes: &[u8]) -> Result<Datagram, Rejected> {
         },
         4 => Body::StatusReq,
         6 => Body::Claim {
+            slot: slot_at(bytes, HEADER)?,
+        },
+        8 => Body::HubMoved {
             slot: slot_at(bytes, HEADER)?,
         },
         7 => Body::PingAny {
@@ -462,6 +480,15 @@ mod tests {
         let b = seal(&k, &c);
         assert_eq!(b.len(), CLAIM_LEN);
         assert_eq!(open(&k, &b), Ok(c));
+        let h = Datagram {
+            body: Body::HubMoved {
+                slot: Slot::new(Role::Frontend, 1),
+            },
+            ..r
+        };
+        let b = seal(&k, &h);
+        assert_eq!(b.len(), HUB_MOVED_LEN);
+        assert_eq!(open(&k, &b), Ok(h));
         let any = Datagram {
             body: Body::PingAny {
                 target: Slot::new(Role::Frontend, 1),
