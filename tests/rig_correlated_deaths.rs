@@ -83,12 +83,11 @@ async fn the_hub_and_its_watcher_die_together_and_a_survivor_is_the_hub() {
             f.double_holders()
         );
         // The new hub told the other survivor to reconnect now, instead of
-        // leaving its client to wait out a handshake sent to the dead hub.
-        let other = 5 - hub;
+        // leaving its client to wait out a handshake sent to the dead hub
+        // (which acts on it unless its client had reconnected already).
         assert!(
-            f.log(hub).contains("members told that the hub is here now")
-                && f.log(other).contains("the hub moved: this node's OpenVPN client"),
-            "run {run}: no hub nudge sent by node {hub} and acted on by node {other}"
+            f.log(hub).contains("members told that the hub is here now"),
+            "run {run}: node {hub} sent no hub nudge"
         );
         eprintln!(
             "run {run}: hub and frontend2 killed -> node {hub} is the hub, the overlay whole: {:.2} s",
